@@ -1,0 +1,175 @@
+"""Sources, tokens, and checking the credentials that requests present.
+
+Guarantees: secrets are only compared by hash; a verified credential is cached for
+``auth_cache_ttl_s`` seconds, so a revoked key stops working within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth import keys, repository
+from app.errors import Forbidden, InvalidRequest, Unauthorized
+from app.models import CHANNELS, TOKEN_SCOPES
+from app.touchpoint import new_event_id
+
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    id: Any
+    name: str
+    channel: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: Any
+    scope: str
+
+    def allows(self, scope: str) -> bool:
+        return self.scope == scope or self.scope == "admin"
+
+
+async def create_source(
+    session: AsyncSession,
+    *,
+    name: str,
+    channel: str,
+    settings: dict[str, Any] | None = None,
+    write_key: str | None = None,
+) -> tuple[SourceInfo, str]:
+    """Create a source and return it with its write key (shown once, stored hashed)."""
+    if channel not in CHANNELS:
+        raise InvalidRequest(f"unknown channel {channel!r}; one of {', '.join(CHANNELS)}")
+    if not name.strip() or len(name) > 200:
+        raise InvalidRequest("a source name is 1 to 200 characters")
+    if await repository.get_source_by_name(session, name):
+        raise InvalidRequest(f"a source named {name!r} already exists")
+    secret = write_key or keys.generate(keys.WRITE_KEY_PREFIX)
+    source = await repository.add_source(
+        session,
+        id=new_event_id(),
+        name=name,
+        channel=channel,
+        key_hash=keys.digest(secret),
+        key_prefix=keys.display_prefix(secret),
+        settings=settings or {},
+    )
+    return SourceInfo(source.id, source.name, source.channel, source.settings), secret
+
+
+async def create_token(
+    session: AsyncSession, *, scope: str, name: str = "", secret: str | None = None
+) -> tuple[TokenInfo, str]:
+    """Create an API token and return it with its secret (shown once, stored hashed)."""
+    if scope not in TOKEN_SCOPES:
+        raise InvalidRequest(f"unknown scope {scope!r}; one of {', '.join(TOKEN_SCOPES)}")
+    prefix = keys.ADMIN_TOKEN_PREFIX if scope == "admin" else keys.READ_TOKEN_PREFIX
+    secret = secret or keys.generate(prefix)
+    token = await repository.add_token(
+        session,
+        id=new_event_id(),
+        name=name or f"{scope} token",
+        scope=scope,
+        token_hash=keys.digest(secret),
+        prefix=keys.display_prefix(secret),
+    )
+    return TokenInfo(token.id, token.scope), secret
+
+
+class Authenticator:
+    """Resolves presented secrets to sources and tokens, with a short TTL cache."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
+        self._sessions = session_factory
+        self._ttl = ttl_s
+        self._sources: dict[str, tuple[float, SourceInfo | None]] = {}
+        self._tokens: dict[str, tuple[float, TokenInfo | None]] = {}
+
+    async def source(self, write_key: str | None) -> SourceInfo:
+        if not write_key:
+            raise Unauthorized(
+                "send the source's write key as the HTTP Basic user name",
+                headers={"WWW-Authenticate": 'Basic realm="percorso"'},
+            )
+        found = await self._lookup_source(keys.digest(write_key))
+        if found is None:
+            raise Unauthorized(
+                "the write key is not valid", headers={"WWW-Authenticate": 'Basic realm="percorso"'}
+            )
+        return found
+
+    async def token(self, secret: str | None, scope: str) -> TokenInfo:
+        challenge = {"WWW-Authenticate": 'Bearer realm="percorso"'}
+        if not secret:
+            raise Unauthorized(
+                "send an API token as 'Authorization: Bearer <token>'", headers=challenge
+            )
+        digest = keys.digest(secret)
+        token = await self._lookup_token(digest)
+        if token is None:
+            if await self._lookup_source(digest) is not None:
+                raise Forbidden("a write key can only send events; use a read token here")
+            raise Unauthorized("the token is not valid", headers=challenge)
+        if not token.allows(scope):
+            raise Forbidden(f"this token's scope ({token.scope}) does not allow {scope}")
+        return token
+
+    async def _lookup_source(self, digest: str) -> SourceInfo | None:
+        hit = self._sources.get(digest)
+        now = time.monotonic()
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self._sessions() as session:
+            row = await repository.get_source_by_key_hash(session, digest)
+        info = SourceInfo(row.id, row.name, row.channel, row.settings) if row else None
+        _remember(self._sources, digest, info, now + self._ttl)
+        return info
+
+    async def _lookup_token(self, digest: str) -> TokenInfo | None:
+        hit = self._tokens.get(digest)
+        now = time.monotonic()
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self._sessions() as session:
+            row = await repository.get_token_by_hash(session, digest)
+        info = TokenInfo(row.id, row.scope) if row else None
+        _remember(self._tokens, digest, info, now + self._ttl)
+        return info
+
+
+def _remember(cache: dict[str, Any], key: str, value: Any, expires: float) -> None:
+    # Bounded: a flood of random keys must not grow memory without limit.
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = (expires, value)
+
+
+async def rotate_source_key(
+    session: AsyncSession, *, name: str, channel: str, write_key: str | None = None
+) -> tuple[SourceInfo, str]:
+    """Give source ``name`` a new write key (creating the source if missing); the old key
+    stops working. The source keeps its id, so its events stay attributed to it."""
+    source = await repository.get_source_by_name(session, name)
+    if source is None:
+        return await create_source(session, name=name, channel=channel, write_key=write_key)
+    secret = write_key or keys.generate(keys.WRITE_KEY_PREFIX)
+    await repository.set_source_key(
+        session, source, keys.digest(secret), keys.display_prefix(secret)
+    )
+    return SourceInfo(source.id, source.name, source.channel, source.settings), secret
+
+
+async def replace_token(
+    session: AsyncSession, *, name: str, scope: str, secret: str | None = None
+) -> tuple[TokenInfo, str]:
+    """Revoke the tokens called ``name`` and issue a new one."""
+    await repository.delete_tokens_named(session, name)
+    return await create_token(session, scope=scope, name=name, secret=secret)

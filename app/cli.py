@@ -1,0 +1,167 @@
+"""The ``percorso`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+
+cli = typer.Typer(
+    help="Percorso: customer-journey backend.", no_args_is_help=True, add_completion=False
+)
+sources = typer.Typer(help="Manage sources (write keys).", no_args_is_help=True)
+tokens = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+cli.add_typer(sources, name="sources")
+cli.add_typer(tokens, name="tokens")
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@cli.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    settings = Settings()
+    _logging()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@cli.command()
+def consume() -> None:
+    """Run one pipeline consumer (Kafka → Postgres). Run several to share partitions."""
+    import uvloop
+
+    from app.pipeline.runner import consume as run
+
+    _logging()
+    uvloop.run(run(Settings()))
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the database migrations and create the Kafka topics."""
+    from app.kit.kafka import ensure_topics
+    from app.migrate import upgrade
+
+    settings = Settings()
+    _logging()
+    upgrade(settings.sqlalchemy_url)
+    if settings.kafka_bootstrap_servers:
+        asyncio.run(ensure_topics(settings))
+
+
+@cli.command()
+def dev() -> None:
+    """Run everything on embedded servers (what `make run` does)."""
+    from app.dev import run
+
+    _logging()
+    raise typer.Exit(run(Settings()))
+
+
+@cli.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the document.")] = Path(
+        "openapi/openapi.json"
+    ),
+) -> None:
+    """Write the OpenAPI document."""
+    from app.openapi import render
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render())
+    typer.echo(f"wrote {output}")
+
+
+@sources.command("create")
+def sources_create(
+    name: Annotated[str, typer.Option("--name", help="A unique name, e.g. 'website'.")],
+    channel: Annotated[
+        str, typer.Option("--channel", help="Default channel of its events.")
+    ] = "web",
+) -> None:
+    """Create a source and print its write key (shown once)."""
+    from app.auth.service import create_source
+
+    async def run() -> str:
+        async with _session() as session:
+            source, key = await create_source(session, name=name, channel=channel)
+            await session.commit()
+        typer.echo(
+            json.dumps({"id": str(source.id), "name": source.name, "channel": source.channel}),
+            err=True,
+        )
+        return key
+
+    typer.echo(_run_admin(run))
+
+
+@tokens.command("create")
+def tokens_create(
+    scope: Annotated[str, typer.Option("--scope", help="read or admin.")] = "read",
+    name: Annotated[str, typer.Option("--name")] = "",
+) -> None:
+    """Create an API token and print it (shown once)."""
+    from app.auth.service import create_token
+
+    async def run() -> str:
+        async with _session() as session:
+            _, secret = await create_token(session, scope=scope, name=name)
+            await session.commit()
+        return secret
+
+    typer.echo(_run_admin(run))
+
+
+@asynccontextmanager
+async def _session() -> AsyncIterator[AsyncSession]:
+    from app.db import create_engine, create_session_factory
+
+    engine = create_engine(Settings(), pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+def _run_admin(run: Callable[[], Coroutine[Any, Any, str]]) -> str:
+    from app.errors import ProblemError
+
+    try:
+        return asyncio.run(run())
+    except ProblemError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Settings: one class, read from the environment with the ``PERCORSO_`` prefix."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PERCORSO_", env_file=".env", extra="ignore")
+
+    environment: Environment = "development"
+    # Where embedded servers keep their data (`percorso dev`).
+    data_dir: Path = Path(".percorso")
+
+    # PostgreSQL. Unset in development: `percorso dev` starts an embedded server.
+    database_url: str | None = None
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    # Kafka. Unset in development: `percorso dev` starts the embedded Tansu broker.
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = "touchpoints"
+    kafka_dead_letter_topic: str = "touchpoints.dead-letter"
+    kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_consumer_group: str = "pipeline"
+    # Tansu (and some managed brokers) reject the idempotent producer.
+    kafka_enable_idempotence: bool = False
+    kafka_linger_ms: int = Field(default=5, ge=0)
+    kafka_publish_timeout_s: float = Field(default=5.0, gt=0)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+
+    # Pipeline batching.
+    pipeline_max_batch: int = Field(default=2_000, ge=1, le=50_000)
+    pipeline_poll_timeout_ms: int = Field(default=200, ge=1)
+    pipeline_metrics_port: int | None = None
+
+    # HTTP.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    # Seconds a verified write key or read token is trusted before it is checked again.
+    auth_cache_ttl_s: float = Field(default=30.0, ge=0)
+
+    # Identity.
+    default_phone_region: str = "IT"
+    blocked_identifier_values: str = ""
+    merge_limits: str | None = None
+    merge_priority: str | None = None
+
+    # Journey model: a preset name or a path to a TOML/YAML file.
+    journey_model: str = "default"
+
+    # Demo credentials for `percorso dev`; generated when unset.
+    dev_write_key: SecretStr | None = None
+    dev_read_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("PERCORSO_DATABASE_URL", self.database_url),
+                    ("PERCORSO_KAFKA_BOOTSTRAP_SERVERS", self.kafka_bootstrap_servers),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"production needs {', '.join(missing)}; embedded servers are for development"
+                )
+            if self.dev_write_key or self.dev_read_token:
+                raise ValueError("PERCORSO_DEV_* credentials are refused in production")
+        return self
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The database URL in the form SQLAlchemy's asyncpg dialect expects."""
+        if not self.database_url:
+            raise RuntimeError("PERCORSO_DATABASE_URL is not set")
+        return to_asyncpg_url(self.database_url)
+
+    @property
+    def blocked_values(self) -> frozenset[str]:
+        return frozenset(
+            v.strip().casefold() for v in self.blocked_identifier_values.split(",") if v.strip()
+        )
+
+
+def to_asyncpg_url(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"not a PostgreSQL URL: {url.split('://')[0]}://…")

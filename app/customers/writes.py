@@ -1,0 +1,69 @@
+"""Profile updates for the pipeline (asyncpg, array-bound; the batch owns the transaction)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+@dataclass(slots=True)
+class ProfileDelta:
+    """What one batch adds to one customer's profile."""
+
+    customer_id: uuid.UUID
+    first_seen: datetime
+    last_seen: datetime
+    events: int = 0
+    channels: dict[str, int] = field(default_factory=dict)
+    traits: dict[str, Any] = field(default_factory=dict)
+    traits_at: datetime | None = None
+    current_stage: str | None = None
+    furthest_stage: str | None = None
+    journey_state: dict[str, Any] = field(default_factory=dict)
+
+
+async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDelta]) -> None:
+    """Fold the deltas into the profiles in one statement. Traits: the newer event wins per
+    key; traits from events older than the profile's newest only fill missing keys."""
+    if not deltas:
+        return
+    ordered = sorted(deltas, key=lambda d: d.customer_id)
+    await conn.execute(
+        """
+        UPDATE customers c SET
+            first_seen_at = LEAST(c.first_seen_at, u.first_seen),
+            last_seen_at = GREATEST(c.last_seen_at, u.last_seen),
+            event_count = c.event_count + u.n,
+            channel_counts = percorso_add_counts(c.channel_counts, u.channels::jsonb),
+            traits = CASE
+                WHEN u.traits_at IS NULL THEN c.traits
+                WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at THEN c.traits || u.traits::jsonb
+                ELSE u.traits::jsonb || c.traits END,
+            traits_at = GREATEST(c.traits_at, u.traits_at),
+            current_stage = u.current_stage,
+            furthest_stage = u.furthest_stage,
+            journey_state = u.state::jsonb,
+            updated_at = now()
+        FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::text[],
+                    $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+             AS u(id, first_seen, last_seen, n, channels, traits, traits_at,
+                  current_stage, furthest_stage, state)
+        WHERE c.id = u.id
+        """,
+        [d.customer_id for d in ordered],
+        [d.first_seen for d in ordered],
+        [d.last_seen for d in ordered],
+        [d.events for d in ordered],
+        [orjson.dumps(d.channels).decode() for d in ordered],
+        [orjson.dumps(d.traits).decode() for d in ordered],
+        [d.traits_at for d in ordered],
+        [d.current_stage for d in ordered],
+        [d.furthest_stage for d in ordered],
+        [orjson.dumps(d.journey_state).decode() for d in ordered],
+    )

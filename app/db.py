@@ -1,0 +1,73 @@
+"""Database plumbing: declarative base with a naming convention, engine and session factories.
+
+Engines are built in the app's lifespan (or the consumer's startup) and passed around;
+nothing here holds a module-level engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+from fastapi import Depends, Request
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+from app.config import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=pool_size or settings.db_pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"application_name": "percorso"}},
+    )
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection[Any]:
+    """The asyncpg connection under a SQLAlchemy connection, inside the same transaction.
+
+    The pipeline uses it for array-bound bulk statements and COPY, which SQLAlchemy does not
+    expose; whoever owns ``conn`` still owns the transaction.
+    """
+    raw = await conn.get_raw_connection()
+    return cast("asyncpg.Connection[Any]", raw.driver_connection)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request; the request owns the transaction (commit on success)."""
+    factory: async_sessionmaker[AsyncSession] = request.state.session_factory
+    async with factory() as session:
+        yield session
+        await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

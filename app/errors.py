@@ -1,0 +1,146 @@
+"""Domain errors and their rendering as ``application/problem+json`` (RFC 9457).
+
+Services raise :class:`ProblemError` subclasses; one set of handlers renders them. Nothing
+below the endpoints knows about HTTP beyond the status a domain error carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://percorso.dev/problems/"
+
+
+class ProblemError(Exception):
+    """An error a client can act on. ``type`` is a stable slug, ``detail`` is for humans."""
+
+    status: int = 400
+    type: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class InvalidRequest(ProblemError):
+    status, type, title = 400, "invalid-request", "The request is not valid"
+
+
+class PayloadTooLarge(ProblemError):
+    status, type, title = 400, "payload-too-large", "The request is too large"
+
+
+class Unauthorized(ProblemError):
+    status, type, title = 401, "unauthorized", "Missing or invalid credentials"
+
+
+class Forbidden(ProblemError):
+    status, type, title = 403, "forbidden", "The credential does not allow this"
+
+
+class NotFound(ProblemError):
+    status, type, title = 404, "not-found", "Not found"
+
+
+class UnsupportedMediaType(ProblemError):
+    status, type, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class ServiceUnavailable(ProblemError):
+    status, type, title = 503, "service-unavailable", "Temporarily unavailable"
+
+
+def problem_response(
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: Sequence[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = list(errors)
+    if extra:
+        body.update(extra)
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic/FastAPI errors as ``[{"field": "a.b", "message": ...}]`` without echoing input."""
+    out = []
+    for err in raw:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        out.append({"field": ".".join(loc) or None, "message": err.get("msg", "invalid")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProblemError)
+        return problem_response(
+            exc.status,
+            exc.type,
+            exc.title,
+            exc.detail,
+            instance=request.url.path,
+            errors=exc.errors,
+            headers=exc.headers,
+            extra=exc.extra,
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(
+            422,
+            "validation-failed",
+            "The request parameters are not valid",
+            "One or more parameters failed validation; see errors.",
+            instance=request.url.path,
+            errors=validation_errors(exc.errors()),
+        )
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(
+            exc.status_code,
+            slug,
+            str(exc.detail),
+            str(exc.detail),
+            instance=request.url.path,
+            headers=dict(exc.headers or {}),
+        )
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)

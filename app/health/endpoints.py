@@ -1,0 +1,58 @@
+"""Liveness, readiness and Prometheus metrics (no auth: for orchestrators and scrapers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.errors import problem_response
+from app.ingest.publisher import Publisher
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is down (problem+json)."}})
+async def readyz(request: Request) -> Any:
+    """Ready to accept events: the database answers and the broker is reachable."""
+    checks = {"database": await _database_ok(request), "broker": await _broker_ok(request)}
+    if all(checks.values()):
+        return {"status": "ok", "checks": checks}
+    down = ", ".join(name for name, ok in checks.items() if not ok)
+    return problem_response(
+        503,
+        "not-ready",
+        "Not ready",
+        f"unavailable: {down}",
+        extra={"checks": checks},
+        headers={"Retry-After": "5"},
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics() -> Response:
+    """Prometheus metrics of this API process."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _database_ok(request: Request) -> bool:
+    try:
+        async with request.state.session_factory() as session:
+            await session.execute(text("SELECT 1"))
+        return True
+    except (SQLAlchemyError, OSError):
+        return False
+
+
+async def _broker_ok(request: Request) -> bool:
+    publisher: Publisher = request.state.publisher
+    return await publisher.ready()

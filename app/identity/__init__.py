@@ -1,0 +1,1 @@
+"""Identity graph: normalise identifiers, resolve them to customers, merge safely."""

@@ -1,0 +1,108 @@
+"""SQL of the identity graph. Callers own the transaction; statements take arrays so a
+whole batch costs a handful of round trips."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+STRIPES = 65_536
+
+IdentKey = tuple[str, str]
+
+
+def stripe(kind: str, value: str) -> int:
+    digest = hashlib.blake2b(f"{kind}\x1f{value}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % STRIPES
+
+
+async def lock_identifiers(conn: asyncpg.Connection[Any], keys: Iterable[IdentKey]) -> None:
+    """Lock the stripes of ``keys`` in ascending order (the one global lock order).
+
+    Held to the end of the transaction: no other pipeline transaction can create, move or
+    read-for-resolution these identifiers meanwhile."""
+    stripes = sorted({stripe(k, v) for k, v in keys})
+    if stripes:
+        await conn.execute(
+            "SELECT 1 FROM identity_locks WHERE stripe = ANY($1::int[]) ORDER BY stripe FOR UPDATE",
+            stripes,
+        )
+
+
+async def owners(
+    conn: asyncpg.Connection[Any], keys: Sequence[IdentKey]
+) -> dict[IdentKey, uuid.UUID]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT i.kind, i.value, i.customer_id
+        FROM identities i
+        JOIN unnest($1::text[], $2::text[]) AS k(kind, value) USING (kind, value)
+        """,
+        [k for k, _ in keys],
+        [v for _, v in keys],
+    )
+    return {(r["kind"], r["value"]): r["customer_id"] for r in rows}
+
+
+async def lock_customers(
+    conn: asyncpg.Connection[Any], ids: Iterable[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """Lock customer rows in id order and return them (with their journey state)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    return await conn.fetch(
+        """
+        SELECT id, created_at, merged_into, current_stage, furthest_stage, journey_state
+        FROM customers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+        """,
+        wanted,
+    )
+
+
+async def identities_of(
+    conn: asyncpg.Connection[Any], customer_ids: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    if not customer_ids:
+        return []
+    return await conn.fetch(
+        "SELECT customer_id, kind, value FROM identities WHERE customer_id = ANY($1::uuid[])",
+        list(customer_ids),
+    )
+
+
+async def insert_customers(
+    conn: asyncpg.Connection[Any], rows: Sequence[tuple[uuid.UUID, datetime]]
+) -> None:
+    """New customers, first seen at the given time (profile columns are filled later)."""
+    if rows:
+        await conn.execute(
+            """
+            INSERT INTO customers (id, first_seen_at, last_seen_at)
+            SELECT id, seen, seen FROM unnest($1::uuid[], $2::timestamptz[]) AS n(id, seen)
+            """,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+        )
+
+
+async def insert_identities(
+    conn: asyncpg.Connection[Any], rows: Sequence[tuple[str, str, uuid.UUID]]
+) -> None:
+    if rows:
+        await conn.execute(
+            """
+            INSERT INTO identities (kind, value, customer_id)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])
+            """,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+        )

@@ -1,0 +1,57 @@
+"""Reading tracking-call bodies: size limits, gzip, JSON or text/plain (``sendBeacon``)."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+_ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-json", "")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON document. Refuses bodies over ``limit`` bytes (compressed or
+    not) without reading them whole; never answers 500 for a client's bytes."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _ACCEPTED_TYPES and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"send JSON as application/json or text/plain, not {media}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _too_large(limit)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        body = bytearray(_gunzip(bytes(body), limit))
+    elif encoding not in ("identity", ""):
+        raise UnsupportedMediaType(f"content-encoding {encoding} is not supported; use gzip")
+    if not body.strip():
+        raise InvalidRequest("the request body is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"the body is not valid JSON: {exc.msg} at position {exc.pos}"
+        ) from None
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(data, limit + 1)
+    except zlib.error:
+        raise InvalidRequest("the body is not valid gzip") from None
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise _too_large(limit)
+    return out
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body exceeds {limit // 1024} KB")

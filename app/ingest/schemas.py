@@ -1,0 +1,89 @@
+"""Request and response shapes of the tracking API (Segment's HTTP Tracking API)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_EVENTS = 2_500
+MAX_MESSAGE_ID = 100
+MAX_NAME = 200
+
+CallType = Literal["track", "page", "screen", "identify", "group", "alias"]
+Id = str | int
+
+
+class SegmentMessage(BaseModel):
+    """One call as Segment's libraries send it. Unknown fields (``integrations``,
+    ``_metadata``, ``channel``, …) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    type: CallType | None = None
+    messageId: str | None = Field(default=None, max_length=MAX_MESSAGE_ID)
+    userId: Id | None = None
+    anonymousId: Id | None = None
+    event: str | None = Field(default=None, max_length=MAX_NAME)
+    name: str | None = Field(default=None, max_length=MAX_NAME)
+    category: str | None = Field(default=None, max_length=MAX_NAME)
+    groupId: Id | None = None
+    previousId: Id | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
+    receivedAt: datetime | None = None
+    writeKey: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _required_fields(self) -> SegmentMessage:
+        if _blank(self.userId) and _blank(self.anonymousId):
+            raise ValueError("userId or anonymousId is required")
+        if self.type == "track" and (self.event is None or not self.event.strip()):
+            raise ValueError("a track call needs an event name")
+        if self.type == "group" and _blank(self.groupId):
+            raise ValueError("a group call needs a groupId")
+        if self.type == "alias" and _blank(self.previousId):
+            raise ValueError("an alias call needs a previousId")
+        return self
+
+
+def _blank(value: Id | None) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+class BatchRequest(BaseModel):
+    """``POST /v1/batch``: several calls, each with its own ``type``."""
+
+    batch: list[dict[str, Any]] = Field(max_length=MAX_BATCH_EVENTS)
+    context: dict[str, Any] | None = None
+    sentAt: datetime | None = None
+    writeKey: str | None = None
+
+
+class FieldError(BaseModel):
+    field: str | None
+    message: str
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="Position of the event in the request (0 for single calls).")
+    messageId: str | None = None
+    errors: list[FieldError]
+
+
+class IngestResponse(BaseModel):
+    """Segment's ``{"success": true}``, plus what Percorso did with each event."""
+
+    success: bool = True
+    accepted: int = Field(description="Events acknowledged by the broker.")
+    rejected: list[Rejection] = Field(
+        default_factory=list,
+        description="Events refused, with the reasons; nothing of them is stored.",
+    )

@@ -1,0 +1,59 @@
+"""Kafka clients built from settings, and topic administration."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise RuntimeError("PERCORSO_KAFKA_BOOTSTRAP_SERVERS is not set")
+    return settings.kafka_bootstrap_servers
+
+
+def create_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that reports success only once every in-sync replica has the message."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap(settings),
+        "acks": "all",
+        "enable_idempotence": settings.kafka_enable_idempotence,
+        "linger_ms": settings.kafka_linger_ms,
+        "compression_type": None,
+        "request_timeout_ms": int(settings.kafka_publish_timeout_s * 1000),
+        "max_request_size": 2 * 1024 * 1024,
+        "client_id": "percorso",
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the touchpoints and dead-letter topics if they do not exist (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="percorso-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                settings.kafka_topic, settings.kafka_partitions, settings.kafka_replication_factor
+            ),
+            NewTopic(settings.kafka_dead_letter_topic, 1, settings.kafka_replication_factor),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+            log.info("created topics %s", [t.name for t in missing])
+    finally:
+        await admin.close()

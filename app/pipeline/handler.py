@@ -1,0 +1,210 @@
+"""One batch of touchpoints → one Postgres transaction.
+
+decode → lock identifiers → dedupe (source, message_id) → resolve identity → assign stages
+→ write timeline → update profiles → record dead letters. The caller commits Kafka offsets
+only after :meth:`BatchHandler.handle` returned (the database has committed by then).
+
+Guarantees:
+* all-or-nothing per batch; a retryable failure (deadlock, serialization, stale read) is
+  retried with backoff;
+* a message that can never be stored (undecodable, or rejected by the database) is isolated
+  and dead-lettered with its reason, and the rest of the batch is stored;
+* an event already stored (same source and message id) is skipped, so redelivery after a
+  crash stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.customers.writes import ProfileDelta, apply_deltas
+from app.db import driver_connection
+from app.identity import service as identity
+from app.journey.model import JourneyModel
+from app.journey.service import assign_stages
+from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
+from app.pipeline.deadletter import DeadLetter, insert_dead_letters
+from app.timeline.writes import EventRow, existing_keys, insert_events
+from app.touchpoint import Touchpoint
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+_RETRYABLE = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    identity.StaleRead,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed message, independent of the Kafka client."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class Outcome:
+    stored: int = 0
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class BatchHandler:
+    def __init__(self, engine: AsyncEngine, model: JourneyModel) -> None:
+        self._engine = engine
+        self._model = model
+
+    async def handle(self, records: Sequence[Record]) -> Outcome:
+        touchpoints: list[Touchpoint] = []
+        origin: dict[Any, Record] = {}
+        dead: list[DeadLetter] = []
+        for record in records:
+            try:
+                tp = Touchpoint.from_bytes(record.value)
+                touchpoints.append(tp)
+                origin[tp.event_id] = record
+            except ValidationError as exc:
+                dead.append(DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}"))
+        try:
+            outcome = await self._with_retries(touchpoints, dead)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            # Some message the database refuses (e.g. a NUL character in a JSON string):
+            # store the others one by one and dead-letter the culprits.
+            log.warning("batch refused by the database (%s); isolating", type(exc).__name__)
+            outcome = await self._isolate(origin, touchpoints, dead)
+        PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
+        PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
+        PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
+        return outcome
+
+    async def _with_retries(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return await self._transaction(touchpoints, dead)
+            except _RETRYABLE as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                PIPELINE_RETRIES.inc()
+                delay = min(2.0, 0.02 * 2**attempt) * (0.5 + random.random())  # noqa: S311
+                log.info("retrying batch after %s (attempt %d)", type(exc).__name__, attempt)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _isolate(
+        self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
+    ) -> Outcome:
+        total = Outcome(dead_letters=list(dead))
+        await self._with_retries([], dead)
+        for tp in touchpoints:
+            try:
+                one = await self._with_retries([tp], [])
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                letter = DeadLetter.of(
+                    origin[tp.event_id], f"refused by the database: {_short(exc)}"
+                )
+                await self._with_retries([], [letter])
+                total.dead_letters.append(letter)
+                continue
+            total.stored += one.stored
+            total.duplicates += one.duplicates
+        return total
+
+    async def _transaction(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
+        async with self._engine.begin() as sa_conn:
+            conn = await driver_connection(sa_conn)
+            await insert_dead_letters(conn, dead)
+            if not touchpoints:
+                return Outcome(dead_letters=list(dead))
+            await identity.lock(conn, touchpoints)
+            fresh = await _drop_duplicates(conn, touchpoints)
+            if not fresh:
+                return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
+            resolution = await identity.resolve(conn, fresh)
+            stages = assign_stages(self._model, fresh, resolution)
+            rows = [
+                _event_row(tp, cid, stage)
+                for tp, cid, stage in zip(fresh, resolution.customer_of, stages, strict=True)
+            ]
+            stored = await insert_events(conn, rows)
+            await apply_deltas(conn, _profile_deltas(fresh, resolution))
+            return Outcome(
+                stored=stored, duplicates=len(touchpoints) - stored, dead_letters=list(dead)
+            )
+
+
+async def _drop_duplicates(
+    conn: asyncpg.Connection[Any], touchpoints: list[Touchpoint]
+) -> list[Touchpoint]:
+    seen = await existing_keys(conn, [(tp.source_id, tp.message_id) for tp in touchpoints])
+    fresh = []
+    for tp in touchpoints:
+        key = (tp.source_id, tp.message_id)
+        if key not in seen:
+            seen.add(key)  # also drops a repeat inside the batch
+            fresh.append(tp)
+    return fresh
+
+
+def _event_row(tp: Touchpoint, customer_id: Any, stage: str | None) -> EventRow:
+    return EventRow(
+        event_id=tp.event_id,
+        source_id=tp.source_id,
+        message_id=tp.message_id,
+        customer_id=customer_id,
+        type=tp.type,
+        event=tp.event,
+        channel=tp.channel.value,
+        occurred_at=tp.occurred_at,
+        sent_at=tp.sent_at,
+        received_at=tp.received_at,
+        stage=stage,
+        properties=tp.properties,
+        traits=tp.traits,
+        context=tp.context,
+        flags=tp.flags,
+    )
+
+
+def _profile_deltas(
+    touchpoints: list[Touchpoint], resolution: identity.Resolution
+) -> list[ProfileDelta]:
+    deltas: dict[Any, ProfileDelta] = {}
+    order = sorted(range(len(touchpoints)), key=lambda i: touchpoints[i].occurred_at)
+    for i in order:
+        tp, cid = touchpoints[i], resolution.customer_of[i]
+        delta = deltas.get(cid)
+        if delta is None:
+            delta = deltas[cid] = ProfileDelta(cid, tp.occurred_at, tp.occurred_at)
+        delta.first_seen = min(delta.first_seen, tp.occurred_at)
+        delta.last_seen = max(delta.last_seen, tp.occurred_at)
+        delta.events += 1
+        delta.channels[tp.channel.value] = delta.channels.get(tp.channel.value, 0) + 1
+        traits = tp.traits if tp.type == "identify" else tp.context.get("traits")
+        if isinstance(traits, dict) and traits:
+            delta.traits.update(traits)
+            delta.traits_at = tp.occurred_at
+    for cid, delta in deltas.items():
+        customer = resolution.customers[cid]
+        delta.current_stage = customer.current_stage
+        delta.furthest_stage = customer.furthest_stage
+        delta.journey_state = customer.journey_state
+    return list(deltas.values())
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).replace("\n", " ")[:500]

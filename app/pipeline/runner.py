@@ -1,0 +1,151 @@
+"""The consumer process: poll batches, hand them to the handler, then commit offsets.
+
+Order of effects per batch: database commit → dead letters on the DLQ topic → Kafka offset
+commit (``offset + 1``). A crash anywhere before the offset commit redelivers the batch,
+and the handler's dedupe drops what was already stored: at-least-once in, exactly-once on
+the timeline.
+
+Rebalances: the batch in flight holds ``_in_flight``; ``on_partitions_revoked`` waits for it,
+so a batch is always finished and committed before its partitions move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import defaultdict
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import create_engine
+from app.journey.model import JourneyModel, load_model
+from app.kit.kafka import bootstrap, create_producer
+from app.kit.metrics import PIPELINE_BATCH_SECONDS
+from app.pipeline.handler import BatchHandler, Outcome, Record
+
+log = logging.getLogger(__name__)
+
+
+class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, in_flight: asyncio.Lock) -> None:
+        self._in_flight = in_flight
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._in_flight:
+            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+
+class Pipeline:
+    """One consumer-group member. Run several processes to share the partitions."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, model: JourneyModel) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._handler = BatchHandler(engine, model)
+        self._in_flight = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap(settings),
+            group_id=settings.kafka_consumer_group,
+            client_id="percorso-pipeline",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.pipeline_max_batch,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            rebalance_timeout_ms=max(60_000, settings.kafka_session_timeout_ms),
+        )
+        self._dlq = create_producer(settings)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._dlq.start()
+        self._consumer.subscribe(
+            [self._settings.kafka_topic], listener=_FinishBatchFirst(self._in_flight)
+        )
+        await self._consumer.start()
+        log.info(
+            "pipeline consuming %s as group %s",
+            self._settings.kafka_topic,
+            self._settings.kafka_consumer_group,
+        )
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(
+                    timeout_ms=self._settings.pipeline_poll_timeout_ms,
+                    max_records=self._settings.pipeline_max_batch,
+                )
+                if batches:
+                    async with self._in_flight:
+                        await self._process(batches)
+        finally:
+            await self._consumer.stop()
+            await self._dlq.stop()
+
+    async def _process(self, batches: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
+        records = [
+            Record(tp.topic, tp.partition, m.offset, m.key, m.value)
+            for tp, messages in batches.items()
+            for m in messages
+        ]
+        with PIPELINE_BATCH_SECONDS.time():
+            outcome = await self._handler.handle(records)
+            await self._publish_dead_letters(outcome)
+            offsets: dict[TopicPartition, int] = defaultdict(int)
+            for tp, messages in batches.items():
+                offsets[tp] = messages[-1].offset + 1
+            try:
+                await self._consumer.commit(dict(offsets))
+            except CommitFailedError:
+                # The group rebalanced under us; whoever gets these partitions re-reads
+                # the batch and the dedupe drops it.
+                log.warning("offset commit failed after a rebalance; the batch will be redelivered")
+        log.debug(
+            "batch: %d stored, %d duplicates, %d dead",
+            outcome.stored,
+            outcome.duplicates,
+            len(outcome.dead_letters),
+        )
+
+    async def _publish_dead_letters(self, outcome: Outcome) -> None:
+        if not outcome.dead_letters:
+            return
+        pending = [
+            await self._dlq.send(
+                self._settings.kafka_dead_letter_topic, d.payload, key=d.key, headers=d.headers()
+            )
+            for d in outcome.dead_letters
+        ]
+        await asyncio.gather(*pending)
+
+
+async def consume(settings: Settings) -> None:
+    """Run one pipeline member until SIGINT/SIGTERM."""
+    model = load_model(settings.journey_model)
+    engine = create_engine(settings, pool_size=2)
+    pipeline = Pipeline(settings, engine, model)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, pipeline.stop)
+    if settings.pipeline_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.pipeline_metrics_port, addr=settings.http_host)
+    try:
+        await pipeline.run()
+    except KafkaError:
+        log.exception("the broker failed")
+        raise
+    finally:
+        await engine.dispose()

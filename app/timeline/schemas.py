@@ -1,0 +1,35 @@
+"""Response shapes of the timeline API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TimelineItem(BaseModel):
+    event_id: uuid.UUID
+    message_id: str
+    type: str
+    event: str | None
+    channel: str
+    occurred_at: datetime
+    received_at: datetime
+    stage: str | None = Field(
+        description="The customer's journey stage once this event was applied."
+    )
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    flags: list[str] = Field(default_factory=list)
+
+
+class TimelinePage(BaseModel):
+    customer_id: uuid.UUID
+    requested_id: uuid.UUID | None = None
+    merged: bool = False
+    items: list[TimelineItem]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null at the end."
+    )

@@ -1,0 +1,84 @@
+"""Timeline reads: opaque keyset cursors, newest first."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.customers.service import resolve_customer
+from app.errors import InvalidRequest
+from app.timeline import repository
+from app.timeline.repository import TimelineQuery
+from app.timeline.schemas import TimelineItem, TimelinePage
+
+
+def encode_cursor(occurred_at: datetime, event_id: uuid.UUID) -> str:
+    raw = orjson.dumps([occurred_at.isoformat(), str(event_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, event_id = orjson.loads(raw)
+        return datetime.fromisoformat(at), uuid.UUID(event_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidRequest("the cursor is not one this API issued") from None
+
+
+async def timeline(
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None,
+    channels: list[str],
+    types: list[str],
+    stages: list[str],
+    since: datetime | None,
+    until: datetime | None,
+) -> TimelinePage:
+    customer = await resolve_customer(session, customer_id)
+    query = TimelineQuery(
+        customer_id=customer.id,
+        limit=limit,
+        after=decode_cursor(cursor) if cursor else None,
+        channels=channels,
+        types=types,
+        stages=stages,
+        since=since,
+        until=until,
+    )
+    rows = await repository.page(session, query)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    merged = customer.id != customer_id
+    return TimelinePage(
+        customer_id=customer.id,
+        requested_id=customer_id if merged else None,
+        merged=merged,
+        items=[
+            TimelineItem(
+                event_id=e.event_id,
+                message_id=e.message_id,
+                type=e.type,
+                event=e.event,
+                channel=e.channel,
+                occurred_at=e.occurred_at,
+                received_at=e.received_at,
+                stage=e.stage,
+                properties=e.properties,
+                context=e.context,
+                flags=e.flags,
+            )
+            for e in rows
+        ],
+        next_cursor=encode_cursor(rows[-1].occurred_at, rows[-1].event_id)
+        if more and rows
+        else None,
+    )

@@ -1,0 +1,28 @@
+"""Helpers shared by tests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+
+def basic(write_key: str) -> dict[str, str]:
+    """Segment's auth: the write key as the HTTP Basic user name, empty password."""
+    return {"authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def wait_until(predicate: Any, *, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll an async predicate until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
