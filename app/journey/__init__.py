@@ -1,0 +1,23 @@
+"""Journey models, rules and stage assignment (pure: no database, no network).
+
+`load_model` reads a preset or a model file (format: `app.journey.loader`); the resulting
+`JourneyModel` assigns stages to a customer's events one at a time (`JourneyModel.step`).
+"""
+
+from app.journey.model import (
+    EventFacts,
+    JourneyModel,
+    JourneyModelError,
+    JourneyState,
+    StepResult,
+    load_model,
+)
+
+__all__ = [
+    "EventFacts",
+    "JourneyModel",
+    "JourneyModelError",
+    "JourneyState",
+    "StepResult",
+    "load_model",
+]
