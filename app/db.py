@@ -7,12 +7,11 @@ nothing here holds a module-level engine.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -52,14 +51,23 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection[Any]:
-    """The asyncpg connection under a SQLAlchemy connection, inside the same transaction.
+async def create_pool(settings: Settings, *, size: int = 2) -> asyncpg.Pool[Any]:
+    """A raw asyncpg pool for the pipeline's hot path (array-bound statements, COPY).
 
-    The pipeline uses it for array-bound bulk statements and COPY, which SQLAlchemy does not
-    expose; whoever owns ``conn`` still owns the transaction.
+    The pipeline owns its transactions explicitly (``conn.transaction()``); it does not go
+    through SQLAlchemy, whose asyncpg adapter begins transactions lazily on its own
+    statements only.
     """
-    raw = await conn.get_raw_connection()
-    return cast("asyncpg.Connection[Any]", raw.driver_connection)
+    import asyncpg
+
+    if not settings.database_url:
+        raise RuntimeError("PERCORSO_DATABASE_URL is not set")
+    dsn = settings.sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, server_settings={"application_name": "percorso-pipeline"}
+    )
+    assert pool is not None
+    return pool
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

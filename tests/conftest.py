@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import create_source, create_token
 from app.config import Settings
-from app.db import create_engine, create_session_factory
+from app.db import create_engine, create_pool, create_session_factory
 from app.journey.model import load_model
 from app.kit import embedded
 from app.kit.kafka import ensure_topics
@@ -132,8 +132,10 @@ async def read_token(db: AsyncEngine) -> str:
 @pytest.fixture(scope="session")
 async def pipeline(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Pipeline]:
     """One consumer for the session, running in the test loop."""
-    consumer = Pipeline(settings, engine, load_model(settings.journey_model))
+    pool = await create_pool(settings)
+    consumer = Pipeline(settings, pool, load_model(settings.journey_model))
     task = asyncio.create_task(consumer.run())
     yield consumer
     consumer.stop()
     await asyncio.wait_for(task, 30)
+    await pool.close()

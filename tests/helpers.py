@@ -26,3 +26,11 @@ async def wait_until(predicate: Any, *, timeout: float = 30.0, interval: float =
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+async def scalar(engine: Any, sql: str, *params: Any) -> Any:
+    """One value from the database (tests only; ``sql`` is a literal in the test)."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql), params[0] if params else {})).scalar()

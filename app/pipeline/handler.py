@@ -24,10 +24,8 @@ from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.customers.writes import ProfileDelta, apply_deltas
-from app.db import driver_connection
 from app.identity import service as identity
 from app.journey.model import JourneyModel
 from app.journey.service import assign_stages
@@ -65,8 +63,8 @@ class Outcome:
 
 
 class BatchHandler:
-    def __init__(self, engine: AsyncEngine, model: JourneyModel) -> None:
-        self._engine = engine
+    def __init__(self, pool: asyncpg.Pool[Any], model: JourneyModel) -> None:
+        self._pool = pool
         self._model = model
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
@@ -125,8 +123,7 @@ class BatchHandler:
         return total
 
     async def _transaction(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
-        async with self._engine.begin() as sa_conn:
-            conn = await driver_connection(sa_conn)
+        async with self._pool.acquire() as conn, conn.transaction():
             await insert_dead_letters(conn, dead)
             if not touchpoints:
                 return Outcome(dead_letters=list(dead))

@@ -15,13 +15,14 @@ import asyncio
 import logging
 import signal
 from collections import defaultdict
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
 
 from app.config import Settings
-from app.db import create_engine
+from app.db import create_pool
 from app.journey.model import JourneyModel, load_model
 from app.kit.kafka import bootstrap, create_producer
 from app.kit.metrics import PIPELINE_BATCH_SECONDS
@@ -45,10 +46,9 @@ class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
 class Pipeline:
     """One consumer-group member. Run several processes to share the partitions."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, model: JourneyModel) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], model: JourneyModel) -> None:
         self._settings = settings
-        self._engine = engine
-        self._handler = BatchHandler(engine, model)
+        self._handler = BatchHandler(pool, model)
         self._in_flight = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
@@ -133,8 +133,8 @@ class Pipeline:
 async def consume(settings: Settings) -> None:
     """Run one pipeline member until SIGINT/SIGTERM."""
     model = load_model(settings.journey_model)
-    engine = create_engine(settings, pool_size=2)
-    pipeline = Pipeline(settings, engine, model)
+    pool = await create_pool(settings)
+    pipeline = Pipeline(settings, pool, model)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pipeline.stop)
@@ -148,4 +148,4 @@ async def consume(settings: Settings) -> None:
         log.exception("the broker failed")
         raise
     finally:
-        await engine.dispose()
+        await pool.close()

@@ -1,0 +1,172 @@
+"""Delivery guarantees: duplicates die at (source, message id); a consumer killed mid-stream
+loses and duplicates nothing; poison messages are dead-lettered and the stream goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.service import create_source
+from app.config import Settings
+from app.db import create_session_factory
+from app.kit.kafka import create_producer, ensure_topics
+from app.pipeline.runner import Pipeline
+from tests.factories import touchpoint
+from tests.helpers import basic, scalar, wait_until
+
+pytestmark = pytest.mark.pipeline
+
+
+async def _source_id(engine: AsyncEngine, name: str = "till") -> uuid.UUID:
+    async with create_session_factory(engine)() as session:
+        source, _ = await create_source(session, name=name, channel="in_store")
+        await session.commit()
+    return uuid.UUID(str(source.id))
+
+
+async def test_the_same_batch_sent_twice_is_stored_once(
+    app_client: httpx.AsyncClient, write_key: str, db: AsyncEngine, pipeline: Pipeline
+) -> None:
+    batch = {
+        "batch": [
+            {"type": "track", "userId": f"u{i % 3}", "event": "Product Viewed", "messageId": f"m-{i}"}
+            for i in range(30)
+        ]
+    }
+    for _ in range(2):
+        response = await app_client.post("/v1/batch", json=batch, headers=basic(write_key))
+        assert response.status_code == 200
+        assert response.json()["accepted"] == 30
+    sentinel = {"userId": "sentinel", "event": "Done", "messageId": "sentinel"}
+    assert (await app_client.post("/v1/track", json=sentinel, headers=basic(write_key))).status_code == 200
+
+    async def sentinel_stored() -> bool:
+        return bool(await scalar(db, "SELECT count(*) FROM events WHERE message_id = 'sentinel'"))
+
+    await wait_until(sentinel_stored)
+    assert await scalar(db, "SELECT count(*) FROM events") == 31
+    # Profiles count each event once, too.
+    assert await scalar(db, "SELECT sum(event_count) FROM customers") == 31
+
+
+def _consumer_env(settings: Settings, topic: str, group: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PERCORSO_DATABASE_URL=settings.database_url or "",
+        PERCORSO_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers or "",
+        PERCORSO_KAFKA_TOPIC=topic,
+        PERCORSO_KAFKA_DEAD_LETTER_TOPIC=f"{topic}-dlq",
+        PERCORSO_KAFKA_CONSUMER_GROUP=group,
+        PERCORSO_KAFKA_SESSION_TIMEOUT_MS="6000",
+        PERCORSO_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
+        PERCORSO_PIPELINE_MAX_BATCH="250",
+    )
+    return env
+
+
+async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exactly_once(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    topic, group = f"kill-{uuid.uuid4().hex[:8]}", f"kill-{uuid.uuid4().hex[:8]}"
+    isolated = settings.model_copy(update={"kafka_topic": topic, "kafka_dead_letter_topic": f"{topic}-dlq"})
+    await ensure_topics(isolated)
+    source_id = await _source_id(db)
+    total = 6_000
+    producer = create_producer(isolated)
+    await producer.start()
+    try:
+        pending = []
+        for i in range(total):
+            tp = touchpoint(source_id, user_id=f"c{i % 200}", at=i, message_id=f"k-{i}")
+            pending.append(await producer.send(topic, tp.to_bytes(), key=f"c{i % 200}".encode()))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+    env = _consumer_env(settings, topic, group)
+    command = [sys.executable, "-m", "app.cli", "consume"]
+    first = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        async def some_stored() -> bool:
+            return (await scalar(db, "SELECT count(*) FROM events")) >= 500
+
+        await wait_until(some_stored, timeout=60, interval=0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    stored_at_kill = await scalar(db, "SELECT count(*) FROM events")
+    assert stored_at_kill < total, "the consumer finished before it could be killed; raise `total`"
+
+    second = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        async def all_stored() -> bool:
+            return (await scalar(db, "SELECT count(*) FROM events")) >= total
+
+        await wait_until(all_stored, timeout=120)
+        await asyncio.sleep(1)  # anything redelivered after this point would show up as extra rows
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert await scalar(db, "SELECT count(*) FROM events") == total
+    assert await scalar(db, "SELECT count(DISTINCT message_id) FROM events") == total
+    assert await scalar(db, "SELECT sum(event_count) FROM customers") == total
+    assert await scalar(db, "SELECT count(*) FROM customers") == 200
+
+
+async def test_an_undecodable_message_is_dead_lettered_and_the_events_after_it_are_stored(
+    settings: Settings, db: AsyncEngine, pipeline: Pipeline
+) -> None:
+    source_id = await _source_id(db)
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.kafka_topic, b"\x00not json at all", key=b"poison")
+        await producer.send_and_wait(settings.kafka_topic, b'{"schema_version": 1}', key=b"poison")
+        # A NUL character is valid JSON but PostgreSQL refuses it in jsonb: poison found by the DB.
+        nul = touchpoint(source_id, user_id="poison", properties={"note": "a\u0000b"}, message_id="nul")
+        await producer.send_and_wait(settings.kafka_topic, nul.to_bytes(), key=b"poison")
+        after = [touchpoint(source_id, user_id="poison", at=i, message_id=f"after-{i}") for i in range(5)]
+        for tp in after:
+            await producer.send_and_wait(settings.kafka_topic, tp.to_bytes(), key=b"poison")
+    finally:
+        await producer.stop()
+
+    async def after_stored() -> bool:
+        return (await scalar(db, "SELECT count(*) FROM events WHERE message_id LIKE 'after-%'")) == 5
+
+    await wait_until(after_stored)
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 3
+    reasons = await scalar(db, "SELECT string_agg(reason, ' | ' ORDER BY id) FROM dead_letters")
+    assert "undecodable touchpoint" in reasons
+    assert "refused by the database" in reasons
+    assert await scalar(db, "SELECT count(*) FROM events WHERE message_id = 'nul'") == 0
+
+    consumer = AIOKafkaConsumer(
+        settings.kafka_dead_letter_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=f"dlq-check-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    try:
+        seen: list[bytes] = []
+        async def three_on_topic() -> bool:
+            batch = await consumer.getmany(timeout_ms=500)
+            seen.extend(m.value for msgs in batch.values() for m in msgs)
+            return len(seen) >= 3
+
+        await wait_until(three_on_topic)
+        assert b"\x00not json at all" in seen
+    finally:
+        await consumer.stop()
