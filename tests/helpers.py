@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 
@@ -16,15 +17,19 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-async def wait_until(predicate: Any, *, timeout: float = 30.0, interval: float = 0.1) -> Any:
-    """Poll an async predicate until it returns something truthy."""
+async def wait_until(
+    predicate: Any, *, timeout: float = 30.0, interval: float = 0.1, log: Path | None = None
+) -> Any:
+    """Poll an async predicate until it returns something truthy. On timeout the tail of
+    ``log`` (a child process's output) goes into the failure message."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await predicate()
         if result:
             return result
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})\n{tail}")
         await asyncio.sleep(interval)
 
 

@@ -14,7 +14,7 @@ import orjson
 
 @dataclass(slots=True)
 class ProfileDelta:
-    """What one batch adds to one customer's profile."""
+    """What one batch adds to one customer's profile (journey columns: app/journey)."""
 
     customer_id: uuid.UUID
     first_seen: datetime
@@ -23,9 +23,6 @@ class ProfileDelta:
     channels: dict[str, int] = field(default_factory=dict)
     traits: dict[str, Any] = field(default_factory=dict)
     traits_at: datetime | None = None
-    current_stage: str | None = None
-    furthest_stage: str | None = None
-    journey_state: dict[str, Any] = field(default_factory=dict)
 
 
 async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDelta]) -> None:
@@ -46,14 +43,10 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
                 WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at THEN c.traits || u.traits::jsonb
                 ELSE u.traits::jsonb || c.traits END,
             traits_at = GREATEST(c.traits_at, u.traits_at),
-            current_stage = u.current_stage,
-            furthest_stage = u.furthest_stage,
-            journey_state = u.state::jsonb,
             updated_at = now()
         FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::text[],
-                    $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
-             AS u(id, first_seen, last_seen, n, channels, traits, traits_at,
-                  current_stage, furthest_stage, state)
+                    $6::text[], $7::timestamptz[])
+             AS u(id, first_seen, last_seen, n, channels, traits, traits_at)
         WHERE c.id = u.id
         """,
         [d.customer_id for d in ordered],
@@ -63,7 +56,4 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
         [orjson.dumps(d.channels).decode() for d in ordered],
         [orjson.dumps(d.traits).decode() for d in ordered],
         [d.traits_at for d in ordered],
-        [d.current_stage for d in ordered],
-        [d.furthest_stage for d in ordered],
-        [orjson.dumps(d.journey_state).decode() for d in ordered],
     )

@@ -41,6 +41,9 @@ class CustomerState:
 class Resolution:
     customer_of: list[uuid.UUID]
     customers: dict[uuid.UUID, CustomerState] = field(default_factory=dict)
+    # Customers whose journey must be recomputed from their whole timeline once the batch's
+    # events are written (merge survivors: two journeys combined as if one from the start).
+    replay: set[uuid.UUID] = field(default_factory=set)
 
 
 def identifier_keys(touchpoints: Sequence[Touchpoint]) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from app.customers.writes import ProfileDelta, apply_deltas
 from app.identity import service as identity
 from app.journey.model import JourneyModel
-from app.journey.service import assign_stages
+from app.journey import service as journey
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters
 from app.timeline.writes import EventRow, existing_keys, insert_events
@@ -132,12 +132,13 @@ class BatchHandler:
             if not fresh:
                 return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
             resolution = await identity.resolve(conn, fresh)
-            stages = assign_stages(self._model, fresh, resolution)
+            plan = journey.plan_stages(self._model, fresh, resolution)
             rows = [
                 _event_row(tp, cid, stage)
-                for tp, cid, stage in zip(fresh, resolution.customer_of, stages, strict=True)
+                for tp, cid, stage in zip(fresh, resolution.customer_of, plan.stage_of, strict=True)
             ]
             stored = await insert_events(conn, rows)
+            await journey.persist(conn, self._model, fresh, resolution, plan)
             await apply_deltas(conn, _profile_deltas(fresh, resolution))
             return Outcome(
                 stored=stored, duplicates=len(touchpoints) - stored, dead_letters=list(dead)
@@ -195,11 +196,6 @@ def _profile_deltas(
         if isinstance(traits, dict) and traits:
             delta.traits.update(traits)
             delta.traits_at = tp.occurred_at
-    for cid, delta in deltas.items():
-        customer = resolution.customers[cid]
-        delta.current_stage = customer.current_stage
-        delta.furthest_stage = customer.furthest_stage
-        delta.journey_state = customer.journey_state
     return list(deltas.values())
 
 

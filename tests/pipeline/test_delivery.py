@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -38,7 +39,12 @@ async def test_the_same_batch_sent_twice_is_stored_once(
 ) -> None:
     batch = {
         "batch": [
-            {"type": "track", "userId": f"u{i % 3}", "event": "Product Viewed", "messageId": f"m-{i}"}
+            {
+                "type": "track",
+                "userId": f"u{i % 3}",
+                "event": "Product Viewed",
+                "messageId": f"m-{i}",
+            }
             for i in range(30)
         ]
     }
@@ -47,7 +53,9 @@ async def test_the_same_batch_sent_twice_is_stored_once(
         assert response.status_code == 200
         assert response.json()["accepted"] == 30
     sentinel = {"userId": "sentinel", "event": "Done", "messageId": "sentinel"}
-    assert (await app_client.post("/v1/track", json=sentinel, headers=basic(write_key))).status_code == 200
+    assert (
+        await app_client.post("/v1/track", json=sentinel, headers=basic(write_key))
+    ).status_code == 200
 
     async def sentinel_stored() -> bool:
         return bool(await scalar(db, "SELECT count(*) FROM events WHERE message_id = 'sentinel'"))
@@ -74,10 +82,12 @@ def _consumer_env(settings: Settings, topic: str, group: str) -> dict[str, str]:
 
 
 async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exactly_once(
-    settings: Settings, db: AsyncEngine
+    settings: Settings, db: AsyncEngine, tmp_path: Path
 ) -> None:
     topic, group = f"kill-{uuid.uuid4().hex[:8]}", f"kill-{uuid.uuid4().hex[:8]}"
-    isolated = settings.model_copy(update={"kafka_topic": topic, "kafka_dead_letter_topic": f"{topic}-dlq"})
+    isolated = settings.model_copy(
+        update={"kafka_topic": topic, "kafka_dead_letter_topic": f"{topic}-dlq"}
+    )
     await ensure_topics(isolated)
     source_id = await _source_id(db)
     total = 6_000
@@ -94,12 +104,14 @@ async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exa
 
     env = _consumer_env(settings, topic, group)
     command = [sys.executable, "-m", "app.cli", "consume"]
-    first = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    log = (tmp_path / "consumer.log").open("ab")
+    first = subprocess.Popen(command, env=env, stderr=log)  # noqa: ASYNC220
     try:
+
         async def some_stored() -> bool:
             return (await scalar(db, "SELECT count(*) FROM events")) >= 500
 
-        await wait_until(some_stored, timeout=60, interval=0.02)
+        await wait_until(some_stored, timeout=60, interval=0.02, log=tmp_path / "consumer.log")
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
@@ -108,12 +120,13 @@ async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exa
     stored_at_kill = await scalar(db, "SELECT count(*) FROM events")
     assert stored_at_kill < total, "the consumer finished before it could be killed; raise `total`"
 
-    second = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    second = subprocess.Popen(command, env=env, stderr=log)  # noqa: ASYNC220
     try:
+
         async def all_stored() -> bool:
             return (await scalar(db, "SELECT count(*) FROM events")) >= total
 
-        await wait_until(all_stored, timeout=120)
+        await wait_until(all_stored, timeout=120, log=tmp_path / "consumer.log")
         await asyncio.sleep(1)  # anything redelivered after this point would show up as extra rows
     finally:
         second.send_signal(signal.SIGTERM)
@@ -134,16 +147,22 @@ async def test_an_undecodable_message_is_dead_lettered_and_the_events_after_it_a
         await producer.send_and_wait(settings.kafka_topic, b"\x00not json at all", key=b"poison")
         await producer.send_and_wait(settings.kafka_topic, b'{"schema_version": 1}', key=b"poison")
         # A NUL character is valid JSON but PostgreSQL refuses it in jsonb: poison found by the DB.
-        nul = touchpoint(source_id, user_id="poison", properties={"note": "a\u0000b"}, message_id="nul")
+        nul = touchpoint(
+            source_id, user_id="poison", properties={"note": "a\u0000b"}, message_id="nul"
+        )
         await producer.send_and_wait(settings.kafka_topic, nul.to_bytes(), key=b"poison")
-        after = [touchpoint(source_id, user_id="poison", at=i, message_id=f"after-{i}") for i in range(5)]
+        after = [
+            touchpoint(source_id, user_id="poison", at=i, message_id=f"after-{i}") for i in range(5)
+        ]
         for tp in after:
             await producer.send_and_wait(settings.kafka_topic, tp.to_bytes(), key=b"poison")
     finally:
         await producer.stop()
 
     async def after_stored() -> bool:
-        return (await scalar(db, "SELECT count(*) FROM events WHERE message_id LIKE 'after-%'")) == 5
+        return (
+            await scalar(db, "SELECT count(*) FROM events WHERE message_id LIKE 'after-%'")
+        ) == 5
 
     await wait_until(after_stored)
     assert await scalar(db, "SELECT count(*) FROM dead_letters") == 3
@@ -161,6 +180,7 @@ async def test_an_undecodable_message_is_dead_lettered_and_the_events_after_it_a
     await consumer.start()
     try:
         seen: list[bytes] = []
+
         async def three_on_topic() -> bool:
             batch = await consumer.getmany(timeout_ms=500)
             seen.extend(m.value for msgs in batch.values() for m in msgs)

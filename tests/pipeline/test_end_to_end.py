@@ -29,8 +29,22 @@ async def test_events_sent_over_http_appear_in_the_timeline_in_order_with_their_
     calls = [
         ("page", {"name": "Home", "timestamp": "2026-11-01T10:00:00Z"}),
         ("track", {"event": "Signed Up", "timestamp": "2026-11-01T10:01:00Z"}),
-        ("track", {"event": "Product Viewed", "properties": {"sku": "P-1"}, "timestamp": "2026-11-01T10:02:00Z"}),
-        ("track", {"event": "Order Completed", "properties": {"revenue": 30}, "timestamp": "2026-11-01T10:03:00Z"}),
+        (
+            "track",
+            {
+                "event": "Product Viewed",
+                "properties": {"sku": "P-1"},
+                "timestamp": "2026-11-01T10:02:00Z",
+            },
+        ),
+        (
+            "track",
+            {
+                "event": "Order Completed",
+                "properties": {"revenue": 30},
+                "timestamp": "2026-11-01T10:03:00Z",
+            },
+        ),
     ]
     for call, body in calls:
         response = await app_client.post(
