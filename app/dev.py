@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from types import FrameType
 
 from app.auth.service import replace_token, rotate_source_key
@@ -58,6 +60,8 @@ def run(settings: Settings) -> int:
         env.pop("PERCORSO_DEV_READ_TOKEN", None)
         for role in ("api", "consume"):
             children.append(subprocess.Popen([sys.executable, "-m", "app.cli", role], env=env))  # noqa: S603
+        if not _wait_until_serving(settings, children, stop):
+            return 1
         _banner(settings, write_key, read_token)
         while not stop.wait(0.5):
             for child in children:
@@ -103,6 +107,27 @@ async def _prepare(settings: Settings) -> tuple[str, str]:
     finally:
         await engine.dispose()
     return write_key, read_token
+
+
+def _wait_until_serving(
+    settings: Settings, children: list[subprocess.Popen[bytes]], stop: threading.Event
+) -> bool:
+    """Wait for the API to answer before telling the user it is running."""
+    url = f"http://{settings.http_host}:{settings.http_port}/healthz"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not stop.is_set():
+        if any(child.poll() is not None for child in children):
+            print("percorso: a child process exited during start-up; stopping", flush=True)
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own URL)
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    print("percorso: the API did not come up within 60 s; stopping", flush=True)
+    return False
 
 
 def _banner(settings: Settings, write_key: str, read_token: str) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -26,7 +28,9 @@ from app.kit import embedded
 from app.kit.kafka import ensure_topics
 from app.main import create_app
 from app.migrate import upgrade
+from app.pipeline.handler import BatchHandler, Outcome, Record
 from app.pipeline.runner import Pipeline
+from app.touchpoint import Touchpoint
 
 RUN_ID = secrets.token_hex(4)
 
@@ -56,7 +60,9 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded.EmbeddedBroker]:
-    server = embedded.EmbeddedBroker(log_file=tmp_path_factory.mktemp("tansu") / "tansu.log").start()
+    server = embedded.EmbeddedBroker(
+        log_file=tmp_path_factory.mktemp("tansu") / "tansu.log"
+    ).start()
     yield server
     server.stop()
 
@@ -109,7 +115,9 @@ async def app_client(settings: Settings, db: AsyncEngine) -> AsyncIterator[httpx
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://percorso.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://percorso.test"
+        ) as client:
             yield client
 
 
@@ -139,3 +147,30 @@ async def pipeline(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Pip
     consumer.stop()
     await asyncio.wait_for(task, 30)
     await pool.close()
+
+
+@pytest.fixture
+async def handle(settings: Settings, db: AsyncEngine) -> AsyncIterator[Any]:
+    """Run touchpoints through the pipeline's batch handler directly (no broker): the
+    deterministic way to put events in the database."""
+    pool = await create_pool(settings)
+    handler = BatchHandler(pool, load_model(settings.journey_model))
+
+    async def run(touchpoints: list[Touchpoint]) -> Outcome:
+        records = [
+            Record(settings.kafka_topic, 0, offset, None, tp.to_bytes())
+            for offset, tp in enumerate(touchpoints)
+        ]
+        return await handler.handle(records)
+
+    yield run
+    await pool.close()
+
+
+@pytest.fixture
+async def source_id(db: AsyncEngine) -> uuid.UUID:
+    """A source for events built with tests.factories (events reference their source)."""
+    async with create_session_factory(db)() as session:
+        source, _ = await create_source(session, name="factory", channel="web")
+        await session.commit()
+    return uuid.UUID(str(source.id))

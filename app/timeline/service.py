@@ -43,11 +43,12 @@ async def timeline(
     since: datetime | None,
     until: datetime | None,
 ) -> TimelinePage:
+    after = decode_cursor(cursor) if cursor else None
     customer = await resolve_customer(session, customer_id)
     query = TimelineQuery(
         customer_id=customer.id,
         limit=limit,
-        after=decode_cursor(cursor) if cursor else None,
+        after=after,
         channels=channels,
         types=types,
         stages=stages,

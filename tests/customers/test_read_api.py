@@ -1,0 +1,162 @@
+"""The read API: profiles, lookup, timeline pages and filters, and who may read."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.factories import touchpoint
+from tests.helpers import basic, bearer
+
+
+async def _customer_id(client: httpx.AsyncClient, token: str, kind: str, value: str) -> str:
+    response = await client.get(
+        "/v1/customers/lookup", params={"kind": kind, "value": value}, headers=bearer(token)
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+async def test_profile_shows_identities_traits_stage_and_counts(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    await handle(
+        [
+            touchpoint(source_id, anonymous_id="anon-1", event="Product Viewed", at=0),
+            touchpoint(
+                source_id,
+                anonymous_id="anon-1",
+                user_id="u-42",
+                type="identify",
+                event=None,
+                extra_ids=[("email", "ada@example.com")],
+                traits={"name": "Ada", "email": "ada@example.com"},
+                at=60,
+            ),
+            touchpoint(source_id, user_id="u-42", event="Email Opened", channel="email", at=120),
+        ]
+    )
+    cid = await _customer_id(app_client, read_token, "email", "  ADA@example.COM ")
+    profile = (await app_client.get(f"/v1/customers/{cid}", headers=bearer(read_token))).json()
+    assert {(i["kind"], i["value"]) for i in profile["identities"]} == {
+        ("anonymous_id", "anon-1"),
+        ("user_id", "u-42"),
+        ("email", "ada@example.com"),
+    }
+    assert profile["traits"] == {"name": "Ada", "email": "ada@example.com"}
+    assert profile["event_count"] == 3
+    assert profile["channel_counts"] == {"web": 2, "email": 1}
+    assert profile["stage"] == "consideration"
+    assert profile["merged"] is False
+    assert await _customer_id(app_client, read_token, "anonymous_id", "anon-1") == cid
+
+
+async def test_timeline_pages_newest_first_with_a_cursor_and_filters(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    events = [
+        touchpoint(
+            source_id,
+            user_id="pager",
+            event=f"Step {i}",
+            at=i * 10,
+            channel="email" if i % 3 == 0 else "web",
+        )
+        for i in range(25)
+    ]
+    await handle(events)
+    cid = await _customer_id(app_client, read_token, "user_id", "pager")
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 10}
+        if cursor:
+            params["cursor"] = cursor
+        page = (
+            await app_client.get(
+                f"/v1/customers/{cid}/timeline", params=params, headers=bearer(read_token)
+            )
+        ).json()
+        seen += [i["event"] for i in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == [f"Step {i}" for i in reversed(range(25))]
+
+    emails = (
+        await app_client.get(
+            f"/v1/customers/{cid}/timeline", params={"channel": "email"}, headers=bearer(read_token)
+        )
+    ).json()["items"]
+    assert [i["event"] for i in emails] == [f"Step {i}" for i in (24, 21, 18, 15, 12, 9, 6, 3, 0)]
+    window = (
+        await app_client.get(
+            f"/v1/customers/{cid}/timeline",
+            params={
+                "since": "2026-11-01T09:00:50Z",
+                "until": "2026-11-01T09:01:20Z",
+                "type": "track",
+            },
+            headers=bearer(read_token),
+        )
+    ).json()["items"]
+    assert [i["event"] for i in window] == ["Step 7", "Step 6", "Step 5"]
+
+
+async def test_read_endpoints_refuse_missing_wrong_and_write_credentials(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    write_key: str,
+    handle: Any,
+    source_id: uuid.UUID,
+) -> None:
+    await handle([touchpoint(source_id, user_id="guarded")])
+    cid = await _customer_id(app_client, read_token, "user_id", "guarded")
+    for path in (
+        f"/v1/customers/{cid}",
+        f"/v1/customers/{cid}/timeline",
+        "/v1/customers/lookup?kind=user_id&value=guarded",
+    ):
+        missing = await app_client.get(path)
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert (
+            await app_client.get(path, headers=bearer("pr_not-a-real-token"))
+        ).status_code == 401
+        assert (await app_client.get(path, headers=bearer(write_key))).status_code == 403
+        assert (await app_client.get(path, headers=basic(write_key))).status_code == 401
+
+
+async def test_unknown_customers_bad_ids_and_bad_cursors_are_client_errors(
+    app_client: httpx.AsyncClient, read_token: str
+) -> None:
+    unknown = await app_client.get(f"/v1/customers/{uuid.uuid4()}", headers=bearer(read_token))
+    assert unknown.status_code == 404
+    assert unknown.json()["type"].endswith("/not-found")
+    lookup = await app_client.get(
+        "/v1/customers/lookup",
+        params={"kind": "email", "value": "nobody@example.com"},
+        headers=bearer(read_token),
+    )
+    assert lookup.status_code == 404
+    bad_id = await app_client.get("/v1/customers/not-a-uuid", headers=bearer(read_token))
+    assert bad_id.status_code == 422
+    assert bad_id.headers["content-type"] == "application/problem+json"
+    assert bad_id.json()["errors"][0]["field"] == "path.customer_id"
+    cursor = await app_client.get(
+        f"/v1/customers/{uuid.uuid4()}/timeline",
+        params={"cursor": "garbage!"},
+        headers=bearer(read_token),
+    )
+    assert cursor.status_code == 400
+    assert cursor.json()["detail"] == "the cursor is not one this API issued"
+    bad_limit = await app_client.get(
+        f"/v1/customers/{uuid.uuid4()}/timeline", params={"limit": 0}, headers=bearer(read_token)
+    )
+    assert bad_limit.status_code == 422
