@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity as Generated,
     Index,
     Integer,
     LargeBinary,
@@ -84,6 +85,11 @@ class Customer(Base):
     furthest_stage: Mapped[str | None] = mapped_column(Text)
     # Per-customer journey engine state (rule counters); rebuilt when the model changes.
     journey_state: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # What the stored journey was computed from (migration 0002): the model's fingerprint,
+    # and the newest event applied in (occurred_at, event_id) order.
+    journey_model: Mapped[str | None] = mapped_column(Text)
+    journey_at: Mapped[datetime | None] = mapped_column(TZ)
+    journey_event_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     # Set when this customer was merged into another; reads follow it to the survivor.
     merged_into: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("customers.id")
@@ -133,6 +139,8 @@ class Event(Base):
     traits: Mapped[dict[str, Any]] = mapped_column(JSONB)
     context: Mapped[dict[str, Any]] = mapped_column(JSONB)
     flags: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # Stored order (see migration 0003): a serial order of the pipeline's processing.
+    seq: Mapped[int] = mapped_column(BigInteger, Generated())
 
 
 class DeadLetter(Base):
@@ -156,3 +164,55 @@ class IdentityLock(Base):
     __tablename__ = "identity_locks"
 
     stripe: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class StageTransition(Base):
+    """One change of a customer's current stage, with the touchpoint that caused it.
+
+    ``exited_at`` is NULL while the stage is current (at most one such row per customer).
+    Rows are rewritten when a late event or a merge changes the customer's history.
+    """
+
+    __tablename__ = "stage_transitions"
+    __table_args__ = (
+        CheckConstraint("exited_at IS NULL OR exited_at >= entered_at", name="exit_after_entry"),
+        Index("ix_stage_transitions_customer_history", "customer_id", "entered_at", "event_id"),
+        Index(
+            "uq_stage_transitions_open",
+            "customer_id",
+            unique=True,
+            postgresql_where=text("exited_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("customers.id", ondelete="CASCADE")
+    )
+    from_stage: Mapped[str | None] = mapped_column(Text)
+    to_stage: Mapped[str] = mapped_column(Text)
+    entered_at: Mapped[datetime] = mapped_column(TZ)
+    exited_at: Mapped[datetime | None] = mapped_column(TZ)
+    # events.event_id (not a foreign key: see migration 0002).
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    channel: Mapped[str] = mapped_column(Text)
+    event: Mapped[str | None] = mapped_column(Text)
+    rule_id: Mapped[str | None] = mapped_column(Text)
+
+
+class Merge(Base):
+    """The merge log: ``merged_id`` was merged into ``survivor_id`` because of ``event_id``."""
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(), primary_key=True)
+    survivor_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("customers.id"), index=True
+    )
+    merged_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("customers.id"), index=True
+    )
+    event_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The identifiers of the event that linked the two customers.
+    identifiers: Mapped[list[dict[str, str]]] = mapped_column(JSONB)
+    merged_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())

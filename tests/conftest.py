@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.service import create_source, create_token
 from app.config import Settings
 from app.db import create_engine, create_pool, create_session_factory
+from app.identity.policy import MergePolicy
 from app.journey.model import load_model
 from app.kit import embedded
 from app.kit.kafka import ensure_topics
@@ -154,7 +155,8 @@ async def handle(settings: Settings, db: AsyncEngine) -> AsyncIterator[Any]:
     """Run touchpoints through the pipeline's batch handler directly (no broker): the
     deterministic way to put events in the database."""
     pool = await create_pool(settings)
-    handler = BatchHandler(pool, load_model(settings.journey_model))
+    policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
+    handler = BatchHandler(pool, load_model(settings.journey_model), policy)
 
     async def run(touchpoints: list[Touchpoint]) -> Outcome:
         records = [

@@ -60,7 +60,8 @@ async def lock_customers(
         return []
     return await conn.fetch(
         """
-        SELECT id, created_at, merged_into, current_stage, furthest_stage, journey_state
+        SELECT id, created_at, merged_into, journey_state, first_seen_at, last_seen_at,
+               event_count, channel_counts, traits, traits_at
         FROM customers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
         """,
         wanted,
@@ -106,3 +107,55 @@ async def insert_identities(
             [r[1] for r in rows],
             [r[2] for r in rows],
         )
+
+
+async def merge_customers(
+    conn: asyncpg.Connection[Any],
+    merges: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, str]],
+) -> None:
+    """Apply merges ``(loser, survivor, event_id, identifiers_json)``: the loser's identities
+    and events move to the survivor, the loser points at it and keeps no counts (its
+    profile was folded into the survivor's by the caller), and the merge is logged.
+    ``survivor`` must be final (never itself a loser in ``merges``)."""
+    if not merges:
+        return
+    losers = [m[0] for m in merges]
+    survivors = [m[1] for m in merges]
+    await conn.execute(
+        """
+        UPDATE identities i SET customer_id = m.survivor
+        FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) WHERE i.customer_id = m.loser
+        """,
+        losers,
+        survivors,
+    )
+    await conn.execute(
+        """
+        UPDATE events e SET customer_id = m.survivor
+        FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) WHERE e.customer_id = m.loser
+        """,
+        losers,
+        survivors,
+    )
+    await conn.execute(
+        """
+        UPDATE customers c
+        SET merged_into = m.survivor, event_count = 0, channel_counts = '{}'::jsonb,
+            updated_at = now()
+        FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) WHERE c.id = m.loser
+        """,
+        losers,
+        survivors,
+    )
+    await conn.execute(
+        """
+        INSERT INTO merges (survivor_id, merged_id, event_id, identifiers)
+        SELECT survivor, loser, event_id, identifiers::jsonb
+        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
+             AS m(loser, survivor, event_id, identifiers)
+        """,
+        losers,
+        survivors,
+        [m[2] for m in merges],
+        [m[3] for m in merges],
+    )

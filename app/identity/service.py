@@ -1,12 +1,15 @@
-"""Resolving a batch of touchpoints to customers.
+"""Resolving a batch of touchpoints to customers: stitching, protected merges.
 
 Guarantees (per batch, inside the caller's transaction):
 * Locks are taken in one global order — identifier stripes (ascending), then customer rows
-  (ascending id) — so concurrent consumers never deadlock on each other.
-* Reads made before a lock are validated after it: if a customer we matched was merged
-  away meanwhile, :class:`StaleRead` is raised and the caller retries the batch.
-* Events are resolved one by one in batch order, so the result equals processing them
-  sequentially.
+  (ascending id) — so concurrent consumers never deadlock on each other's locks.
+* Reads made before a lock are validated after it: if a matched customer was merged away
+  meanwhile, :class:`StaleRead` is raised and the caller retries the batch.
+* Events are resolved one by one in batch order with :func:`app.identity.policy.plan_event`,
+  exactly as :class:`app.identity.policy.ReferenceGraph` does, so the identity graph equals
+  processing the events sequentially in the order they were stored (``events.seq``).
+* Merges go into the oldest customer; identities, timeline and profile move with them, the
+  ``merges`` log records it, and the survivor is marked for a journey replay.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.identity import repository
-from app.touchpoint import Touchpoint, new_event_id
+from app.identity.policy import MergePolicy, plan_event
+from app.touchpoint import Identifier, Touchpoint, new_event_id
 
 
 class StaleRead(Exception):
@@ -28,12 +33,25 @@ class StaleRead(Exception):
 
 
 @dataclass(slots=True)
+class Absorbed:
+    """The profile of a customer merged away, to be folded into its survivor."""
+
+    first_seen: datetime
+    last_seen: datetime
+    events: int
+    channels: dict[str, int]
+    traits: dict[str, Any]
+    traits_at: datetime | None
+
+
+@dataclass(slots=True)
 class CustomerState:
     id: uuid.UUID
-    created_at: datetime | None
-    current_stage: str | None
-    furthest_stage: str | None
+    # Existing customers sort by creation; the batch's new ones after them, in order.
+    age: tuple[int, Any, Any]
     journey_state: dict[str, Any]
+    identities: dict[str, set[str]] = field(default_factory=dict)
+    profile: Absorbed | None = None
     is_new: bool = False
 
 
@@ -44,6 +62,10 @@ class Resolution:
     # Customers whose journey must be recomputed from their whole timeline once the batch's
     # events are written (merge survivors: two journeys combined as if one from the start).
     replay: set[uuid.UUID] = field(default_factory=set)
+    # survivor -> profiles of the customers merged into it by this batch
+    absorbed: dict[uuid.UUID, list[Absorbed]] = field(default_factory=dict)
+    # loser -> final survivor
+    merged: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
 
 
 def identifier_keys(touchpoints: Sequence[Touchpoint]) -> list[tuple[str, str]]:
@@ -55,59 +77,136 @@ async def lock(conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint])
     await repository.lock_identifiers(conn, identifier_keys(touchpoints))
 
 
-async def resolve(conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint]) -> Resolution:
-    """Assign each touchpoint a customer, creating customers and identities as needed."""
+async def resolve(
+    conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint], policy: MergePolicy
+) -> Resolution:
+    """Assign each touchpoint a customer, creating, stitching and merging as the policy allows."""
     keys = identifier_keys(touchpoints)
-    owner = await repository.owners(conn, keys)
-    rows = await repository.lock_customers(conn, owner.values())
-    known = {r["id"]: r for r in rows}
-    if len(known) != len(set(owner.values())) or any(r["merged_into"] for r in rows):
-        raise StaleRead("a matched customer was merged while the batch waited for its lock")
-
-    customers = {
-        cid: CustomerState(
-            id=cid,
-            created_at=r["created_at"],
-            current_stage=r["current_stage"],
-            furthest_stage=r["furthest_stage"],
-            journey_state=_json(r["journey_state"]),
-        )
-        for cid, r in known.items()
+    owner: dict[Identifier, uuid.UUID] = {
+        Identifier(kind=k, value=v): c
+        for (k, v), c in (await repository.owners(conn, keys)).items()
     }
-    new_customers: list[tuple[uuid.UUID, datetime]] = []
-    new_identities: list[tuple[str, str, uuid.UUID]] = []
-    customer_of: list[uuid.UUID] = []
-    for tp in touchpoints:
-        matched = list(
-            dict.fromkeys(owner[k] for i in tp.identifiers if (k := (i.kind, i.value)) in owner)
-        )
-        if matched:
-            # Merging several matched customers is the identity graph's next step; until
-            # then the event joins the oldest and only unowned identifiers are attached.
-            cid = min(
-                matched,
-                key=lambda c: (customers[c].is_new, customers[c].created_at or tp.received_at, c),
-            )
+    rows = await repository.lock_customers(conn, owner.values())
+    if len(rows) != len(set(owner.values())) or any(r["merged_into"] for r in rows):
+        raise StaleRead("a matched customer was merged while the batch waited for its lock")
+    customers = {r["id"]: _state(r) for r in rows}
+    for r in await repository.identities_of(conn, list(customers)):
+        customers[r["customer_id"]].identities.setdefault(r["kind"], set()).add(r["value"])
+
+    graph = _BatchGraph(customers, owner, policy)
+    customer_of = [graph.process(tp) for tp in touchpoints]
+    return await graph.write(conn, customer_of)
+
+
+class _BatchGraph:
+    """The in-memory identity graph of one batch; mirrors ReferenceGraph step for step."""
+
+    def __init__(
+        self,
+        customers: dict[uuid.UUID, CustomerState],
+        owner: dict[Identifier, uuid.UUID],
+        policy: MergePolicy,
+    ) -> None:
+        self.customers = customers
+        self.owner = owner
+        self.policy = policy
+        self.unrecorded: set[Identifier] = set()  # identifiers the database does not have yet
+        self.new: list[tuple[uuid.UUID, datetime]] = []
+        self.merges: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]] = []
+
+    def process(self, tp: Touchpoint) -> uuid.UUID:
+        event = list(dict.fromkeys(tp.identifiers))
+        owners = {i: self.owner[i] for i in event if i in self.owner}
+        existing = {c: self.customers[c].identities for c in owners.values()}
+        plan = plan_event(event, owners, existing, self.policy)
+        if plan.customers:
+            target = min(plan.customers, key=lambda c: self.customers[c].age)
         else:
-            cid = new_event_id()
-            customers[cid] = CustomerState(cid, None, None, None, {}, is_new=True)
-            new_customers.append((cid, tp.occurred_at))
-        for ident in tp.identifiers:
-            key = (ident.kind, ident.value)
-            if key not in owner:
-                owner[key] = cid
-                new_identities.append((ident.kind, ident.value, cid))
-        customer_of.append(cid)
+            target = new_event_id()
+            self.customers[target] = CustomerState(
+                target, (1, len(self.new), target), {}, is_new=True
+            )
+            self.new.append((target, tp.occurred_at))
+        for loser in plan.customers:
+            if loser != target:
+                self._merge(loser, target, tp)
+        into = self.customers[target].identities
+        for ident in plan.kept:
+            if ident not in self.owner:
+                self.unrecorded.add(ident)
+            self.owner[ident] = target
+            into.setdefault(ident.kind, set()).add(ident.value)
+        # The event says which identifiers merge protection kept from stitching.
+        tp.flags.extend(f"not_linked:{i.kind}" for i in plan.dropped)
+        return target
 
-    await repository.insert_customers(conn, new_customers)
-    await repository.insert_identities(conn, new_identities)
-    return Resolution(customer_of=customer_of, customers=customers)
+    def _merge(self, loser: uuid.UUID, target: uuid.UUID, tp: Touchpoint) -> None:
+        moved = self.customers[loser].identities
+        into = self.customers[target].identities
+        for kind, values in moved.items():
+            into.setdefault(kind, set()).update(values)
+            for value in values:
+                self.owner[Identifier(kind=kind, value=value)] = target
+        self.customers[loser].identities = {}
+        linking = orjson.dumps([i.model_dump() for i in tp.identifiers]).decode()
+        self.merges.append((loser, target, tp.event_id, linking))
+
+    async def write(
+        self, conn: asyncpg.Connection[Any], customer_of: list[uuid.UUID]
+    ) -> Resolution:
+        survivor = _survivors(self.merges)
+        resolution = Resolution(
+            customer_of=[_final(survivor, c) for c in customer_of],
+            customers=self.customers,
+            merged=survivor,
+        )
+        await repository.insert_customers(conn, self.new)
+        final = [(loser, survivor[loser], event_id, ids) for loser, _, event_id, ids in self.merges]
+        await repository.merge_customers(conn, final)
+        for loser, target in survivor.items():
+            resolution.replay.add(target)
+            profile = self.customers[loser].profile
+            if profile is not None:
+                resolution.absorbed.setdefault(target, []).append(profile)
+        await repository.insert_identities(
+            conn,
+            [(i.kind, i.value, _final(survivor, self.owner[i])) for i in self.unrecorded],
+        )
+        return resolution
 
 
-def _json(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        import orjson
+def _survivors(
+    merges: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]],
+) -> dict[uuid.UUID, uuid.UUID]:
+    """loser -> final survivor, following chains made within the batch."""
+    parent = {loser: target for loser, target, _, _ in merges}
 
-        loaded: dict[str, Any] = orjson.loads(value)
-        return loaded
-    return dict(value or {})
+    def find(c: uuid.UUID) -> uuid.UUID:
+        while c in parent:
+            c = parent[c]
+        return c
+
+    return {loser: find(loser) for loser in parent}
+
+
+def _final(survivor: dict[uuid.UUID, uuid.UUID], customer: uuid.UUID) -> uuid.UUID:
+    return survivor.get(customer, customer)
+
+
+def _state(row: asyncpg.Record) -> CustomerState:
+    journey = row["journey_state"]
+    channels = row["channel_counts"]
+    traits = row["traits"]
+    return CustomerState(
+        id=row["id"],
+        age=(0, row["created_at"], row["id"]),
+        journey_state=orjson.loads(journey) if isinstance(journey, str) else dict(journey or {}),
+        profile=Absorbed(
+            first_seen=row["first_seen_at"],
+            last_seen=row["last_seen_at"],
+            events=row["event_count"],
+            channels=orjson.loads(channels) if isinstance(channels, str) else dict(channels),
+            traits=orjson.loads(traits) if isinstance(traits, str) else dict(traits),
+            traits_at=row["traits_at"],
+        ),
+    )

@@ -20,6 +20,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -27,8 +28,9 @@ from pydantic import ValidationError
 
 from app.customers.writes import ProfileDelta, apply_deltas
 from app.identity import service as identity
-from app.journey.model import JourneyModel
+from app.identity.policy import MergePolicy
 from app.journey import service as journey
+from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters
 from app.timeline.writes import EventRow, existing_keys, insert_events
@@ -37,11 +39,12 @@ from app.touchpoint import Touchpoint
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
-_RETRYABLE = (
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    identity.StaleRead,
-)
+_RETRY_REASON: dict[type[Exception], str] = {
+    asyncpg.DeadlockDetectedError: "deadlock",
+    asyncpg.SerializationError: "serialization",
+    identity.StaleRead: "stale_read",
+}
+_RETRYABLE = tuple(_RETRY_REASON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +66,10 @@ class Outcome:
 
 
 class BatchHandler:
-    def __init__(self, pool: asyncpg.Pool[Any], model: JourneyModel) -> None:
+    def __init__(self, pool: asyncpg.Pool[Any], model: JourneyModel, policy: MergePolicy) -> None:
         self._pool = pool
         self._model = model
+        self._policy = policy
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
         touchpoints: list[Touchpoint] = []
@@ -97,7 +101,7 @@ class BatchHandler:
             except _RETRYABLE as exc:
                 if attempt == MAX_ATTEMPTS:
                     raise
-                PIPELINE_RETRIES.inc()
+                PIPELINE_RETRIES.labels(_RETRY_REASON[type(exc)]).inc()
                 delay = min(2.0, 0.02 * 2**attempt) * (0.5 + random.random())  # noqa: S311
                 log.info("retrying batch after %s (attempt %d)", type(exc).__name__, attempt)
                 await asyncio.sleep(delay)
@@ -131,7 +135,7 @@ class BatchHandler:
             fresh = await _drop_duplicates(conn, touchpoints)
             if not fresh:
                 return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
-            resolution = await identity.resolve(conn, fresh)
+            resolution = await identity.resolve(conn, fresh, self._policy)
             plan = journey.plan_stages(self._model, fresh, resolution)
             rows = [
                 _event_row(tp, cid, stage)
@@ -181,13 +185,31 @@ def _event_row(tp: Touchpoint, customer_id: Any, stage: str | None) -> EventRow:
 def _profile_deltas(
     touchpoints: list[Touchpoint], resolution: identity.Resolution
 ) -> list[ProfileDelta]:
+    """What the batch adds to each profile: its events, and the profiles it merged in."""
     deltas: dict[Any, ProfileDelta] = {}
-    order = sorted(range(len(touchpoints)), key=lambda i: touchpoints[i].occurred_at)
-    for i in order:
-        tp, cid = touchpoints[i], resolution.customer_of[i]
+
+    def delta_for(cid: Any, seen: datetime) -> ProfileDelta:
         delta = deltas.get(cid)
         if delta is None:
-            delta = deltas[cid] = ProfileDelta(cid, tp.occurred_at, tp.occurred_at)
+            delta = deltas[cid] = ProfileDelta(cid, seen, seen)
+        return delta
+
+    for survivor, profiles in resolution.absorbed.items():
+        # Older traits first, so the newer value of a key wins.
+        for p in sorted(profiles, key=lambda p: p.traits_at or p.first_seen):
+            delta = delta_for(survivor, p.first_seen)
+            delta.first_seen = min(delta.first_seen, p.first_seen)
+            delta.last_seen = max(delta.last_seen, p.last_seen)
+            delta.events += p.events
+            for channel, n in p.channels.items():
+                delta.channels[channel] = delta.channels.get(channel, 0) + n
+            if p.traits:
+                delta.traits.update(p.traits)
+                delta.traits_at = max(filter(None, (delta.traits_at, p.traits_at)), default=None)
+    order = sorted(range(len(touchpoints)), key=lambda i: touchpoints[i].occurred_at)
+    for i in order:
+        tp = touchpoints[i]
+        delta = delta_for(resolution.customer_of[i], tp.occurred_at)
         delta.first_seen = min(delta.first_seen, tp.occurred_at)
         delta.last_seen = max(delta.last_seen, tp.occurred_at)
         delta.events += 1
@@ -195,7 +217,7 @@ def _profile_deltas(
         traits = tp.traits if tp.type == "identify" else tp.context.get("traits")
         if isinstance(traits, dict) and traits:
             delta.traits.update(traits)
-            delta.traits_at = tp.occurred_at
+            delta.traits_at = max(filter(None, (delta.traits_at, tp.occurred_at)), default=None)
     return list(deltas.values())
 
 

@@ -17,12 +17,13 @@ import signal
 from collections import defaultdict
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-import asyncpg
 
 from app.config import Settings
 from app.db import create_pool
+from app.identity.policy import MergePolicy
 from app.journey.model import JourneyModel, load_model
 from app.kit.kafka import bootstrap, create_producer
 from app.kit.metrics import PIPELINE_BATCH_SECONDS
@@ -48,7 +49,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], model: JourneyModel) -> None:
         self._settings = settings
-        self._handler = BatchHandler(pool, model)
+        policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
+        self._handler = BatchHandler(pool, model, policy)
         self._in_flight = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(

@@ -1,0 +1,164 @@
+"""Identity stitching in the pipeline, on the real database: merges, merge protection, and
+reads of merged ids."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.factories import touchpoint
+from tests.helpers import bearer, scalar
+
+
+async def _profile(client: httpx.AsyncClient, token: str, kind: str, value: str) -> dict[str, Any]:
+    response = await client.get(
+        "/v1/customers/lookup", params={"kind": kind, "value": value}, headers=bearer(token)
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def test_anonymous_browsing_then_login_then_crm_contact_make_one_customer_with_one_timeline(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    # Browsing on two devices, each anonymous: two customers for now.
+    await handle(
+        [
+            touchpoint(source_id, anonymous_id="phone-browser", event="Product Viewed", at=0),
+            touchpoint(source_id, anonymous_id="laptop-browser", event="Products Searched", at=10),
+        ]
+    )
+    assert await scalar(db, "SELECT count(*) FROM customers WHERE merged_into IS NULL") == 2
+    # Logging in on the laptop ties it to the user; then on the phone: the two merge.
+    await handle(
+        [
+            touchpoint(
+                source_id,
+                anonymous_id="laptop-browser",
+                user_id="u-7",
+                type="identify",
+                event=None,
+                extra_ids=[("email", "ada@example.com")],
+                traits={"plan": "free"},
+                at=20,
+            ),
+        ]
+    )
+    await handle(
+        [
+            touchpoint(
+                source_id, anonymous_id="phone-browser", user_id="u-7", event="Signed Up", at=30
+            )
+        ]
+    )
+    # The CRM knows her by email and CRM id.
+    await handle(
+        [
+            touchpoint(
+                source_id,
+                type="identify",
+                event=None,
+                channel="crm",
+                at=40,
+                extra_ids=[("crm_id", "CRM-1"), ("email", "ada@example.com")],
+                traits={"plan": "gold", "name": "Ada"},
+            ),
+        ]
+    )
+    assert await scalar(db, "SELECT count(*) FROM customers WHERE merged_into IS NULL") == 1
+    profile = await _profile(app_client, read_token, "crm_id", "CRM-1")
+    assert {(i["kind"], i["value"]) for i in profile["identities"]} == {
+        ("anonymous_id", "phone-browser"),
+        ("anonymous_id", "laptop-browser"),
+        ("user_id", "u-7"),
+        ("email", "ada@example.com"),
+        ("crm_id", "CRM-1"),
+    }
+    assert profile["event_count"] == 5
+    assert profile["traits"] == {"plan": "gold", "name": "Ada"}
+    assert profile["channel_counts"] == {"web": 4, "crm": 1}
+    timeline = (
+        await app_client.get(f"/v1/customers/{profile['id']}/timeline", headers=bearer(read_token))
+    ).json()
+    assert [i["event"] for i in timeline["items"]] == [
+        None,
+        "Signed Up",
+        None,
+        "Products Searched",
+        "Product Viewed",
+    ]
+    assert await scalar(db, "SELECT count(*) FROM merges") == 1
+
+
+async def test_two_people_on_one_shared_device_stay_two_customers(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    await handle(
+        [touchpoint(source_id, anonymous_id="family-ipad", user_id="mum", event="Signed Up", at=0)]
+    )
+    await handle(
+        [touchpoint(source_id, anonymous_id="family-ipad", user_id="son", event="Signed Up", at=60)]
+    )
+    mum = await _profile(app_client, read_token, "user_id", "mum")
+    son = await _profile(app_client, read_token, "user_id", "son")
+    assert mum["id"] != son["id"]
+    assert ("anonymous_id", "family-ipad") in {(i["kind"], i["value"]) for i in mum["identities"]}
+    assert ("anonymous_id", "family-ipad") not in {
+        (i["kind"], i["value"]) for i in son["identities"]
+    }
+    assert son["event_count"] == 1
+    assert mum["event_count"] == 1
+    flags = await scalar(
+        db, "SELECT flags::text FROM events WHERE customer_id = :c", {"c": uuid.UUID(son["id"])}
+    )
+    assert "not_linked:anonymous_id" in flags
+    assert await scalar(db, "SELECT count(*) FROM merges") == 0
+
+
+async def test_a_merged_id_answers_with_the_survivor_on_every_read(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    await handle([touchpoint(source_id, anonymous_id="a1", event="Product Viewed", at=0)])
+    await handle([touchpoint(source_id, user_id="u1", event="Signed Up", at=10)])
+    older = await _profile(app_client, read_token, "anonymous_id", "a1")
+    newer = await _profile(app_client, read_token, "user_id", "u1")
+    await handle(
+        [touchpoint(source_id, anonymous_id="a1", user_id="u1", event="Order Completed", at=20)]
+    )
+
+    merged = (
+        await app_client.get(f"/v1/customers/{newer['id']}", headers=bearer(read_token))
+    ).json()
+    assert merged["id"] == older["id"], "merges go into the oldest customer"
+    assert merged["merged"] is True
+    assert merged["requested_id"] == newer["id"]
+    assert merged["event_count"] == 3
+    timeline = (
+        await app_client.get(f"/v1/customers/{newer['id']}/timeline", headers=bearer(read_token))
+    ).json()
+    assert timeline["customer_id"] == older["id"]
+    assert timeline["merged"] is True
+    assert [i["event"] for i in timeline["items"]] == [
+        "Order Completed",
+        "Signed Up",
+        "Product Viewed",
+    ]
+    log = await scalar(db, "SELECT survivor_id::text || ' ' || merged_id::text FROM merges")
+    assert log == f"{older['id']} {newer['id']}"
+    # The merged customer keeps no counts of its own: totals are not counted twice.
+    assert await scalar(db, "SELECT sum(event_count) FROM customers") == 3
