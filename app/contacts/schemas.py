@@ -1,0 +1,76 @@
+"""Shapes of the CRM contact sync API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.customers.schemas import IdentityOut
+
+MAX_CONTACTS = 1_000
+
+
+class ExternalId(BaseModel):
+    """Segment's ``context.externalIds`` entry."""
+
+    id: str | int
+    type: str = Field(examples=["loyalty_card"])
+    collection: str = "users"
+    encoding: str = "none"
+
+
+class Contact(BaseModel):
+    """One CRM contact. At least one of ``crm_id``, ``email``, ``phone`` or
+    ``external_ids`` must identify the person."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crm_id: str | int | None = Field(default=None, examples=["0035e00000XyZ1A"])
+    email: str | None = Field(default=None, max_length=320, examples=["ada@example.com"])
+    phone: str | None = Field(default=None, max_length=64, examples=["+39 333 123 4567"])
+    traits: dict[str, Any] = Field(default_factory=dict, examples=[{"name": "Ada", "tier": "gold"}])
+    external_ids: list[ExternalId] = Field(default_factory=list, max_length=50)
+    updated_at: datetime | None = Field(
+        default=None, description="When the CRM last changed the contact (the event time)."
+    )
+    message_id: str | None = Field(
+        default=None, max_length=100, description="Idempotency key; generated when missing."
+    )
+
+
+class ContactsRequest(BaseModel):
+    contacts: list[dict[str, Any]] = Field(max_length=MAX_CONTACTS)
+
+
+class ContactVerdict(BaseModel):
+    index: int
+    status: Literal["accepted", "rejected"]
+    message_id: str | None = None
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ContactsResponse(BaseModel):
+    success: bool = True
+    accepted: int
+    rejected: int
+    results: list[ContactVerdict]
+
+
+class ContactChange(BaseModel):
+    customer_id: uuid.UUID
+    merged_into: uuid.UUID | None = Field(
+        description="Set when this customer was merged: the survivor to use instead."
+    )
+    identities: list[IdentityOut]
+    traits: dict[str, Any]
+    stage: str | None
+    furthest_stage: str | None
+    updated_at: datetime
+
+
+class ChangesPage(BaseModel):
+    items: list[ContactChange]
+    next_cursor: str = Field(description="Pass as `since` to get what changed after this page.")

@@ -1,0 +1,97 @@
+"""CRM contact sync: contacts in as ``identify`` calls through the pipeline, changes out
+through a cursor that never skips a late commit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts import repository
+from app.contacts.schemas import ChangesPage, Contact, ContactChange
+from app.customers.schemas import IdentityOut
+from app.errors import InvalidRequest, validation_errors
+
+
+class ContactRejected(Exception):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid contact")
+        self.errors = errors
+
+
+def contact_message(raw: Any) -> dict[str, Any]:
+    """A contact as a Segment ``identify`` call on the CRM channel. Raises
+    :class:`ContactRejected` for an invalid contact."""
+    try:
+        contact = Contact.model_validate(raw)
+    except ValidationError as exc:
+        raise ContactRejected(validation_errors(exc.errors())) from None
+    if not (contact.crm_id is not None or contact.email or contact.phone or contact.external_ids):
+        raise ContactRejected(
+            [{"field": None, "message": "a contact needs a crm_id, email, phone or external_ids"}]
+        )
+    traits = dict(contact.traits)
+    for key in ("crm_id", "email", "phone"):
+        value = getattr(contact, key)
+        if value is not None:
+            traits[key] = value
+    message: dict[str, Any] = {
+        "type": "identify",
+        "traits": traits,
+        "context": {
+            "channel": "crm",
+            "externalIds": [e.model_dump() for e in contact.external_ids],
+        },
+    }
+    if contact.updated_at is not None:
+        message["timestamp"] = contact.updated_at.isoformat()
+    if contact.message_id is not None:
+        message["messageId"] = contact.message_id
+    return message
+
+
+def encode_cursor(xid: int, customer_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{xid}:{customer_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, uuid.UUID]:
+    if not cursor:
+        return 0, uuid.UUID(int=0)
+    try:
+        xid, _, customer = (
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
+        )
+        return int(xid), uuid.UUID(customer)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("`since` is not a cursor this API issued") from None
+
+
+async def changes(session: AsyncSession, since: str | None, limit: int) -> ChangesPage:
+    """Profiles changed after ``since`` in commit-safe order. Only changes of transactions
+    older than every transaction still running are returned, so a page never skips a change
+    that commits later; the last cursor is returned even when the page is empty."""
+    xid, after = decode_cursor(since)
+    rows = await repository.changed_after(session, xid, after, limit)
+    identities = await repository.identities_of(session, [r.id for r in rows])
+    items = [
+        ContactChange(
+            customer_id=r.id,
+            merged_into=r.merged_into,
+            identities=[IdentityOut(kind=k, value=v) for k, v in identities.get(r.id, [])],
+            traits=r.traits,
+            stage=r.current_stage,
+            furthest_stage=r.furthest_stage,
+            updated_at=r.updated_at,
+        )
+        for r in rows
+    ]
+    cursor = (
+        encode_cursor(int(rows[-1].change_xid), rows[-1].id)
+        if rows
+        else since or encode_cursor(0, after)
+    )
+    return ChangesPage(items=items, next_cursor=cursor)

@@ -1,0 +1,141 @@
+"""CRM sync: contact upserts through the pipeline, and the changes feed back out."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.pipeline.runner import Pipeline
+from tests.factories import touchpoint
+from tests.helpers import basic, bearer, wait_until
+
+
+async def test_contacts_are_upserted_through_the_pipeline_with_a_verdict_each(
+    app_client: httpx.AsyncClient,
+    write_key: str,
+    read_token: str,
+    db: AsyncEngine,
+    pipeline: Pipeline,
+) -> None:
+    body = {
+        "contacts": [
+            {
+                "crm_id": "CRM-1",
+                "email": " Ada@Example.com ",
+                "phone": "333 123 4567",
+                "traits": {"name": "Ada", "tier": "gold"},
+                "external_ids": [{"id": "LC-1", "type": "loyalty card"}],
+            },
+            {"traits": {"name": "Nobody"}},
+            {"email": "not-an-email"},
+            {"crm_id": "CRM-2", "unexpected": True},
+        ]
+    }
+    response = await app_client.post("/v1/contacts", json=body, headers=basic(write_key))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accepted"] == 1
+    assert result["rejected"] == 3
+    assert [r["status"] for r in result["results"]] == [
+        "accepted",
+        "rejected",
+        "rejected",
+        "rejected",
+    ]
+    assert "crm_id, email, phone or external_ids" in result["results"][1]["errors"][0]["message"]
+    assert result["results"][3]["errors"][0]["field"] == "unexpected"
+
+    async def stored() -> dict[str, Any] | None:
+        found = await app_client.get(
+            "/v1/customers/lookup",
+            params={"kind": "phone", "value": "+393331234567"},
+            headers=bearer(read_token),
+        )
+        return found.json() if found.status_code == 200 else None
+
+    profile = await wait_until(stored)
+    assert {(i["kind"], i["value"]) for i in profile["identities"]} == {
+        ("crm_id", "CRM-1"),
+        ("email", "ada@example.com"),
+        ("phone", "+393331234567"),
+        ("loyalty_card", "LC-1"),
+    }
+    assert profile["traits"]["tier"] == "gold"
+    assert profile["channel_counts"] == {"crm": 1}
+
+
+async def test_contact_requests_that_are_wholly_wrong_are_refused(
+    app_client: httpx.AsyncClient, write_key: str
+) -> None:
+    too_many = {"contacts": [{"crm_id": str(i)} for i in range(1001)]}
+    assert (
+        await app_client.post("/v1/contacts", json=too_many, headers=basic(write_key))
+    ).status_code == 400
+    none_valid = await app_client.post(
+        "/v1/contacts", json={"contacts": [{}]}, headers=basic(write_key)
+    )
+    assert none_valid.status_code == 400
+    assert none_valid.headers["content-type"] == "application/problem+json"
+    assert none_valid.json()["errors"][0]["status"] == "rejected"
+    assert (await app_client.post("/v1/contacts", json={"contacts": []})).status_code == 401
+    assert (
+        await app_client.post("/v1/contacts", json=[1], headers=basic(write_key))
+    ).status_code == 400
+
+
+async def _all_changes(
+    client: httpx.AsyncClient, token: str, since: str | None
+) -> tuple[list[dict[str, Any]], str]:
+    items: list[dict[str, Any]] = []
+    while True:
+        params: dict[str, Any] = {"limit": 2}
+        if since:
+            params["since"] = since
+        page = (
+            await client.get("/v1/contacts/changes", params=params, headers=bearer(token))
+        ).json()
+        items += page["items"]
+        if not page["items"]:
+            return items, page["next_cursor"]
+        since = page["next_cursor"]
+
+
+async def test_the_changes_feed_returns_each_change_once_including_merges(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    await handle(
+        [
+            touchpoint(source_id, anonymous_id="a1", at=0),
+            touchpoint(source_id, user_id="u1", at=1),
+            touchpoint(source_id, user_id="u2", at=2),
+        ]
+    )
+    first, cursor = await _all_changes(app_client, read_token, None)
+    assert len(first) == 3
+    again, cursor = await _all_changes(app_client, read_token, cursor)
+    assert again == [], "nothing changed since the cursor"
+
+    await handle([touchpoint(source_id, anonymous_id="a1", user_id="u1", event="Signed Up", at=3)])
+    changed, _ = await _all_changes(app_client, read_token, cursor)
+    by_id = {c["customer_id"]: c for c in changed}
+    assert len(by_id) == 2, "the survivor and the merged customer changed; u2 did not"
+    merged = [c for c in changed if c["merged_into"]]
+    assert len(merged) == 1
+    survivor = by_id[merged[0]["merged_into"]]
+    assert survivor["merged_into"] is None
+    assert {(i["kind"], i["value"]) for i in survivor["identities"]} == {
+        ("anonymous_id", "a1"),
+        ("user_id", "u1"),
+    }
+    assert survivor["stage"] == "interest"
+    bad = await app_client.get(
+        "/v1/contacts/changes", params={"since": "%%%"}, headers=bearer(read_token)
+    )
+    assert bad.status_code == 400
