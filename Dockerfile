@@ -24,7 +24,6 @@ WORKDIR /srv
 COPY --from=build /opt/percorso /opt/percorso
 COPY alembic.ini ./
 COPY migrations ./migrations
-COPY app ./app
 USER percorso
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

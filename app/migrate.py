@@ -7,12 +7,20 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def _root() -> Path:
+    """Where alembic.ini and migrations/ are: the source checkout, or the working
+    directory of an installed package (the Docker image keeps them in /srv)."""
+    for candidate in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (candidate / "alembic.ini").is_file():
+            return candidate
+    raise RuntimeError("alembic.ini not found next to the package or in the working directory")
 
 
 def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    root = _root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
     config.attributes["url"] = url
     return config
 
