@@ -136,8 +136,12 @@ class _BatchGraph:
                 self.unrecorded.add(ident)
             self.owner[ident] = target
             into.setdefault(ident.kind, set()).add(ident.value)
-        # The event says which identifiers merge protection kept from stitching.
-        tp.flags.extend(f"not_linked:{i.kind}" for i in plan.dropped)
+        # The event says which identifiers merge protection kept from stitching (once,
+        # however often the batch is retried).
+        for ident in plan.dropped:
+            flag = f"not_linked:{ident.kind}"
+            if flag not in tp.flags:
+                tp.flags.append(flag)
         return target
 
     def _merge(self, loser: uuid.UUID, target: uuid.UUID, tp: Touchpoint) -> None:

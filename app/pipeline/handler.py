@@ -66,6 +66,9 @@ class Outcome:
 
 
 class BatchHandler:
+    """Stores batches of consumed records. Safe to call again with records it has already
+    stored (they count as duplicates); one instance per consumer process."""
+
     def __init__(self, pool: asyncpg.Pool[Any], model: JourneyModel, policy: MergePolicy) -> None:
         self._pool = pool
         self._model = model
