@@ -6,11 +6,12 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.pipeline.runner import Pipeline
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer, wait_until
+from tests.helpers import basic, bearer, scalar, wait_until
 
 
 async def test_contacts_are_upserted_through_the_pipeline_with_a_verdict_each(
@@ -139,3 +140,29 @@ async def test_the_changes_feed_returns_each_change_once_including_merges(
         "/v1/contacts/changes", params={"since": "%%%"}, headers=bearer(read_token)
     )
     assert bad.status_code == 400
+
+
+async def test_a_change_committed_late_is_not_skipped_by_the_feed(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    await handle(
+        [touchpoint(source_id, user_id="slow", at=0), touchpoint(source_id, user_id="fast", at=1)]
+    )
+    _, cursor = await _all_changes(app_client, read_token, None)
+    slow = await scalar(db, "SELECT customer_id FROM identities WHERE value = 'slow'")
+    fast = await scalar(db, "SELECT customer_id FROM identities WHERE value = 'fast'")
+    async with db.connect() as open_tx:
+        # A transaction changes `slow` first but commits after `fast` is changed and read.
+        await open_tx.execute(
+            text("UPDATE customers SET traits = '{\"late\": true}' WHERE id = :id"), {"id": slow}
+        )
+        await handle([touchpoint(source_id, user_id="fast", at=2)])
+        during, cursor_during = await _all_changes(app_client, read_token, cursor)
+        assert during == [], "nothing is returned past a transaction still running"
+        await open_tx.commit()
+    after, _ = await _all_changes(app_client, read_token, cursor_during)
+    assert {c["customer_id"] for c in after} == {str(slow), str(fast)}
