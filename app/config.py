@@ -48,6 +48,22 @@ class Settings(BaseSettings):
     # Seconds a verified write key or read token is trusted before it is checked again.
     auth_cache_ttl_s: float = Field(default=30.0, ge=0)
 
+    # Tracking API. The rate limit is per source and per API replica (in-process token
+    # bucket): events per second, with bursts of up to `ingest_rate_burst_s` seconds' worth.
+    # A source's `rate_limit_per_s` setting overrides the rate.
+    ingest_rate_limit_per_s: float = Field(default=1_000.0, gt=0)
+    ingest_rate_burst_s: float = Field(default=2.0, gt=0)
+    # Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed
+    # (e.g. "10.0.0.0/8,127.0.0.1"). Empty: the peer address is the client.
+    trusted_proxies: str = ""
+    # Server secret: email tracking tokens are signed with keys derived from it per source.
+    # Required in production; development and tests keep a generated one in data_dir.
+    secret_key: SecretStr | None = None
+    # Public base URL of the API, for the links `percorso email link|pixel` print.
+    public_url: str | None = None
+    # A click this soon after the send time a token carries is a link scanner's.
+    email_scanner_window_s: float = Field(default=2.0, ge=0)
+
     # Identity.
     default_phone_region: str = "IT"
     blocked_identifier_values: str = ""
@@ -78,6 +94,11 @@ class Settings(BaseSettings):
                 )
             if self.dev_write_key or self.dev_read_token:
                 raise ValueError("PERCORSO_DEV_* credentials are refused in production")
+            if not _strong_secret(self.secret_key):
+                raise ValueError(
+                    "production needs PERCORSO_SECRET_KEY: at least 32 random characters"
+                    " (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
         return self
 
     @cached_property
@@ -92,6 +113,16 @@ class Settings(BaseSettings):
         return frozenset(
             v.strip().casefold() for v in self.blocked_identifier_values.split(",") if v.strip()
         )
+
+
+_UNSAFE_SECRETS = frozenset({"changeme", "change-me", "secret", "development", "percorso"})
+
+
+def _strong_secret(secret: SecretStr | None) -> bool:
+    if secret is None:
+        return False
+    value = secret.get_secret_value()
+    return len(value) >= 32 and len(set(value)) >= 8 and value.lower() not in _UNSAFE_SECRETS
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -16,6 +16,11 @@ async def get_source_by_key_hash(session: AsyncSession, key_hash: str) -> Source
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def get_source_by_id(session: AsyncSession, source_id: uuid.UUID) -> Source | None:
+    stmt = select(Source).where(Source.id == source_id, Source.disabled_at.is_(None))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def get_source_by_name(session: AsyncSession, name: str) -> Source | None:
     return (await session.execute(select(Source).where(Source.name == name))).scalar_one_or_none()
 

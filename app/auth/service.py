@@ -7,6 +7,7 @@ Guarantees: secrets are only compared by hash; a verified credential is cached f
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import keys, repository
 from app.errors import Forbidden, InvalidRequest, Unauthorized
+from app.ingest import source_settings
 from app.models import CHANNELS, TOKEN_SCOPES
 from app.touchpoint import new_event_id
 
@@ -52,6 +54,10 @@ async def create_source(
         raise InvalidRequest("a source name is 1 to 200 characters")
     if await repository.get_source_by_name(session, name):
         raise InvalidRequest(f"a source named {name!r} already exists")
+    try:
+        settings = source_settings.validate(settings or {})
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid source settings: {exc}") from None
     secret = write_key or keys.generate(keys.WRITE_KEY_PREFIX)
     source = await repository.add_source(
         session,
@@ -105,6 +111,19 @@ class Authenticator:
                 "the write key is not valid", headers={"WWW-Authenticate": 'Basic realm="percorso"'}
             )
         return found
+
+    async def source_by_id(self, source_id: uuid.UUID) -> SourceInfo | None:
+        """An enabled source by id (email tokens name their source), cached like keys."""
+        cache_key = f"id:{source_id}"
+        hit = self._sources.get(cache_key)
+        now = time.monotonic()
+        if hit and hit[0] > now:
+            return hit[1]
+        async with self._sessions() as session:
+            row = await repository.get_source_by_id(session, source_id)
+        info = SourceInfo(row.id, row.name, row.channel, row.settings) if row else None
+        _remember(self._sources, cache_key, info, now + self._ttl)
+        return info
 
     async def token(self, secret: str | None, scope: str) -> TokenInfo:
         challenge = {"WWW-Authenticate": 'Bearer realm="percorso"'}

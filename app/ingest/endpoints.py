@@ -1,64 +1,93 @@
-"""The tracking API: Segment-compatible calls, answered only after the broker's ack."""
+"""The tracking API: Segment-compatible calls, answered only after the broker's ack.
+
+Every path of Segment's HTTP Tracking API is here, with the short aliases analytics.js
+uses (``/v1/t`` for ``/v1/track``…, ``/v1/b`` for ``/v1/batch``) and the pixel API. Order
+of checks for a request: body (size, encoding, JSON) → write key → origin → rate limit →
+each event. An answer of 200 means the accepted events are on the broker.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth.dependencies import authenticator, presented_write_key
 from app.auth.service import SourceInfo
-from app.errors import InvalidRequest, PayloadTooLarge
+from app.errors import Forbidden, InvalidRequest, PayloadTooLarge, ProblemError
 from app.identity.identifiers import IdentityConfig
-from app.ingest import service
+from app.ingest import pixel, service, source_settings
 from app.ingest.body import read_json
+from app.ingest.client import TrustedProxies, request_context
+from app.ingest.cors import deny_origin
+from app.ingest.examples import BATCH_EXAMPLES, CALL_EXAMPLES
 from app.ingest.publisher import Publisher
+from app.ingest.ratelimit import RateLimiter
 from app.ingest.schemas import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     BatchRequest,
-    FieldError,
+    CallType,
     IngestResponse,
     Rejection,
     SegmentMessage,
 )
-from app.ingest.service import EventRejected
 from app.kit.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from app.touchpoint import Touchpoint
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid JSON, a missing field, or a size limit exceeded (problem+json)."},
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid JSON, no valid event, or a size limit exceeded (problem+json)."},
     401: {"description": "Missing or unknown write key (problem+json)."},
+    403: {"description": "The browser origin is not allowed for this source (problem+json)."},
+    415: {"description": "A body that is neither JSON nor text/plain, or not gzip (problem+json)."},
+    429: {"description": "The source's rate limit; retry after `Retry-After` seconds."},
     503: {"description": "The broker did not acknowledge; retry after `Retry-After` seconds."},
 }
 
+SHORT_PATHS = {
+    "track": "t",
+    "page": "p",
+    "screen": "s",
+    "identify": "i",
+    "group": "g",
+    "alias": "a",
+}
 
-def _publisher(request: Request) -> Publisher:
+
+def publisher_of(request: Request) -> Publisher:
     publisher: Publisher = request.state.publisher
     return publisher
 
 
-def _identity(request: Request) -> IdentityConfig:
+def identity_of(request: Request) -> IdentityConfig:
     config: IdentityConfig = request.state.identity_config
     return config
 
 
-PublisherDep = Annotated[Publisher, Depends(_publisher)]
-IdentityDep = Annotated[IdentityConfig, Depends(_identity)]
+def sender_context(request: Request) -> dict[str, Any]:
+    """The client IP (behind trusted proxies) and user agent of the request."""
+    proxies: TrustedProxies = request.state.trusted_proxies
+    return request_context(request, proxies)
 
 
-def _request_context(request: Request) -> dict[str, Any]:
-    context: dict[str, Any] = {}
-    if request.client:
-        context["ip"] = request.client.host
-    agent = request.headers.get("user-agent")
-    if agent:
-        context["userAgent"] = agent[:512]
-    return context
+def admit(request: Request, source: SourceInfo, cost: int, *, check_origin: bool = True) -> None:
+    """Refuse a browser origin the source does not allow (403), or a request beyond the
+    source's rate (429 with Retry-After)."""
+    settings = source_settings.parse(source.settings)
+    origin = request.headers.get("origin")
+    if check_origin and origin is not None and not settings.allows_origin(origin):
+        deny_origin(request)
+        raise Forbidden(f"origin {origin[:200]} is not allowed to send to this source")
+    limiter: RateLimiter = request.state.rate_limiter
+    limiter.check(source.id, cost, settings.rate_limit_per_s)
+
+
+PublisherDep = Annotated[Publisher, Depends(publisher_of)]
+IdentityDep = Annotated[IdentityConfig, Depends(identity_of)]
 
 
 async def _source(request: Request, raw: Any) -> SourceInfo:
@@ -68,9 +97,10 @@ async def _source(request: Request, raw: Any) -> SourceInfo:
     return await authenticator(request).source(key)
 
 
-async def _accept(
+async def accept(
     publisher: Publisher, touchpoints: list[Touchpoint], rejected: list[Rejection]
 ) -> IngestResponse:
+    """Publish the accepted events and answer; 400 listing the reasons when none was."""
     if not touchpoints:
         EVENTS_REJECTED.inc(len(rejected))
         raise InvalidRequest(
@@ -83,28 +113,39 @@ async def _accept(
     return IngestResponse(accepted=len(touchpoints), rejected=rejected)
 
 
+async def _ingest_one(
+    request: Request,
+    raw: Any,
+    call_type: str,
+    publisher: Publisher,
+    identity: IdentityConfig,
+    *,
+    check_origin: bool = True,
+) -> IngestResponse:
+    source = await _source(request, raw)
+    admit(request, source, 1, check_origin=check_origin)
+    touchpoints, rejected = service.build_all(
+        [raw],
+        call_type=call_type,
+        source=source,
+        received_at=datetime.now(UTC),
+        identity=identity,
+        request_context=sender_context(request),
+    )
+    return await accept(publisher, touchpoints, rejected)
+
+
 def _single(call_type: str, summary: str) -> Any:
     async def endpoint(
         request: Request, publisher: PublisherDep, identity: IdentityDep
     ) -> IngestResponse:
         raw = await read_json(request, MAX_EVENT_BYTES)
-        source = await _source(request, raw)
-        received_at = datetime.now(UTC)
-        try:
-            msg = service.validate_message(raw, call_type)
-            tp = service.build_touchpoint(
-                msg,
-                source=source,
-                received_at=received_at,
-                identity=identity,
-                request_context=_request_context(request),
-            )
-        except EventRejected as exc:
-            return await _accept(publisher, [], [service.rejection(0, raw, exc.errors)])
-        return await _accept(publisher, [tp], [])
+        return await _ingest_one(request, raw, call_type, publisher, identity)
 
     endpoint.__name__ = call_type
-    endpoint.__doc__ = summary
+    endpoint.__doc__ = (
+        summary + f"\n\nAt most {MAX_EVENT_BYTES // 1024} KB; JSON or text/plain, optionally gzip."
+    )
     return endpoint
 
 
@@ -117,37 +158,34 @@ _CALLS = {
     "alias": "Declare that `previousId` and `userId` are the same person.",
 }
 
-for _call, _summary in _CALLS.items():
-    router.add_api_route(
-        f"/{_call}",
-        _single(_call, _summary),
-        methods=["POST"],
-        response_model=IngestResponse,
-        summary=_summary,
-        responses=_ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": SegmentMessage.model_json_schema()}},
-            }
-        },
-    )
 
-
-@router.post(
-    "/batch",
-    response_model=IngestResponse,
-    responses=_ERRORS,
-    openapi_extra={
+def _request_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+    content = {"schema": schema, "examples": examples}
+    return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
+            "content": {"application/json": content, "text/plain": content},
         }
-    },
-)
+    }
+
+
+for _call, _summary in _CALLS.items():
+    for _path, _label in ((_call, _summary), (SHORT_PATHS[_call], f"Short path of /v1/{_call}.")):
+        router.add_api_route(
+            f"/{_path}",
+            _single(_call, _summary),
+            methods=["POST"],
+            response_model=IngestResponse,
+            summary=_label,
+            responses=ERRORS,
+            openapi_extra=_request_body(SegmentMessage.model_json_schema(), CALL_EXAMPLES[_call]),
+        )
+
+
 async def batch(request: Request, publisher: PublisherDep, identity: IdentityDep) -> IngestResponse:
-    """Send up to 2,500 calls (500 KB) at once. Valid events are accepted even when others
-    are rejected; the answer lists each rejection with its reasons."""
+    """Send up to 2,500 calls (500 KB, 32 KB each) at once. Valid events are accepted even
+    when others are rejected; the answer lists each rejection with its reasons, and
+    `success` is true when any event was accepted."""
     raw = await read_json(request, MAX_BATCH_BYTES)
     source = await _source(request, raw)
     if not isinstance(raw, dict) or not isinstance(raw.get("batch"), list):
@@ -159,32 +197,97 @@ async def batch(request: Request, publisher: PublisherDep, identity: IdentityDep
         envelope = BatchRequest.model_validate({**raw, "batch": []})
     except ValueError as exc:
         raise InvalidRequest(f"invalid batch envelope: {exc}") from None
-    received_at = datetime.now(UTC)
-    request_context = _request_context(request)
-    touchpoints: list[Touchpoint] = []
-    rejected: list[Rejection] = []
-    for index, item in enumerate(items):
-        try:
-            if not service.event_size_ok(item):
-                raise EventRejected(
-                    [
-                        FieldError(
-                            field=None, message=f"an event is at most {MAX_EVENT_BYTES // 1024} KB"
-                        )
-                    ]
-                )
-            msg = service.validate_message(item, None)
-            touchpoints.append(
-                service.build_touchpoint(
-                    msg,
-                    source=source,
-                    received_at=received_at,
-                    identity=identity,
-                    request_context=request_context,
-                    batch_context=envelope.context,
-                    sent_at=envelope.sentAt,
-                )
-            )
-        except EventRejected as exc:
-            rejected.append(service.rejection(index, item, exc.errors))
-    return await _accept(publisher, touchpoints, rejected)
+    admit(request, source, max(len(items), 1))
+    touchpoints, rejected = service.build_all(
+        items,
+        call_type=None,
+        source=source,
+        received_at=datetime.now(UTC),
+        identity=identity,
+        request_context=sender_context(request),
+        batch_context=envelope.context,
+        sent_at=envelope.sentAt,
+    )
+    return await accept(publisher, touchpoints, rejected)
+
+
+for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path of /v1/batch.")):
+    router.add_api_route(
+        f"/{_path}",
+        batch,
+        methods=["POST"],
+        response_model=IngestResponse,
+        summary=_label,
+        responses=ERRORS,
+        openapi_extra=_request_body(BatchRequest.model_json_schema(), BATCH_EXAMPLES),
+    )
+
+
+@router.get(
+    "/pixel/{call_type}",
+    summary="Record a call from an image URL (the pixel API).",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Always a 1x1 transparent GIF, even when the call was refused; "
+            "`X-Percorso-Verdict` says `accepted` or why not.",
+            "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "data",
+                "in": "query",
+                "required": False,
+                "description": "The call as base64-encoded JSON, including `writeKey`. "
+                "Without it, the call's fields are read from the query parameters "
+                "(dotted names for nested fields: `properties.subject=…`).",
+                "schema": {"type": "string"},
+                "examples": {
+                    "email-opened": {
+                        "summary": '{"writeKey": "pw_…", "userId": "ada", "event": "Email Opened"}',
+                        "value": "eyJ3cml0ZUtleSI6ICJwd18uLi4iLCAidXNlcklkIjogImFkYSIsICJldmVudCI6"
+                        "ICJFbWFpbCBPcGVuZWQifQ",
+                    }
+                },
+            }
+        ]
+    },
+)
+async def pixel_call(
+    request: Request,
+    call_type: Annotated[
+        CallType, Path(description="track, page, screen, identify, group or alias")
+    ],
+    publisher: PublisherDep,
+    identity: IdentityDep,
+) -> Response:
+    """As Segment's pixel API: answers 200 with a GIF whatever happened, because an image
+    tag can show nothing else; the verdict is in the `X-Percorso-Verdict` header."""
+    verdict = "accepted"
+    try:
+        raw = pixel.decode(request.query_params.multi_items())
+        # An image request carries no Origin worth checking; the write key is the gate.
+        await _ingest_one(request, raw, call_type, publisher, identity, check_origin=False)
+    except ProblemError as exc:
+        verdict = f"{exc.type}: {exc.detail}"[:300]
+    headers = {**pixel.NO_CACHE, "X-Percorso-Verdict": _header_safe(verdict)}
+    return Response(pixel.GIF, media_type="image/gif", headers=headers)
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
+
+
+TRACKING_PREFIXES = tuple(
+    f"/v1/{p}" for p in (*_CALLS, *SHORT_PATHS.values(), "batch", "b", "pixel/")
+)
+
+
+def is_tracking_path(path: str) -> bool:
+    """Paths under the browser CORS policy of :mod:`app.ingest.cors`."""
+    return path.startswith("/v1/pixel/") or path in _EXACT_PATHS
+
+
+_EXACT_PATHS = frozenset(p for p in TRACKING_PREFIXES if not p.endswith("/"))

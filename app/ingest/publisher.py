@@ -87,6 +87,7 @@ class Publisher:
     @staticmethod
     def _unavailable() -> BrokerUnavailable:
         return BrokerUnavailable(
-            "the event broker did not acknowledge the events; retry the request (events that did get through are deduplicated)",
+            "the event broker did not acknowledge the events; retry the request"
+            " (events that did get through are deduplicated)",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2_500
 MAX_MESSAGE_ID = 100
 MAX_NAME = 200
+IDS_OPTIONAL = "ids_optional"
 
 CallType = Literal["track", "page", "screen", "identify", "group", "alias"]
 Id = str | int
@@ -42,15 +43,18 @@ class SegmentMessage(BaseModel):
     writeKey: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
-    def _required_fields(self) -> SegmentMessage:
-        if _blank(self.userId) and _blank(self.anonymousId):
+    def _required_fields(self, info: ValidationInfo) -> SegmentMessage:
+        # Server-built messages (email tokens, imports) may identify a person by email or
+        # phone alone; they validate with context {"ids_optional": True}.
+        ids_optional = bool(info.context and info.context.get(IDS_OPTIONAL))
+        if not ids_optional and _blank(self.userId) and _blank(self.anonymousId):
             raise ValueError("userId or anonymousId is required")
         if self.type == "track" and (self.event is None or not self.event.strip()):
             raise ValueError("a track call needs an event name")
         if self.type == "group" and _blank(self.groupId):
             raise ValueError("a group call needs a groupId")
-        if self.type == "alias" and _blank(self.previousId):
-            raise ValueError("an alias call needs a previousId")
+        if self.type == "alias" and (_blank(self.previousId) or _blank(self.userId)):
+            raise ValueError("an alias call needs a previousId and a userId")
         return self
 
 
@@ -80,6 +84,27 @@ class Rejection(BaseModel):
 
 class IngestResponse(BaseModel):
     """Segment's ``{"success": true}``, plus what Percorso did with each event."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"success": True, "accepted": 1, "rejected": []},
+                {
+                    "success": True,
+                    "accepted": 2,
+                    "rejected": [
+                        {
+                            "index": 1,
+                            "messageId": "m-2",
+                            "errors": [
+                                {"field": None, "message": "userId or anonymousId is required"}
+                            ],
+                        }
+                    ],
+                },
+            ]
+        }
+    )
 
     success: bool = True
     accepted: int = Field(description="Events acknowledged by the broker.")

@@ -1,6 +1,8 @@
 """Turning Segment-shaped calls into canonical touchpoints.
 
-Pure functions: no I/O. The endpoint validates, builds touchpoints here, then publishes.
+Pure functions: no I/O. The tracking endpoints, the email endpoints and the importer all
+validate and build touchpoints here, then publish them; so every channel gets the same
+rules (limits, identifiers, clock-skew correction, channel choice).
 """
 
 from __future__ import annotations
@@ -13,9 +15,20 @@ from pydantic import ValidationError
 
 from app.auth.service import SourceInfo
 from app.errors import validation_errors
-from app.identity.identifiers import IdentityConfig, extract_identifiers
-from app.ingest.schemas import MAX_EVENT_BYTES, FieldError, Rejection, SegmentMessage
-from app.touchpoint import Channel, Touchpoint, new_event_id
+from app.identity.identifiers import (
+    IdentityConfig,
+    InvalidIdentifier,
+    extract_identifiers,
+    normalise,
+)
+from app.ingest.schemas import (
+    IDS_OPTIONAL,
+    MAX_EVENT_BYTES,
+    FieldError,
+    Rejection,
+    SegmentMessage,
+)
+from app.touchpoint import Channel, Identifier, Touchpoint, new_event_id
 
 # A corrected event time further ahead of the server clock than this is not believed.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -50,9 +63,13 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def validate_message(raw: Any, call_type: str | None) -> SegmentMessage:
+def validate_message(
+    raw: Any, call_type: str | None, *, ids_optional: bool = False
+) -> SegmentMessage:
     """Validate one call. ``call_type`` is fixed by the path (``/v1/track``) or taken from
-    the item's ``type`` (``/v1/batch``)."""
+    the item's ``type`` (``/v1/batch``). ``ids_optional`` lifts Segment's "userId or
+    anonymousId" rule for server-built messages identified by email, phone or externalIds
+    (an identifier is still required: :func:`build_touchpoint` checks)."""
     if not isinstance(raw, dict):
         raise EventRejected([FieldError(field=None, message="an event is a JSON object")])
     if call_type is not None:
@@ -60,7 +77,7 @@ def validate_message(raw: Any, call_type: str | None) -> SegmentMessage:
     elif "type" not in raw:
         raise EventRejected([FieldError(field="type", message="each batch item needs a type")])
     try:
-        return SegmentMessage.model_validate(raw)
+        return SegmentMessage.model_validate(raw, context={IDS_OPTIONAL: ids_optional})
     except ValidationError as exc:
         raise EventRejected([FieldError(**e) for e in validation_errors(exc.errors())]) from None
 
@@ -77,9 +94,9 @@ def build_touchpoint(
 ) -> Touchpoint:
     """Build the canonical touchpoint; raises :class:`EventRejected` when no usable
     identifier remains (every id blocked or malformed)."""
-    assert msg.type is not None
     if sent_at is not None and msg.sentAt is None:
         msg = msg.model_copy(update={"sentAt": sent_at})
+    assert msg.type is not None
     context = {**(batch_context or {}), **(msg.context or {})}
     for key, value in request_context.items():
         context.setdefault(key, value)
@@ -92,15 +109,24 @@ def build_touchpoint(
         context=context,
         config=identity,
     )
-    if not extracted.identifiers:
+    identifiers = list(extracted.identifiers)
+    flags: list[str] = []
+    if msg.type == "alias":
+        flags.extend(_add_previous_id(identifiers, msg, identity))
+    if not identifiers:
         raise EventRejected(
             [FieldError(field=r.kind, message=r.reason) for r in extracted.rejected]
             or [FieldError(field="userId", message="no usable identifier")]
         )
-    when, flags = occurred_at(msg, received_at)
+    when, time_flags = occurred_at(msg, received_at)
+    flags[:0] = time_flags
     flags.extend(f"rejected_identifier:{r.kind}" for r in extracted.rejected)
+    channel = source.channel
     requested = context.get("channel")
-    channel = requested if isinstance(requested, str) and requested in _CHANNELS else source.channel
+    if isinstance(requested, str) and requested in _CHANNELS:
+        channel = requested
+    elif requested is not None:
+        flags.append("unknown_channel")
     properties = dict(msg.properties or {})
     if msg.type == "page" and msg.category:
         properties.setdefault("category", msg.category)
@@ -117,7 +143,7 @@ def build_touchpoint(
         event=msg.event if msg.type == "track" else msg.name,
         user_id=None if msg.userId is None else str(msg.userId),
         anonymous_id=None if msg.anonymousId is None else str(msg.anonymousId),
-        identifiers=extracted.identifiers,
+        identifiers=identifiers,
         traits=traits,
         properties=properties,
         context=context,
@@ -126,6 +152,72 @@ def build_touchpoint(
         received_at=received_at,
         flags=flags,
     )
+
+
+def _add_previous_id(
+    identifiers: list[Identifier], msg: SegmentMessage, identity: IdentityConfig
+) -> list[str]:
+    """An alias call links ``previousId`` to ``userId``: the previous id becomes an
+    identifier of the event, so the pipeline merges whoever holds it into this person.
+
+    It is stored as kind ``anonymous_id``, even when it was once a user id. That is what
+    it usually is (analytics.js aliases the browser's anonymousId), and a second ``user_id``
+    would break the one-user_id-per-customer merge limit, so the link would be dropped
+    instead of made. Equal to the userId: nothing to link. Returns flags.
+    """
+    if msg.previousId is None or str(msg.previousId) == str(msg.userId):
+        return []
+    try:
+        value = normalise("anonymous_id", msg.previousId, identity)
+    except InvalidIdentifier:
+        return ["rejected_identifier:previous_id"]
+    extra = Identifier(kind="anonymous_id", value=value)
+    if extra not in identifiers:
+        identifiers.append(extra)
+    return []
+
+
+def build_all(
+    items: list[Any],
+    *,
+    call_type: str | None,
+    source: SourceInfo,
+    received_at: datetime,
+    identity: IdentityConfig,
+    request_context: dict[str, Any],
+    batch_context: dict[str, Any] | None = None,
+    sent_at: datetime | None = None,
+    ids_optional: bool = False,
+) -> tuple[list[Touchpoint], list[Rejection]]:
+    """Validate and build each item; one item's failure never affects another. Rejections
+    carry the item's index. Items over the per-event size limit are rejected."""
+    touchpoints: list[Touchpoint] = []
+    rejected: list[Rejection] = []
+    for index, item in enumerate(items):
+        try:
+            if not event_size_ok(item):
+                raise EventRejected(
+                    [
+                        FieldError(
+                            field=None, message=f"an event is at most {MAX_EVENT_BYTES // 1024} KB"
+                        )
+                    ]
+                )
+            msg = validate_message(item, call_type, ids_optional=ids_optional)
+            touchpoints.append(
+                build_touchpoint(
+                    msg,
+                    source=source,
+                    received_at=received_at,
+                    identity=identity,
+                    request_context=request_context,
+                    batch_context=batch_context,
+                    sent_at=sent_at,
+                )
+            )
+        except EventRejected as exc:
+            rejected.append(rejection(index, item, exc.errors))
+    return touchpoints, rejected
 
 
 def partition_key(tp: Touchpoint) -> bytes:

@@ -1,0 +1,1 @@
+"""Email touchpoints: signed open-pixel and click-redirect tokens, machine-activity flags."""

@@ -1,0 +1,1 @@
+"""Bulk imports: files of rows → Segment-shaped calls → touchpoints → the broker."""

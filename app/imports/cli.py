@@ -1,0 +1,122 @@
+"""``percorso import events FILE --source NAME``: offline touchpoints (till receipts, social
+exports…) through the same pipeline as the tracking API."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import orjson
+import typer
+
+from app.config import Settings
+
+if TYPE_CHECKING:
+    from app.auth.service import SourceInfo
+    from app.imports.service import ImportSummary
+
+imports = typer.Typer(help="Import files of touchpoints.", no_args_is_help=True)
+
+SHOWN_REJECTIONS = 20
+
+
+@imports.command("events")
+def events(
+    file: Annotated[
+        Path, typer.Argument(help="A .ndjson/.jsonl (one call per line) or .csv file.")
+    ],
+    source: Annotated[str, typer.Option("--source", help="Name of the source they came from.")],
+    delimiter: Annotated[str, typer.Option("--delimiter", help="CSV field separator.")] = ",",
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, max=2_500, help="Rows per broker round trip.")
+    ] = 500,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row, publish nothing.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write every rejected row here (NDJSON).")
+    ] = None,
+) -> None:
+    """Load touchpoints from FILE; prints a summary of accepted and rejected rows. Exits
+    1 when no row was accepted, 2 on a usage error. Safe to re-run on the same file."""
+    from app.imports.readers import count_rows, file_format, read_rows
+    from app.imports.service import import_rows
+    from app.main import identity_config
+
+    if not file.is_file():
+        _fail(f"{file}: no such file")
+    if len(delimiter) != 1:
+        _fail("--delimiter is one character")
+    try:
+        file_format(file)
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = Settings()
+    total = count_rows(file, delimiter)
+
+    async def run() -> ImportSummary:
+        from app.ingest.publisher import Publisher
+
+        info = await _source(settings, source)
+        publisher = None if dry_run else Publisher(settings)
+        try:
+            with typer.progressbar(length=total, label=f"importing {file.name}") as bar:
+                return await import_rows(
+                    read_rows(file, delimiter),
+                    file_name=file.name,
+                    source=info,
+                    identity=identity_config(settings),
+                    publisher=publisher,
+                    chunk_size=chunk_size,
+                    on_progress=bar.update,
+                )
+        finally:
+            if publisher is not None:
+                await publisher.close()
+
+    from app.errors import ProblemError
+
+    try:
+        summary = asyncio.run(run())
+    except ProblemError as exc:
+        _fail(exc.detail, code=1)
+    for verdict in summary.rejected[:SHOWN_REJECTIONS]:
+        typer.echo(f"line {verdict.line}: {verdict.reason}", err=True)
+    if len(summary.rejected) > SHOWN_REJECTIONS:
+        typer.echo(f"… and {len(summary.rejected) - SHOWN_REJECTIONS} more", err=True)
+    if report is not None:
+        report.write_bytes(
+            b"".join(
+                orjson.dumps({"line": v.line, "reason": v.reason}) + b"\n" for v in summary.rejected
+            )
+        )
+    verb = "would accept" if dry_run else "accepted"
+    typer.echo(
+        f"{file.name}: {summary.rows} rows, {verb} {summary.accepted},"
+        f" rejected {len(summary.rejected)} (source {source})"
+    )
+    if summary.accepted == 0:
+        raise typer.Exit(1)
+
+
+async def _source(settings: Settings, name: str) -> SourceInfo:
+    from app.auth.repository import get_source_by_name
+    from app.auth.service import SourceInfo
+    from app.db import create_engine, create_session_factory
+    from app.errors import InvalidRequest
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            row = await get_source_by_name(session, name)
+    finally:
+        await engine.dispose()
+    if row is None or row.disabled_at is not None:
+        raise InvalidRequest(f"no enabled source named {name!r}")
+    return SourceInfo(row.id, row.name, row.channel, row.settings)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)

@@ -1,0 +1,103 @@
+"""CSV columns → a Segment-shaped call. Documented in the README ("Importing files").
+
+Columns (header names, case-sensitive; empty cells are absent):
+
+* ``type`` (default ``track``), ``event`` (track), ``name`` (page/screen), ``userId``,
+  ``anonymousId``, ``groupId``, ``previousId``, ``messageId``, ``timestamp`` (ISO 8601;
+  default: the import time);
+* ``email``, ``phone``, ``crmId`` (or ``crm_id``): the person, as ``context.traits`` (and
+  ``traits`` on identify rows), so a row may be identified by these alone;
+* ``channel``: the row's channel (``context.channel``), else the source's default;
+* ``properties.<x>``, ``traits.<x>``, ``context.<x>``: nested fields, dotted paths allowed
+  (``context.campaign.name``). A ``:number``, ``:bool`` or ``:json`` suffix types the value
+  (``properties.revenue:number``); without one, values stay strings (``"00123"`` is a
+  zip code, not a number).
+
+Any other column is an error for the row, so a typo does not silently drop data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+TOP_LEVEL = frozenset(
+    {"type", "event", "name", "userId", "anonymousId", "groupId", "previousId", "messageId"}
+)
+TIME_COLUMNS = frozenset({"timestamp"})
+PERSON_COLUMNS = {"email": "email", "phone": "phone", "crmId": "crm_id", "crm_id": "crm_id"}
+NESTED = ("properties", "traits", "context")
+_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
+
+
+class MappingError(ValueError):
+    pass
+
+
+def csv_row_to_message(row: dict[str, Any]) -> dict[str, Any]:
+    """The call for one CSV record; raises :class:`MappingError` with the column at fault."""
+    if row.get("__extra__"):
+        raise MappingError("more cells than header columns")
+    message: dict[str, Any] = {}
+    person: dict[str, str] = {}
+    for column, cell in row.items():
+        if column == "__extra__" or cell is None or cell == "":
+            continue
+        value = cell.strip() if isinstance(cell, str) else cell
+        if column in TOP_LEVEL or column in TIME_COLUMNS:
+            message[column] = value
+        elif column in PERSON_COLUMNS:
+            person[PERSON_COLUMNS[column]] = value
+        elif column == "channel":
+            message.setdefault("context", {})["channel"] = value
+        elif column.split(".", 1)[0] in NESTED and "." in column:
+            path, typed = _typed(column, value)
+            _put(message, path, typed, column)
+        else:
+            raise MappingError(f"unknown column {column!r}")
+    message.setdefault("type", "track")
+    if person:
+        context = message.setdefault("context", {})
+        context.setdefault("traits", {}).update(person)
+        if message["type"] == "identify":
+            message.setdefault("traits", {}).update(person)
+    return message
+
+
+def _typed(column: str, value: str) -> tuple[list[str], Any]:
+    name, _, kind = column.partition(":")
+    path = name.split(".")
+    if any(not part for part in path):
+        raise MappingError(f"column {column!r} has an empty path segment")
+    if not kind:
+        return path, value
+    if kind == "number":
+        if not _NUMBER.fullmatch(value):
+            raise MappingError(f"{column}: {value[:40]!r} is not a number")
+        number = float(value)
+        return path, int(number) if number.is_integer() and "." not in value else number
+    if kind == "bool":
+        lowered = value.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise MappingError(f"{column}: {value[:40]!r} is not true/false")
+        return path, lowered in ("true", "1", "yes")
+    if kind == "json":
+        try:
+            return path, orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise MappingError(f"{column}: not valid JSON") from None
+    raise MappingError(f"column {column!r}: unknown type {kind!r} (number, bool or json)")
+
+
+def _put(message: dict[str, Any], path: list[str], value: Any, column: str) -> None:
+    node = message
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise MappingError(f"column {column!r} conflicts with another column")
+        node = child
+    if isinstance(node.get(path[-1]), dict):
+        raise MappingError(f"column {column!r} conflicts with another column")
+    node[path[-1]] = value

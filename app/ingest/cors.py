@@ -1,0 +1,72 @@
+"""CORS for the tracking API, so browsers (analytics.js, ``sendBeacon``) can post to it.
+
+Preflights are answered for any origin: the write key, and so the source whose
+``allowed_origins`` decide, travels in the actual request (header or body), which a
+preflight does not carry. The actual request is then checked against the source's
+setting (:func:`deny_origin`); a refused origin gets a 403 without
+``Access-Control-Allow-Origin``, so the browser hides the answer too. Responses to allowed
+origins echo the origin (no credentials: analytics.js sends none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_DENIED = "percorso.cors_denied"
+ALLOWED_METHODS = "GET, POST, OPTIONS"
+ALLOWED_HEADERS = "authorization, content-type, content-encoding, x-write-key"
+MAX_AGE_S = "86400"
+
+
+def deny_origin(request: Request) -> None:
+    """Mark the request's origin as refused: the response will carry no CORS grant."""
+    request.scope[_DENIED] = True
+
+
+class TrackingCors:
+    """ASGI middleware applying the policy above to paths for which ``applies`` is true."""
+
+    def __init__(self, app: ASGIApp, applies: Callable[[str], bool]) -> None:
+        self.app = app
+        self.applies = applies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.applies(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self._preflight(origin, headers, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start" and not scope.get(_DENIED):
+                out = MutableHeaders(scope=message)
+                out["Access-Control-Allow-Origin"] = origin
+                out["Access-Control-Expose-Headers"] = "Retry-After"
+                out.add_vary_header("Origin")
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    @staticmethod
+    async def _preflight(origin: str, headers: Headers, send: Send) -> None:
+        requested = headers.get("access-control-request-headers")
+        response_headers = [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-methods", ALLOWED_METHODS.encode()),
+            (b"access-control-allow-headers", (requested or ALLOWED_HEADERS).encode("latin-1")),
+            (b"access-control-max-age", MAX_AGE_S.encode()),
+            (b"vary", b"Origin"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": response_headers})
+        await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,201 @@
+"""`percorso import events`: offline touchpoints through the same pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.config import Settings
+from app.imports.mapping import MappingError, csv_row_to_message
+from tests.ingest.fixtures import SourceFactory, TopicReader
+
+RECEIPTS = """\
+type,event,email,phone,timestamp,properties.receipt,properties.revenue:number,properties.store,context.till.id
+track,Order Completed,ada@example.com,,2026-11-02T09:15:00Z,R-1,42.50,milano-1,T3
+track,Order Completed,,+39 333 123 4567,2026-11-02T09:20:00Z,R-2,7,milano-1,T3
+track,Order Completed,,,2026-11-02T09:25:00Z,R-3,10,milano-1,T3
+track,Order Completed,bob@example.com,,2026-11-02T09:30:00Z,R-4,ten,milano-1,T3
+track,,carla@example.com,,2026-11-02T09:35:00Z,R-5,3,milano-1,T3
+"""
+
+
+async def _import(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
+    monkeypatch.setenv("PERCORSO_DATABASE_URL", settings.database_url or "")
+    monkeypatch.setenv("PERCORSO_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers or "")
+    monkeypatch.setenv("PERCORSO_KAFKA_TOPIC", settings.kafka_topic)
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, cli, ["import", "events", *args])
+
+
+async def test_a_csv_of_till_receipts_is_imported_with_per_row_verdicts(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    source, _ = await make_source(channel="in_store", name="till-milano")
+    file = tmp_path / "receipts-2026-11-02.csv"
+    file.write_text(RECEIPTS)
+    result = await _import(channel_settings, monkeypatch, str(file), "--source", "till-milano")
+    assert result.exit_code == 0, result.output
+    assert "5 rows, accepted 2, rejected 3" in result.stdout
+    assert "line 4: " in result.stderr  # no identifier at all
+    assert "line 5: properties.revenue:number: 'ten' is not a number" in result.stderr
+    assert "line 6: " in result.stderr
+    assert "event name" in result.stderr
+
+    first = await topic.touchpoints(source.id, 2)
+    by_receipt = {tp.properties["receipt"]: tp for tp in first}
+    ada = by_receipt["R-1"]
+    assert ada.channel == "in_store"
+    assert ada.event == "Order Completed"
+    assert ada.properties == {"receipt": "R-1", "revenue": 42.5, "store": "milano-1"}
+    assert ada.context["till"] == {"id": "T3"}
+    assert ada.occurred_at.isoformat() == "2026-11-02T09:15:00+00:00"
+    assert [(i.kind, i.value) for i in ada.identifiers] == [("email", "ada@example.com")]
+    assert by_receipt["R-2"].identifiers[0].value == "+393331234567"
+    assert by_receipt["R-2"].properties["revenue"] == 7
+
+    # Importing the same file again gives the same messageIds: the pipeline drops them.
+    again = await _import(channel_settings, monkeypatch, str(file), "--source", "till-milano")
+    assert again.exit_code == 0
+    second = await topic.touchpoints(source.id, 4)
+    assert sorted(tp.message_id for tp in second[2:]) == sorted(tp.message_id for tp in first)
+
+
+async def test_ndjson_lines_are_calls_and_broken_lines_are_reported(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    source, _ = await make_source(channel="social", name="instagram")
+    lines = [
+        orjson.dumps({"userId": "ada", "event": "Post Liked", "messageId": "ig-1"}),
+        b"{broken",
+        b"",
+        orjson.dumps([1, 2]),
+        orjson.dumps({"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"}}),
+    ]
+    file = tmp_path / "social.ndjson"
+    file.write_bytes(b"\n".join(lines) + b"\n")
+    report = tmp_path / "rejected.ndjson"
+    result = await _import(
+        channel_settings, monkeypatch, str(file), "--source", "instagram", "--report", str(report)
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 rows, accepted 2, rejected 2" in result.stdout
+    rejected = [orjson.loads(line) for line in report.read_bytes().splitlines()]
+    assert [r["line"] for r in rejected] == [2, 4]
+    assert "not valid JSON" in rejected[0]["reason"]
+    touchpoints = await topic.touchpoints(source.id, 2)
+    assert {tp.type for tp in touchpoints} == {"track", "identify"}
+    assert all(tp.channel == "social" for tp in touchpoints)
+    assert touchpoints[0].message_id == "ig-1"
+    assert touchpoints[0].context["library"]["name"] == "percorso-import"
+
+
+async def test_nothing_accepted_exits_1_and_usage_errors_exit_2(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+) -> None:
+    await make_source(name="till")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("type,event,colour\ntrack,E,red\n")
+    result = await _import(channel_settings, monkeypatch, str(bad), "--source", "till")
+    assert result.exit_code == 1
+    assert "unknown column 'colour'" in result.stderr
+    wrong_format = tmp_path / "data.xlsx"
+    wrong_format.write_text("x")
+    assert (
+        await _import(channel_settings, monkeypatch, str(wrong_format), "--source", "till")
+    ).exit_code == 2
+    missing = await _import(
+        channel_settings, monkeypatch, str(tmp_path / "nope.csv"), "--source", "till"
+    )
+    assert missing.exit_code == 2
+    unknown_source = tmp_path / "ok.csv"
+    unknown_source.write_text("event,userId\nE,ada\n")
+    result = await _import(channel_settings, monkeypatch, str(unknown_source), "--source", "nope")
+    assert result.exit_code == 1
+    assert "no enabled source" in result.stderr
+
+
+async def test_dry_run_checks_rows_and_publishes_nothing(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    source, _ = await make_source(name="dry")
+    file = tmp_path / "dry.csv"
+    file.write_text("event;userId\nE;ada\n")
+    result = await _import(
+        channel_settings, monkeypatch, str(file), "--source", "dry", "--delimiter", ";", "--dry-run"
+    )
+    assert result.exit_code == 0, result.output
+    assert "would accept 1" in result.stdout
+    with pytest.raises(AssertionError):
+        await topic.touchpoints(source.id, 1, timeout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"event": "E", "userId": "u"}, {"type": "track", "event": "E", "userId": "u"}),
+        (
+            {"type": "identify", "email": "a@b.example", "traits.name": "Ada"},
+            {
+                "type": "identify",
+                "traits": {"name": "Ada", "email": "a@b.example"},
+                "context": {"traits": {"email": "a@b.example"}},
+            },
+        ),
+        (
+            {
+                "event": "E",
+                "anonymousId": "x",
+                "properties.ok:bool": "yes",
+                "properties.tags:json": '["a"]',
+                "properties.zip": "00123",
+                "channel": "call_center",
+            },
+            {
+                "type": "track",
+                "event": "E",
+                "anonymousId": "x",
+                "properties": {"ok": True, "tags": ["a"], "zip": "00123"},
+                "context": {"channel": "call_center"},
+            },
+        ),
+        ({"event": "", "userId": "u", "properties.empty": ""}, {"type": "track", "userId": "u"}),
+    ],
+)
+def test_csv_columns_map_to_segment_fields(row: dict[str, str], message: dict[str, Any]) -> None:
+    assert csv_row_to_message(row) == message
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"colour": "red"},
+        {"properties.x:date": "2026"},
+        {"properties.a": "1", "properties.a.b": "2"},
+        {"event": "E", "__extra__": ["surplus"]},
+    ],
+)
+def test_bad_csv_rows_are_mapping_errors(row: dict[str, Any]) -> None:
+    with pytest.raises(MappingError):
+        csv_row_to_message(row)

@@ -1,0 +1,169 @@
+"""Browsers (CORS, the pixel API), per-source rate limits and trusted proxies."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.main import create_app
+from tests.helpers import basic
+from tests.ingest.fixtures import SourceFactory, TopicReader
+
+GIF_MAGIC = b"GIF89a"
+
+
+def _data(payload: dict[str, object], *, urlsafe: bool = True) -> str:
+    raw = orjson.dumps(payload)
+    encoded = base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)
+    return encoded.decode().rstrip("=")
+
+
+async def test_pixel_api_records_base64_and_plain_query_calls(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source(channel="email")
+    payload = {
+        "writeKey": key,
+        "userId": "ada",
+        "event": "Email Opened",
+        "properties": {"subject": "Hi ü"},
+    }
+    response = await client.get("/v1/pixel/track", params={"data": _data(payload)})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/gif"
+    assert response.content.startswith(GIF_MAGIC)
+    assert "no-cache" in response.headers["cache-control"]
+    assert response.headers["x-percorso-verdict"] == "accepted"
+    plain = await client.get(
+        "/v1/pixel/page",
+        params={"writeKey": key, "anonymousId": "b-1", "name": "Landing", "properties.path": "/x"},
+    )
+    assert plain.headers["x-percorso-verdict"] == "accepted"
+    by_type = {tp.type: tp for tp in await topic.touchpoints(source.id, 2)}
+    assert by_type["track"].event == "Email Opened"
+    assert by_type["track"].properties == {"subject": "Hi ü"}
+    assert by_type["track"].channel == "email"
+    assert by_type["page"].properties == {"path": "/x"}
+
+
+@pytest.mark.parametrize(
+    ("params", "verdict"),
+    [
+        ({"data": "%%%not-base64"}, "invalid-request"),
+        ({"data": base64.b64encode(b"[1]").decode()}, "invalid-request"),
+        ({}, "invalid-request"),
+        ({"data": _data({"userId": "ada", "event": "E"})}, "unauthorized"),
+    ],
+)
+async def test_pixel_api_always_answers_a_gif_and_says_why_it_refused(
+    client: httpx.AsyncClient, params: dict[str, str], verdict: str
+) -> None:
+    response = await client.get("/v1/pixel/track", params=params)
+    assert response.status_code == 200
+    assert response.content.startswith(GIF_MAGIC)
+    assert response.headers["x-percorso-verdict"].startswith(verdict)
+
+
+async def test_cors_preflight_any_origin_and_per_source_allowed_origins(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, open_key = await make_source()
+    _, shop_key = await make_source(settings={"allowed_origins": ["https://shop.example"]})
+    preflight = await client.options(
+        "/v1/t",
+        headers={
+            "origin": "https://anywhere.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "https://anywhere.example"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+
+    event = {"userId": "ada", "event": "E"}
+    anywhere = await client.post(
+        "/v1/track", json=event, headers={**basic(open_key), "origin": "https://anywhere.example"}
+    )
+    assert anywhere.status_code == 200
+    assert anywhere.headers["access-control-allow-origin"] == "https://anywhere.example"
+    allowed = await client.post(
+        "/v1/track", json=event, headers={**basic(shop_key), "origin": "https://SHOP.example:443"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://SHOP.example:443"
+    refused = await client.post(
+        "/v1/track", json=event, headers={**basic(shop_key), "origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+    assert "access-control-allow-origin" not in refused.headers
+    server_side = await client.post("/v1/track", json=event, headers=basic(shop_key))
+    assert server_side.status_code == 200  # no Origin: not a browser, nothing to check
+
+
+async def test_rate_limit_per_source_answers_429_with_retry_after(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, slow_key = await make_source(settings={"rate_limit_per_s": 0.01})
+    _, other_key = await make_source()
+    event = {"userId": "ada", "event": "E"}
+    first = await client.post("/v1/track", json=event, headers=basic(slow_key))
+    assert first.status_code == 200
+    second = await client.post("/v1/track", json=event, headers=basic(slow_key))
+    assert second.status_code == 429
+    assert int(second.headers["retry-after"]) >= 1
+    assert second.headers["content-type"] == "application/problem+json"
+    batch = await client.post(
+        "/v1/batch", json={"batch": [{**event, "type": "track"}]}, headers=basic(slow_key)
+    )
+    assert batch.status_code == 429
+    assert (await client.post("/v1/track", json=event, headers=basic(other_key))).status_code == 200
+
+
+@pytest.fixture
+async def proxied_client(
+    channel_settings: Settings, db: AsyncEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app behind a trusted proxy at 127.0.0.1 (the ASGI test client's address)."""
+    app = create_app(
+        channel_settings.model_copy(update={"trusted_proxies": "127.0.0.1, 10.0.0.0/8"})
+    )
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://percorso.test"
+        ) as client:
+            yield client
+
+
+async def test_behind_a_trusted_proxy_the_client_ip_comes_from_x_forwarded_for(
+    proxied_client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    # The left-most entry was written by the client itself: not believed.
+    forwarded = "6.6.6.6, 198.51.100.9, 10.1.2.3"
+    response = await proxied_client.post(
+        "/v1/track",
+        json={"userId": "a", "event": "E"},
+        headers={**basic(key), "x-forwarded-for": forwarded},
+    )
+    assert response.status_code == 200
+    (tp,) = await topic.touchpoints(source.id, 1)
+    assert tp.context["ip"] == "198.51.100.9"
+
+
+async def test_sources_refuse_invalid_settings(make_source: SourceFactory) -> None:
+    from app.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="allowed_origins"):
+        await make_source(settings={"allowed_origins": ["https://shop.example/path"]})
+    with pytest.raises(InvalidRequest, match="rate_limit_per_s"):
+        await make_source(settings={"rate_limit_per_s": -1})

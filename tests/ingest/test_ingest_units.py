@@ -1,0 +1,116 @@
+"""Pure pieces of the tracking API: rate limiter, origins, pixel decoding, client IP."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from starlette.requests import Request
+
+from app.errors import InvalidRequest, PayloadTooLarge
+from app.ingest import pixel
+from app.ingest.client import TrustedProxies, client_ip
+from app.ingest.ratelimit import RateLimited, RateLimiter
+from app.ingest.source_settings import SourceSettings, normalise_origin
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_bursts_refills_and_tells_when_to_retry() -> None:
+    clock = Clock()
+    limiter = RateLimiter(default_rate=10, burst_s=1, clock=clock)
+    for _ in range(10):
+        limiter.check("s", 1)
+    with pytest.raises(RateLimited) as refused:
+        limiter.check("s", 1)
+    assert refused.value.status == 429
+    assert refused.value.headers["Retry-After"] == "1"
+    limiter.check("other", 1)  # buckets are per source
+    clock.now = 0.5
+    for _ in range(5):
+        limiter.check("s", 1)
+    with pytest.raises(RateLimited):
+        limiter.check("s", 1)
+
+
+def test_a_batch_larger_than_the_bucket_is_admitted_once_full_and_leaves_debt() -> None:
+    clock = Clock()
+    limiter = RateLimiter(default_rate=100, burst_s=2, clock=clock)
+    limiter.check("s", 2_500)  # capacity 200: admitted, 2,300 in debt
+    clock.now = 20
+    with pytest.raises(RateLimited) as refused:
+        limiter.check("s", 1)
+    assert refused.value.headers["Retry-After"] == "4"  # (1 + 300) / 100 → ceil 4 s
+    clock.now = 24.1
+    limiter.check("s", 1)
+
+
+def test_source_rate_overrides_the_default() -> None:
+    limiter = RateLimiter(default_rate=1_000, burst_s=1, clock=Clock())
+    limiter.check("s", 1, rate=1)
+    with pytest.raises(RateLimited):
+        limiter.check("s", 1, rate=1)
+
+
+@pytest.mark.parametrize(
+    ("origin", "normalised"),
+    [
+        ("https://Shop.Example", "https://shop.example"),
+        ("https://shop.example:443/", "https://shop.example"),
+        ("http://localhost:3000", "http://localhost:3000"),
+        ("*", "*"),
+    ],
+)
+def test_origins_are_normalised(origin: str, normalised: str) -> None:
+    assert normalise_origin(origin) == normalised
+
+
+@pytest.mark.parametrize(
+    "origin", ["shop.example", "ftp://x.example", "https://x.example/a", "null"]
+)
+def test_non_origins_are_refused(origin: str) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        normalise_origin(origin)
+
+
+def test_allowed_origins_default_to_any() -> None:
+    assert SourceSettings().allows_origin("https://anything.example")
+    only = SourceSettings(allowed_origins=["https://a.example"])
+    assert only.allows_origin("https://a.example")
+    assert not only.allows_origin("https://b.example")
+    assert not only.allows_origin("null")
+
+
+def test_pixel_decoding_accepts_both_base64_alphabets_and_dotted_params() -> None:
+    raw = b'{"userId":"a>b?","event":"E"}'
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw).rstrip(b"=")):
+        assert pixel.decode([("data", encoded.decode())]) == {"userId": "a>b?", "event": "E"}
+    assert pixel.decode([("context.page.path", "/x"), ("userId", "u")]) == {
+        "context": {"page": {"path": "/x"}},
+        "userId": "u",
+    }
+    with pytest.raises(InvalidRequest):
+        pixel.decode([("properties", "flat"), ("properties.x", "nested")])
+    with pytest.raises(PayloadTooLarge):
+        pixel.decode([("data", "A" * 50_000)])
+
+
+def _request(peer: str, forwarded: str | None) -> Request:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return Request({"type": "http", "headers": headers, "client": (peer, 1234)})
+
+
+def test_client_ip_believes_only_trusted_proxies() -> None:
+    proxies = TrustedProxies.parse("10.0.0.0/8")
+    assert client_ip(_request("203.0.113.5", "1.2.3.4"), proxies) == "203.0.113.5"
+    assert client_ip(_request("10.0.0.1", "1.2.3.4, 10.0.0.2"), proxies) == "1.2.3.4"
+    assert client_ip(_request("10.0.0.1", "garbage"), proxies) == "10.0.0.1"
+    assert client_ip(_request("10.0.0.1", None), proxies) == "10.0.0.1"
+    with pytest.raises(ValueError, match="does not appear to be"):
+        TrustedProxies.parse("10.0.0.0/33")

@@ -1,0 +1,261 @@
+"""The Segment-compatible tracking API over HTTP, checked on what reaches the broker."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.helpers import basic
+from tests.ingest.fixtures import SourceFactory, TopicReader
+
+CALLS: dict[str, dict[str, Any]] = {
+    "track": {"event": "Product Viewed"},
+    "page": {"name": "Home"},
+    "screen": {"name": "Cart"},
+    "identify": {"traits": {"email": "ada@example.com"}},
+    "group": {"groupId": "acme"},
+    "alias": {"previousId": "anon-1"},
+}
+SHORT = {"track": "t", "page": "p", "screen": "s", "identify": "i", "group": "g", "alias": "a"}
+
+
+async def test_every_call_type_is_accepted_on_its_full_and_short_path(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    sent = []
+    for call, body in CALLS.items():
+        for path in (call, SHORT[call]):
+            response = await client.post(
+                f"/v1/{path}", json={"userId": "ada", **body}, headers=basic(key)
+            )
+            assert response.status_code == 200, response.text
+            assert response.json() == {"success": True, "accepted": 1, "rejected": []}
+            sent.append(call)
+    touchpoints = await topic.touchpoints(source.id, len(sent))
+    assert sorted(tp.type for tp in touchpoints) == sorted(sent)
+    assert all(tp.channel == "web" for tp in touchpoints)
+
+
+async def test_write_key_by_basic_header_or_body_and_nothing_else(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, key = await make_source()
+    event = {"userId": "ada", "event": "X"}
+    assert (await client.post("/v1/track", json=event, headers=basic(key))).status_code == 200
+    by_header = await client.post("/v1/track", json=event, headers={"x-write-key": key})
+    assert by_header.status_code == 200
+    by_body = await client.post("/v1/track", json={**event, "writeKey": key})
+    assert by_body.status_code == 200
+    batch_body = await client.post(
+        "/v1/batch", json={"batch": [{**event, "type": "track"}], "writeKey": key}
+    )
+    assert batch_body.status_code == 200
+    missing = await client.post("/v1/track", json=event)
+    assert missing.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    wrong = await client.post("/v1/track", json=event, headers=basic("pw_not-a-key"))
+    assert wrong.status_code == 401
+
+
+async def test_text_plain_and_gzip_bodies_are_read(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    beacon = orjson.dumps({"writeKey": key, "anonymousId": "b-1", "event": "Beacon"})
+    response = await client.post(
+        "/v1/t", content=beacon, headers={"content-type": "text/plain;charset=UTF-8"}
+    )
+    assert response.status_code == 200, response.text
+    zipped = gzip.compress(
+        orjson.dumps({"batch": [{"type": "track", "userId": "u", "event": "Zipped"}]})
+    )
+    response = await client.post(
+        "/v1/batch",
+        content=zipped,
+        headers={**basic(key), "content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert response.status_code == 200, response.text
+    events = {tp.event for tp in await topic.touchpoints(source.id, 2)}
+    assert events == {"Beacon", "Zipped"}
+    broken = await client.post(
+        "/v1/track",
+        content=b"not gzip",
+        headers={**basic(key), "content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert broken.status_code == 400
+    xml = await client.post(
+        "/v1/track", content=b"<x/>", headers={**basic(key), "content-type": "application/xml"}
+    )
+    assert xml.status_code == 415
+
+
+async def test_size_and_count_limits_answer_400(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, key = await make_source()
+    big = {"userId": "ada", "event": "Big", "properties": {"blob": "x" * 33_000}}
+    assert (await client.post("/v1/track", json=big, headers=basic(key))).status_code == 400
+    too_many = {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 2_501}
+    response = await client.post("/v1/batch", json=too_many, headers=basic(key))
+    assert response.status_code == 400
+    assert "2500" in response.json()["detail"]
+    heavy = {
+        "batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"p": "y" * 30_000}}]
+        * 18
+    }
+    response = await client.post("/v1/batch", json=heavy, headers=basic(key))
+    assert response.status_code == 400
+    assert "500 KB" in response.json()["detail"]
+
+
+async def test_a_batch_answers_per_event_verdicts_and_succeeds_when_any_event_was_accepted(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    batch = [
+        {"type": "track", "userId": "ada", "event": "Good"},
+        {"type": "track", "event": "No one", "messageId": "m-2"},
+        {"type": "track", "userId": "ada", "event": "Huge", "properties": {"p": "z" * 33_000}},
+        {"type": "track", "userId": "ada", "event": "Long id", "messageId": "m" * 101},
+        {"type": "track", "userId": "ada", "messageId": "m-5"},
+    ]
+    response = await client.post("/v1/batch", json={"batch": batch}, headers=basic(key))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True
+    assert body["accepted"] == 1
+    assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4]
+    assert body["rejected"][0]["messageId"] == "m-2"
+    assert "userId or anonymousId" in body["rejected"][0]["errors"][0]["message"]
+    assert "32 KB" in body["rejected"][1]["errors"][0]["message"]
+    assert body["rejected"][2]["errors"][0]["field"] == "messageId"
+    (touchpoint,) = await topic.touchpoints(source.id, 1)
+    assert touchpoint.event == "Good"
+    assert touchpoint.message_id  # generated when missing
+    none_valid = await client.post("/v1/batch", json={"batch": batch[1:2]}, headers=basic(key))
+    assert none_valid.status_code == 400
+    assert none_valid.json()["errors"][0]["index"] == 0
+
+
+async def test_message_id_up_to_100_characters_is_kept(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    event = {"userId": "ada", "event": "E", "messageId": "m" * 100}
+    assert (await client.post("/v1/track", json=event, headers=basic(key))).status_code == 200
+    (touchpoint,) = await topic.touchpoints(source.id, 1)
+    assert touchpoint.message_id == "m" * 100
+
+
+async def test_event_time_is_corrected_for_client_clock_skew_and_far_future_is_clamped(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    # The device clock runs two hours fast: it says it sent at now+2h an event of now+2h-5min.
+    device_now = datetime.now(UTC) + timedelta(hours=2)
+    skewed = {
+        "userId": "ada",
+        "event": "Skewed",
+        "timestamp": (device_now - timedelta(minutes=5)).isoformat(),
+        "sentAt": device_now.isoformat(),
+    }
+    future = {"userId": "ada", "event": "Future", "timestamp": "2999-01-01T00:00:00Z"}
+    historical = {"userId": "ada", "event": "Old", "originalTimestamp": "2024-03-01T09:00:00Z"}
+    for body in (skewed, future, historical):
+        assert (await client.post("/v1/track", json=body, headers=basic(key))).status_code == 200
+    by_event = {tp.event: tp for tp in await topic.touchpoints(source.id, 3)}
+    corrected = by_event["Skewed"]
+    expected = corrected.received_at - timedelta(minutes=5)
+    assert abs(corrected.occurred_at - expected) < timedelta(seconds=1)
+    assert "clock_skew_corrected" in corrected.flags
+    clamped = by_event["Future"]
+    assert clamped.occurred_at == clamped.received_at
+    assert "timestamp_clamped" in clamped.flags
+    assert by_event["Old"].occurred_at == datetime(2024, 3, 1, 9, tzinfo=UTC)
+
+
+async def test_a_batch_sent_at_corrects_every_event(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    device_now = datetime.now(UTC) - timedelta(days=1)  # clock a day behind
+    batch = {
+        "batch": [
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "E",
+                "timestamp": (device_now - timedelta(seconds=30)).isoformat(),
+            }
+        ],
+        "sentAt": device_now.isoformat(),
+    }
+    assert (await client.post("/v1/b", json=batch, headers=basic(key))).status_code == 200
+    (tp,) = await topic.touchpoints(source.id, 1)
+    assert abs(tp.occurred_at - (tp.received_at - timedelta(seconds=30))) < timedelta(seconds=1)
+
+
+async def test_channel_is_the_sources_unless_context_channel_overrides(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source(channel="social")
+    for context in ({}, {"channel": "in_store"}, {"channel": "browser"}):
+        body = {"userId": "ada", "event": "E", "context": context}
+        assert (await client.post("/v1/track", json=body, headers=basic(key))).status_code == 200
+    touchpoints = await topic.touchpoints(source.id, 3)
+    assert sorted(tp.channel.value for tp in touchpoints) == ["in_store", "social", "social"]
+    unknown = [tp for tp in touchpoints if tp.context.get("channel") == "browser"]
+    assert unknown[0].flags[-1] == "unknown_channel"
+
+
+async def test_alias_previous_id_becomes_an_identifier(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    body = {"userId": "ada", "previousId": "anon-42"}
+    assert (await client.post("/v1/alias", json=body, headers=basic(key))).status_code == 200
+    no_user = await client.post(
+        "/v1/alias", json={"anonymousId": "x", "previousId": "y"}, headers=basic(key)
+    )
+    assert no_user.status_code == 400
+    (tp,) = await topic.touchpoints(source.id, 1)
+    assert [(i.kind, i.value) for i in tp.identifiers] == [
+        ("user_id", "ada"),
+        ("anonymous_id", "anon-42"),
+    ]
+
+
+async def test_server_fills_client_ip_and_user_agent_unless_sent(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    headers = {**basic(key), "user-agent": "TestBrowser/1.0", "x-forwarded-for": "198.51.100.9"}
+    await client.post("/v1/track", json={"userId": "a", "event": "Auto"}, headers=headers)
+    await client.post(
+        "/v1/track",
+        json={"userId": "a", "event": "Given", "context": {"ip": "192.0.2.1"}},
+        headers=headers,
+    )
+    by_event = {tp.event: tp for tp in await topic.touchpoints(source.id, 2)}
+    # No trusted proxy configured: X-Forwarded-For is not believed.
+    assert by_event["Auto"].context["ip"] == "127.0.0.1"
+    assert by_event["Auto"].context["userAgent"] == "TestBrowser/1.0"
+    assert by_event["Given"].context["ip"] == "192.0.2.1"
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/batch"])
+async def test_malformed_bodies_are_400_never_500(
+    client: httpx.AsyncClient, make_source: SourceFactory, path: str
+) -> None:
+    _, key = await make_source()
+    for content in (b"", b"{", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"batch": 3}'):
+        response = await client.post(
+            path, content=content, headers={**basic(key), "content-type": "application/json"}
+        )
+        assert response.status_code == 400, (content, response.text)
