@@ -18,6 +18,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import create_source, create_token
@@ -97,18 +98,28 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def db(engine: AsyncEngine) -> AsyncEngine:
-    """A clean database (every table emptied except the migration bookkeeping)."""
-    async with engine.begin() as conn:
-        tables = (
-            await conn.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                    " AND tablename NOT IN ('alembic_version', 'identity_locks')"
-                )
-            )
-        ).scalars()
-        await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    return engine
+    """A clean database (every table emptied except the migration bookkeeping).
+
+    The session's pipeline may still be writing a previous test's stragglers; TRUNCATE can
+    deadlock with it, so it is retried."""
+    for attempt in range(5):
+        try:
+            async with engine.begin() as conn:
+                tables = (
+                    await conn.execute(
+                        text(
+                            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                            " AND tablename NOT IN ('alembic_version', 'identity_locks')"
+                        )
+                    )
+                ).scalars()
+                await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            return engine
+        except DBAPIError as exc:
+            if "deadlock" not in str(exc) or attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture

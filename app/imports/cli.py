@@ -4,6 +4,7 @@ exports…) through the same pipeline as the tracking API."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -14,6 +15,7 @@ from app.config import Settings
 
 if TYPE_CHECKING:
     from app.auth.service import SourceInfo
+    from app.imports.readers import Row
     from app.imports.service import ImportSummary
 
 imports = typer.Typer(help="Import files of touchpoints.", no_args_is_help=True)
@@ -40,7 +42,47 @@ def events(
 ) -> None:
     """Load touchpoints from FILE; prints a summary of accepted and rejected rows. Exits
     1 when no row was accepted, 2 on a usage error. Safe to re-run on the same file."""
-    from app.imports.readers import count_rows, file_format, read_rows
+    from app.imports.readers import read_rows
+
+    _import(file, source, read_rows, delimiter, chunk_size, dry_run, report)
+
+
+@imports.command("contacts")
+def contacts(
+    file: Annotated[
+        Path,
+        typer.Argument(help="A CRM export: .csv (crm_id, email, phone, … columns) or .ndjson."),
+    ],
+    source: Annotated[str, typer.Option("--source", help="Name of the CRM's source.")],
+    delimiter: Annotated[str, typer.Option("--delimiter", help="CSV field separator.")] = ",",
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, max=2_500, help="Rows per broker round trip.")
+    ] = 500,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row, publish nothing.")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write every rejected row here (NDJSON).")
+    ] = None,
+) -> None:
+    """Bulk-load CRM contacts (as identify calls on the crm channel) through the pipeline.
+    Columns: crm_id, email, phone, updated_at, message_id, external_ids.<type>; any other
+    column is a trait. Exits 1 when no row was accepted, 2 on a usage error."""
+    from app.contacts.importer import read_contacts
+
+    _import(file, source, read_contacts, delimiter, chunk_size, dry_run, report)
+
+
+def _import(
+    file: Path,
+    source: str,
+    reader: Callable[[Path, str], Iterable[Row]],
+    delimiter: str,
+    chunk_size: int,
+    dry_run: bool,
+    report: Path | None,
+) -> None:
+    from app.imports.readers import count_rows, file_format
     from app.imports.service import import_rows
     from app.main import identity_config
 
@@ -63,7 +105,7 @@ def events(
         try:
             with typer.progressbar(length=total, label=f"importing {file.name}") as bar:
                 return await import_rows(
-                    read_rows(file, delimiter),
+                    reader(file, delimiter),
                     file_name=file.name,
                     source=info,
                     identity=identity_config(settings),

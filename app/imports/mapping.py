@@ -53,8 +53,8 @@ def csv_row_to_message(row: dict[str, Any]) -> dict[str, Any]:
         elif column == "channel":
             message.setdefault("context", {})["channel"] = value
         elif column.split(".", 1)[0] in NESTED and "." in column:
-            path, typed = _typed(column, value)
-            _put(message, path, typed, column)
+            path, value_typed = typed(column, value)
+            put(message, path, value_typed, column)
         else:
             raise MappingError(f"unknown column {column!r}")
     message.setdefault("type", "track")
@@ -66,7 +66,8 @@ def csv_row_to_message(row: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def _typed(column: str, value: str) -> tuple[list[str], Any]:
+def typed(column: str, value: str) -> tuple[list[str], Any]:
+    """A column's dotted path and its value, typed by a ``:number``/``:bool``/``:json`` suffix."""
     name, _, kind = column.partition(":")
     path = name.split(".")
     if any(not part for part in path):
@@ -91,7 +92,7 @@ def _typed(column: str, value: str) -> tuple[list[str], Any]:
     raise MappingError(f"column {column!r}: unknown type {kind!r} (number, bool or json)")
 
 
-def _put(message: dict[str, Any], path: list[str], value: Any, column: str) -> None:
+def put(message: dict[str, Any], path: list[str], value: Any, column: str) -> None:
     node = message
     for part in path[:-1]:
         child = node.setdefault(part, {})

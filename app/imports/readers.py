@@ -38,11 +38,11 @@ def file_format(path: Path) -> str:
 
 def count_rows(path: Path, delimiter: str = ",") -> int:
     """Rows :func:`read_rows` will yield (a cheap first pass, for the progress bar)."""
-    return sum(1 for _ in _raw_rows(path, delimiter))
+    return sum(1 for _ in raw_records(path, delimiter))
 
 
 def read_rows(path: Path, delimiter: str = ",") -> Iterator[Row]:
-    for line, raw in _raw_rows(path, delimiter):
+    for line, raw in raw_records(path, delimiter):
         if isinstance(raw, dict):  # CSV record
             key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
             try:
@@ -62,7 +62,8 @@ def read_rows(path: Path, delimiter: str = ",") -> Iterator[Row]:
         yield Row(line, message, None, key)
 
 
-def _raw_rows(path: Path, delimiter: str) -> Iterator[tuple[int, str | dict[str, str]]]:
+def raw_records(path: Path, delimiter: str) -> Iterator[tuple[int, str | dict[str, str]]]:
+    """``(line, text)`` per NDJSON line, or ``(line, record)`` per CSV record."""
     if file_format(path) == "ndjson":
         with path.open(encoding="utf-8-sig", errors="replace") as lines:
             for number, text in enumerate(lines, start=1):

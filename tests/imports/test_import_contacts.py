@@ -1,0 +1,71 @@
+"""`percorso import contacts`: a CRM export through the same pipeline, as identify calls."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.config import Settings
+from tests.ingest.fixtures import SourceFactory, TopicReader
+
+EXPORT = """\
+crm_id,email,phone,first_name,lifetime_value:number,external_ids.loyalty_card,updated_at
+CRM-1,Ada@Example.com,333 123 4567,Ada,1200.5,LC-1,2026-10-01T10:00:00Z
+CRM-2,,,Bob,10,,2026-10-02T10:00:00Z
+,,,Nobody,0,,2026-10-03T10:00:00Z
+CRM-4,carla@example.com,,Carla,lots,,2026-10-04T10:00:00Z
+"""
+
+
+async def test_a_crm_export_becomes_identify_calls_with_per_row_verdicts(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    source, _ = await make_source(channel="crm", name="salesforce")
+    file = tmp_path / "contacts.csv"
+    file.write_text(EXPORT)
+    monkeypatch.setenv("PERCORSO_DATABASE_URL", channel_settings.database_url or "")
+    monkeypatch.setenv(
+        "PERCORSO_KAFKA_BOOTSTRAP_SERVERS", channel_settings.kafka_bootstrap_servers or ""
+    )
+    monkeypatch.setenv("PERCORSO_KAFKA_TOPIC", channel_settings.kafka_topic)
+    args = ["import", "contacts", str(file), "--source", "salesforce"]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    assert result.exit_code == 0, result.output
+    assert "4 rows, accepted 2, rejected 2" in result.stdout
+    assert "line 4: a contact needs a crm_id, email, phone or external_ids" in result.stderr
+    assert "line 5: lifetime_value:number: 'lots' is not a number" in result.stderr
+
+    calls = {tp.traits["crm_id"]: tp for tp in await topic.touchpoints(source.id, 2)}
+    ada = calls["CRM-1"]
+    assert ada.type == "identify"
+    assert ada.channel == "crm"
+    assert ada.traits == {
+        "crm_id": "CRM-1",
+        "email": "Ada@Example.com",
+        "phone": "333 123 4567",
+        "first_name": "Ada",
+        "lifetime_value": 1200.5,
+    }
+    assert {(i.kind, i.value) for i in ada.identifiers} == {
+        ("crm_id", "CRM-1"),
+        ("email", "ada@example.com"),
+        ("phone", "+393331234567"),
+        ("loyalty_card", "LC-1"),
+    }
+    assert ada.occurred_at.isoformat().startswith("2026-10-01T10:00:00")
+    assert {(i.kind, i.value) for i in calls["CRM-2"].identifiers} == {("crm_id", "CRM-2")}
+
+    again = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    assert again.exit_code == 0
+    replayed = await topic.touchpoints(source.id, 4)
+    assert {tp.message_id for tp in replayed[2:]} == {tp.message_id for tp in replayed[:2]}, (
+        "a re-import reuses the message ids, so the pipeline stores each contact once"
+    )
