@@ -86,8 +86,18 @@ def admit(request: Request, source: SourceInfo, cost: int, *, check_origin: bool
     limiter.check(source.id, cost, settings.rate_limit_per_s)
 
 
-PublisherDep = Annotated[Publisher, Depends(publisher_of)]
-IdentityDep = Annotated[IdentityConfig, Depends(identity_of)]
+# Async wrappers: FastAPI runs a plain `def` dependency in its thread pool, a hand-off that
+# costs more than the lookup itself on every request.
+async def _publisher_dep(request: Request) -> Publisher:
+    return publisher_of(request)
+
+
+async def _identity_dep(request: Request) -> IdentityConfig:
+    return identity_of(request)
+
+
+PublisherDep = Annotated[Publisher, Depends(_publisher_dep)]
+IdentityDep = Annotated[IdentityConfig, Depends(_identity_dep)]
 
 
 async def _source(request: Request, raw: Any) -> SourceInfo:

@@ -45,6 +45,8 @@ _RETRY_REASON: dict[type[Exception], str] = {
     identity.StaleRead: "stale_read",
 }
 _RETRYABLE = tuple(_RETRY_REASON)
+# Errors caused by a message's content: retrying the same message cannot succeed.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +89,9 @@ class BatchHandler:
                 dead.append(DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}"))
         try:
             outcome = await self._with_retries(touchpoints, dead)
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        except _REFUSED as exc:
             # Some message the database refuses (e.g. a NUL character in a JSON string):
-            # store the others one by one and dead-letter the culprits.
+            # store the others and dead-letter the culprits.
             log.warning("batch refused by the database (%s); isolating", type(exc).__name__)
             outcome = await self._isolate(origin, touchpoints, dead)
         PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
@@ -113,20 +115,28 @@ class BatchHandler:
     async def _isolate(
         self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
     ) -> Outcome:
+        """Store what the database accepts, bisecting to find the messages it refuses:
+        log2(batch) transactions per culprit instead of one per message."""
         total = Outcome(dead_letters=list(dead))
         await self._with_retries([], dead)
-        for tp in touchpoints:
+        pending = [touchpoints]
+        while pending:
+            part = pending.pop()
             try:
-                one = await self._with_retries([tp], [])
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                outcome = await self._with_retries(part, [])
+            except _REFUSED as exc:
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    pending += [part[middle:], part[:middle]]
+                    continue
                 letter = DeadLetter.of(
-                    origin[tp.event_id], f"refused by the database: {_short(exc)}"
+                    origin[part[0].event_id], f"refused by the database: {_short(exc)}"
                 )
                 await self._with_retries([], [letter])
                 total.dead_letters.append(letter)
                 continue
-            total.stored += one.stored
-            total.duplicates += one.duplicates
+            total.stored += outcome.stored
+            total.duplicates += outcome.duplicates
         return total
 
     async def _transaction(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
