@@ -1,0 +1,533 @@
+"""The measured phases. Each one isolates one number:
+
+1. ingest — ``/v1/batch`` and single ``/v1/track`` against the API with no consumer running
+   (the broker only collects), then the same load against the bare server (the limit);
+2. pipeline — consumers start on a full topic; events/s from the first commit until every
+   accepted event is in Postgres;
+3. raw COPY — the same rows, fresh ids, COPY'd into the same table in the same run;
+4. freshness — a steady open-loop load; HTTP accept → row visible in ``events``.
+Reads (with a database filled to millions of events) live in :mod:`bench.reads`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+import psutil
+from uuid_utils.compat import uuid7
+
+from bench import loadgen, workload
+from bench.config import BenchConfig
+from bench.profiling import Recorder
+from bench.report import Report
+from bench.stack import MB, Proc, Stack
+
+_STORED = re.compile(
+    rb'^percorso_pipeline_events_total\{outcome="(stored|duplicate|dead_letter)"\} (\S+)$', re.M
+)
+EVENT_COLUMNS = (
+    "event_id",
+    "source_id",
+    "message_id",
+    "customer_id",
+    "type",
+    "event",
+    "channel",
+    "occurred_at",
+    "sent_at",
+    "received_at",
+    "stage",
+    "properties",
+    "traits",
+    "context",
+    "flags",
+)
+
+
+@dataclass
+class Run:
+    config: BenchConfig
+    stack: Stack
+    report: Report
+    work: workload.Workload
+    api: Proc | None = None
+    consumers: list[Proc] = field(default_factory=list)
+    # Events the API acknowledged: what the pipeline must store.
+    published: int = 0
+
+    @property
+    def base(self) -> str:
+        assert self.api is not None
+        return f"http://127.0.0.1:{self.api.port}"
+
+    def write_headers(self) -> dict[str, str]:
+        basic = base64.b64encode(f"{self.stack.write_key}:".encode()).decode()
+        return {"authorization": f"Basic {basic}"}
+
+    def read_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.stack.read_token}"}
+
+
+class CpuWindow:
+    """CPU used during a phase, in cores (1.0 = one core busy the whole time): by the given
+    processes, by the embedded Postgres, and by the whole machine (others' load included)."""
+
+    def __init__(self, stack: Stack, procs: dict[str, Proc]) -> None:
+        self._stack, self._procs = stack, procs
+        self._wall = time.perf_counter()
+        self._start = self._sample()
+
+    def _sample(self) -> dict[str, float | None]:
+        sample: dict[str, float | None] = {k: p.cpu_seconds() for k, p in self._procs.items()}
+        own = psutil.Process().cpu_times()
+        sample["bench"] = own.user + own.system  # the load generator and pollers
+        sample["postgres"] = self._stack.postgres_cpu_seconds()
+        times = psutil.cpu_times()
+        sample["machine"] = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        return sample
+
+    def cores(self) -> dict[str, float | None]:
+        end, wall = self._sample(), time.perf_counter() - self._wall
+        out: dict[str, float | None] = {}
+        for key, before in self._start.items():
+            after = end.get(key)
+            out[key] = (after - before) / wall if before is not None and after is not None else None
+        return out
+
+
+def _cpu_rows(report: Report, section: str, prefix: str, cores: dict[str, float | None]) -> None:
+    report.set(**{f"{prefix}_cpu_cores_{k}": v for k, v in cores.items()})
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if v is not None)
+    report.row(section, f"CPU cores busy: {shown}", None, "")
+
+
+# -- 1. ingest ------------------------------------------------------------------------------
+
+
+async def ingest(run: Run) -> None:
+    cfg, report = run.config, run.report
+    run.api = await run.stack.start_api()
+    bodies = run.work.batch_bodies(cfg.batch_size)
+    singles = [orjson.dumps(i) for i in workload.single_events(run.work, cfg.track_requests)]
+    warm = workload.generate(cfg.batch_size * 5, 50, seed=cfg.seed + 1, prefix="warmup")
+
+    async with loadgen.session(cfg.concurrency, run.write_headers()) as http:
+        warmup = await loadgen.closed_loop(
+            http,
+            [(f"{run.base}/v1/batch", b) for b in warm.batch_bodies(cfg.batch_size)],
+            cfg.batch_size,
+            2,
+        )
+        run.published += warmup.events
+        recorder = _record(run, run.api, "api-batch-ingest")
+        cpu = CpuWindow(run.stack, {"api": run.api})
+        batch = await loadgen.closed_loop(
+            http, [(f"{run.base}/v1/batch", b) for b in bodies], cfg.batch_size, cfg.concurrency
+        )
+        batch_cpu = cpu.cores()
+        if recorder:
+            report.profiles["API, /v1/batch ingest"] = recorder.stop()
+        run.published += batch.events
+        track = await loadgen.closed_loop(
+            http, [(f"{run.base}/v1/track", b) for b in singles], 1, cfg.track_concurrency
+        )
+        run.published += track.events
+    _check(report, "/v1/batch", batch)
+    _check(report, "/v1/track", track)
+    report.durations_s["ingest_batch"] = batch.seconds
+    report.durations_s["ingest_track"] = track.seconds
+    report.set(
+        batch_ingest_events_per_s=batch.events_per_s,
+        batch_requests_per_s=batch.requests_per_s,
+        batch_p50_ms=batch.percentile_ms(50),
+        batch_p99_ms=batch.percentile_ms(99),
+        batch_errors=batch.errors,
+        track_requests_per_s=track.requests_per_s,
+        track_p50_ms=track.percentile_ms(50),
+        track_p99_ms=track.percentile_ms(99),
+        track_errors=track.errors,
+        events_accepted=run.published,
+    )
+
+    bare_batch = bare_track = None
+    if cfg.bare:
+        bare_batch, bare_track = await _bare(run, bodies, singles)
+        report.set(
+            bare_events_per_s=bare_batch.events_per_s,
+            ingest_ratio=batch.events_per_s / bare_batch.events_per_s,
+            bare_track_requests_per_s=bare_track.requests_per_s,
+            bare_track_p50_ms=bare_track.percentile_ms(50),
+            bare_track_p99_ms=bare_track.percentile_ms(99),
+            track_ratio=track.requests_per_s / bare_track.requests_per_s,
+        )
+    report.row(
+        "1. ingest",
+        f"/v1/batch ({cfg.batch_size}/request, {cfg.concurrency} in flight)",
+        batch.events_per_s,
+        "events/s",
+        reference=bare_batch.events_per_s if bare_batch else None,
+        reference_label="bare",
+        ratio=report.values.get("ingest_ratio"),
+    )
+    report.row(
+        "1. ingest",
+        "/v1/batch latency p50 / p99",
+        batch.percentile_ms(50),
+        "ms",
+        reference=batch.percentile_ms(99),
+        reference_label="p99",
+    )
+    _cpu_rows(report, "1. ingest", "batch", batch_cpu)
+    report.row(
+        "1. ingest",
+        f"/v1/track ({cfg.track_concurrency} in flight)",
+        track.requests_per_s,
+        "req/s",
+        reference=bare_track.requests_per_s if bare_track else None,
+        reference_label="bare",
+        ratio=report.values.get("track_ratio"),
+    )
+    report.row(
+        "1. ingest",
+        "/v1/track latency p50",
+        track.percentile_ms(50),
+        "ms",
+        reference=bare_track.percentile_ms(50) if bare_track else None,
+        reference_label="bare",
+    )
+    report.row(
+        "1. ingest",
+        "/v1/track latency p99",
+        track.percentile_ms(99),
+        "ms",
+        reference=bare_track.percentile_ms(99) if bare_track else None,
+        reference_label="bare",
+    )
+
+
+async def _bare(
+    run: Run, bodies: list[bytes], singles: list[bytes]
+) -> tuple[loadgen.LoadResult, loadgen.LoadResult]:
+    cfg = run.config
+    bare = await run.stack.start_bare()
+    url = f"http://127.0.0.1:{bare.port}"
+    try:
+        async with loadgen.session(cfg.concurrency, {}) as http:
+            await loadgen.closed_loop(
+                http, [(f"{url}/v1/batch", b) for b in bodies[:20]], cfg.batch_size, 2
+            )
+            batch = await loadgen.closed_loop(
+                http, [(f"{url}/v1/batch", b) for b in bodies], cfg.batch_size, cfg.concurrency
+            )
+            track = await loadgen.closed_loop(
+                http, [(f"{url}/v1/track", b) for b in singles], 1, cfg.track_concurrency
+            )
+    finally:
+        run.stack.stop(bare)
+    run.report.set(bare_rss_mb_peak=bare.peak_rss / MB)
+    _check(run.report, "bare /v1/batch", batch)
+    _check(run.report, "bare /v1/track", track)
+    return batch, track
+
+
+# -- 2. pipeline ----------------------------------------------------------------------------
+
+
+async def pipeline(run: Run) -> None:
+    cfg, report, stack = run.config, run.report, run.stack
+    target = run.published
+    spawned = time.perf_counter()
+    run.consumers = [stack.start_consumer(i) for i in range(cfg.consumers)]
+    recorder = None
+    cpu: CpuWindow | None = None
+    rss_before = 0.0
+    first_at: float | None = None
+    first_count = 0
+    done = 0
+    async with aiohttp.ClientSession() as http:
+        while True:
+            now = time.perf_counter()
+            done = await _handled(http, run.consumers)
+            if first_at is None:
+                if done > 0:
+                    first_at, first_count = now, done
+                    # Profile the steady state, not imports and the group join.
+                    recorder = _record(run, run.consumers[0], "consumer-pipeline")
+                    cpu = CpuWindow(stack, {f"consumer{i}": c for i, c in enumerate(run.consumers)})
+                else:
+                    rss_before = sum(c.sample() for c in run.consumers) / MB
+            if done >= target:
+                break
+            if now - spawned > cfg.pipeline_timeout_s:
+                raise RuntimeError(
+                    f"pipeline: {done} of {target} events after {cfg.pipeline_timeout_s}s\n"
+                    + run.consumers[0].log_tail()
+                )
+            await asyncio.sleep(0.1)
+    finished = time.perf_counter()
+    pipeline_cpu = cpu.cores() if cpu else {}
+    rss_end = sum(c.sample() for c in run.consumers) / MB
+    if recorder:
+        report.profiles["consumer, pipeline phase"] = recorder.stop()
+    assert first_at is not None
+    rate = (done - first_count) / (finished - first_at) if finished > first_at else None
+    conn = await stack.connect()
+    try:
+        in_db = await conn.fetchval("SELECT count(*) FROM events")
+        facts = await conn.fetchrow(
+            """
+            SELECT (SELECT count(*) FROM customers) AS customers,
+                   (SELECT count(*) FROM customers WHERE merged_into IS NOT NULL) AS merged,
+                   (SELECT count(*) FROM identities) AS identities,
+                   (SELECT count(*) FROM dead_letters) AS dead_letters,
+                   (SELECT count(*) FROM stage_transitions) AS transitions
+            """
+            if await _has_table(conn, "stage_transitions")
+            else """
+            SELECT (SELECT count(*) FROM customers) AS customers,
+                   (SELECT count(*) FROM customers WHERE merged_into IS NOT NULL) AS merged,
+                   (SELECT count(*) FROM identities) AS identities,
+                   (SELECT count(*) FROM dead_letters) AS dead_letters
+            """
+        )
+        reasons = await conn.fetch(
+            "SELECT left(reason, 300) AS reason, count(*) AS n FROM dead_letters"
+            " GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+        )
+    finally:
+        await conn.close()
+    for r in reasons:
+        report.note(f"dead letters: {r['n']} x {r['reason']}")
+    retried = await _counter(run.consumers, "percorso_pipeline_retries_total")
+    batches = await _counter(run.consumers, "percorso_pipeline_batch_seconds_count")
+    batch_s = await _counter(run.consumers, "percorso_pipeline_batch_seconds_sum")
+    if in_db < target:
+        report.note(f"pipeline: consumers reported {done} handled but events holds {in_db}")
+    report.durations_s["pipeline"] = finished - spawned
+    report.set(
+        pipeline_events_per_s=rate,
+        pipeline_events=done,
+        pipeline_startup_s=first_at - spawned,
+        pipeline_seconds=finished - first_at,
+        consumer_rss_mb_start=rss_before,
+        consumer_rss_mb_end=rss_end,
+        customers_in_db=facts["customers"],
+        customers_merged=facts["merged"],
+        identities_in_db=facts["identities"],
+        dead_letters=facts["dead_letters"],
+        pipeline_retries=retried,
+        pipeline_batches=batches,
+        pipeline_mean_batch_events=done / batches if batches else None,
+        pipeline_mean_batch_ms=1000 * batch_s / batches if batches else None,
+    )
+    report.row(
+        "2. pipeline",
+        f"topic → Postgres ({cfg.consumers} consumer, {cfg.partitions} partitions)",
+        rate,
+        "events/s",
+    )
+    _cpu_rows(report, "2. pipeline", "pipeline", pipeline_cpu)
+    report.row("2. pipeline", "consumer start → first commit", first_at - spawned, "s")
+    if batches:
+        report.row(
+            "2. pipeline",
+            f"batches: {batches:,.0f}, mean {done / batches:,.0f} events",
+            1000 * batch_s / batches,
+            "ms",
+        )
+
+
+async def raw_copy(run: Run) -> None:
+    """COPY the rows the pipeline stored (fresh event and message ids, another source) into
+    ``events``, in one transaction, then delete them."""
+    report, stack = run.report, run.stack
+    conn = await stack.connect()
+    try:
+        rows = await conn.fetch(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE source_id = $1",
+            stack.source_id,
+        )
+        records = [
+            (uuid7(), stack.copy_source_id, f"copy-{r['message_id']}", *tuple(r)[3:]) for r in rows
+        ]
+        del rows
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
+        seconds = time.perf_counter() - started
+        await conn.execute("DELETE FROM events WHERE source_id = $1", stack.copy_source_id)
+        await conn.execute("VACUUM (ANALYZE) events")
+    finally:
+        await conn.close()
+    rate = len(records) / seconds
+    pipeline_rate = report.values.get("pipeline_events_per_s")
+    ratio = pipeline_rate / rate if pipeline_rate else None
+    report.durations_s["raw_copy"] = seconds
+    report.set(raw_copy_rows_per_s=rate, raw_copy_rows=len(records), pipeline_ratio=ratio)
+    # Shown on the pipeline's row: pipeline vs the limit.
+    for row in report.rows:
+        if row.section == "2. pipeline" and row.unit == "events/s":
+            row.reference, row.reference_label, row.ratio = rate, "raw COPY", ratio
+    report.row("2. pipeline", f"raw COPY of the same {len(records):,} rows", rate, "rows/s")
+
+
+# -- 4. freshness ---------------------------------------------------------------------------
+
+
+async def freshness(run: Run) -> None:
+    """Open-loop ``/v1/batch`` at a steady rate while the consumers run; for the first event
+    of each request, the time from the API's 200 to the row being visible in ``events``
+    (polled every 20 ms, so each sample is late by up to 20 ms)."""
+    cfg, report, stack = run.config, run.report, run.stack
+    per_s, size = cfg.freshness_events_per_s, cfg.freshness_batch
+    total = int(per_s * cfg.freshness_seconds)
+    work = workload.generate(
+        total,
+        max(1, total // 20),
+        seed=cfg.seed + 2,
+        prefix="fresh",
+        start=datetime.now(UTC) - timedelta(seconds=1),
+        span=timedelta(seconds=1),
+    )
+    batches = work.batches(size)
+    bodies = [orjson.dumps({"batch": b}) for b in batches]
+    sample_of = [b[0]["messageId"] for b in batches]
+    accepted: dict[str, float] = {}
+    visible: dict[str, float] = {}
+    sending = True
+    drain_s = max(10.0, min(60.0, cfg.freshness_seconds))
+
+    def on_accepted(k: int, at: float) -> None:
+        accepted[sample_of[k]] = at
+
+    async def poll(conn: Any) -> None:
+        deadline = None
+        while True:
+            pending = [m for m in accepted if m not in visible]
+            if not sending:
+                deadline = deadline or time.perf_counter() + drain_s
+                if not pending or time.perf_counter() > deadline:
+                    return
+            if pending:
+                at = time.perf_counter()
+                seen = await conn.fetch(
+                    "SELECT message_id FROM events WHERE source_id = $1"
+                    " AND message_id = ANY($2::text[])",
+                    stack.source_id,
+                    pending,
+                )
+                for r in seen:
+                    visible[r["message_id"]] = at
+            await asyncio.sleep(0.02)
+
+    conn = await stack.connect()
+    poller = asyncio.create_task(poll(conn))
+    try:
+        async with loadgen.session(64, run.write_headers()) as http:
+            load = await loadgen.paced(
+                http, f"{run.base}/v1/batch", bodies, size, per_s / size, on_accepted
+            )
+        sending = False
+        await poller
+    finally:
+        if not poller.done():
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        await conn.close()
+    run.published += load.events
+    # The first seconds warm the path up; they are not the steady state.
+    skip = 2.0 * per_s / size
+    delays = [
+        (visible[m] - accepted[m]) * 1000
+        for k, m in enumerate(sample_of)
+        if k >= skip and m in accepted and m in visible
+    ]
+    missing = sum(1 for m in accepted if m not in visible)
+    achieved = load.events / load.seconds if load.seconds else 0
+    report.durations_s["freshness"] = load.seconds
+    report.set(
+        freshness_p50_ms=loadgen.percentile(delays, 50),
+        freshness_p95_ms=loadgen.percentile(delays, 95),
+        freshness_p99_ms=loadgen.percentile(delays, 99),
+        freshness_samples=len(delays),
+        freshness_not_visible=missing,
+        freshness_offered_events_per_s=per_s,
+        freshness_achieved_events_per_s=achieved,
+        freshness_http_errors=load.errors,
+    )
+    report.row(
+        "3. freshness",
+        f"accept → visible p50 (steady {achieved:,.0f} events/s)",
+        loadgen.percentile(delays, 50),
+        "ms",
+        reference=loadgen.percentile(delays, 95),
+        reference_label="p95",
+    )
+    if missing:
+        report.note(
+            f"freshness: {missing} sampled events were not visible {drain_s:.0f} s after the load"
+        )
+    if achieved < 0.95 * per_s:
+        report.note(f"freshness: offered {per_s} events/s, the API accepted {achieved:,.0f}/s")
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+async def _handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
+    """Events the consumers have committed (stored + duplicates + dead letters), from their
+    Prometheus endpoints; 0 for a consumer that is not serving metrics yet."""
+    total = 0
+    for proc in consumers:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.role} exited:\n{proc.log_tail()}")
+        try:
+            async with http.get(
+                f"http://127.0.0.1:{proc.port}/metrics", timeout=aiohttp.ClientTimeout(total=2)
+            ) as resp:
+                text = await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            continue
+        total += sum(int(float(v)) for _, v in _STORED.findall(text))
+    return total
+
+
+async def _counter(consumers: list[Proc], name: str) -> float:
+    """A Prometheus counter summed over the consumers."""
+    total = 0.0
+    async with aiohttp.ClientSession() as http:
+        for proc in consumers:
+            try:
+                async with http.get(f"http://127.0.0.1:{proc.port}/metrics") as resp:
+                    text = (await resp.read()).decode()
+            except aiohttp.ClientError:
+                continue
+            for line in text.splitlines():
+                if line.startswith(name + " "):
+                    total += float(line.split()[-1])
+    return total
+
+
+async def _has_table(conn: Any, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+
+
+def _record(run: Run, proc: Proc, name: str) -> Recorder | None:
+    if not run.config.profile:
+        return None
+    return Recorder(proc.pid, run.stack.run_dir / f"{name}.collapsed")
+
+
+def _check(report: Report, what: str, result: loadgen.LoadResult) -> None:
+    if result.errors:
+        report.note(f"{what}: {result.errors} failed requests (statuses {result.statuses})")
