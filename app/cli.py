@@ -14,6 +14,10 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.email.cli import email as email_cli
+from app.imports.cli import imports as imports_cli
+from app.journey.cli import journey as journey_cli
+from app.journey.cli import model_or_exit
 
 cli = typer.Typer(
     help="Percorso: customer-journey backend.", no_args_is_help=True, add_completion=False
@@ -22,6 +26,9 @@ sources = typer.Typer(help="Manage sources (write keys).", no_args_is_help=True)
 tokens = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 cli.add_typer(sources, name="sources")
 cli.add_typer(tokens, name="tokens")
+cli.add_typer(email_cli, name="email")
+cli.add_typer(imports_cli, name="import")
+cli.add_typer(journey_cli, name="journey")
 
 
 def _logging() -> None:
@@ -37,6 +44,7 @@ def api() -> None:
     import uvicorn
 
     settings = Settings()
+    model_or_exit(settings.journey_model)  # a bad model: its file, line and problem; exit 2
     _logging()
     uvicorn.run(
         "app.main:create_app",
@@ -57,8 +65,10 @@ def consume() -> None:
 
     from app.pipeline.runner import consume as run
 
+    settings = Settings()
+    model_or_exit(settings.journey_model)  # a bad model: its file, line and problem; exit 2
     _logging()
-    uvloop.run(run(Settings()))
+    uvloop.run(run(settings))
 
 
 @cli.command()
@@ -103,16 +113,45 @@ def sources_create(
     channel: Annotated[
         str, typer.Option("--channel", help="Default channel of its events.")
     ] = "web",
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            help="A browser origin allowed to send (repeatable); default: any origin.",
+        ),
+    ] = None,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--rate-limit",
+            help="Events per second per API replica (default: PERCORSO_INGEST_RATE_LIMIT_PER_S).",
+        ),
+    ] = None,
 ) -> None:
     """Create a source and print its write key (shown once)."""
     from app.auth.service import create_source
 
+    settings: dict[str, Any] = {}
+    if allowed_origin:
+        settings["allowed_origins"] = allowed_origin
+    if rate_limit is not None:
+        settings["rate_limit_per_s"] = rate_limit
+
     async def run() -> str:
         async with _session() as session:
-            source, key = await create_source(session, name=name, channel=channel)
+            source, key = await create_source(
+                session, name=name, channel=channel, settings=settings
+            )
             await session.commit()
         typer.echo(
-            json.dumps({"id": str(source.id), "name": source.name, "channel": source.channel}),
+            json.dumps(
+                {
+                    "id": str(source.id),
+                    "name": source.name,
+                    "channel": source.channel,
+                    "settings": source.settings,
+                }
+            ),
             err=True,
         )
         return key

@@ -26,7 +26,7 @@ from app.kit.kafka import ensure_topics
 from app.migrate import upgrade
 
 DEMO_SOURCE = "demo-website"
-DEMO_TOKEN = "demo read token"
+DEMO_TOKEN = "demo read token"  # noqa: S105 (the token's name)
 
 
 def run(settings: Settings) -> int:
@@ -67,7 +67,8 @@ def run(settings: Settings) -> int:
             for child in children:
                 if child.poll() is not None:
                     print(
-                        f"percorso: a child process exited ({child.args[-1]}: {child.returncode}); stopping"
+                        f"percorso: {_role(child)} exited with {child.returncode}; stopping",
+                        flush=True,
                     )
                     return 1
         return 0
@@ -109,6 +110,11 @@ async def _prepare(settings: Settings) -> tuple[str, str]:
     return write_key, read_token
 
 
+def _role(child: subprocess.Popen[bytes]) -> str:
+    args = child.args
+    return str(args[-1]) if isinstance(args, list) else "a child process"
+
+
 def _wait_until_serving(
     settings: Settings, children: list[subprocess.Popen[bytes]], stop: threading.Event
 ) -> bool:
@@ -120,7 +126,7 @@ def _wait_until_serving(
             print("percorso: a child process exited during start-up; stopping", flush=True)
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own URL)
+            with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return True
         except OSError:
@@ -147,7 +153,8 @@ Send an event:
     -d '{{"userId": "ada", "event": "Product Viewed", "properties": {{"sku": "P-1"}}}}'
 
 Then find the customer and their timeline:
-  curl -s -H 'authorization: Bearer {read_token}' '{base}/v1/customers/lookup?kind=user_id&value=ada'
+  curl -s -H 'authorization: Bearer {read_token}' \\
+    '{base}/v1/customers/lookup?kind=user_id&value=ada'
 
 Ctrl-C stops everything.
 """,

@@ -11,13 +11,23 @@ from fastapi import FastAPI
 
 from app.auth.service import Authenticator
 from app.config import Settings
+from app.contacts.endpoints import router as contacts_router
 from app.customers.endpoints import router as customers_router
 from app.db import create_engine, create_session_factory
+from app.email.endpoints import router as email_router
+from app.email.keys import server_secret
+from app.email.tokens import TokenSigner
 from app.errors import install_error_handlers
 from app.health.endpoints import router as health_router
 from app.identity.identifiers import IdentityConfig
+from app.ingest.client import TrustedProxies
+from app.ingest.cors import TrackingCors
+from app.ingest.endpoints import is_tracking_path
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.publisher import Publisher
+from app.ingest.ratelimit import RateLimiter
+from app.journey.endpoints import router as journey_router
+from app.journey.model import load_model
 from app.timeline.endpoints import router as timeline_router
 
 DESCRIPTION = """
@@ -25,7 +35,10 @@ Percorso is an open-source customer-journey backend.
 
 * **Tracking API** (`/v1/track`, `/v1/page`, `/v1/identify`, `/v1/batch`, …) speaks Segment's
   HTTP Tracking API: authenticate with the source's write key as the HTTP Basic user name.
-* **Read API** (`/v1/customers/…`) serves unified profiles and timelines: authenticate with
+* **Pixel API** (`GET /v1/pixel/<type>?data=<base64 JSON>`) and the **email** open pixel
+  and click redirect (`/v1/email/open.gif`, `/v1/email/click`) with signed tokens.
+* **Read API** (`/v1/customers/…`) serves unified profiles, timelines and
+  journeys (`/v1/journey/model`: the active journey model): authenticate with
   `Authorization: Bearer <read token>`.
 
 Errors are `application/problem+json` (RFC 9457).
@@ -41,9 +54,13 @@ def identity_config(settings: Settings) -> IdentityConfig:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # Parsed before start-up, so a typo in a setting stops the process instead of a request.
+    proxies = TrustedProxies.parse(settings.trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        # First: an invalid model file stops start-up (JourneyModelError) before any I/O.
+        journey_model = load_model(settings.journey_model)
         engine = create_engine(settings)
         sessions = create_session_factory(engine)
         publisher = Publisher(settings)
@@ -55,6 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "authenticator": Authenticator(sessions, settings.auth_cache_ttl_s),
                 "publisher": publisher,
                 "identity_config": identity_config(settings),
+                "rate_limiter": RateLimiter(
+                    settings.ingest_rate_limit_per_s, settings.ingest_rate_burst_s
+                ),
+                "trusted_proxies": proxies,
+                "email_signer": TokenSigner(server_secret(settings)),
+                "journey_model": journey_model,
             }
         finally:
             await publisher.close()
@@ -67,8 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(TrackingCors, applies=is_tracking_path)
     app.include_router(ingest_router)
+    app.include_router(email_router)
     app.include_router(customers_router)
+    app.include_router(contacts_router)
     app.include_router(timeline_router)
+    app.include_router(journey_router)
     app.include_router(health_router)
     return app

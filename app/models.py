@@ -12,7 +12,6 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
-    Identity as Generated,
     Index,
     Integer,
     LargeBinary,
@@ -20,6 +19,9 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     text,
+)
+from sqlalchemy import (
+    Identity as Generated,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -176,7 +178,6 @@ class StageTransition(Base):
     __tablename__ = "stage_transitions"
     __table_args__ = (
         CheckConstraint("exited_at IS NULL OR exited_at >= entered_at", name="exit_after_entry"),
-        Index("ix_stage_transitions_customer_history", "customer_id", "entered_at", "event_id"),
         Index(
             "uq_stage_transitions_open",
             "customer_id",
@@ -185,16 +186,14 @@ class StageTransition(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    customer_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("customers.id", ondelete="CASCADE")
-    )
+    # customers.id (no foreign key: see migration 0002)
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    entered_at: Mapped[datetime] = mapped_column(TZ, primary_key=True)
+    # events.event_id of the touchpoint that caused the change
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     from_stage: Mapped[str | None] = mapped_column(Text)
     to_stage: Mapped[str] = mapped_column(Text)
-    entered_at: Mapped[datetime] = mapped_column(TZ)
     exited_at: Mapped[datetime | None] = mapped_column(TZ)
-    # events.event_id (not a foreign key: see migration 0002).
-    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     channel: Mapped[str] = mapped_column(Text)
     event: Mapped[str | None] = mapped_column(Text)
     rule_id: Mapped[str | None] = mapped_column(Text)

@@ -14,6 +14,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager

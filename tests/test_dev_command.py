@@ -61,7 +61,8 @@ def test_dev_runs_the_whole_service_and_stops_everything_on_sigterm(data_dir: Pa
     )
     try:
         banner = _wait_for_banner(proc, timeout=120)
-        assert "pw_dev-test-key" in banner and "pr_dev-test-token" in banner
+        assert "pw_dev-test-key" in banner
+        assert "pr_dev-test-token" in banner
         assert "curl" in banner
         broker_port = int(banner.split("broker     127.0.0.1:")[1].split()[0])
         base = f"http://127.0.0.1:{port}"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+# Prefixes that tell a leaked secret's kind at a glance (not secrets themselves).
 WRITE_KEY_PREFIX = "pw_"
-READ_TOKEN_PREFIX = "pr_"
-ADMIN_TOKEN_PREFIX = "pa_"
+READ_TOKEN_PREFIX = "pr_"  # noqa: S105
+ADMIN_TOKEN_PREFIX = "pa_"  # noqa: S105
 
 
 def generate(prefix: str) -> str:

@@ -40,7 +40,8 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
             channel_counts = percorso_add_counts(c.channel_counts, u.channels::jsonb),
             traits = CASE
                 WHEN u.traits_at IS NULL THEN c.traits
-                WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at THEN c.traits || u.traits::jsonb
+                WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at
+                    THEN c.traits || u.traits::jsonb
                 ELSE u.traits::jsonb || c.traits END,
             traits_at = GREATEST(c.traits_at, u.traits_at),
             updated_at = now()

@@ -77,6 +77,7 @@ _TOP_KEYS: Final = ("name", "description", "stages", "first_touch", "rules")
 _RULE_KEYS: Final = ("id", "description", "stage", "event", "type", "channel", "count", "where")
 _WHERE_KEYS: Final = ("property", "op", "value")
 _TOML_POSITION = re.compile(r"^(?P<problem>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+_AT_END: Final = "(at end of document)"
 _MAX_STAGE_LENGTH: Final = 64
 
 
@@ -132,6 +133,10 @@ def _parse_toml(text: str, *, file: str, default_name: str, source: str) -> Pars
         if match := _TOML_POSITION.match(message):
             line = int(match["line"])
             message = f"{match['problem']} (column {match['col']})"
+        elif message.endswith(_AT_END):
+            # e.g. an unclosed array: point at the last line, where the parser gave up.
+            line = max(1, len(text.splitlines()))
+            message = message.removesuffix(_AT_END).rstrip() + " (at the end of the file)"
         raise JourneyModelError(file, line, f"invalid TOML: {message}") from None
     return _Validator(file, toml_source_map(text)).model(data, default_name, source)
 

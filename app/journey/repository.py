@@ -1,34 +1,20 @@
-"""SQL of journey state (asyncpg; the pipeline batch owns the transaction)."""
+"""SQL of the journey read side (SQLAlchemy; the request owns the session)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
-import asyncpg
-import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.journey.model import JourneyState
+from app.models import StageTransition
 
 
-async def save_states(
-    conn: asyncpg.Connection[Any], states: Mapping[uuid.UUID, JourneyState]
-) -> None:
-    if not states:
-        return
-    ids = sorted(states)
-    await conn.execute(
-        """
-        UPDATE customers c
-        SET current_stage = u.current_stage, furthest_stage = u.furthest_stage,
-            journey_state = u.state::jsonb
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
-             AS u(id, current_stage, furthest_stage, state)
-        WHERE c.id = u.id
-        """,
-        ids,
-        [states[i].current_stage for i in ids],
-        [states[i].furthest_stage for i in ids],
-        [orjson.dumps(states[i].to_json()).decode() for i in ids],
+async def transitions(session: AsyncSession, customer_id: uuid.UUID) -> list[StageTransition]:
+    """The customer's stage transitions, oldest first (served by the history index)."""
+    stmt = (
+        select(StageTransition)
+        .where(StageTransition.customer_id == customer_id)
+        .order_by(StageTransition.entered_at, StageTransition.event_id)
     )
+    return list((await session.execute(stmt)).scalars())

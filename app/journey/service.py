@@ -1,9 +1,31 @@
-"""Journey stages for a batch, inside the pipeline's transaction.
+"""Journey stages for a pipeline batch, inside the batch's transaction.
 
-Two steps around the timeline write:
+Two steps around the timeline write (`app.pipeline.handler`):
+
 1. :func:`plan_stages` (pure): each customer's new events stepped through the model in
-   ``occurred_at`` order, continuing from the stored journey state.
-2. :func:`persist` (after the events are inserted): writes the customers' journey columns.
+   (occurred_at, event_id) order, continuing from the stored journey state. Gives every
+   event its stage (``events.stage``: the customer's current stage once it is applied) and
+   the stage transitions the batch causes.
+2. :func:`persist` (after the events are inserted): the common case appends the batch's
+   transitions, closes each customer's previous open transition and saves the states, in a
+   few array-bound statements for the whole batch. A customer whose stored journey the plan
+   cannot simply extend is *recomputed* from the whole timeline instead
+   (`app.journey.history.recompute`):
+
+   * a late event: the batch holds an event ordered before the newest event already
+     applied (``customers.journey_at``, ``journey_event_id``);
+   * the identity step asked for it (``Resolution.replay``: merge survivors);
+   * the stored journey was computed by another model (fingerprint differs), so a model
+     change converges customer by customer even before ``percorso journey rebuild`` runs.
+
+   Either way the history ends up exactly as if all events had arrived in time order.
+
+The read side (:func:`customer_journey`) serves what the pipeline wrote.
+
+Locks: the pipeline has locked every customer of the batch (``FOR UPDATE``, in ascending id
+order, after the identity stripes) before :func:`persist` runs, and every writer of journey
+data takes those row locks first, so reading and rewriting a customer's history here is
+race-free.
 """
 
 from __future__ import annotations
@@ -12,21 +34,31 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.customers.service import resolve_customer
 from app.identity.service import Resolution
-from app.journey import repository
+from app.journey import repository, writes
+from app.journey.history import Recorder, recompute
 from app.journey.model import JourneyModel, JourneyState
 from app.journey.rules import EventFacts
+from app.journey.schemas import CustomerJourney, TransitionOut
+from app.journey.writes import SavedJourney, TransitionRow
 from app.touchpoint import Touchpoint
 
 
 @dataclass(slots=True)
 class StagePlan:
-    stage_of: list[str | None]
-    states: dict[uuid.UUID, JourneyState] = field(default_factory=dict)
+    """The batch's journey effects if every customer's stored history can be extended."""
+
+    stage_of: list[str | None]  # per event of the batch
+    recorders: dict[uuid.UUID, Recorder] = field(default_factory=dict)
+    # Per customer: the batch's earliest event, in (occurred_at, event_id) order.
+    earliest: dict[uuid.UUID, tuple[datetime, uuid.UUID]] = field(default_factory=dict)
 
 
 def facts(tp: Touchpoint) -> EventFacts:
@@ -44,12 +76,14 @@ def plan_stages(
         by_customer[cid].append(index)
     plan = StagePlan(stage_of=[None] * len(touchpoints))
     for cid, indexes in by_customer.items():
+        indexes.sort(key=lambda i: (touchpoints[i].occurred_at, touchpoints[i].event_id))
         state = JourneyState.from_json(resolution.customers[cid].journey_state)
-        indexes.sort(key=lambda i: touchpoints[i].occurred_at)
+        recorder = plan.recorders[cid] = Recorder(model, cid, state)
+        first = touchpoints[indexes[0]]
+        plan.earliest[cid] = (first.occurred_at, first.event_id)
         for i in indexes:
-            model.step(state, facts(touchpoints[i]))
-            plan.stage_of[i] = state.current_stage
-        plan.states[cid] = state
+            tp = touchpoints[i]
+            plan.stage_of[i] = recorder.apply(facts(tp), tp.occurred_at, tp.event_id)
     return plan
 
 
@@ -60,5 +94,74 @@ async def persist(
     resolution: Resolution,
     plan: StagePlan,
 ) -> None:
-    """Write each touched customer's journey state (events are already inserted)."""
-    await repository.save_states(conn, plan.states)
+    """Write the batch's journey effects (its events are inserted already). See the module
+    docstring for when a customer is recomputed instead of extended."""
+    fingerprint = model.fingerprint()
+    known = [cid for cid in plan.recorders if not resolution.customers[cid].is_new]
+    marks = await writes.marks(conn, known)
+    replay = set(resolution.replay)
+    for cid in known:
+        if _must_recompute(marks.get(cid), fingerprint, plan.earliest[cid]):
+            replay.add(cid)
+
+    saved: list[SavedJourney] = []
+    exits: list[tuple[uuid.UUID, datetime]] = []
+    transitions: list[TransitionRow] = []
+    for cid, recorder in plan.recorders.items():
+        if cid in replay:
+            continue
+        saved.append(recorder.saved(fingerprint))
+        if recorder.first_entry is not None:
+            if not resolution.customers[cid].is_new:
+                exits.append((cid, recorder.first_entry))
+            transitions.extend(recorder.transitions)
+    # Close before inserting: at most one open transition per customer (unique index).
+    await writes.close_open_transitions(conn, exits)
+    await writes.insert_transitions(conn, transitions)
+    await writes.save_states(conn, saved)
+    await recompute(conn, model, sorted(replay))
+    # A customer merged away has no journey of its own any more: its events now belong to
+    # the survivor, whose recomputed history covers them.
+    await writes.delete_transitions(conn, sorted(resolution.merged))
+
+
+def _must_recompute(
+    mark: writes.Mark | None, fingerprint: str, earliest: tuple[datetime, uuid.UUID]
+) -> bool:
+    """Whether the stored journey cannot simply be extended by events from `earliest` on."""
+    if mark is None or mark.model != fingerprint:
+        return True  # computed by another model (or never)
+    if mark.at is None or mark.event_id is None:
+        return False  # no event applied yet
+    return earliest < (mark.at, mark.event_id)  # a late event
+
+
+async def customer_journey(
+    session: AsyncSession, customer_id: uuid.UUID, model: JourneyModel
+) -> CustomerJourney:
+    """A customer's journey; a merged id answers with the survivor. NotFound if unknown."""
+    customer = await resolve_customer(session, customer_id)
+    rows = await repository.transitions(session, customer.id)
+    merged = customer.id != customer_id
+    return CustomerJourney(
+        customer_id=customer.id,
+        requested_id=customer_id if merged else None,
+        merged=merged,
+        model=model.name,
+        up_to_date=customer.journey_model == model.fingerprint(),
+        current_stage=customer.current_stage,
+        furthest_stage=customer.furthest_stage,
+        transitions=[
+            TransitionOut(
+                from_stage=t.from_stage,
+                to_stage=t.to_stage,
+                entered_at=t.entered_at,
+                exited_at=t.exited_at,
+                event_id=t.event_id,
+                channel=t.channel,
+                event=t.event,
+                rule=t.rule_id,
+            )
+            for t in rows
+        ],
+    )

@@ -40,7 +40,8 @@ async def existing_keys(
     rows = await conn.fetch(
         """
         SELECT e.source_id, e.message_id FROM events e
-        JOIN unnest($1::uuid[], $2::text[]) AS k(source_id, message_id) USING (source_id, message_id)
+        JOIN unnest($1::uuid[], $2::text[]) AS k(source_id, message_id)
+             USING (source_id, message_id)
         """,
         [k[0] for k in keys],
         [k[1] for k in keys],

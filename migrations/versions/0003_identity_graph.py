@@ -26,9 +26,15 @@ def upgrade() -> None:
         sa.Column("merged_id", sa.UUID(), nullable=False),
         sa.Column("event_id", sa.UUID(), nullable=True),
         sa.Column("identifiers", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("merged_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.ForeignKeyConstraint(["survivor_id"], ["customers.id"], name=op.f("fk_merges_survivor_id_customers")),
-        sa.ForeignKeyConstraint(["merged_id"], ["customers.id"], name=op.f("fk_merges_merged_id_customers")),
+        sa.Column(
+            "merged_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["survivor_id"], ["customers.id"], name=op.f("fk_merges_survivor_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["merged_id"], ["customers.id"], name=op.f("fk_merges_merged_id_customers")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_merges")),
     )
     op.create_index(op.f("ix_merges_survivor_id"), "merges", ["survivor_id"])

@@ -105,7 +105,7 @@ async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exa
     env = _consumer_env(settings, topic, group)
     command = [sys.executable, "-m", "app.cli", "consume"]
     log = (tmp_path / "consumer.log").open("ab")
-    first = subprocess.Popen(command, env=env, stderr=log)  # noqa: ASYNC220
+    first = subprocess.Popen(command, env=env, stderr=log)
     try:
 
         async def some_stored() -> bool:
@@ -120,7 +120,7 @@ async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exa
     stored_at_kill = await scalar(db, "SELECT count(*) FROM events")
     assert stored_at_kill < total, "the consumer finished before it could be killed; raise `total`"
 
-    second = subprocess.Popen(command, env=env, stderr=log)  # noqa: ASYNC220
+    second = subprocess.Popen(command, env=env, stderr=log)
     try:
 
         async def all_stored() -> bool:

@@ -1,0 +1,47 @@
+"""Journey read API (read token)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from app.auth.dependencies import ReadAccess
+from app.customers.endpoints import READ_ERRORS
+from app.db import SessionDep
+from app.journey import service
+from app.journey.model import JourneyModel
+from app.journey.schemas import CustomerJourney, JourneyModelOut
+
+router = APIRouter(tags=["journey"])
+
+
+def active_model(request: Request) -> JourneyModel:
+    """The journey model loaded at start-up (``PERCORSO_JOURNEY_MODEL``)."""
+    model: JourneyModel = request.state.journey_model
+    return model
+
+
+ActiveModel = Annotated[JourneyModel, Depends(active_model)]
+
+
+@router.get(
+    "/v1/customers/{customer_id}/journey", response_model=CustomerJourney, responses=READ_ERRORS
+)
+async def customer_journey(
+    customer_id: uuid.UUID, session: SessionDep, model: ActiveModel, _: ReadAccess
+) -> CustomerJourney:
+    """The customer's current and furthest stage and every stage transition, oldest first.
+    A merged id answers with the survivor."""
+    return await service.customer_journey(session, customer_id, model)
+
+
+@router.get(
+    "/v1/journey/model",
+    response_model=JourneyModelOut,
+    responses={k: v for k, v in READ_ERRORS.items() if k != 404},
+)
+async def journey_model(model: ActiveModel, _: ReadAccess) -> JourneyModelOut:
+    """The active journey model: its stages in order and its rules."""
+    return JourneyModelOut.model_validate(model.to_json())

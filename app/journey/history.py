@@ -1,0 +1,141 @@
+"""A customer's stage history: stepping events into transitions, and recomputing whole
+histories from the stored timeline (late events, merges, model changes)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from app.journey import writes
+from app.journey.model import JourneyModel, JourneyState
+from app.journey.rules import EventFacts
+from app.journey.writes import SavedJourney, TransitionRow
+
+# Rows buffered before a write while recomputing; bounds memory for very long timelines.
+FLUSH_ROWS: Final = 5_000
+
+
+class Recorder:
+    """Steps one customer's events (in (occurred_at, event_id) order) through the model and
+    records each change of the current stage as a transition.
+
+    A transition's ``exited_at`` is the next recorded transition's ``entered_at``; the last
+    one stays open (None). Closing a transition recorded before this recorder started is the
+    caller's business (`first_entry` says when).
+    """
+
+    __slots__ = ("customer_id", "model", "newest", "state", "transitions")
+
+    def __init__(self, model: JourneyModel, customer_id: uuid.UUID, state: JourneyState) -> None:
+        self.model = model
+        self.customer_id = customer_id
+        self.state = state
+        self.transitions: list[TransitionRow] = []
+        self.newest: tuple[datetime, uuid.UUID] | None = None
+
+    def apply(
+        self,
+        facts: EventFacts,
+        occurred_at: datetime,
+        event_id: uuid.UUID,
+    ) -> str | None:
+        """Step one event; returns the customer's current stage once it is applied."""
+        result = self.model.step(self.state, facts)
+        self.newest = (occurred_at, event_id)
+        if result.changed and result.stage is not None:
+            if self.transitions:
+                self.transitions[-1].exited_at = occurred_at
+            self.transitions.append(
+                TransitionRow(
+                    customer_id=self.customer_id,
+                    from_stage=result.previous_stage,
+                    to_stage=result.stage,
+                    entered_at=occurred_at,
+                    event_id=event_id,
+                    channel=facts.channel,
+                    event=facts.event,
+                    rule_id=result.rule_id,
+                )
+            )
+        return self.state.current_stage
+
+    @property
+    def first_entry(self) -> datetime | None:
+        return self.transitions[0].entered_at if self.transitions else None
+
+    def saved(self, fingerprint: str) -> SavedJourney:
+        at, event_id = self.newest if self.newest is not None else (None, None)
+        return SavedJourney(self.customer_id, self.state, fingerprint, at, event_id)
+
+
+def _uses_properties(model: JourneyModel) -> bool:
+    return any(rule.where for rule in model.rules)
+
+
+async def recompute(
+    conn: asyncpg.Connection[Any], model: JourneyModel, customer_ids: Sequence[uuid.UUID]
+) -> None:
+    """Recompute the customers' journeys from their whole stored timelines.
+
+    Replays every event of each customer in (occurred_at, event_id) order through a fresh
+    `JourneyState`, rewrites ``events.stage`` where it differs, replaces the customer's
+    ``stage_transitions`` and saves the state with the model's fingerprint. The result is
+    exactly what the events would have produced had they arrived in time order.
+
+    The caller must hold the row locks (``FOR UPDATE``) of all `customer_ids` in the current
+    transaction: every writer of a customer's events, transitions and journey columns takes
+    that lock first, so nothing changes underneath the replay. A whole batch of customers
+    costs a handful of statements; memory stays bounded (rows are streamed and flushed).
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    fingerprint = model.fingerprint()
+    await writes.delete_transitions(conn, ids)
+    stage_changes: list[tuple[uuid.UUID, str | None]] = []
+    finished: list[TransitionRow] = []
+    saved: list[SavedJourney] = []
+    recorder: Recorder | None = None
+    async for row in writes.timelines(conn, ids, with_properties=_uses_properties(model)):
+        customer_id = row["customer_id"]
+        if recorder is None or recorder.customer_id != customer_id:
+            if recorder is not None:
+                finished.extend(recorder.transitions)
+                saved.append(recorder.saved(fingerprint))
+            recorder = Recorder(model, customer_id, JourneyState())
+        properties = row["properties"]
+        facts = EventFacts(
+            type=row["type"],
+            event=row["event"],
+            channel=row["channel"],
+            properties=orjson.loads(properties) if isinstance(properties, str) else properties,
+        )
+        stage = recorder.apply(facts, row["occurred_at"], row["event_id"])
+        if stage != row["stage"]:
+            stage_changes.append((row["event_id"], stage))
+        if len(stage_changes) >= FLUSH_ROWS:
+            await writes.set_event_stages(conn, stage_changes)
+            stage_changes.clear()
+        if len(finished) >= FLUSH_ROWS:
+            await writes.insert_transitions(conn, finished)
+            finished.clear()
+        if len(recorder.transitions) >= FLUSH_ROWS:
+            # A very long history: everything but the open transition is final already.
+            finished.extend(recorder.transitions[:-1])
+            del recorder.transitions[:-1]
+    if recorder is not None:
+        finished.extend(recorder.transitions)
+        saved.append(recorder.saved(fingerprint))
+    await writes.set_event_stages(conn, stage_changes)
+    await writes.insert_transitions(conn, finished)
+    # Customers without a single event (possible after an erasure) start over, too.
+    seen = {s.customer_id for s in saved}
+    saved.extend(
+        SavedJourney(cid, JourneyState(), fingerprint, None, None) for cid in ids if cid not in seen
+    )
+    await writes.save_states(conn, saved)

@@ -1,0 +1,74 @@
+"""Response shapes of the journey API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TransitionOut(BaseModel):
+    from_stage: str | None = Field(description="The stage before; null for the first one.")
+    to_stage: str
+    entered_at: datetime = Field(description="`occurred_at` of the event that caused it.")
+    exited_at: datetime | None = Field(
+        description="When the next transition began; null while current."
+    )
+    event_id: uuid.UUID = Field(description="The touchpoint that caused the change.")
+    channel: str
+    event: str | None
+    rule: str | None = Field(
+        default=None,
+        description="Id of the model rule that assigned `to_stage` (`first_touch` for a "
+        "new customer's first event).",
+    )
+
+
+class CustomerJourney(BaseModel):
+    customer_id: uuid.UUID
+    requested_id: uuid.UUID | None = Field(
+        default=None, description="The id that was asked for, when it was merged into `id`."
+    )
+    merged: bool = Field(
+        default=False, description="True when `requested_id` was merged into `customer_id`."
+    )
+    model: str = Field(description="Name of the active journey model.")
+    up_to_date: bool = Field(
+        description="False while this journey was computed by another model (before a "
+        "model change); the customer's next event or `percorso journey rebuild` fixes it."
+    )
+    current_stage: str | None = Field(description="Stage of the latest stage-bearing event.")
+    furthest_stage: str | None = Field(description="The highest stage ever reached.")
+    transitions: list[TransitionOut] = Field(description="Every change of stage, oldest first.")
+
+
+class PredicateOut(BaseModel):
+    property: str = Field(examples=["order.total"])
+    op: str = Field(examples=["gt"])
+    value: Any = None
+
+
+class RuleOut(BaseModel):
+    id: str
+    stage: str
+    description: str | None = None
+    event: list[str] | None = Field(description="Event-name globs (case-insensitive); null: any.")
+    type: list[str] | None = Field(description="Event types; null: any.")
+    channel: list[str] | None = Field(description="Channels; null: any.")
+    where: list[PredicateOut] = Field(description="Property predicates; all must hold.")
+    count: dict[str, int] | None = Field(
+        description="Condition on how many of the customer's events matched this rule so far "
+        "(keys: eq, gte, gt, lte, lt)."
+    )
+
+
+class JourneyModelOut(BaseModel):
+    name: str
+    description: str | None
+    source: str = Field(description="The model file, or `preset:<name>`.")
+    fingerprint: str = Field(description="Changes whenever stage assignment would change.")
+    stages: list[str] = Field(description="In journey order.")
+    first_touch: str | None = Field(description="Stage of a new customer's first event.")
+    rules: list[RuleOut] = Field(description="Checked in order; the first match wins.")
