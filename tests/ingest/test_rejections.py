@@ -1,0 +1,102 @@
+"""Each bad input of the tracking API: the right status, a problem+json body, and nothing
+reaches the broker (so nothing can be stored)."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.helpers import basic
+from tests.ingest.fixtures import SourceFactory, TopicReader
+
+BIG = {"userId": "u", "event": "Big", "properties": {"blob": "x" * 33_000}}
+
+CASES: dict[str, tuple[str, Any, int]] = {
+    # name: (path, body (bytes: sent as is), expected status)
+    "bad JSON": ("/v1/track", b'{"userId": "u", "event": ', 400),
+    "missing userId and anonymousId": ("/v1/track", {"event": "Product Viewed"}, 400),
+    "blocked ids only": (
+        "/v1/track",
+        {"userId": "undefined", "anonymousId": "null", "event": "E"},
+        400,
+    ),
+    "track without an event name": ("/v1/track", {"userId": "u"}, 400),
+    "track with a blank event name": ("/v1/track", {"userId": "u", "event": "  "}, 400),
+    "event over 32 KB": ("/v1/track", BIG, 400),
+    "event over 32 KB in a batch": ("/v1/batch", {"batch": [{"type": "track", **BIG}]}, 400),
+    "batch over 2,500 events": (
+        "/v1/batch",
+        {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 2_501},
+        400,
+    ),
+    "batch over 500 KB": (
+        "/v1/batch",
+        {
+            "batch": [
+                {"type": "track", "userId": "u", "event": "E", "properties": {"p": "y" * 30_000}}
+            ]
+            * 18
+        },
+        400,
+    ),
+    "batch over 500 KB once unzipped": (
+        "/v1/batch",
+        gzip.compress(
+            orjson.dumps({"batch": [{"type": "track", "userId": "u", "event": "E" * 200}] * 2_400})
+        ),
+        400,
+    ),
+    "messageId over 100 characters": (
+        "/v1/track",
+        {"userId": "u", "event": "E", "messageId": "m" * 101},
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_bad_input_is_a_problem_and_nothing_is_published(
+    case: str, client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    path, body, status = CASES[case]
+    source, key = await make_source()
+    headers = {**basic(key), "content-type": "application/json"}
+    if case.endswith("unzipped"):
+        headers["content-encoding"] = "gzip"
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    response = await client.post(path, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["type"].startswith("https://percorso.dev/problems/")
+    assert problem["detail"]
+
+    sentinel = await client.post(
+        "/v1/track", json={"userId": "sentinel", "event": "After"}, headers=basic(key)
+    )
+    assert sentinel.status_code == 200
+    published = await topic.touchpoints(source.id, 1)
+    assert [tp.user_id for tp in published] == ["sentinel"]
+    assert [tp.user_id for tp in topic.seen if tp.source_id == source.id] == ["sentinel"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"authorization": "Basic bm90LWEta2V5Og=="}, 401),  # "not-a-key:"
+        ({"authorization": "Basic %%%"}, 401),
+        ({"x-write-key": "pw_wrong"}, 401),
+    ],
+)
+async def test_missing_or_wrong_write_keys_are_401_problems(
+    client: httpx.AsyncClient, headers: dict[str, str], status: int
+) -> None:
+    response = await client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=headers)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
