@@ -62,6 +62,10 @@ class MergePolicy:
     def __hash__(self) -> int:
         return hash((frozenset(self.limits.items()), self.priority))
 
+    def limited_kinds(self) -> frozenset[str]:
+        """The kinds with a limit: the only ones that can make :func:`plan_event` drop."""
+        return frozenset(self.limits)
+
     def limit(self, kind: str) -> int | None:
         """Max distinct values of ``kind`` per customer; ``None`` means unlimited."""
         return self.limits.get(kind)

@@ -69,13 +69,16 @@ async def lock_customers(
 
 
 async def identities_of(
-    conn: asyncpg.Connection[Any], customer_ids: Sequence[uuid.UUID]
+    conn: asyncpg.Connection[Any], customer_ids: Sequence[uuid.UUID], kinds: Iterable[str]
 ) -> list[asyncpg.Record]:
+    """The customers' identities of the given kinds."""
     if not customer_ids:
         return []
     return await conn.fetch(
-        "SELECT customer_id, kind, value FROM identities WHERE customer_id = ANY($1::uuid[])",
+        "SELECT customer_id, kind, value FROM identities"
+        " WHERE customer_id = ANY($1::uuid[]) AND kind = ANY($2::text[])",
         list(customer_ids),
+        sorted(kinds),
     )
 
 

@@ -50,6 +50,7 @@ class CustomerState:
     # Existing customers sort by creation; the batch's new ones after them, in order.
     age: tuple[int, Any, Any]
     journey_state: dict[str, Any]
+    # Values of the kinds merge protection limits (the only ones plan_event can object to).
     identities: dict[str, set[str]] = field(default_factory=dict)
     profile: Absorbed | None = None
     is_new: bool = False
@@ -90,7 +91,10 @@ async def resolve(
     if len(rows) != len(set(owner.values())) or any(r["merged_into"] for r in rows):
         raise StaleRead("a matched customer was merged while the batch waited for its lock")
     customers = {r["id"]: _state(r) for r in rows}
-    for r in await repository.identities_of(conn, list(customers)):
+    # Only kinds with a limit can make merge protection refuse something, so only those
+    # are loaded: a customer with thousands of anonymous ids costs nothing here.
+    limited = policy.limited_kinds()
+    for r in await repository.identities_of(conn, list(customers), limited):
         customers[r["customer_id"]].identities.setdefault(r["kind"], set()).add(r["value"])
 
     graph = _BatchGraph(customers, owner, policy)
@@ -108,15 +112,26 @@ class _BatchGraph:
         policy: MergePolicy,
     ) -> None:
         self.customers = customers
-        self.owner = owner
+        self.owner = owner  # as loaded or attached; follow `merged_into` for the survivor
+        self.merged_into: dict[uuid.UUID, uuid.UUID] = {}
         self.policy = policy
+        self.limited = policy.limited_kinds()
         self.unrecorded: set[Identifier] = set()  # identifiers the database does not have yet
         self.new: list[tuple[uuid.UUID, datetime]] = []
         self.merges: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]] = []
 
+    def survivor(self, customer: uuid.UUID) -> uuid.UUID:
+        while customer in self.merged_into:
+            customer = self.merged_into[customer]
+        return customer
+
     def process(self, tp: Touchpoint) -> uuid.UUID:
         event = list(dict.fromkeys(tp.identifiers))
-        owners = {i: self.owner[i] for i in event if i in self.owner}
+        owners = {i: self.survivor(self.owner[i]) for i in event if i in self.owner}
+        if len(owners) == len(event) and len(set(owners.values())) == 1:
+            # Every identifier is already this one customer's: nothing to plan or attach
+            # (plan_event would keep them all and name just this customer).
+            return owners[event[0]]
         existing = {c: self.customers[c].identities for c in owners.values()}
         plan = plan_event(event, owners, existing, self.policy)
         if plan.customers:
@@ -135,7 +150,8 @@ class _BatchGraph:
             if ident not in self.owner:
                 self.unrecorded.add(ident)
             self.owner[ident] = target
-            into.setdefault(ident.kind, set()).add(ident.value)
+            if ident.kind in self.limited:
+                into.setdefault(ident.kind, set()).add(ident.value)
         # The event says which identifiers merge protection kept from stitching (once,
         # however often the batch is retried).
         for ident in plan.dropped:
@@ -145,22 +161,20 @@ class _BatchGraph:
         return target
 
     def _merge(self, loser: uuid.UUID, target: uuid.UUID, tp: Touchpoint) -> None:
-        moved = self.customers[loser].identities
         into = self.customers[target].identities
-        for kind, values in moved.items():
+        for kind, values in self.customers[loser].identities.items():
             into.setdefault(kind, set()).update(values)
-            for value in values:
-                self.owner[Identifier(kind=kind, value=value)] = target
         self.customers[loser].identities = {}
+        self.merged_into[loser] = target
         linking = orjson.dumps([i.model_dump() for i in tp.identifiers]).decode()
         self.merges.append((loser, target, tp.event_id, linking))
 
     async def write(
         self, conn: asyncpg.Connection[Any], customer_of: list[uuid.UUID]
     ) -> Resolution:
-        survivor = _survivors(self.merges)
+        survivor = {loser: self.survivor(loser) for loser in self.merged_into}
         resolution = Resolution(
-            customer_of=[_final(survivor, c) for c in customer_of],
+            customer_of=[self.survivor(c) for c in customer_of],
             customers=self.customers,
             merged=survivor,
         )
@@ -174,27 +188,9 @@ class _BatchGraph:
                 resolution.absorbed.setdefault(target, []).append(profile)
         await repository.insert_identities(
             conn,
-            [(i.kind, i.value, _final(survivor, self.owner[i])) for i in self.unrecorded],
+            [(i.kind, i.value, self.survivor(self.owner[i])) for i in self.unrecorded],
         )
         return resolution
-
-
-def _survivors(
-    merges: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]],
-) -> dict[uuid.UUID, uuid.UUID]:
-    """loser -> final survivor, following chains made within the batch."""
-    parent = {loser: target for loser, target, _, _ in merges}
-
-    def find(c: uuid.UUID) -> uuid.UUID:
-        while c in parent:
-            c = parent[c]
-        return c
-
-    return {loser: find(loser) for loser in parent}
-
-
-def _final(survivor: dict[uuid.UUID, uuid.UUID], customer: uuid.UUID) -> uuid.UUID:
-    return survivor.get(customer, customer)
 
 
 def _state(row: asyncpg.Record) -> CustomerState:

@@ -1,0 +1,128 @@
+"""The pipeline's batch transaction alone: ``python -m bench.handler [--events N]``.
+
+Builds the benchmark workload's events into canonical touchpoints (as the API would), then
+times `BatchHandler.handle` on batches of ``--batch`` records — no broker, no HTTP — on a
+fresh scratch database, next to a raw COPY of the same number of rows into ``events``. The
+quickest loop for profiling the consumer (``py-spy record -- python -m bench.handler``).
+
+Needs ``PERCORSO_DATABASE_URL`` (or ``PERCORSO_TEST_DATABASE_URL``): a server on which it may
+create and drop a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from app.auth.service import SourceInfo
+from app.config import Settings
+from app.db import create_pool
+from app.identity.identifiers import IdentityConfig
+from app.identity.policy import MergePolicy
+from app.ingest.service import build_all
+from app.journey.model import load_model
+from app.kit import embedded
+from app.migrate import upgrade
+from app.pipeline.handler import BatchHandler, Record
+from bench.workload import generate
+
+
+async def main(events: int, batch: int) -> None:
+    admin = os.environ.get("PERCORSO_DATABASE_URL") or os.environ.get("PERCORSO_TEST_DATABASE_URL")
+    if not admin:
+        raise SystemExit("set PERCORSO_DATABASE_URL to a server that allows a scratch database")
+    name = f"percorso_handler_{uuid.uuid4().hex[:8]}"
+    await embedded.ensure_database(admin, name)
+    url = embedded.with_database(admin, name)
+    try:
+        await asyncio.to_thread(upgrade, url)
+        await _run(Settings(database_url=url), events, batch)
+    finally:
+        await embedded.drop_database(admin, name)
+
+
+async def _run(settings: Settings, events: int, batch: int) -> None:
+    pool = await create_pool(settings, size=2)
+    source_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO sources (id, name, channel, write_key_hash, write_key_prefix)"
+        " VALUES ($1, 'bench', 'web', $2, 'pw_')",
+        source_id,
+        uuid.uuid4().hex,
+    )
+    workload = generate(events, max(1, events // 20), seed=7)
+    source = SourceInfo(source_id, "bench", "web", {})
+    touchpoints, _ = build_all(
+        [e for b in workload.batches(batch) for e in b],
+        call_type=None,
+        source=source,
+        received_at=datetime.now(UTC),
+        identity=IdentityConfig(),
+        request_context={},
+    )
+    records = [Record("touchpoints", 0, n, None, tp.to_bytes()) for n, tp in enumerate(touchpoints)]
+    # As in the consumer, only the batch in hand is alive as objects: keeping every
+    # touchpoint would make each garbage collection walk all of them.
+    del touchpoints, workload
+    gc.collect()
+    handler = BatchHandler(pool, load_model(settings.journey_model), MergePolicy())
+    started = time.perf_counter()
+    for i in range(0, len(records), batch):
+        await handler.handle(records[i : i + batch])
+    elapsed = time.perf_counter() - started
+    stored = await pool.fetchval("SELECT count(*) FROM events")
+    copy_rate = await _raw_copy(pool, len(records))
+    await pool.close()
+    rate = stored / elapsed
+    print(f"handler  {stored:>8,} events in {elapsed:6.2f} s  {rate:>9,.0f} events/s")
+    print(f"raw COPY {len(records):>8,} rows                {copy_rate:>9,.0f} rows/s")
+    print(f"ratio    {rate / copy_rate:.2f}")
+
+
+async def _raw_copy(pool: Any, n: int) -> float:
+    """COPY the stored rows again (fresh ids) into ``events``; rows/s. Then removes them."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT source_id, customer_id, type, event, channel, occurred_at, sent_at,"
+            " received_at, stage, properties::text, traits::text, context::text, flags::text"
+            " FROM events LIMIT $1",
+            n,
+        )
+        columns = [
+            "event_id",
+            "source_id",
+            "message_id",
+            "customer_id",
+            "type",
+            "event",
+            "channel",
+            "occurred_at",
+            "sent_at",
+            "received_at",
+            "stage",
+            "properties",
+            "traits",
+            "context",
+            "flags",
+        ]
+        records = [(uuid.uuid4(), r[0], f"copy-{i}", *r[1:]) for i, r in enumerate(rows)]
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.copy_records_to_table("events", records=records, columns=columns)
+        elapsed = time.perf_counter() - started
+        await conn.execute("DELETE FROM events WHERE message_id LIKE 'copy-%'")
+    return len(records) / elapsed
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=2_000)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.batch))
