@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app.journey.writes import SavedJourney
+
 
 @dataclass(slots=True)
 class ProfileDelta:
@@ -23,6 +25,8 @@ class ProfileDelta:
     channels: dict[str, int] = field(default_factory=dict)
     traits: dict[str, Any] = field(default_factory=dict)
     traits_at: datetime | None = None
+    # The journey columns, when the journey step left them to this UPDATE.
+    journey: SavedJourney | None = None
 
 
 async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDelta]) -> None:
@@ -44,10 +48,21 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
                     THEN c.traits || u.traits::jsonb
                 ELSE u.traits::jsonb || c.traits END,
             traits_at = GREATEST(c.traits_at, u.traits_at),
+            current_stage = CASE WHEN u.has_journey THEN u.current_stage
+                                 ELSE c.current_stage END,
+            furthest_stage = CASE WHEN u.has_journey THEN u.furthest_stage
+                                  ELSE c.furthest_stage END,
+            journey_state = CASE WHEN u.has_journey THEN u.state::jsonb ELSE c.journey_state END,
+            journey_model = CASE WHEN u.has_journey THEN u.model ELSE c.journey_model END,
+            journey_at = CASE WHEN u.has_journey THEN u.journey_at ELSE c.journey_at END,
+            journey_event_id = CASE WHEN u.has_journey THEN u.journey_event_id
+                                    ELSE c.journey_event_id END,
             updated_at = now()
         FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::text[],
-                    $6::text[], $7::timestamptz[])
-             AS u(id, first_seen, last_seen, n, channels, traits, traits_at)
+                    $6::text[], $7::timestamptz[], $8::bool[], $9::text[], $10::text[],
+                    $11::text[], $12::text[], $13::timestamptz[], $14::uuid[])
+             AS u(id, first_seen, last_seen, n, channels, traits, traits_at, has_journey,
+                  current_stage, furthest_stage, state, model, journey_at, journey_event_id)
         WHERE c.id = u.id
         """,
         [d.customer_id for d in ordered],
@@ -57,4 +72,11 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
         [orjson.dumps(d.channels).decode() for d in ordered],
         [orjson.dumps(d.traits).decode() for d in ordered],
         [d.traits_at for d in ordered],
+        [d.journey is not None for d in ordered],
+        [d.journey.state.current_stage if d.journey else None for d in ordered],
+        [d.journey.state.furthest_stage if d.journey else None for d in ordered],
+        [orjson.dumps(d.journey.state.to_json()).decode() if d.journey else None for d in ordered],
+        [d.journey.model if d.journey else None for d in ordered],
+        [d.journey.at if d.journey else None for d in ordered],
+        [d.journey.event_id if d.journey else None for d in ordered],
     )

@@ -93,9 +93,11 @@ async def persist(
     touchpoints: Sequence[Touchpoint],
     resolution: Resolution,
     plan: StagePlan,
-) -> None:
+) -> dict[uuid.UUID, SavedJourney]:
     """Write the batch's journey effects (its events are inserted already). See the module
-    docstring for when a customer is recomputed instead of extended."""
+    docstring for when a customer is recomputed instead of extended. Returns the journey
+    columns of the customers that were extended, for the caller's one profile UPDATE
+    (recomputed customers are saved here)."""
     fingerprint = model.fingerprint()
     known = [cid for cid in plan.recorders if not resolution.customers[cid].is_new]
     marks = await writes.marks(conn, known)
@@ -104,13 +106,13 @@ async def persist(
         if _must_recompute(marks.get(cid), fingerprint, plan.earliest[cid]):
             replay.add(cid)
 
-    saved: list[SavedJourney] = []
+    saved: dict[uuid.UUID, SavedJourney] = {}
     exits: list[tuple[uuid.UUID, datetime]] = []
     transitions: list[TransitionRow] = []
     for cid, recorder in plan.recorders.items():
         if cid in replay:
             continue
-        saved.append(recorder.saved(fingerprint))
+        saved[cid] = recorder.saved(fingerprint)
         if recorder.first_entry is not None:
             if not resolution.customers[cid].is_new:
                 exits.append((cid, recorder.first_entry))
@@ -118,11 +120,11 @@ async def persist(
     # Close before inserting: at most one open transition per customer (unique index).
     await writes.close_open_transitions(conn, exits)
     await writes.insert_transitions(conn, transitions)
-    await writes.save_states(conn, saved)
     await recompute(conn, model, sorted(replay))
     # A customer merged away has no journey of its own any more: its events now belong to
     # the survivor, whose recomputed history covers them.
     await writes.delete_transitions(conn, sorted(resolution.merged))
+    return saved
 
 
 def _must_recompute(

@@ -157,8 +157,11 @@ class BatchHandler:
                 for tp, cid, stage in zip(fresh, resolution.customer_of, plan.stage_of, strict=True)
             ]
             stored = await insert_events(conn, rows)
-            await journey.persist(conn, self._model, fresh, resolution, plan)
-            await apply_deltas(conn, _profile_deltas(fresh, resolution))
+            saved = await journey.persist(conn, self._model, fresh, resolution, plan)
+            deltas = _profile_deltas(fresh, resolution)
+            for delta in deltas:
+                delta.journey = saved.get(delta.customer_id)
+            await apply_deltas(conn, deltas)
             return Outcome(
                 stored=stored, duplicates=len(touchpoints) - stored, dead_letters=list(dead)
             )
