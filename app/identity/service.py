@@ -52,8 +52,12 @@ class CustomerState:
     journey_state: dict[str, Any]
     # Values of the kinds merge protection limits (the only ones plan_event can object to).
     identities: dict[str, set[str]] = field(default_factory=dict)
-    profile: Absorbed | None = None
+    row: asyncpg.Record | None = None  # as locked; None for a customer new in this batch
     is_new: bool = False
+
+    def profile(self) -> Absorbed | None:
+        """The stored profile, to fold into a survivor (only needed when merged away)."""
+        return None if self.row is None else _absorbed(self.row)
 
 
 @dataclass(slots=True)
@@ -183,7 +187,7 @@ class _BatchGraph:
         await repository.merge_customers(conn, final)
         for loser, target in survivor.items():
             resolution.replay.add(target)
-            profile = self.customers[loser].profile
+            profile = self.customers[loser].profile()
             if profile is not None:
                 resolution.absorbed.setdefault(target, []).append(profile)
         await repository.insert_identities(
@@ -194,19 +198,26 @@ class _BatchGraph:
 
 
 def _state(row: asyncpg.Record) -> CustomerState:
-    journey = row["journey_state"]
-    channels = row["channel_counts"]
-    traits = row["traits"]
     return CustomerState(
         id=row["id"],
         age=(0, row["created_at"], row["id"]),
-        journey_state=orjson.loads(journey) if isinstance(journey, str) else dict(journey or {}),
-        profile=Absorbed(
-            first_seen=row["first_seen_at"],
-            last_seen=row["last_seen_at"],
-            events=row["event_count"],
-            channels=orjson.loads(channels) if isinstance(channels, str) else dict(channels),
-            traits=orjson.loads(traits) if isinstance(traits, str) else dict(traits),
-            traits_at=row["traits_at"],
-        ),
+        journey_state=_json(row["journey_state"]),
+        row=row,
     )
+
+
+def _absorbed(row: asyncpg.Record) -> Absorbed:
+    return Absorbed(
+        first_seen=row["first_seen_at"],
+        last_seen=row["last_seen_at"],
+        events=row["event_count"],
+        channels=_json(row["channel_counts"]),
+        traits=_json(row["traits"]),
+        traits_at=row["traits_at"],
+    )
+
+
+def _json(value: Any) -> dict[str, Any]:
+    # asyncpg hands jsonb over as text unless a codec is set.
+    loaded = orjson.loads(value) if isinstance(value, str) else value
+    return dict(loaded or {})

@@ -8,7 +8,8 @@ rules (limits, identifiers, clock-skew correction, channel choice).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -28,7 +29,14 @@ from app.ingest.schemas import (
     Rejection,
     SegmentMessage,
 )
-from app.touchpoint import Channel, Identifier, Touchpoint, new_event_id
+from app.touchpoint import (
+    SCHEMA_VERSION,
+    Channel,
+    Identifier,
+    Touchpoint,
+    new_event_id_str,
+    wire_bytes,
+)
 
 # A corrected event time further ahead of the server clock than this is not believed.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -44,13 +52,18 @@ class EventRejected(Exception):
 def occurred_at(msg: SegmentMessage, received_at: datetime) -> tuple[datetime, list[str]]:
     """The event time, corrected for the sending device's clock as Segment does:
     ``timestamp + (receivedAt - sentAt)``. Far-future results are clamped and flagged."""
+    return _occurred_at(msg.originalTimestamp or msg.timestamp, msg.sentAt, received_at)
+
+
+def _occurred_at(
+    base: datetime | None, sent_at: datetime | None, received_at: datetime
+) -> tuple[datetime, list[str]]:
     flags: list[str] = []
-    base = msg.originalTimestamp or msg.timestamp
     if base is None:
         return received_at, flags
     base = _aware(base)
-    if msg.sentAt is not None:
-        base = base + (received_at - _aware(msg.sentAt))
+    if sent_at is not None:
+        base = base + (received_at - _aware(sent_at))
         flags.append("clock_skew_corrected")
     if base > received_at + MAX_FUTURE_SKEW:
         flags.append("timestamp_clamped")
@@ -82,7 +95,7 @@ def validate_message(
         raise EventRejected([FieldError(**e) for e in validation_errors(exc.errors())]) from None
 
 
-def build_touchpoint(
+def build_event(
     msg: SegmentMessage,
     *,
     source: SourceInfo,
@@ -91,12 +104,14 @@ def build_touchpoint(
     request_context: dict[str, Any],
     batch_context: dict[str, Any] | None = None,
     sent_at: datetime | None = None,
-) -> Touchpoint:
-    """Build the canonical touchpoint; raises :class:`EventRejected` when no usable
-    identifier remains (every id blocked or malformed)."""
-    if sent_at is not None and msg.sentAt is None:
-        msg = msg.model_copy(update={"sentAt": sent_at})
+) -> dict[str, Any]:
+    """The canonical touchpoint as a plain dict, in :class:`Touchpoint` field order:
+    ``Touchpoint.model_validate`` of it is the touchpoint, and :func:`wire_bytes` of it is
+    exactly that touchpoint's ``to_bytes()`` (the hot path skips building the model).
+    Raises :class:`EventRejected` when no usable identifier remains (every id blocked or
+    malformed)."""
     assert msg.type is not None
+    message_sent_at = msg.sentAt if msg.sentAt is not None else sent_at
     context = {**(batch_context or {}), **(msg.context or {})}
     for key, value in request_context.items():
         context.setdefault(key, value)
@@ -118,7 +133,9 @@ def build_touchpoint(
             [FieldError(field=r.kind, message=r.reason) for r in extracted.rejected]
             or [FieldError(field="userId", message="no usable identifier")]
         )
-    when, time_flags = occurred_at(msg, received_at)
+    when, time_flags = _occurred_at(
+        msg.originalTimestamp or msg.timestamp, message_sent_at, received_at
+    )
     flags[:0] = time_flags
     flags.extend(f"rejected_identifier:{r.kind}" for r in extracted.rejected)
     channel = source.channel
@@ -127,6 +144,8 @@ def build_touchpoint(
         channel = requested
     elif requested is not None:
         flags.append("unknown_channel")
+    if channel not in _CHANNELS:
+        Channel(channel)  # a source channel Percorso does not know: ValueError, as before
     properties = dict(msg.properties or {})
     if msg.type == "page" and msg.category:
         properties.setdefault("category", msg.category)
@@ -134,24 +153,48 @@ def build_touchpoint(
         properties.setdefault("groupId", str(msg.groupId))
     if msg.type == "alias":
         properties.setdefault("previousId", str(msg.previousId))
-    return Touchpoint(
-        event_id=new_event_id(),
-        message_id=msg.messageId or f"percorso-{new_event_id()}",
-        source_id=source.id,
-        channel=Channel(channel),
-        type=msg.type,
-        event=msg.event if msg.type == "track" else msg.name,
-        user_id=None if msg.userId is None else str(msg.userId),
-        anonymous_id=None if msg.anonymousId is None else str(msg.anonymousId),
-        identifiers=identifiers,
-        traits=traits,
-        properties=properties,
-        context=context,
-        occurred_at=when,
-        sent_at=_aware(msg.sentAt) if msg.sentAt else None,
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": new_event_id_str(),
+        "message_id": msg.messageId or f"percorso-{new_event_id_str()}",
+        "source_id": source.id,
+        "channel": channel,
+        "type": msg.type,
+        "event": msg.event if msg.type == "track" else msg.name,
+        "user_id": None if msg.userId is None else str(msg.userId),
+        "anonymous_id": None if msg.anonymousId is None else str(msg.anonymousId),
+        "identifiers": [{"kind": i.kind, "value": i.value} for i in identifiers],
+        "traits": traits,
+        "properties": properties,
+        "context": context,
+        "occurred_at": when,
+        "sent_at": _aware(message_sent_at) if message_sent_at else None,
+        "received_at": received_at,
+        "flags": flags,
+    }
+
+
+def build_touchpoint(
+    msg: SegmentMessage,
+    *,
+    source: SourceInfo,
+    received_at: datetime,
+    identity: IdentityConfig,
+    request_context: dict[str, Any],
+    batch_context: dict[str, Any] | None = None,
+    sent_at: datetime | None = None,
+) -> Touchpoint:
+    """:func:`build_event` as a :class:`Touchpoint` model."""
+    event = build_event(
+        msg,
+        source=source,
         received_at=received_at,
-        flags=flags,
+        identity=identity,
+        request_context=request_context,
+        batch_context=batch_context,
+        sent_at=sent_at,
     )
+    return Touchpoint.model_validate(event)
 
 
 def _add_previous_id(
@@ -191,7 +234,63 @@ def build_all(
 ) -> tuple[list[Touchpoint], list[Rejection]]:
     """Validate and build each item; one item's failure never affects another. Rejections
     carry the item's index. Items over the per-event size limit are rejected."""
-    touchpoints: list[Touchpoint] = []
+    return _build_each(
+        items,
+        Touchpoint.model_validate,
+        call_type=call_type,
+        source=source,
+        received_at=received_at,
+        identity=identity,
+        request_context=request_context,
+        batch_context=batch_context,
+        sent_at=sent_at,
+        ids_optional=ids_optional,
+    )
+
+
+def build_messages(
+    items: list[Any],
+    *,
+    call_type: str | None,
+    source: SourceInfo,
+    received_at: datetime,
+    identity: IdentityConfig,
+    request_context: dict[str, Any],
+    batch_context: dict[str, Any] | None = None,
+    sent_at: datetime | None = None,
+) -> tuple[list[tuple[bytes, bytes]], list[Rejection]]:
+    """:func:`build_all`, as the ``(partition key, touchpoint bytes)`` pairs to publish:
+    the same verdicts and the same bytes, without building a model per event."""
+    return _build_each(
+        items,
+        _message,
+        call_type=call_type,
+        source=source,
+        received_at=received_at,
+        identity=identity,
+        request_context=request_context,
+        batch_context=batch_context,
+        sent_at=sent_at,
+    )
+
+
+_Built = TypeVar("_Built")
+
+
+def _build_each(
+    items: list[Any],
+    finish: Callable[[dict[str, Any]], _Built],
+    *,
+    call_type: str | None,
+    source: SourceInfo,
+    received_at: datetime,
+    identity: IdentityConfig,
+    request_context: dict[str, Any],
+    batch_context: dict[str, Any] | None,
+    sent_at: datetime | None,
+    ids_optional: bool = False,
+) -> tuple[list[_Built], list[Rejection]]:
+    built: list[_Built] = []
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
         try:
@@ -204,20 +303,23 @@ def build_all(
                     ]
                 )
             msg = validate_message(item, call_type, ids_optional=ids_optional)
-            touchpoints.append(
-                build_touchpoint(
-                    msg,
-                    source=source,
-                    received_at=received_at,
-                    identity=identity,
-                    request_context=request_context,
-                    batch_context=batch_context,
-                    sent_at=sent_at,
-                )
+            event = build_event(
+                msg,
+                source=source,
+                received_at=received_at,
+                identity=identity,
+                request_context=request_context,
+                batch_context=batch_context,
+                sent_at=sent_at,
             )
+            built.append(finish(event))
         except EventRejected as exc:
             rejected.append(rejection(index, item, exc.errors))
-    return touchpoints, rejected
+    return built, rejected
+
+
+def _message(event: dict[str, Any]) -> tuple[bytes, bytes]:
+    return event_key(event), wire_bytes(event)
 
 
 def partition_key(tp: Touchpoint) -> bytes:
@@ -226,6 +328,17 @@ def partition_key(tp: Touchpoint) -> bytes:
         tp.anonymous_id
         or tp.user_id
         or (tp.identifiers[0].value if tp.identifiers else tp.message_id)
+    )
+    return key.encode()
+
+
+def event_key(event: dict[str, Any]) -> bytes:
+    """:func:`partition_key` of a :func:`build_event` dict."""
+    identifiers = event["identifiers"]
+    key: str = (
+        event["anonymous_id"]
+        or event["user_id"]
+        or (identifiers[0]["value"] if identifiers else event["message_id"])
     )
     return key.encode()
 
