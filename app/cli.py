@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.db import one_off_session
 from app.email.cli import email as email_cli
 from app.imports.cli import imports as imports_cli
 from app.journey.cli import journey as journey_cli
@@ -138,7 +137,7 @@ def sources_create(
         settings["rate_limit_per_s"] = rate_limit
 
     async def run() -> str:
-        async with _session() as session:
+        async with one_off_session(Settings()) as session:
             source, key = await create_source(
                 session, name=name, channel=channel, settings=settings
             )
@@ -168,24 +167,12 @@ def tokens_create(
     from app.auth.service import create_token
 
     async def run() -> str:
-        async with _session() as session:
+        async with one_off_session(Settings()) as session:
             _, secret = await create_token(session, scope=scope, name=name)
             await session.commit()
         return secret
 
     typer.echo(_run_admin(run))
-
-
-@asynccontextmanager
-async def _session() -> AsyncIterator[AsyncSession]:
-    from app.db import create_engine, create_session_factory
-
-    engine = create_engine(Settings(), pool_size=1)
-    try:
-        async with create_session_factory(engine)() as session:
-            yield session
-    finally:
-        await engine.dispose()
 
 
 def _run_admin(run: Callable[[], Coroutine[Any, Any, str]]) -> str:

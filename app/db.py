@@ -7,6 +7,7 @@ nothing here holds a module-level engine.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
@@ -68,6 +69,17 @@ async def create_pool(settings: Settings, *, size: int = 2) -> asyncpg.Pool[Any]
     )
     assert pool is not None
     return pool
+
+
+@asynccontextmanager
+async def one_off_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session on an engine of its own, for command-line tools (closed on exit)."""
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

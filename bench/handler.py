@@ -18,7 +18,6 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 from app.auth.service import SourceInfo
 from app.config import Settings
@@ -30,6 +29,7 @@ from app.journey.model import load_model
 from app.kit import embedded
 from app.migrate import upgrade
 from app.pipeline.handler import BatchHandler, Record
+from bench.phases import copy_again
 from bench.workload import generate
 
 
@@ -49,13 +49,15 @@ async def main(events: int, batch: int) -> None:
 
 async def _run(settings: Settings, events: int, batch: int) -> None:
     pool = await create_pool(settings, size=2)
-    source_id = uuid.uuid4()
-    await pool.execute(
-        "INSERT INTO sources (id, name, channel, write_key_hash, write_key_prefix)"
-        " VALUES ($1, 'bench', 'web', $2, 'pw_')",
-        source_id,
-        uuid.uuid4().hex,
-    )
+    source_id, copy_source_id = uuid.uuid4(), uuid.uuid4()
+    for sid, name in ((source_id, "bench"), (copy_source_id, "bench-copy")):
+        await pool.execute(
+            "INSERT INTO sources (id, name, channel, write_key_hash, write_key_prefix)"
+            " VALUES ($1, $2, 'web', $3, 'pw_')",
+            sid,
+            name,
+            uuid.uuid4().hex,
+        )
     workload = generate(events, max(1, events // 20), seed=7)
     source = SourceInfo(source_id, "bench", "web", {})
     touchpoints, _ = build_all(
@@ -77,47 +79,14 @@ async def _run(settings: Settings, events: int, batch: int) -> None:
         await handler.handle(records[i : i + batch])
     elapsed = time.perf_counter() - started
     stored = await pool.fetchval("SELECT count(*) FROM events")
-    copy_rate = await _raw_copy(pool, len(records))
+    async with pool.acquire() as conn:
+        copied, seconds = await copy_again(conn, source_id, copy_source_id)
+    copy_rate = copied / seconds
     await pool.close()
     rate = stored / elapsed
     print(f"handler  {stored:>8,} events in {elapsed:6.2f} s  {rate:>9,.0f} events/s")
     print(f"raw COPY {len(records):>8,} rows                {copy_rate:>9,.0f} rows/s")
     print(f"ratio    {rate / copy_rate:.2f}")
-
-
-async def _raw_copy(pool: Any, n: int) -> float:
-    """COPY the stored rows again (fresh ids) into ``events``; rows/s. Then removes them."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT source_id, customer_id, type, event, channel, occurred_at, sent_at,"
-            " received_at, stage, properties::text, traits::text, context::text, flags::text"
-            " FROM events LIMIT $1",
-            n,
-        )
-        columns = [
-            "event_id",
-            "source_id",
-            "message_id",
-            "customer_id",
-            "type",
-            "event",
-            "channel",
-            "occurred_at",
-            "sent_at",
-            "received_at",
-            "stage",
-            "properties",
-            "traits",
-            "context",
-            "flags",
-        ]
-        records = [(uuid.uuid4(), r[0], f"copy-{i}", *r[1:]) for i, r in enumerate(rows)]
-        started = time.perf_counter()
-        async with conn.transaction():
-            await conn.copy_records_to_table("events", records=records, columns=columns)
-        elapsed = time.perf_counter() - started
-        await conn.execute("DELETE FROM events WHERE message_id LIKE 'copy-%'")
-    return len(records) / elapsed
 
 
 if __name__ == "__main__":

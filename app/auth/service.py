@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +21,7 @@ from app.models import CHANNELS, TOKEN_SCOPES
 from app.touchpoint import new_event_id
 
 _CACHE_MAX = 10_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +116,7 @@ class Authenticator:
 
     async def source_by_id(self, source_id: uuid.UUID) -> SourceInfo | None:
         """An enabled source by id (email tokens name their source), cached like keys."""
-        cache_key = f"id:{source_id}"
-        hit = self._sources.get(cache_key)
-        now = time.monotonic()
-        if hit and hit[0] > now:
-            return hit[1]
-        async with self._sessions() as session:
-            row = await repository.get_source_by_id(session, source_id)
-        info = SourceInfo(row.id, row.name, row.channel, row.settings) if row else None
-        _remember(self._sources, cache_key, info, now + self._ttl)
-        return info
+        return await self._cached(self._sources, f"id:{source_id}", _source_by_id(source_id))
 
     async def token(self, secret: str | None, scope: str) -> TokenInfo:
         challenge = {"WWW-Authenticate": 'Bearer realm="percorso"'}
@@ -142,33 +135,62 @@ class Authenticator:
         return token
 
     async def _lookup_source(self, digest: str) -> SourceInfo | None:
-        hit = self._sources.get(digest)
-        now = time.monotonic()
-        if hit and hit[0] > now:
-            return hit[1]
-        async with self._sessions() as session:
-            row = await repository.get_source_by_key_hash(session, digest)
-        info = SourceInfo(row.id, row.name, row.channel, row.settings) if row else None
-        _remember(self._sources, digest, info, now + self._ttl)
-        return info
+        return await self._cached(self._sources, digest, _source_by_key(digest))
 
     async def _lookup_token(self, digest: str) -> TokenInfo | None:
-        hit = self._tokens.get(digest)
+        return await self._cached(self._tokens, digest, _token_by_hash(digest))
+
+    async def _cached(
+        self,
+        cache: dict[str, tuple[float, T | None]],
+        key: str,
+        load: Callable[[AsyncSession], Awaitable[T | None]],
+    ) -> T | None:
+        hit = cache.get(key)
         now = time.monotonic()
         if hit and hit[0] > now:
             return hit[1]
         async with self._sessions() as session:
-            row = await repository.get_token_by_hash(session, digest)
-        info = TokenInfo(row.id, row.scope) if row else None
-        _remember(self._tokens, digest, info, now + self._ttl)
-        return info
+            value = await load(session)
+        # Bounded: a flood of random keys must not grow memory without limit.
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = (now + self._ttl, value)
+        return value
 
 
-def _remember(cache: dict[str, Any], key: str, value: Any, expires: float) -> None:
-    # Bounded: a flood of random keys must not grow memory without limit.
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[key] = (expires, value)
+def _source_info(row: Any) -> SourceInfo | None:
+    return SourceInfo(row.id, row.name, row.channel, row.settings) if row else None
+
+
+def _source_by_id(source_id: uuid.UUID) -> Callable[[AsyncSession], Awaitable[SourceInfo | None]]:
+    async def load(session: AsyncSession) -> SourceInfo | None:
+        return _source_info(await repository.get_source_by_id(session, source_id))
+
+    return load
+
+
+def _source_by_key(digest: str) -> Callable[[AsyncSession], Awaitable[SourceInfo | None]]:
+    async def load(session: AsyncSession) -> SourceInfo | None:
+        return _source_info(await repository.get_source_by_key_hash(session, digest))
+
+    return load
+
+
+def _token_by_hash(digest: str) -> Callable[[AsyncSession], Awaitable[TokenInfo | None]]:
+    async def load(session: AsyncSession) -> TokenInfo | None:
+        row = await repository.get_token_by_hash(session, digest)
+        return TokenInfo(row.id, row.scope) if row else None
+
+    return load
+
+
+async def enabled_source(session: AsyncSession, name: str) -> SourceInfo:
+    """The enabled source called ``name``; InvalidRequest otherwise (for command-line tools)."""
+    row = await repository.get_source_by_name(session, name)
+    if row is None or row.disabled_at is not None:
+        raise InvalidRequest(f"no enabled source named {name!r}")
+    return SourceInfo(row.id, row.name, row.channel, row.settings)
 
 
 async def rotate_source_key(

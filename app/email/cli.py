@@ -94,18 +94,16 @@ def _mint(
 
 
 async def _source_id(settings: Settings, name: str) -> uuid.UUID:
-    from app.auth.repository import get_source_by_name
-    from app.db import create_engine, create_session_factory
+    from app.auth.service import enabled_source
+    from app.db import one_off_session
+    from app.errors import InvalidRequest
 
-    engine = create_engine(settings, pool_size=1)
     try:
-        async with create_session_factory(engine)() as session:
-            found = await get_source_by_name(session, name)
-    finally:
-        await engine.dispose()
-    if found is None or found.disabled_at is not None:
-        _fail(f"no enabled source named {name!r}")
-    return found.id
+        async with one_off_session(settings) as session:
+            source = await enabled_source(session, name)
+    except InvalidRequest as exc:
+        _fail(exc.detail)
+    return uuid.UUID(str(source.id))
 
 
 def _when(text: str | None, now: datetime) -> datetime | None:

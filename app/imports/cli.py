@@ -22,6 +22,16 @@ imports = typer.Typer(help="Import files of touchpoints.", no_args_is_help=True)
 
 SHOWN_REJECTIONS = 20
 
+# Options both import commands take.
+Delimiter = Annotated[str, typer.Option("--delimiter", help="CSV field separator.")]
+ChunkSize = Annotated[
+    int, typer.Option("--chunk-size", min=1, max=2_500, help="Rows per broker round trip.")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Check every row, publish nothing.")]
+ReportFile = Annotated[
+    Path | None, typer.Option("--report", help="Write every rejected row here (NDJSON).")
+]
+
 
 @imports.command("events")
 def events(
@@ -29,16 +39,10 @@ def events(
         Path, typer.Argument(help="A .ndjson/.jsonl (one call per line) or .csv file.")
     ],
     source: Annotated[str, typer.Option("--source", help="Name of the source they came from.")],
-    delimiter: Annotated[str, typer.Option("--delimiter", help="CSV field separator.")] = ",",
-    chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, max=2_500, help="Rows per broker round trip.")
-    ] = 500,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check every row, publish nothing.")
-    ] = False,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Write every rejected row here (NDJSON).")
-    ] = None,
+    delimiter: Delimiter = ",",
+    chunk_size: ChunkSize = 500,
+    dry_run: DryRun = False,
+    report: ReportFile = None,
 ) -> None:
     """Load touchpoints from FILE; prints a summary of accepted and rejected rows. Exits
     1 when no row was accepted, 2 on a usage error. Safe to re-run on the same file."""
@@ -54,16 +58,10 @@ def contacts(
         typer.Argument(help="A CRM export: .csv (crm_id, email, phone, … columns) or .ndjson."),
     ],
     source: Annotated[str, typer.Option("--source", help="Name of the CRM's source.")],
-    delimiter: Annotated[str, typer.Option("--delimiter", help="CSV field separator.")] = ",",
-    chunk_size: Annotated[
-        int, typer.Option("--chunk-size", min=1, max=2_500, help="Rows per broker round trip.")
-    ] = 500,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check every row, publish nothing.")
-    ] = False,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Write every rejected row here (NDJSON).")
-    ] = None,
+    delimiter: Delimiter = ",",
+    chunk_size: ChunkSize = 500,
+    dry_run: DryRun = False,
+    report: ReportFile = None,
 ) -> None:
     """Bulk-load CRM contacts (as identify calls on the crm channel) through the pipeline.
     Columns: crm_id, email, phone, updated_at, message_id, external_ids.<type>; any other
@@ -143,20 +141,11 @@ def _import(
 
 
 async def _source(settings: Settings, name: str) -> SourceInfo:
-    from app.auth.repository import get_source_by_name
-    from app.auth.service import SourceInfo
-    from app.db import create_engine, create_session_factory
-    from app.errors import InvalidRequest
+    from app.auth.service import enabled_source
+    from app.db import one_off_session
 
-    engine = create_engine(settings, pool_size=1)
-    try:
-        async with create_session_factory(engine)() as session:
-            row = await get_source_by_name(session, name)
-    finally:
-        await engine.dispose()
-    if row is None or row.disabled_at is not None:
-        raise InvalidRequest(f"no enabled source named {name!r}")
-    return SourceInfo(row.id, row.name, row.channel, row.settings)
+    async with one_off_session(settings) as session:
+        return await enabled_source(session, name)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
