@@ -50,6 +50,7 @@ def api() -> None:
         factory=True,
         host=settings.http_host,
         port=settings.http_port,
+        workers=settings.http_workers,
         loop="uvloop",
         http="httptools",
         access_log=False,

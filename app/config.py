@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # HTTP.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    # Processes `percorso api` runs (uvicorn workers sharing the port). One event loop uses
+    # one core; on a dedicated host, one per core. Per-process state (rate-limit buckets,
+    # write-key cache, Kafka producer) is per worker: each worker enforces 1/N of a rate.
+    http_workers: int = Field(default=1, ge=1, le=64)
     # Seconds a verified write key or read token is trusted before it is checked again.
     auth_cache_ttl_s: float = Field(default=30.0, ge=0)
 

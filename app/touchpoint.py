@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 import uuid_utils
+from pydantic import BaseModel, ConfigDict, Field
 from uuid_utils.compat import uuid7
 
 SCHEMA_VERSION = 1

@@ -41,10 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     uvicorn.run(
-        create_app,
+        "bench.bare_app:create_app",
         factory=True,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -15,6 +15,8 @@ class BenchConfig:
     seed: int = 42
     batch_size: int = 100
     concurrency: int = 32
+    # HTTP worker processes of the API and, so the two compare like with like, the bare server.
+    workers: int = 1
     # Single /v1/track calls (latency and requests/s).
     track_requests: int = 5_000
     track_concurrency: int = 32
@@ -67,6 +69,7 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--concurrency", type=int, help="requests in flight (batch ingest)")
     parser.add_argument("--track-requests", type=int)
+    parser.add_argument("--workers", type=int, help="HTTP worker processes (API and bare)")
     parser.add_argument("--consumers", type=int, help="pipeline consumer processes")
     parser.add_argument("--partitions", type=int)
     parser.add_argument("--freshness-seconds", type=float)

@@ -116,7 +116,7 @@ def _cpu_rows(report: Report, section: str, prefix: str, cores: dict[str, float 
 
 async def ingest(run: Run) -> None:
     cfg, report = run.config, run.report
-    run.api = await run.stack.start_api()
+    run.api = await run.stack.start_api(cfg.workers)
     bodies = run.work.batch_bodies(cfg.batch_size)
     singles = [orjson.dumps(i) for i in workload.single_events(run.work, cfg.track_requests)]
     warm = workload.generate(cfg.batch_size * 5, 50, seed=cfg.seed + 1, prefix="warmup")
@@ -172,7 +172,8 @@ async def ingest(run: Run) -> None:
         )
     report.row(
         "1. ingest",
-        f"/v1/batch ({cfg.batch_size}/request, {cfg.concurrency} in flight)",
+        f"/v1/batch ({cfg.batch_size}/request, {cfg.concurrency} in flight,"
+        f" {cfg.workers} worker{'s' if cfg.workers > 1 else ''})",
         batch.events_per_s,
         "events/s",
         reference=bare_batch.events_per_s if bare_batch else None,
@@ -219,7 +220,7 @@ async def _bare(
     run: Run, bodies: list[bytes], singles: list[bytes]
 ) -> tuple[loadgen.LoadResult, loadgen.LoadResult]:
     cfg = run.config
-    bare = await run.stack.start_bare()
+    bare = await run.stack.start_bare(cfg.workers)
     url = f"http://127.0.0.1:{bare.port}"
     try:
         async with loadgen.session(cfg.concurrency, {}) as http:

@@ -63,6 +63,9 @@ class Proc:
             return 0
         try:
             rss = int(self._ps.memory_info().rss)
+            for child in self._ps.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    rss += int(child.memory_info().rss)
         except psutil.Error:
             return 0
         self.last_rss = rss
@@ -70,14 +73,20 @@ class Proc:
         return rss
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far (0 once it is gone)."""
+        """User + system CPU time the process and its live children (uvicorn workers) have
+        used so far (0 once it is gone)."""
         if self._ps is None:
             return 0.0
+        total = 0.0
         try:
-            times = self._ps.cpu_times()
+            procs = [self._ps, *self._ps.children(recursive=True)]
         except psutil.Error:
             return 0.0
-        return float(times.user + times.system)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -289,22 +298,25 @@ class Stack:
         self.memory.watch(proc)
         return proc
 
-    async def start_api(self) -> Proc:
+    async def start_api(self, workers: int = 1) -> Proc:
         port = embedded.free_port()
         proc = self._spawn(
             "api",
             ["-m", "app.cli", "api"],
-            self.child_env(PERCORSO_HTTP_PORT=str(port), PERCORSO_HTTP_HOST="127.0.0.1"),
+            self.child_env(
+                PERCORSO_HTTP_PORT=str(port),
+                PERCORSO_HTTP_HOST="127.0.0.1",
+                PERCORSO_HTTP_WORKERS=str(workers),
+            ),
             port,
         )
         await _wait_http(proc, f"http://127.0.0.1:{port}/readyz")
         return proc
 
-    async def start_bare(self) -> Proc:
+    async def start_bare(self, workers: int = 1) -> Proc:
         port = embedded.free_port()
-        proc = self._spawn(
-            "bare", ["-m", "bench.bare_app", "--port", str(port)], self.child_env(), port
-        )
+        args = ["-m", "bench.bare_app", "--port", str(port), "--workers", str(workers)]
+        proc = self._spawn("bare", args, self.child_env(), port)
         await _wait_http(proc, f"http://127.0.0.1:{port}/healthz")
         return proc
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth.dependencies import authenticator, presented_write_key
 from app.auth.service import SourceInfo
+from app.config import Settings
 from app.errors import Forbidden, InvalidRequest, PayloadTooLarge, ProblemError
 from app.identity.identifiers import IdentityConfig
 from app.ingest import pixel, service, source_settings
@@ -35,7 +36,6 @@ from app.ingest.schemas import (
     SegmentMessage,
 )
 from app.kit.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
-from app.touchpoint import Touchpoint
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
 
@@ -83,7 +83,11 @@ def admit(request: Request, source: SourceInfo, cost: int, *, check_origin: bool
         deny_origin(request)
         raise Forbidden(f"origin {origin[:200]} is not allowed to send to this source")
     limiter: RateLimiter = request.state.rate_limiter
-    limiter.check(source.id, cost, settings.rate_limit_per_s)
+    app_settings: Settings = request.state.settings
+    # Each of the N worker processes has its own buckets: each admits 1/N of the rate, so
+    # the replica as a whole never admits more than configured.
+    rate = settings.rate_limit_per_s or app_settings.ingest_rate_limit_per_s
+    limiter.check(source.id, cost, rate / app_settings.http_workers)
 
 
 # Async wrappers: FastAPI runs a plain `def` dependency in its thread pool, a hand-off that
@@ -108,19 +112,20 @@ async def _source(request: Request, raw: Any) -> SourceInfo:
 
 
 async def accept(
-    publisher: Publisher, touchpoints: list[Touchpoint], rejected: list[Rejection]
+    publisher: Publisher, messages: list[tuple[bytes, bytes]], rejected: list[Rejection]
 ) -> IngestResponse:
-    """Publish the accepted events and answer; 400 listing the reasons when none was."""
-    if not touchpoints:
+    """Publish the accepted events (``(key, touchpoint bytes)`` pairs) and answer; 400
+    listing the reasons when none was."""
+    if not messages:
         EVENTS_REJECTED.inc(len(rejected))
         raise InvalidRequest(
             "no event in the request was valid; nothing was stored",
             errors=[r.model_dump() for r in rejected],
         )
-    await publisher.publish([(service.partition_key(tp), tp.to_bytes()) for tp in touchpoints])
-    EVENTS_ACCEPTED.inc(len(touchpoints))
+    await publisher.publish(messages)
+    EVENTS_ACCEPTED.inc(len(messages))
     EVENTS_REJECTED.inc(len(rejected))
-    return IngestResponse(accepted=len(touchpoints), rejected=rejected)
+    return IngestResponse(accepted=len(messages), rejected=rejected)
 
 
 async def _ingest_one(
@@ -134,7 +139,7 @@ async def _ingest_one(
 ) -> IngestResponse:
     source = await _source(request, raw)
     admit(request, source, 1, check_origin=check_origin)
-    touchpoints, rejected = service.build_all(
+    messages, rejected = service.build_messages(
         [raw],
         call_type=call_type,
         source=source,
@@ -142,7 +147,7 @@ async def _ingest_one(
         identity=identity,
         request_context=sender_context(request),
     )
-    return await accept(publisher, touchpoints, rejected)
+    return await accept(publisher, messages, rejected)
 
 
 def _single(call_type: str, summary: str) -> Any:
@@ -208,7 +213,7 @@ async def batch(request: Request, publisher: PublisherDep, identity: IdentityDep
     except ValueError as exc:
         raise InvalidRequest(f"invalid batch envelope: {exc}") from None
     admit(request, source, max(len(items), 1))
-    touchpoints, rejected = service.build_all(
+    messages, rejected = service.build_messages(
         items,
         call_type=None,
         source=source,
@@ -218,7 +223,7 @@ async def batch(request: Request, publisher: PublisherDep, identity: IdentityDep
         batch_context=envelope.context,
         sent_at=envelope.sentAt,
     )
-    return await accept(publisher, touchpoints, rejected)
+    return await accept(publisher, messages, rejected)
 
 
 for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path of /v1/batch.")):

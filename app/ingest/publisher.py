@@ -8,11 +8,15 @@ message with ``acks=all``; otherwise it raises :class:`BrokerUnavailable` (the A
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from app.config import Settings
 from app.errors import ServiceUnavailable
@@ -35,6 +39,8 @@ class Publisher:
         self._settings = settings
         self._topic = settings.kafka_topic
         self._producer: AIOKafkaProducer | None = None
+        # Per partition: the batch messages are being added to, and its delivery.
+        self._open: dict[int, tuple[BatchBuilder, asyncio.Task[asyncio.Future[Any]]]] = {}
         self._starting = asyncio.Lock()
 
     async def start(self) -> None:
@@ -63,17 +69,66 @@ class Publisher:
         return self._producer
 
     async def publish(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
-        """Send ``(key, value)`` pairs and wait until the broker acknowledged all of them."""
+        """Send ``(key, value)`` pairs and wait until the broker acknowledged all of them.
+        A key always goes to the partition the Java client (and aiokafka's default
+        partitioner) would choose, so other producers of the topic agree with this one."""
         producer = await self._ensure()
         try:
             async with asyncio.timeout(self._settings.kafka_publish_timeout_s):
-                pending = [
-                    await producer.send(self._topic, value, key=key) for key, value in messages
-                ]
-                await asyncio.gather(*pending)
+                partitions = await self._partition_count(producer)
+                deliveries = {
+                    self._append(producer, partition_for(key, partitions), key, value)
+                    for key, value in messages
+                }
+                for delivery in deliveries:
+                    # Shielded: the batch is shared with other requests, and this request
+                    # giving up must not cancel their delivery.
+                    await (await asyncio.shield(delivery))
         except (KafkaError, TimeoutError) as exc:
             log.warning("publish failed: %s", type(exc).__name__)
             raise self._unavailable() from exc
+
+    def _append(
+        self, producer: AIOKafkaProducer, partition: int, key: bytes, value: bytes
+    ) -> asyncio.Task[asyncio.Future[Any]]:
+        """Add one message to the partition's open batch (shared by every request in the
+        process) and return its delivery: a task whose result is the batch's ack future.
+
+        What aiokafka's ``send`` does, minus a coroutine, a future, a partitioner call and
+        a metadata lookup per message. The batch stays open while it waits for its turn
+        and lingers, so concurrent requests share produce requests; once the sender takes
+        it (closing it), ``append`` refuses and a new batch starts."""
+        current = self._open.get(partition)
+        appended = current and current[0].append(key=key, value=value, timestamp=None)
+        if current is not None and appended is not None:
+            return current[1]
+        builder = producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            raise KafkaError("a message larger than a whole batch")  # events are ≤ 32 KB
+        delivery: asyncio.Task[asyncio.Future[Any]] = asyncio.ensure_future(
+            producer.send_batch(builder, self._topic, partition=partition)
+        )
+        entry = (builder, delivery)
+        self._open[partition] = entry
+
+        def forget(task: asyncio.Task[asyncio.Future[Any]]) -> None:
+            # A batch that never got queued (timeout, producer closed) must not collect
+            # messages nobody will send.
+            if task.cancelled() or task.exception() is not None:
+                builder.close()
+                if self._open.get(partition) is entry:
+                    del self._open[partition]
+
+        delivery.add_done_callback(forget)
+        return delivery
+
+    async def _partition_count(self, producer: AIOKafkaProducer) -> int:
+        # Metadata is refreshed by the client; the count is read per request so a topic
+        # that grew partitions is used at once (keys then move, as with any producer).
+        partitions = producer.client.cluster.partitions_for_topic(self._topic)
+        if not partitions:
+            partitions = await producer.partitions_for(self._topic)
+        return len(partitions)
 
     async def ready(self) -> bool:
         try:
@@ -91,3 +146,15 @@ class Publisher:
             " (events that did get through are deduplicated)",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
+
+
+# aiokafka's murmur2 is pure Python (≈7 µs a key, most of the publish cost), and keys repeat:
+# one browser or person sends many events. Cached, bounded; results are identical.
+@functools.lru_cache(maxsize=65536)
+def _murmur2(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions``: Kafka's default (murmur2) choice."""
+    return _murmur2(key) % partitions

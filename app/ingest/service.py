@@ -7,8 +7,8 @@ rules (limits, identifiers, clock-skew correction, channel choice).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -157,7 +157,9 @@ def build_event(
         "schema_version": SCHEMA_VERSION,
         "event_id": new_event_id_str(),
         "message_id": msg.messageId or f"percorso-{new_event_id_str()}",
-        "source_id": source.id,
+        # Text, not the id: sources loaded by asyncpg carry its own UUID type, which orjson
+        # does not serialise.
+        "source_id": str(source.id),
         "channel": channel,
         "type": msg.type,
         "event": msg.event if msg.type == "track" else msg.name,
@@ -315,6 +317,10 @@ def _build_each(
             built.append(finish(event))
         except EventRejected as exc:
             rejected.append(rejection(index, item, exc.errors))
+        except orjson.JSONEncodeError:
+            # The JSON parser accepts deeper nesting than the serialiser writes back.
+            too_deep = FieldError(field=None, message="an event is nested too deeply to store")
+            rejected.append(rejection(index, item, [too_deep]))
     return built, rejected
 
 

@@ -1,0 +1,158 @@
+"""The tracking API publishes touchpoint bytes built from plain dicts (``build_messages``);
+everything else builds :class:`Touchpoint` models (``build_all``). Both must put the very
+same bytes on the broker, and those bytes must decode to the same model."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from asyncpg.pgproto.pgproto import UUID as PgUUID
+
+from app.auth.service import SourceInfo
+from app.identity.identifiers import IdentityConfig
+from app.ingest import service
+from app.touchpoint import Touchpoint
+from bench.workload import generate
+
+RECEIVED = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+# As the authenticator loads it: asyncpg's own UUID type.
+SOURCE = SourceInfo(PgUUID("0190a000-0000-7000-8000-000000000001"), "web", "web", {})
+
+EDGE_CASES: list[dict[str, Any]] = [
+    {"type": "track", "userId": "ada", "event": "Signed Up"},
+    {"type": "track", "userId": 42, "event": "n", "timestamp": "2025-03-01T11:00:00+02:00"},
+    {"type": "track", "anonymousId": "a1", "event": "n", "timestamp": "2025-03-01T11:00:00"},
+    {
+        "type": "track",
+        "anonymousId": "a1",
+        "event": "n",
+        "originalTimestamp": "2025-03-01T11:59:59.5Z",
+        "sentAt": "2025-03-01T12:00:00.000001+01:30",
+    },
+    {"type": "track", "userId": "u", "event": "future", "timestamp": "2030-01-01T00:00:00Z"},
+    {
+        "type": "identify",
+        "userId": "u1",
+        "traits": {
+            "email": " Ada@Example.COM ",
+            "phone": "333 123 4567",
+            "crmId": 7,
+            "nested": {"a": [1, 2.5, -0.0, 1e300, None, True, "é✓"]},
+            "big": 18446744073709551615,
+            "neg": -9223372036854775808,
+        },
+    },
+    {"type": "page", "anonymousId": "a2", "name": "Home", "category": "Docs"},
+    {"type": "screen", "userId": "u2", "name": "Cart", "properties": {"x": "\u2028"}},
+    {"type": "group", "userId": "u3", "groupId": 99, "traits": {"email": "co@example.com"}},
+    {"type": "alias", "userId": "u4", "previousId": "anon-9"},
+    {"type": "alias", "userId": "u4", "previousId": "u4"},
+    {
+        "type": "track",
+        "userId": "null",
+        "anonymousId": "a3",
+        "event": "blocked user id",
+        "context": {
+            "channel": "email",
+            "traits": {"email": "not-an-email"},
+            "externalIds": [
+                {"id": "LC-1", "type": "Loyalty Card", "collection": "users"},
+                {"id": "x", "type": "account", "collection": "accounts"},
+                "junk",
+            ],
+        },
+    },
+    {"type": "track", "userId": "u5", "event": "n", "context": {"channel": "telepathy"}},
+    {"type": "track", "userId": "u6", "event": "own id", "messageId": "m-6"},
+    # Rejected: no identifier left, no event name, not an object, no type.
+    {"type": "track", "userId": "undefined", "event": "n"},
+    {"type": "track", "userId": "u7"},
+    "not an object",
+    {"userId": "u8", "event": "n"},
+]
+
+
+def _both(
+    monkeypatch: pytest.MonkeyPatch, items: list[Any], **kwargs: Any
+) -> tuple[tuple[list[Touchpoint], list[Any]], tuple[list[tuple[bytes, bytes]], list[Any]]]:
+    common: dict[str, Any] = {
+        "call_type": None,
+        "source": SOURCE,
+        "received_at": RECEIVED,
+        "identity": IdentityConfig(),
+        "request_context": {"ip": "203.0.113.9", "userAgent": "test"},
+        **kwargs,
+    }
+    # Event ids are random: give both paths the same sequence.
+    monkeypatch.setattr(service, "new_event_id_str", _ids())
+    models = service.build_all(items, **common)
+    monkeypatch.setattr(service, "new_event_id_str", _ids())
+    messages = service.build_messages(items, **common)
+    return models, messages
+
+
+def _ids() -> Any:
+    counter = itertools.count(1)
+    return lambda: str(uuid.UUID(int=(7 << 76) | next(counter)))
+
+
+def _assert_same(models: tuple[list[Touchpoint], list[Any]], messages: Any) -> None:
+    touchpoints, model_rejections = models
+    pairs, message_rejections = messages
+    assert message_rejections == model_rejections
+    assert len(pairs) == len(touchpoints)
+    for tp, (key, value) in zip(touchpoints, pairs, strict=True):
+        assert value == tp.to_bytes()
+        assert key == service.partition_key(tp)
+        assert Touchpoint.from_bytes(value) == tp
+
+
+def test_edge_cases_give_identical_bytes_keys_and_rejections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    models, messages = _both(monkeypatch, EDGE_CASES)
+    assert len(models[0]) == len(EDGE_CASES) - 4
+    assert [r.index for r in models[1]] == [14, 15, 16, 17]
+    _assert_same(models, messages)
+
+
+def test_batch_context_and_sent_at_give_identical_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    models, messages = _both(
+        monkeypatch,
+        EDGE_CASES[:14],
+        batch_context={"library": {"name": "analytics-python"}, "ip": "198.51.100.1"},
+        sent_at=datetime(2025, 3, 1, 11, 59, 58, tzinfo=UTC),
+    )
+    assert any("clock_skew_corrected" in tp.flags for tp in models[0])
+    _assert_same(models, messages)
+
+
+def test_single_calls_give_identical_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for item in ({"userId": "ada", "event": "Opened"}, {"anonymousId": 5, "name": "Home"}):
+        call_type = "track" if "event" in item else "page"
+        _assert_same(*_both(monkeypatch, [item], call_type=call_type))
+
+
+def test_the_benchmark_workload_gives_identical_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    work = generate(2_000, 100, seed=3)
+    models, messages = _both(monkeypatch, work.items)
+    assert len(models[0]) > 1_900
+    _assert_same(models, messages)
+
+
+def test_keys_go_to_the_partition_kafkas_default_partitioner_chooses() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from app.ingest.publisher import partition_for
+
+    for n in range(500):
+        key = f"anon-{n * 7919}".encode()
+        for partitions in (1, 6, 12):
+            expected = DefaultPartitioner()(key, list(range(partitions)), [])
+            assert partition_for(key, partitions) == partition_for(key, partitions) == expected
