@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
@@ -44,12 +45,18 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_pre_ping=True,
+        json_deserializer=orjson.loads,
         connect_args={"server_settings": {"application_name": "percorso"}},
     )
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions in autocommit (see :func:`get_read_session`)."""
+    return create_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 async def create_pool(settings: Settings, *, size: int = 2) -> asyncpg.Pool[Any]:
@@ -82,12 +89,13 @@ async def one_off_session(settings: Settings) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; the request owns the transaction (commit on success)."""
-    factory: async_sessionmaker[AsyncSession] = request.state.session_factory
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session of the read API. Its engine runs in autocommit: every statement sees the
+    latest committed data and a GET costs no BEGIN/COMMIT round trips. Nothing the HTTP
+    API does writes to the database (events travel through Kafka)."""
+    factory: async_sessionmaker[AsyncSession] = request.state.read_sessions
     async with factory() as session:
         yield session
-        await session.commit()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]

@@ -13,7 +13,7 @@ from app.auth.service import Authenticator
 from app.config import Settings
 from app.contacts.endpoints import router as contacts_router
 from app.customers.endpoints import router as customers_router
-from app.db import create_engine, create_session_factory
+from app.db import create_engine, create_read_session_factory
 from app.email.endpoints import router as email_router
 from app.email.keys import server_secret
 from app.email.tokens import TokenSigner
@@ -62,13 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # First: an invalid model file stops start-up (JourneyModelError) before any I/O.
         journey_model = load_model(settings.journey_model)
         engine = create_engine(settings)
-        sessions = create_session_factory(engine)
+        sessions = create_read_session_factory(engine)
         publisher = Publisher(settings)
         await publisher.start()
         try:
             yield {
                 "settings": settings,
-                "session_factory": sessions,
+                "read_sessions": sessions,
                 "authenticator": Authenticator(sessions, settings.auth_cache_ttl_s),
                 "publisher": publisher,
                 "identity_config": identity_config(settings),

@@ -16,7 +16,7 @@ from app.contacts.schemas import (
     ContactsResponse,
     ContactVerdict,
 )
-from app.db import SessionDep
+from app.db import ReadSessionDep
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.ingest import service as ingest
 from app.ingest.body import read_json
@@ -120,7 +120,7 @@ async def upsert_contacts(
 
 @router.get("/changes", response_model=ChangesPage)
 async def contact_changes(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: ReadAccess,
     since: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page.")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from app.auth.dependencies import ReadAccess
 from app.customers import service
 from app.customers.schemas import Profile
-from app.db import SessionDep
+from app.db import ReadSessionDep
 from app.identity.identifiers import IdentityConfig
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -25,7 +25,7 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.get("/lookup", response_model=Profile, responses=READ_ERRORS)
 async def lookup(
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     _: ReadAccess,
     kind: Annotated[str, Query(min_length=1, max_length=64, examples=["email"])],
     value: Annotated[str, Query(min_length=1, max_length=255, examples=["ada@example.com"])],
@@ -36,6 +36,6 @@ async def lookup(
 
 
 @router.get("/{customer_id}", response_model=Profile, responses=READ_ERRORS)
-async def get_profile(customer_id: uuid.UUID, session: SessionDep, _: ReadAccess) -> Profile:
+async def get_profile(customer_id: uuid.UUID, session: ReadSessionDep, _: ReadAccess) -> Profile:
     """A customer's unified profile. A merged id answers with the survivor."""
     return await service.profile(session, customer_id)

@@ -46,7 +46,7 @@ async def metrics() -> Response:
 
 async def _database_ok(request: Request) -> bool:
     try:
-        async with request.state.session_factory() as session:
+        async with request.state.read_sessions() as session:
             await session.execute(text("SELECT 1"))
         return True
     except (SQLAlchemyError, OSError):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 
 from app.auth.dependencies import ReadAccess
 from app.customers.endpoints import READ_ERRORS
-from app.db import SessionDep
+from app.db import ReadSessionDep
 from app.journey import service
 from app.journey.model import JourneyModel
 from app.journey.schemas import CustomerJourney, JourneyModelOut
@@ -30,7 +30,7 @@ ActiveModel = Annotated[JourneyModel, Depends(active_model)]
     "/v1/customers/{customer_id}/journey", response_model=CustomerJourney, responses=READ_ERRORS
 )
 async def customer_journey(
-    customer_id: uuid.UUID, session: SessionDep, model: ActiveModel, _: ReadAccess
+    customer_id: uuid.UUID, session: ReadSessionDep, model: ActiveModel, _: ReadAccess
 ) -> CustomerJourney:
     """The customer's current and furthest stage and every stage transition, oldest first.
     A merged id answers with the survivor."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from app.auth.dependencies import ReadAccess
 from app.customers.endpoints import READ_ERRORS
-from app.db import SessionDep
+from app.db import ReadSessionDep
 from app.timeline import service
 from app.timeline.schemas import TimelinePage
 from app.touchpoint import Channel, EventType
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 @router.get("/{customer_id}/timeline", response_model=TimelinePage, responses=READ_ERRORS)
 async def timeline(
     customer_id: uuid.UUID,
-    session: SessionDep,
+    session: ReadSessionDep,
     _: ReadAccess,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import RowMapping, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event
@@ -26,9 +26,26 @@ class TimelineQuery:
     until: datetime | None = None
 
 
-async def page(session: AsyncSession, q: TimelineQuery) -> list[Event]:
+# What a timeline item shows: plain columns, not ORM entities (no identity map or
+# attribute instrumentation for rows that are only serialised).
+ITEM_COLUMNS = (
+    Event.event_id,
+    Event.message_id,
+    Event.type,
+    Event.event,
+    Event.channel,
+    Event.occurred_at,
+    Event.received_at,
+    Event.stage,
+    Event.properties,
+    Event.context,
+    Event.flags,
+)
+
+
+async def page(session: AsyncSession, q: TimelineQuery) -> Sequence[RowMapping]:
     """Up to ``q.limit + 1`` events, newest first (the extra one tells whether more exist)."""
-    stmt = select(Event).where(Event.customer_id == q.customer_id)
+    stmt = select(*ITEM_COLUMNS).where(Event.customer_id == q.customer_id)
     if q.channels:
         stmt = stmt.where(Event.channel.in_(q.channels))
     if q.types:
@@ -42,4 +59,4 @@ async def page(session: AsyncSession, q: TimelineQuery) -> list[Event]:
     if q.after is not None:
         stmt = stmt.where(tuple_(Event.occurred_at, Event.event_id) < tuple_(*q.after))
     stmt = stmt.order_by(Event.occurred_at.desc(), Event.event_id.desc()).limit(q.limit + 1)
-    return list((await session.execute(stmt)).scalars())
+    return (await session.execute(stmt)).mappings().all()
