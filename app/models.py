@@ -160,14 +160,6 @@ class DeadLetter(Base):
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
 
 
-class IdentityLock(Base):
-    """Lock stripes for identity resolution (65,536 rows; see migration 0001)."""
-
-    __tablename__ = "identity_locks"
-
-    stripe: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-
-
 class StageTransition(Base):
     """One change of a customer's current stage, with the touchpoint that caused it.
 

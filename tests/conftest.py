@@ -110,7 +110,7 @@ async def db(engine: AsyncEngine) -> AsyncEngine:
                     await conn.execute(
                         text(
                             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                            " AND tablename NOT IN ('alembic_version', 'identity_locks')"
+                            " AND tablename <> 'alembic_version'"
                         )
                     )
                 ).scalars()

@@ -3,7 +3,6 @@ whole batch costs a handful of round trips."""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -11,27 +10,7 @@ from typing import Any
 
 import asyncpg
 
-STRIPES = 65_536
-
 IdentKey = tuple[str, str]
-
-
-def stripe(kind: str, value: str) -> int:
-    digest = hashlib.blake2b(f"{kind}\x1f{value}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") % STRIPES
-
-
-async def lock_identifiers(conn: asyncpg.Connection[Any], keys: Iterable[IdentKey]) -> None:
-    """Lock the stripes of ``keys`` in ascending order (the one global lock order).
-
-    Held to the end of the transaction: no other pipeline transaction can create, move or
-    read-for-resolution these identifiers meanwhile."""
-    stripes = sorted({stripe(k, v) for k, v in keys})
-    if stripes:
-        await conn.execute(
-            "SELECT 1 FROM identity_locks WHERE stripe = ANY($1::int[]) ORDER BY stripe FOR UPDATE",
-            stripes,
-        )
 
 
 async def owners(
@@ -99,17 +78,23 @@ async def insert_customers(
 
 async def insert_identities(
     conn: asyncpg.Connection[Any], rows: Sequence[tuple[str, str, uuid.UUID]]
-) -> None:
-    if rows:
-        await conn.execute(
-            """
-            INSERT INTO identities (kind, value, customer_id)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])
-            """,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-        )
+) -> int:
+    """Record new identities; returns how many were new. Fewer than ``len(rows)`` means
+    another transaction recorded some first. Pass rows sorted, so concurrent inserts of
+    overlapping identifiers wait for each other in one order."""
+    if not rows:
+        return 0
+    result = await conn.execute(
+        """
+        INSERT INTO identities (kind, value, customer_id)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])
+        ON CONFLICT (kind, value) DO NOTHING
+        """,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+    )
+    return int(result.rsplit(" ", 1)[-1])
 
 
 async def merge_customers(

@@ -1,10 +1,14 @@
 """Resolving a batch of touchpoints to customers: stitching, protected merges.
 
 Guarantees (per batch, inside the caller's transaction):
-* Locks are taken in one global order — identifier stripes (ascending), then customer rows
-  (ascending id) — so concurrent consumers never deadlock on each other's locks.
-* Reads made before a lock are validated after it: if a matched customer was merged away
-  meanwhile, :class:`StaleRead` is raised and the caller retries the batch.
+* The only locks taken are the matched customers' rows, in ascending id order, so two
+  consumers never deadlock on each other's customers. Batches that share no customer and
+  no new identifier run fully in parallel.
+* Optimistic everywhere else: reads made before the lock are validated after it (a matched
+  customer merged away meanwhile), and an identifier created concurrently by another
+  consumer shows up as a conflict on the identities' primary key. Either way
+  :class:`StaleRead` is raised and the caller retries the batch, which then sees the other
+  consumer's committed work.
 * Events are resolved one by one in batch order with :func:`app.identity.policy.plan_event`,
   exactly as :class:`app.identity.policy.ReferenceGraph` does, so the identity graph equals
   processing the events sequentially in the order they were stored (``events.seq``).
@@ -75,11 +79,6 @@ class Resolution:
 
 def identifier_keys(touchpoints: Sequence[Touchpoint]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((i.kind, i.value) for tp in touchpoints for i in tp.identifiers))
-
-
-async def lock(conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint]) -> None:
-    """Lock every identifier of the batch. Call first: dedupe and resolution read under it."""
-    await repository.lock_identifiers(conn, identifier_keys(touchpoints))
 
 
 async def resolve(
@@ -190,10 +189,11 @@ class _BatchGraph:
             profile = self.customers[loser].profile()
             if profile is not None:
                 resolution.absorbed.setdefault(target, []).append(profile)
-        await repository.insert_identities(
-            conn,
-            [(i.kind, i.value, self.survivor(self.owner[i])) for i in self.unrecorded],
+        new_identities = sorted(
+            (i.kind, i.value, self.survivor(self.owner[i])) for i in self.unrecorded
         )
+        if await repository.insert_identities(conn, new_identities) < len(new_identities):
+            raise StaleRead("another consumer recorded one of these identifiers first")
         return resolution
 
 

@@ -7,7 +7,7 @@ Guarantees:
   customer regardless of that.
 * Batches of customers, one transaction each. A batch locks its customer rows with
   ``SELECT … ORDER BY id … FOR UPDATE`` — ascending ids, the order the pipeline uses for
-  customer rows (after its identity stripes, which a rebuild never takes) — so rebuild and
+  customer rows (the only locks either takes) — so rebuild and
   consumers can run at the same time without deadlocking; a consumer waits at most for one
   batch.
 * Resumable: a finished batch is committed with the new fingerprint, so an interrupted run

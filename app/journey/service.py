@@ -23,7 +23,7 @@ Two steps around the timeline write (`app.pipeline.handler`):
 The read side (:func:`customer_journey`) serves what the pipeline wrote.
 
 Locks: the pipeline has locked every customer of the batch (``FOR UPDATE``, in ascending id
-order, after the identity stripes) before :func:`persist` runs, and every writer of journey
+order) before :func:`persist` runs, and every writer of journey
 data takes those row locks first, so reading and rewriting a customer's history here is
 race-free.
 """

@@ -18,5 +18,6 @@ PIPELINE_BATCH_SECONDS = Histogram(
 )
 PIPELINE_RETRIES = Counter(
     "percorso_pipeline_retries_total",
-    "Batch transactions retried after a deadlock or serialization failure.",
+    "Batch transactions retried, by reason (deadlock, serialization, stale_read).",
+    ["reason"],
 )

@@ -1,7 +1,7 @@
 """One batch of touchpoints → one Postgres transaction.
 
-decode → lock identifiers → dedupe (source, message_id) → resolve identity → assign stages
-→ write timeline → update profiles → record dead letters. The caller commits Kafka offsets
+decode → dedupe (source, message_id) → resolve identity (locking the customers) → assign
+stages → write timeline → update profiles → record dead letters. The caller commits Kafka offsets
 only after :meth:`BatchHandler.handle` returned (the database has committed by then).
 
 Guarantees:
@@ -146,7 +146,6 @@ class BatchHandler:
             await insert_dead_letters(conn, dead)
             if not touchpoints:
                 return Outcome(dead_letters=list(dead))
-            await identity.lock(conn, touchpoints)
             fresh = await _drop_duplicates(conn, touchpoints)
             if not fresh:
                 return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
@@ -157,6 +156,10 @@ class BatchHandler:
                 for tp, cid, stage in zip(fresh, resolution.customer_of, plan.stage_of, strict=True)
             ]
             stored = await insert_events(conn, rows)
+            if stored < len(rows):
+                # Another consumer stored some of these since the dedupe read (a batch
+                # redelivered after a rebalance): retry, and the dedupe drops them.
+                raise identity.StaleRead("events were stored concurrently")
             saved = await journey.persist(conn, self._model, fresh, resolution, plan)
             deltas = _profile_deltas(fresh, resolution)
             for delta in deltas:

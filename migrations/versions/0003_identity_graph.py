@@ -40,9 +40,9 @@ def upgrade() -> None:
     op.create_index(op.f("ix_merges_survivor_id"), "merges", ["survivor_id"])
     op.create_index(op.f("ix_merges_merged_id"), "merges", ["merged_id"])
 
-    # The order in which the pipeline stored events. Conflicting batches are serialised by
-    # the identity locks before they insert, so this is an order in which processing the
-    # events one by one gives the same identity graph.
+    # The order in which the pipeline stored events. Conflicting batches are serialised (by
+    # customer row locks, or a retry after an identity conflict) before they insert events,
+    # so this is an order in which processing the events one by one gives the same graph.
     op.add_column("events", sa.Column("seq", sa.BigInteger(), sa.Identity(), nullable=False))
 
     # Change cursor for GET /v1/contacts/changes: the id of the transaction that last changed
