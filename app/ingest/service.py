@@ -82,7 +82,7 @@ def validate_message(
     """Validate one call. ``call_type`` is fixed by the path (``/v1/track``) or taken from
     the item's ``type`` (``/v1/batch``). ``ids_optional`` lifts Segment's "userId or
     anonymousId" rule for server-built messages identified by email, phone or externalIds
-    (an identifier is still required: :func:`build_touchpoint` checks)."""
+    (an identifier is still required: :func:`build_event` checks)."""
     if not isinstance(raw, dict):
         raise EventRejected([FieldError(field=None, message="an event is a JSON object")])
     if call_type is not None:
@@ -174,29 +174,6 @@ def build_event(
         "received_at": received_at,
         "flags": flags,
     }
-
-
-def build_touchpoint(
-    msg: SegmentMessage,
-    *,
-    source: SourceInfo,
-    received_at: datetime,
-    identity: IdentityConfig,
-    request_context: dict[str, Any],
-    batch_context: dict[str, Any] | None = None,
-    sent_at: datetime | None = None,
-) -> Touchpoint:
-    """:func:`build_event` as a :class:`Touchpoint` model."""
-    event = build_event(
-        msg,
-        source=source,
-        received_at=received_at,
-        identity=identity,
-        request_context=request_context,
-        batch_context=batch_context,
-        sent_at=sent_at,
-    )
-    return Touchpoint.model_validate(event)
 
 
 def _add_previous_id(

@@ -221,15 +221,6 @@ class Rule:
         pattern = compile_globs(self.events) if self.events is not None else None
         object.__setattr__(self, "_event_re", pattern)
 
-    @property
-    def matches_everything(self) -> bool:
-        return (
-            self.events is None
-            and self.types is None
-            and self.channels is None
-            and not (self.where)
-        )
-
     def matches_event(self, name: str | None) -> bool:
         """Whether the event-name globs accept `name` (always, when the rule names no events)."""
         if self._event_re is None:
