@@ -109,13 +109,14 @@ def generate(
     return Workload(items, customers)
 
 
-def single_events(workload: Workload, count: int) -> list[dict[str, Any]]:
-    """``count`` items suitable for ``/v1/track`` (track calls), with their own message ids."""
+def single_events(workload: Workload, count: int, tag: str = "single") -> list[dict[str, Any]]:
+    """``count`` items suitable for ``/v1/track`` (track calls), with their own message ids
+    (``tag`` keeps the ids of separate phases apart)."""
     tracks = [i for i in workload.items if i["type"] == "track"]
     out = []
     for n in range(count):
         item = dict(tracks[n % len(tracks)])
-        item["messageId"] = f"{item['messageId']}-single-{n}"
+        item["messageId"] = f"{item['messageId']}-{tag}-{n}"
         item.pop("type")
         out.append(item)
     return out
