@@ -33,13 +33,15 @@ async def owners(
 async def lock_customers(
     conn: asyncpg.Connection[Any], ids: Iterable[uuid.UUID]
 ) -> list[asyncpg.Record]:
-    """Lock customer rows in id order and return them (with their journey state)."""
+    """Lock customer rows in id order and return them, with what the journey step needs
+    (its state, and the model and newest event it was computed from)."""
     wanted = sorted(set(ids))
     if not wanted:
         return []
     return await conn.fetch(
         """
-        SELECT id, created_at, merged_into, journey_state, first_seen_at, last_seen_at,
+        SELECT id, created_at, merged_into, journey_state, journey_model, journey_at,
+               journey_event_id, first_seen_at, last_seen_at,
                event_count, channel_counts, traits, traits_at
         FROM customers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
         """,

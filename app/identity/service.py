@@ -57,7 +57,10 @@ class CustomerState:
     # Values of the kinds merge protection limits (the only ones plan_event can object to).
     identities: dict[str, set[str]] = field(default_factory=dict)
     row: asyncpg.Record | None = None  # as locked; None for a customer new in this batch
-    is_new: bool = False
+
+    @property
+    def is_new(self) -> bool:
+        return self.row is None
 
     def profile(self) -> Absorbed | None:
         """The stored profile, to fold into a survivor (only needed when merged away)."""
@@ -77,18 +80,14 @@ class Resolution:
     merged: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
 
 
-def identifier_keys(touchpoints: Sequence[Touchpoint]) -> list[tuple[str, str]]:
-    return list(dict.fromkeys((i.kind, i.value) for tp in touchpoints for i in tp.identifiers))
-
-
 async def resolve(
     conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint], policy: MergePolicy
 ) -> Resolution:
     """Assign each touchpoint a customer, creating, stitching and merging as the policy allows."""
-    keys = identifier_keys(touchpoints)
+    # The batch's identifiers by (kind, value): the owner map reuses these objects.
+    batch = {(i.kind, i.value): i for tp in touchpoints for i in tp.identifiers}
     owner: dict[Identifier, uuid.UUID] = {
-        Identifier(kind=k, value=v): c
-        for (k, v), c in (await repository.owners(conn, keys)).items()
+        batch[key]: c for key, c in (await repository.owners(conn, list(batch))).items()
     }
     rows = await repository.lock_customers(conn, owner.values())
     if len(rows) != len(set(owner.values())) or any(r["merged_into"] for r in rows):
@@ -141,9 +140,7 @@ class _BatchGraph:
             target = min(plan.customers, key=lambda c: self.customers[c].age)
         else:
             target = new_event_id()
-            self.customers[target] = CustomerState(
-                target, (1, len(self.new), target), {}, is_new=True
-            )
+            self.customers[target] = CustomerState(target, (1, len(self.new), target), {})
             self.new.append((target, tp.occurred_at))
         for loser in plan.customers:
             if loser != target:

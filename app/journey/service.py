@@ -99,11 +99,14 @@ async def persist(
     columns of the customers that were extended, for the caller's one profile UPDATE
     (recomputed customers are saved here)."""
     fingerprint = model.fingerprint()
-    known = [cid for cid in plan.recorders if not resolution.customers[cid].is_new]
-    marks = await writes.marks(conn, known)
     replay = set(resolution.replay)
-    for cid in known:
-        if _must_recompute(marks.get(cid), fingerprint, plan.earliest[cid]):
+    for cid in plan.recorders:
+        row = resolution.customers[cid].row  # as locked; None for a customer new in the batch
+        if row is not None and _must_recompute(
+            writes.Mark(row["journey_model"], row["journey_at"], row["journey_event_id"]),
+            fingerprint,
+            plan.earliest[cid],
+        ):
             replay.add(cid)
 
     saved: dict[uuid.UUID, SavedJourney] = {}
@@ -128,10 +131,10 @@ async def persist(
 
 
 def _must_recompute(
-    mark: writes.Mark | None, fingerprint: str, earliest: tuple[datetime, uuid.UUID]
+    mark: writes.Mark, fingerprint: str, earliest: tuple[datetime, uuid.UUID]
 ) -> bool:
     """Whether the stored journey cannot simply be extended by events from `earliest` on."""
-    if mark is None or mark.model != fingerprint:
+    if mark.model != fingerprint:
         return True  # computed by another model (or never)
     if mark.at is None or mark.event_id is None:
         return False  # no event applied yet

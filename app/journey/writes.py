@@ -48,21 +48,6 @@ class Mark:
     event_id: uuid.UUID | None
 
 
-async def marks(
-    conn: asyncpg.Connection[Any], customer_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Mark]:
-    if not customer_ids:
-        return {}
-    rows = await conn.fetch(
-        """
-        SELECT id, journey_model, journey_at, journey_event_id
-        FROM customers WHERE id = ANY($1::uuid[])
-        """,
-        list(customer_ids),
-    )
-    return {r["id"]: Mark(r["journey_model"], r["journey_at"], r["journey_event_id"]) for r in rows}
-
-
 async def save_states(conn: asyncpg.Connection[Any], saved: Sequence[SavedJourney]) -> None:
     """Write the journey columns of each customer, in one statement (ascending ids)."""
     if not saved:
