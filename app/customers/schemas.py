@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
+
+# Every read by customer id answers for the survivor when the id was merged, and says so.
+RequestedId = Annotated[
+    uuid.UUID | None,
+    Field(description="The id that was asked for, when it was merged into the one answering."),
+]
+Merged = Annotated[bool, Field(description="True when `requested_id` was merged.")]
+
+
+def answered_for(requested: uuid.UUID | None, survivor: uuid.UUID) -> dict[str, Any]:
+    """The ``requested_id`` and ``merged`` fields of an answer about ``survivor``."""
+    merged = requested is not None and requested != survivor
+    return {"requested_id": requested if merged else None, "merged": merged}
 
 
 class IdentityOut(BaseModel):
@@ -16,12 +29,8 @@ class IdentityOut(BaseModel):
 
 class Profile(BaseModel):
     id: uuid.UUID
-    requested_id: uuid.UUID | None = Field(
-        default=None, description="The id that was asked for, when it was merged into `id`."
-    )
-    merged: bool = Field(
-        default=False, description="True when `requested_id` was merged into `id`."
-    )
+    requested_id: RequestedId = None
+    merged: Merged = False
     identities: list[IdentityOut]
     traits: dict[str, Any]
     stage: str | None = Field(description="Current journey stage.")

@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers import repository
-from app.customers.schemas import IdentityOut, Profile
+from app.customers.schemas import IdentityOut, Profile, answered_for
 from app.errors import NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
 from app.models import Customer
@@ -43,11 +43,9 @@ async def _profile(
     session: AsyncSession, customer: Customer, requested: uuid.UUID | None
 ) -> Profile:
     idents = await repository.identities(session, customer.id)
-    merged = requested is not None and requested != customer.id
     return Profile(
         id=customer.id,
-        requested_id=requested if merged else None,
-        merged=merged,
+        **answered_for(requested, customer.id),
         identities=[IdentityOut(kind=i.kind, value=i.value) for i in idents],
         traits=customer.traits,
         stage=customer.current_stage,

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.customers.schemas import Merged, RequestedId
+
 
 class TransitionOut(BaseModel):
     from_stage: str | None = Field(description="The stage before; null for the first one.")
@@ -28,12 +30,8 @@ class TransitionOut(BaseModel):
 
 class CustomerJourney(BaseModel):
     customer_id: uuid.UUID
-    requested_id: uuid.UUID | None = Field(
-        default=None, description="The id that was asked for, when it was merged into `id`."
-    )
-    merged: bool = Field(
-        default=False, description="True when `requested_id` was merged into `customer_id`."
-    )
+    requested_id: RequestedId = None
+    merged: Merged = False
     model: str = Field(description="Name of the active journey model.")
     up_to_date: bool = Field(
         description="False while this journey was computed by another model (before a "

@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.customers.schemas import answered_for
 from app.customers.service import resolve_customer
 from app.identity.service import Resolution
 from app.journey import repository, writes
@@ -147,11 +148,9 @@ async def customer_journey(
     """A customer's journey; a merged id answers with the survivor. NotFound if unknown."""
     customer = await resolve_customer(session, customer_id)
     rows = await repository.transitions(session, customer.id)
-    merged = customer.id != customer_id
     return CustomerJourney(
         customer_id=customer.id,
-        requested_id=customer_id if merged else None,
-        merged=merged,
+        **answered_for(customer_id, customer.id),
         model=model.name,
         up_to_date=customer.journey_model == model.fingerprint(),
         current_stage=customer.current_stage,

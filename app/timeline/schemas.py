@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.customers.schemas import Merged, RequestedId
+
 
 class TimelineItem(BaseModel):
     event_id: uuid.UUID
@@ -27,8 +29,8 @@ class TimelineItem(BaseModel):
 
 class TimelinePage(BaseModel):
     customer_id: uuid.UUID
-    requested_id: uuid.UUID | None = None
-    merged: bool = False
+    requested_id: RequestedId = None
+    merged: Merged = False
     items: list[TimelineItem]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next (older) page; null at the end."

@@ -10,6 +10,7 @@ from datetime import datetime
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.customers.schemas import answered_for
 from app.customers.service import resolve_customer
 from app.errors import InvalidRequest
 from app.timeline import repository
@@ -58,11 +59,9 @@ async def timeline(
     rows = await repository.page(session, query)
     more = len(rows) > limit
     rows = rows[:limit]
-    merged = customer.id != customer_id
     return TimelinePage(
         customer_id=customer.id,
-        requested_id=customer_id if merged else None,
-        merged=merged,
+        **answered_for(customer_id, customer.id),
         # Rows straight from our own columns: construct without re-validating each field.
         items=[TimelineItem.model_construct(**row) for row in rows],
         next_cursor=encode_cursor(rows[-1]["occurred_at"], rows[-1]["event_id"])
