@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Required, TypedDict, TypeVar, Unpack
 
 import orjson
 from pydantic import ValidationError
@@ -95,25 +95,32 @@ def validate_message(
         raise EventRejected([FieldError(**e) for e in validation_errors(exc.errors())]) from None
 
 
-def build_event(
-    msg: SegmentMessage,
-    *,
-    source: SourceInfo,
-    received_at: datetime,
-    identity: IdentityConfig,
-    request_context: dict[str, Any],
-    batch_context: dict[str, Any] | None = None,
-    sent_at: datetime | None = None,
-) -> dict[str, Any]:
+class Arrival(TypedDict, total=False):
+    """How calls arrived (everything but the calls): the options of :func:`build_all`,
+    :func:`build_messages` and :func:`build_event`."""
+
+    source: Required[SourceInfo]
+    received_at: Required[datetime]
+    identity: Required[IdentityConfig]
+    request_context: Required[dict[str, Any]]
+    batch_context: dict[str, Any] | None  # the batch envelope's context
+    sent_at: datetime | None  # the batch envelope's sentAt
+    # Lifts Segment's "userId or anonymousId" rule for server-built calls (see
+    # validate_message); not used by build_event.
+    ids_optional: bool
+
+
+def build_event(msg: SegmentMessage, **arrival: Unpack[Arrival]) -> dict[str, Any]:
     """The canonical touchpoint as a plain dict, in :class:`Touchpoint` field order:
     ``Touchpoint.model_validate`` of it is the touchpoint, and :func:`wire_bytes` of it is
     exactly that touchpoint's ``to_bytes()`` (the hot path skips building the model).
     Raises :class:`EventRejected` when no usable identifier remains (every id blocked or
     malformed)."""
     assert msg.type is not None
-    message_sent_at = msg.sentAt if msg.sentAt is not None else sent_at
-    context = {**(batch_context or {}), **(msg.context or {})}
-    for key, value in request_context.items():
+    source, received_at = arrival["source"], arrival["received_at"]
+    message_sent_at = msg.sentAt if msg.sentAt is not None else arrival.get("sent_at")
+    context = {**(arrival.get("batch_context") or {}), **(msg.context or {})}
+    for key, value in arrival["request_context"].items():
         context.setdefault(key, value)
     traits = msg.traits or {}
     extracted = extract_identifiers(
@@ -122,12 +129,12 @@ def build_event(
         anonymous_id=msg.anonymousId,
         traits=traits,
         context=context,
-        config=identity,
+        config=arrival["identity"],
     )
     identifiers = list(extracted.identifiers)
     flags: list[str] = []
     if msg.type == "alias":
-        flags.extend(_add_previous_id(identifiers, msg, identity))
+        flags.extend(_add_previous_id(identifiers, msg, arrival["identity"]))
     if not identifiers:
         raise EventRejected(
             [FieldError(field=r.kind, message=r.reason) for r in extracted.rejected]
@@ -200,57 +207,19 @@ def _add_previous_id(
 
 
 def build_all(
-    items: list[Any],
-    *,
-    call_type: str | None,
-    source: SourceInfo,
-    received_at: datetime,
-    identity: IdentityConfig,
-    request_context: dict[str, Any],
-    batch_context: dict[str, Any] | None = None,
-    sent_at: datetime | None = None,
-    ids_optional: bool = False,
+    items: list[Any], *, call_type: str | None, **arrival: Unpack[Arrival]
 ) -> tuple[list[Touchpoint], list[Rejection]]:
     """Validate and build each item; one item's failure never affects another. Rejections
     carry the item's index. Items over the per-event size limit are rejected."""
-    return _build_each(
-        items,
-        Touchpoint.model_validate,
-        call_type=call_type,
-        source=source,
-        received_at=received_at,
-        identity=identity,
-        request_context=request_context,
-        batch_context=batch_context,
-        sent_at=sent_at,
-        ids_optional=ids_optional,
-    )
+    return _build_each(items, Touchpoint.model_validate, call_type, arrival)
 
 
 def build_messages(
-    items: list[Any],
-    *,
-    call_type: str | None,
-    source: SourceInfo,
-    received_at: datetime,
-    identity: IdentityConfig,
-    request_context: dict[str, Any],
-    batch_context: dict[str, Any] | None = None,
-    sent_at: datetime | None = None,
+    items: list[Any], *, call_type: str | None, **arrival: Unpack[Arrival]
 ) -> tuple[list[tuple[bytes, bytes]], list[Rejection]]:
     """:func:`build_all`, as the ``(partition key, touchpoint bytes)`` pairs to publish:
     the same verdicts and the same bytes, without building a model per event."""
-    return _build_each(
-        items,
-        _message,
-        call_type=call_type,
-        source=source,
-        received_at=received_at,
-        identity=identity,
-        request_context=request_context,
-        batch_context=batch_context,
-        sent_at=sent_at,
-    )
+    return _build_each(items, _message, call_type, arrival)
 
 
 _Built = TypeVar("_Built")
@@ -259,16 +228,10 @@ _Built = TypeVar("_Built")
 def _build_each(
     items: list[Any],
     finish: Callable[[dict[str, Any]], _Built],
-    *,
     call_type: str | None,
-    source: SourceInfo,
-    received_at: datetime,
-    identity: IdentityConfig,
-    request_context: dict[str, Any],
-    batch_context: dict[str, Any] | None,
-    sent_at: datetime | None,
-    ids_optional: bool = False,
+    arrival: Arrival,
 ) -> tuple[list[_Built], list[Rejection]]:
+    ids_optional = arrival.get("ids_optional", False)
     built: list[_Built] = []
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
@@ -282,16 +245,7 @@ def _build_each(
                     ]
                 )
             msg = validate_message(item, call_type, ids_optional=ids_optional)
-            event = build_event(
-                msg,
-                source=source,
-                received_at=received_at,
-                identity=identity,
-                request_context=request_context,
-                batch_context=batch_context,
-                sent_at=sent_at,
-            )
-            built.append(finish(event))
+            built.append(finish(build_event(msg, **arrival)))
         except EventRejected as exc:
             rejected.append(rejection(index, item, exc.errors))
         except orjson.JSONEncodeError:
