@@ -16,39 +16,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from app.contacts.service import ContactRejected, contact_message
 from app.imports.mapping import MappingError, put, typed
-from app.imports.readers import Row, raw_records
+from app.imports.readers import Row, read_rows
 
 FIELDS = frozenset({"crm_id", "email", "phone", "updated_at", "message_id"})
 
 
 def read_contacts(path: Path, delimiter: str = ",") -> Iterator[Row]:
-    for line, raw in raw_records(path, delimiter):
-        if isinstance(raw, dict):
-            key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-            try:
-                contact: Any = csv_contact(raw)
-            except MappingError as exc:
-                yield Row(line, None, str(exc), key)
-                continue
-        else:
-            key = raw.encode()
-            try:
-                contact = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield Row(line, None, f"not valid JSON: {exc.msg}", key)
-                continue
-        try:
-            yield Row(line, contact_message(contact), None, key)
-        except ContactRejected as exc:
-            reasons = "; ".join(
+    return read_rows(
+        path, delimiter, from_csv=lambda record: _call(csv_contact(record)), from_json=_call
+    )
+
+
+def _call(contact: Any) -> dict[str, Any]:
+    """A contact as its identify call; MappingError with the reasons when it is invalid."""
+    try:
+        return contact_message(contact)
+    except ContactRejected as exc:
+        raise MappingError(
+            "; ".join(
                 f"{e['field']}: {e['message']}" if e.get("field") else str(e["message"])
                 for e in exc.errors
             )
-            yield Row(line, None, reasons, key)
+        ) from None
 
 
 def csv_contact(record: dict[str, Any]) -> dict[str, Any]:

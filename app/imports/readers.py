@@ -5,7 +5,7 @@ one bad line cannot stop an import."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,25 +41,39 @@ def count_rows(path: Path, delimiter: str = ",") -> int:
     return sum(1 for _ in raw_records(path, delimiter))
 
 
-def read_rows(path: Path, delimiter: str = ",") -> Iterator[Row]:
+def read_rows(
+    path: Path,
+    delimiter: str = ",",
+    *,
+    from_csv: Callable[[dict[str, Any]], dict[str, Any]] = csv_row_to_message,
+    from_json: Callable[[Any], dict[str, Any]] | None = None,
+) -> Iterator[Row]:
+    """The file's rows as calls: CSV records through ``from_csv``, NDJSON lines (parsed)
+    through ``from_json`` (default: the line is the call). A ``MappingError`` from either
+    makes that row an error row."""
     for line, raw in raw_records(path, delimiter):
         if isinstance(raw, dict):  # CSV record
             key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+            convert: Callable[[Any], dict[str, Any]] = from_csv
+            value: Any = raw
+        else:
+            key = raw.encode()
+            convert = from_json or _one_object
             try:
-                yield Row(line, csv_row_to_message(raw), None, key)
-            except MappingError as exc:
-                yield Row(line, None, str(exc), key)
-            continue
-        key = raw.encode()
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield Row(line, None, f"not valid JSON: {exc.msg}", key)
+                continue
         try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            yield Row(line, None, f"not valid JSON: {exc.msg}", key)
-            continue
-        if not isinstance(message, dict):
-            yield Row(line, None, "a line must hold one JSON object", key)
-            continue
-        yield Row(line, message, None, key)
+            yield Row(line, convert(value), None, key)
+        except MappingError as exc:
+            yield Row(line, None, str(exc), key)
+
+
+def _one_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MappingError("a line must hold one JSON object")
+    return value
 
 
 def raw_records(path: Path, delimiter: str) -> Iterator[tuple[int, str | dict[str, str]]]:
