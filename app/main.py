@@ -28,6 +28,7 @@ from app.ingest.publisher import Publisher
 from app.ingest.ratelimit import RateLimiter
 from app.journey.endpoints import router as journey_router
 from app.journey.model import load_model
+from app.kit import gc
 from app.timeline.endpoints import router as timeline_router
 
 DESCRIPTION = """
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions = create_read_session_factory(engine)
         publisher = Publisher(settings)
         await publisher.start()
+        gc.tune()
         try:
             yield {
                 "settings": settings,

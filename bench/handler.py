@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import time
 import uuid
@@ -26,7 +25,7 @@ from app.identity.identifiers import IdentityConfig
 from app.identity.policy import MergePolicy
 from app.ingest.service import build_all
 from app.journey.model import load_model
-from app.kit import embedded
+from app.kit import embedded, gc
 from app.migrate import upgrade
 from app.pipeline.handler import BatchHandler, Record
 from bench.phases import copy_again
@@ -72,7 +71,7 @@ async def _run(settings: Settings, events: int, batch: int) -> None:
     # As in the consumer, only the batch in hand is alive as objects: keeping every
     # touchpoint would make each garbage collection walk all of them.
     del touchpoints, workload
-    gc.collect()
+    gc.tune()
     handler = BatchHandler(pool, load_model(settings.journey_model), MergePolicy())
     started = time.perf_counter()
     for i in range(0, len(records), batch):

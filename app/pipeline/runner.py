@@ -25,6 +25,7 @@ from app.config import Settings
 from app.db import create_pool
 from app.identity.policy import MergePolicy
 from app.journey.model import JourneyModel, load_model
+from app.kit import gc
 from app.kit.kafka import bootstrap, create_producer
 from app.kit.metrics import PIPELINE_BATCH_SECONDS
 from app.pipeline.handler import BatchHandler, Outcome, Record
@@ -137,6 +138,7 @@ async def consume(settings: Settings) -> None:
     model = load_model(settings.journey_model)
     pool = await create_pool(settings)
     pipeline = Pipeline(settings, pool, model)
+    gc.tune()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pipeline.stop)
