@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -141,6 +142,23 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
+    async def on_database(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DBAPIError)
+        if not exc.connection_invalidated:
+            raise exc
+        # The pool does not ping connections before use (a round trip per request); a
+        # connection lost since (e.g. a database restart) fails one request, and the pool
+        # replaces every connection older than the failure.
+        return problem_response(
+            503,
+            ServiceUnavailable.type,
+            ServiceUnavailable.title,
+            "The connection to the database was lost; retry.",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(DBAPIError, on_database)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

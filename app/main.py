@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         # First: an invalid model file stops start-up (JourneyModelError) before any I/O.
         journey_model = load_model(settings.journey_model)
-        engine = create_engine(settings)
+        engine = create_engine(settings, application_name="percorso-api")
         sessions = create_read_session_factory(engine)
         publisher = Publisher(settings)
         await publisher.start()

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.auth.dependencies import ReadAccess
 from app.customers.endpoints import READ_ERRORS
 from app.db import ReadSessionDep
+from app.kit.responses import json_response
 from app.timeline import service
 from app.timeline.schemas import TimelinePage
 from app.touchpoint import Channel, EventType
@@ -30,10 +31,10 @@ async def timeline(
     stage: Annotated[list[str] | None, Query(max_length=20)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> TimelinePage:
+) -> Response:
     """The customer's events, newest first, with keyset pagination (`next_cursor`).
     Filters combine with AND; repeat a filter to allow several values."""
-    return await service.timeline(
+    page = await service.timeline(
         session,
         customer_id,
         limit=limit,
@@ -44,3 +45,4 @@ async def timeline(
         since=since,
         until=until,
     )
+    return json_response(page)

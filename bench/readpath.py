@@ -1,0 +1,138 @@
+"""The read API in-process: ``python -m bench.readpath [--events N] [--requests N]``.
+
+One customer with ``--events`` events (filled server-side) on a fresh scratch database, then
+``--requests`` sequential timeline (first page) and profile requests through the ASGI app —
+no sockets, no other load — with p50/p99 per request. The quickest loop for profiling the
+read side (``py-spy record -- python -m bench.readpath``); the ``reads`` phase of
+``python -m bench`` measures the same requests over HTTP under concurrency.
+
+Needs ``PERCORSO_DATABASE_URL`` (or ``PERCORSO_TEST_DATABASE_URL``): a server on which it may
+create and drop a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+
+import httpx
+
+from app.auth.service import create_source, create_token
+from app.config import Settings
+from app.db import create_engine, create_session_factory
+from app.kit import embedded
+from app.main import create_app
+from app.migrate import upgrade
+
+
+async def main(events: int, requests: int) -> None:
+    admin = os.environ.get("PERCORSO_DATABASE_URL") or os.environ.get("PERCORSO_TEST_DATABASE_URL")
+    if not admin:
+        raise SystemExit("set PERCORSO_DATABASE_URL to a server that allows a scratch database")
+    name = f"percorso_readpath_{uuid.uuid4().hex[:8]}"
+    await embedded.ensure_database(admin, name)
+    url = embedded.with_database(admin, name)
+    broker = embedded.EmbeddedBroker().start()  # the app's lifespan starts a producer
+    try:
+        await embedded.wait_for_broker(broker.bootstrap)
+        await asyncio.to_thread(upgrade, url)
+        settings = Settings(database_url=url, kafka_bootstrap_servers=broker.bootstrap)
+        customer, secret = await _fill(settings, events)
+        await _measure(settings, customer, secret, requests)
+    finally:
+        broker.stop()
+        await embedded.drop_database(admin, name)
+
+
+async def _fill(settings: Settings, events: int) -> tuple[uuid.UUID, str]:
+    engine = create_engine(settings)
+    customer = uuid.uuid4()
+    async with create_session_factory(engine)() as session, session.begin():
+        source, _ = await create_source(session, name="bench", channel="web")
+        _, secret = await create_token(session, scope="read")
+    async with engine.begin() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.execute(
+            "INSERT INTO customers (id, first_seen_at, last_seen_at, event_count, traits)"
+            " VALUES ($1, now() - interval '1 year', now(), $2, '{\"plan\": \"pro\"}')",
+            customer,
+            events,
+        )
+        await driver.execute(
+            """
+            INSERT INTO identities (kind, value, customer_id)
+            VALUES ('email', 'ada@example.com', $1), ('anonymous_id', 'a-1', $1)
+            """,
+            customer,
+        )
+        await driver.execute(
+            """
+            INSERT INTO events (event_id, source_id, message_id, customer_id, type, event,
+                                channel, occurred_at, received_at, stage, properties, traits,
+                                context)
+            SELECT gen_random_uuid(), $1, 'm-' || n, $2, 'track', 'Product Viewed', 'web',
+                   now() - n * interval '1 minute', now(), 'interest',
+                   jsonb_build_object('product_id', 'P-' || n, 'price', 9.5, 'currency', 'EUR'),
+                   '{}'::jsonb,
+                   '{"ip": "203.0.113.9", "library": {"name": "analytics.js"},
+                     "page": {"url": "https://shop.example.com/p"}}'::jsonb
+            FROM generate_series(1, $3) AS n
+            """,
+            source.id,
+            customer,
+            events,
+        )
+        await driver.execute("ANALYZE events")
+    await engine.dispose()
+    return customer, secret
+
+
+async def _measure(settings: Settings, customer: uuid.UUID, secret: str, requests: int) -> None:
+    app = create_app(settings)
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with (
+        app.router.lifespan_context(app) as state,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=_with_state(app, state)),
+            base_url="http://bench",
+            headers=headers,
+        ) as http,
+    ):
+        for what, path in (
+            ("timeline", f"/v1/customers/{customer}/timeline"),
+            ("profile", f"/v1/customers/{customer}"),
+        ):
+            for _ in range(20):  # warm-up: connections, statement caches
+                (await http.get(path)).raise_for_status()
+            seconds = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                response = await http.get(path)
+                seconds.append(time.perf_counter() - started)
+                response.raise_for_status()
+            seconds.sort()
+            p50, p99 = seconds[len(seconds) // 2], seconds[int(len(seconds) * 0.99)]
+            print(f"{what:<9} p50 {p50 * 1000:6.2f} ms   p99 {p99 * 1000:6.2f} ms")
+
+
+def _with_state(app: object, state: object) -> object:
+    """The app with the lifespan's state attached to each request, as uvicorn does."""
+
+    async def asgi(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "state": dict(state)}  # type: ignore[call-overload]
+        await app(scope, receive, send)  # type: ignore[operator]
+
+    return asgi
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=1_000)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.requests))
