@@ -26,6 +26,7 @@ import orjson
 import psutil
 from uuid_utils.compat import uuid7
 
+from app.timeline.writes import COLUMNS
 from bench import loadgen, workload
 from bench.config import BenchConfig
 from bench.profiling import Recorder
@@ -34,23 +35,6 @@ from bench.stack import MB, Proc, Stack
 
 _STORED = re.compile(
     rb'^percorso_pipeline_events_total\{outcome="(stored|duplicate|dead_letter)"\} (\S+)$', re.M
-)
-EVENT_COLUMNS = (
-    "event_id",
-    "source_id",
-    "message_id",
-    "customer_id",
-    "type",
-    "event",
-    "channel",
-    "occurred_at",
-    "sent_at",
-    "received_at",
-    "stage",
-    "properties",
-    "traits",
-    "context",
-    "flags",
 )
 
 
@@ -374,13 +358,13 @@ async def copy_again(
     """COPY the rows of ``source_id`` into ``events`` again (fresh event and message ids,
     under ``copy_source_id``) in one transaction, then delete them: ``(rows, seconds)``."""
     rows = await conn.fetch(
-        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE source_id = $1", source_id
+        f"SELECT {', '.join(COLUMNS)} FROM events WHERE source_id = $1", source_id
     )
     records = [(uuid7(), copy_source_id, f"copy-{r['message_id']}", *tuple(r)[3:]) for r in rows]
     del rows
     started = time.perf_counter()
     async with conn.transaction():
-        await conn.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
+        await conn.copy_records_to_table("events", records=records, columns=COLUMNS)
     seconds = time.perf_counter() - started
     await conn.execute("DELETE FROM events WHERE source_id = $1", copy_source_id)
     await conn.execute("VACUUM (ANALYZE) events")

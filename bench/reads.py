@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app.timeline.writes import COLUMNS
 from bench import loadgen
-from bench.phases import EVENT_COLUMNS, Run
+from bench.phases import Run
 
-_COPY_COLUMNS = ", ".join(EVENT_COLUMNS)
+_COPY_COLUMNS = ", ".join(COLUMNS)
 
 
 async def reads(run: Run) -> None:

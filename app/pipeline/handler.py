@@ -33,7 +33,7 @@ from app.journey import service as journey
 from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters
-from app.timeline.writes import EventRow, existing_keys, insert_events
+from app.timeline.writes import STORED_KEYS, EventRow, existing_keys, insert_events
 from app.touchpoint import Touchpoint
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ class BatchHandler:
                 return await self._transaction(touchpoints, dead)
             except _RETRYABLE as exc:
                 if attempt == MAX_ATTEMPTS:
+                    if isinstance(exc.__cause__, _REFUSED):
+                        raise exc.__cause__ from None
                     raise
                 PIPELINE_RETRIES.labels(_RETRY_REASON[type(exc)]).inc()
                 delay = min(2.0, 0.02 * 2**attempt) * (0.5 + random.random())  # noqa: S311
@@ -155,18 +157,23 @@ class BatchHandler:
                 _event_row(tp, cid, stage)
                 for tp, cid, stage in zip(fresh, resolution.customer_of, plan.stage_of, strict=True)
             ]
-            stored = await insert_events(conn, rows)
-            if stored < len(rows):
+            try:
+                await insert_events(conn, rows)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name not in STORED_KEYS:
+                    raise
                 # Another consumer stored some of these since the dedupe read (a batch
-                # redelivered after a rebalance): retry, and the dedupe drops them.
-                raise identity.StaleRead("events were stored concurrently")
+                # redelivered after a rebalance): retry, and the dedupe drops them. Should
+                # the retries run out, the violation itself is raised: the batch is refused
+                # and bisected, and an event that can never be stored is dead-lettered.
+                raise identity.StaleRead("events were stored concurrently") from exc
             saved = await journey.persist(conn, self._model, fresh, resolution, plan)
             deltas = _profile_deltas(fresh, resolution)
             for delta in deltas:
                 delta.journey = saved.get(delta.customer_id)
             await apply_deltas(conn, deltas)
             return Outcome(
-                stored=stored, duplicates=len(touchpoints) - stored, dead_letters=list(dead)
+                stored=len(rows), duplicates=len(touchpoints) - len(rows), dead_letters=list(dead)
             )
 
 

@@ -53,40 +53,28 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def insert_events(conn: asyncpg.Connection[Any], rows: Sequence[EventRow]) -> int:
-    """Insert events; a ``(source_id, message_id)`` already stored is skipped. Returns the
-    number inserted."""
+# Stored by the pipeline; ``seq`` (the arrival order) comes from its sequence.
+COLUMNS = (
+    "event_id", "source_id", "message_id", "customer_id", "type", "event", "channel",
+    "occurred_at", "sent_at", "received_at", "stage", "properties", "traits", "context", "flags",
+)  # fmt: skip
+# What a second copy of a stored event violates (its id and its source's message id are
+# both unique; the id is checked first).
+STORED_KEYS = frozenset({"pk_events", "uq_events_source_id_message_id"})
+
+
+async def insert_events(conn: asyncpg.Connection[Any], rows: Sequence[EventRow]) -> None:
+    """Store events with a binary COPY (a third cheaper than an array-bound INSERT). The
+    caller has dropped the keys already stored (:func:`existing_keys`); one stored since
+    raises ``asyncpg.UniqueViolationError`` on one of :data:`STORED_KEYS`."""
     if not rows:
-        return 0
-    result = await conn.execute(
-        """
-        INSERT INTO events (event_id, source_id, message_id, customer_id, type, event, channel,
-                            occurred_at, sent_at, received_at, stage,
-                            properties, traits, context, flags)
-        SELECT event_id, source_id, message_id, customer_id, type, event, channel,
-               occurred_at, sent_at, received_at, stage,
-               properties::jsonb, traits::jsonb, context::jsonb, flags::jsonb
-        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[],
-                    $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
-                    $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
-             AS r(event_id, source_id, message_id, customer_id, type, event, channel,
-                  occurred_at, sent_at, received_at, stage, properties, traits, context, flags)
-        ON CONFLICT (source_id, message_id) DO NOTHING
-        """,
-        [r.event_id for r in rows],
-        [r.source_id for r in rows],
-        [r.message_id for r in rows],
-        [r.customer_id for r in rows],
-        [r.type for r in rows],
-        [r.event for r in rows],
-        [r.channel for r in rows],
-        [r.occurred_at for r in rows],
-        [r.sent_at for r in rows],
-        [r.received_at for r in rows],
-        [r.stage for r in rows],
-        [_json(r.properties) for r in rows],
-        [_json(r.traits) for r in rows],
-        [_json(r.context) for r in rows],
-        [_json(r.flags) for r in rows],
-    )
-    return int(result.rsplit(" ", 1)[-1])
+        return
+    await conn.copy_records_to_table("events", columns=COLUMNS, records=map(_record, rows))
+
+
+def _record(r: EventRow) -> tuple[Any, ...]:
+    return (
+        r.event_id, r.source_id, r.message_id, r.customer_id, r.type, r.event, r.channel,
+        r.occurred_at, r.sent_at, r.received_at, r.stage,
+        _json(r.properties), _json(r.traits), _json(r.context), _json(r.flags),
+    )  # fmt: skip

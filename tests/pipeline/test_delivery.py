@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,10 @@ from app.auth.service import create_source
 from app.config import Settings
 from app.db import create_session_factory
 from app.kit.kafka import create_producer, ensure_topics
+from app.kit.metrics import PIPELINE_RETRIES
+from app.pipeline import handler as handler_module
 from app.pipeline.runner import Pipeline
+from app.timeline.writes import existing_keys
 from tests.factories import touchpoint
 from tests.helpers import basic, scalar, wait_until
 
@@ -190,3 +194,31 @@ async def test_an_undecodable_message_is_dead_lettered_and_the_events_after_it_a
         assert b"\x00not json at all" in seen
     finally:
         await consumer.stop()
+
+
+async def test_events_stored_by_another_consumer_after_the_dedupe_read_are_retried_not_lost(
+    handle: Any, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redelivered batch can race the consumer that first stored it: the dedupe read
+    misses its events, the COPY hits the unique key, and the batch is retried (the dedupe
+    then drops them) instead of being dead-lettered as refused."""
+    first = [touchpoint(source_id, user_id="u1", message_id=f"m-{i}", at=i) for i in range(3)]
+    assert (await handle(first)).stored == 3
+
+    misses = [True]
+
+    async def miss_once(conn: Any, keys: Any) -> set[tuple[uuid.UUID, str]]:
+        if misses.pop() if misses else False:
+            return set()  # as if the other consumer committed just after this read
+        return await existing_keys(conn, keys)
+
+    monkeypatch.setattr(handler_module, "existing_keys", miss_once)
+    retries = PIPELINE_RETRIES.labels("stale_read")
+    before = retries._value.get()
+    later = [touchpoint(source_id, user_id="u1", message_id="m-3", at=3)]
+    outcome = await handle(first + later)
+    assert (outcome.stored, outcome.duplicates, outcome.dead_letters) == (1, 3, [])
+    assert retries._value.get() == before + 1
+    assert await scalar(db, "SELECT count(*) FROM events") == 4
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 0
+    assert await scalar(db, "SELECT sum(event_count) FROM customers") == 4
