@@ -34,7 +34,7 @@ def test_migrations_upgrade_an_empty_database_and_downgrade_cleanly(empty_databa
     upgrade(empty_database)
     created = asyncio.run(_tables(empty_database))
     assert {"customers", "identities", "events", "sources", "api_tokens", "dead_letters"} <= created
-    assert "fn:percorso_add_counts" in created
+    assert "fn:percorso_touch_change_xid" in created
 
     downgrade(empty_database, "base")
     assert asyncio.run(_tables(empty_database)) == {"alembic_version"}

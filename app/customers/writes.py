@@ -41,7 +41,13 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
             first_seen_at = LEAST(c.first_seen_at, u.first_seen),
             last_seen_at = GREATEST(c.last_seen_at, u.last_seen),
             event_count = c.event_count + u.n,
-            channel_counts = percorso_add_counts(c.channel_counts, u.channels::jsonb),
+            -- Only the batch's channels are visited: percorso_add_counts walked every key
+            -- of both and cost half of this statement.
+            channel_counts = c.channel_counts || coalesce(
+                (SELECT jsonb_object_agg(k, coalesce((c.channel_counts ->> k)::bigint, 0)
+                                            + n::bigint)
+                 FROM jsonb_each_text(u.channels::jsonb) AS d(k, n)),
+                '{}'::jsonb),
             traits = CASE
                 WHEN u.traits_at IS NULL THEN c.traits
                 WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at

@@ -167,6 +167,28 @@ async def test_unknown_customers_bad_ids_and_bad_cursors_are_client_errors(
     assert bad_limit.status_code == 422
 
 
+async def test_channel_counts_add_up_across_batches(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    await handle(
+        [
+            touchpoint(source_id, user_id="u-7", channel="web", at=0),
+            touchpoint(source_id, user_id="u-7", channel="email", at=1),
+        ]
+    )
+    await handle([touchpoint(source_id, user_id="u-7", channel="web", at=2)])
+    await handle(
+        [
+            touchpoint(source_id, user_id="u-7", channel="in_store", at=3),
+            touchpoint(source_id, user_id="u-7", channel="web", at=4),
+        ]
+    )
+    cid = await _customer_id(app_client, read_token, "user_id", "u-7")
+    profile = (await app_client.get(f"/v1/customers/{cid}", headers=bearer(read_token))).json()
+    assert profile["channel_counts"] == {"web": 3, "email": 1, "in_store": 1}
+    assert profile["event_count"] == 5
+
+
 async def test_a_lost_database_connection_fails_one_read_with_503_then_reads_recover(
     settings: Settings, db: AsyncEngine, read_token: str, handle: Any, source_id: uuid.UUID
 ) -> None:
