@@ -68,11 +68,17 @@ def _memory(r: phases.Run) -> None:
     report.row("5. memory", "consumer peak RSS", consumer_peak, "MB")
     report.row(
         "5. memory",
-        "consumer RSS at pipeline start",
+        "consumer RSS once warm (10% of events handled)",
         report.values.get("consumer_rss_mb_start"),
         "MB",
         reference=report.values.get("consumer_rss_mb_end"),
         reference_label="at end",
+    )
+    report.row(
+        "5. memory",
+        "consumer RSS growth from warm to end",
+        report.values.get("consumer_rss_mb_per_100k_events"),
+        "MB per 100k events",
     )
     if "events_in_db" not in report.values:
         report.set(events_in_db=report.values.get("pipeline_events"))

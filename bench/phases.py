@@ -255,7 +255,8 @@ async def pipeline(run: Run) -> None:
     run.consumers = [stack.start_consumer(i) for i in range(cfg.consumers)]
     recorder = None
     cpu: CpuWindow | None = None
-    rss_before = 0.0
+    # (events handled, consumer RSS in MB) through the run: memory must not grow with events.
+    rss: list[tuple[int, float]] = []
     first_at: float | None = None
     first_count = 0
     done = 0
@@ -263,14 +264,12 @@ async def pipeline(run: Run) -> None:
         while True:
             now = time.perf_counter()
             done = await _handled(http, run.consumers)
-            if first_at is None:
-                if done > 0:
-                    first_at, first_count = now, done
-                    # Profile the steady state, not imports and the group join.
-                    recorder = _record(run, run.consumers[0], "consumer-pipeline")
-                    cpu = CpuWindow(stack, {f"consumer{i}": c for i, c in enumerate(run.consumers)})
-                else:
-                    rss_before = sum(c.sample() for c in run.consumers) / MB
+            rss.append((done, sum(c.sample() for c in run.consumers) / MB))
+            if first_at is None and done > 0:
+                first_at, first_count = now, done
+                # Profile the steady state, not imports and the group join.
+                recorder = _record(run, run.consumers[0], "consumer-pipeline")
+                cpu = CpuWindow(stack, {f"consumer{i}": c for i, c in enumerate(run.consumers)})
             if done >= target:
                 break
             if now - spawned > cfg.pipeline_timeout_s:
@@ -281,7 +280,7 @@ async def pipeline(run: Run) -> None:
             await asyncio.sleep(0.1)
     finished = time.perf_counter()
     pipeline_cpu = cpu.cores() if cpu else {}
-    rss_end = sum(c.sample() for c in run.consumers) / MB
+    rss_start, rss_end, rss_growth = _memory_trend(rss, target)
     if recorder:
         report.profiles["consumer, pipeline phase"] = recorder.stop()
     assert first_at is not None
@@ -324,8 +323,9 @@ async def pipeline(run: Run) -> None:
         pipeline_events=done,
         pipeline_startup_s=first_at - spawned,
         pipeline_seconds=finished - first_at,
-        consumer_rss_mb_start=rss_before,
+        consumer_rss_mb_start=rss_start,
         consumer_rss_mb_end=rss_end,
+        consumer_rss_mb_per_100k_events=rss_growth,
         customers_in_db=facts["customers"],
         customers_merged=facts["merged"],
         identities_in_db=facts["identities"],
@@ -493,6 +493,22 @@ async def freshness(run: Run) -> None:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _memory_trend(
+    samples: list[tuple[int, float]], target: int
+) -> tuple[float | None, float | None, float | None]:
+    """Consumer RSS once warm (a tenth of the events handled: the first batches fill the
+    bounded caches and buffers), at the end, and the least-squares growth in MB per 100,000
+    events between the two. Flat memory: a growth near zero."""
+    warm = [(n, mb) for n, mb in samples if n >= target // 10 and mb > 0]
+    if len(warm) < 2:
+        return None, None, None
+    xs, ys = [n for n, _ in warm], [mb for _, mb in warm]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in warm) / spread if spread else 0.0
+    return ys[0], ys[-1], slope * 100_000
 
 
 async def _handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
