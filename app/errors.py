@@ -146,9 +146,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, DBAPIError)
         if not exc.connection_invalidated:
             raise exc
-        # The pool does not ping connections before use (a round trip per request); a
-        # connection lost since (e.g. a database restart) fails one request, and the pool
-        # replaces every connection older than the failure.
+        # The pool does not ping connections before use (app.db); a connection lost since
+        # (e.g. a database restart) fails one request, and the pool replaces every
+        # connection older than the failure.
         return problem_response(
             503,
             ServiceUnavailable.type,

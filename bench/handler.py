@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -25,25 +24,16 @@ from app.identity.identifiers import IdentityConfig
 from app.identity.policy import MergePolicy
 from app.ingest.service import build_all
 from app.journey.model import load_model
-from app.kit import embedded, gc
-from app.migrate import upgrade
+from app.kit import gc
 from app.pipeline.handler import BatchHandler, Record
 from bench.phases import copy_again
+from bench.scratch import scratch_database
 from bench.workload import generate
 
 
 async def main(events: int, batch: int) -> None:
-    admin = os.environ.get("PERCORSO_DATABASE_URL") or os.environ.get("PERCORSO_TEST_DATABASE_URL")
-    if not admin:
-        raise SystemExit("set PERCORSO_DATABASE_URL to a server that allows a scratch database")
-    name = f"percorso_handler_{uuid.uuid4().hex[:8]}"
-    await embedded.ensure_database(admin, name)
-    url = embedded.with_database(admin, name)
-    try:
-        await asyncio.to_thread(upgrade, url)
+    async with scratch_database("percorso_handler") as url:
         await _run(Settings(database_url=url), events, batch)
-    finally:
-        await embedded.drop_database(admin, name)
 
 
 async def _run(settings: Settings, events: int, batch: int) -> None:

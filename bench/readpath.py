@@ -14,37 +14,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 
 import httpx
+from asgi_lifespan import LifespanManager
 
 from app.auth.service import create_source, create_token
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.kit import embedded
 from app.main import create_app
-from app.migrate import upgrade
+from bench.scratch import scratch_database
 
 
 async def main(events: int, requests: int) -> None:
-    admin = os.environ.get("PERCORSO_DATABASE_URL") or os.environ.get("PERCORSO_TEST_DATABASE_URL")
-    if not admin:
-        raise SystemExit("set PERCORSO_DATABASE_URL to a server that allows a scratch database")
-    name = f"percorso_readpath_{uuid.uuid4().hex[:8]}"
-    await embedded.ensure_database(admin, name)
-    url = embedded.with_database(admin, name)
     broker = embedded.EmbeddedBroker().start()  # the app's lifespan starts a producer
     try:
-        await embedded.wait_for_broker(broker.bootstrap)
-        await asyncio.to_thread(upgrade, url)
-        settings = Settings(database_url=url, kafka_bootstrap_servers=broker.bootstrap)
-        customer, secret = await _fill(settings, events)
-        await _measure(settings, customer, secret, requests)
+        async with scratch_database("percorso_readpath") as url:
+            await embedded.wait_for_broker(broker.bootstrap)
+            settings = Settings(database_url=url, kafka_bootstrap_servers=broker.bootstrap)
+            customer, secret = await _fill(settings, events)
+            await _measure(settings, customer, secret, requests)
     finally:
         broker.stop()
-        await embedded.drop_database(admin, name)
 
 
 async def _fill(settings: Settings, events: int) -> tuple[uuid.UUID, str]:
@@ -95,11 +88,9 @@ async def _measure(settings: Settings, customer: uuid.UUID, secret: str, request
     app = create_app(settings)
     headers = {"Authorization": f"Bearer {secret}"}
     async with (
-        app.router.lifespan_context(app) as state,
+        LifespanManager(app) as manager,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=_with_state(app, state)),
-            base_url="http://bench",
-            headers=headers,
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://bench", headers=headers
         ) as http,
     ):
         for what, path in (
@@ -117,17 +108,6 @@ async def _measure(settings: Settings, customer: uuid.UUID, secret: str, request
             seconds.sort()
             p50, p99 = seconds[len(seconds) // 2], seconds[int(len(seconds) * 0.99)]
             print(f"{what:<9} p50 {p50 * 1000:6.2f} ms   p99 {p99 * 1000:6.2f} ms")
-
-
-def _with_state(app: object, state: object) -> object:
-    """The app with the lifespan's state attached to each request, as uvicorn does."""
-
-    async def asgi(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
-        if scope["type"] in ("http", "websocket"):
-            scope = {**scope, "state": dict(state)}  # type: ignore[call-overload]
-        await app(scope, receive, send)  # type: ignore[operator]
-
-    return asgi
 
 
 if __name__ == "__main__":
