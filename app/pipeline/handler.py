@@ -33,7 +33,7 @@ from app.journey import service as journey
 from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters
-from app.timeline.writes import STORED_KEYS, EventRow, existing_keys, insert_events
+from app.timeline.writes import STORED_KEYS, existing_keys, insert_events
 from app.touchpoint import Touchpoint
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,8 @@ class BatchHandler:
                 return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
             resolution = await identity.resolve(conn, fresh, self._policy)
             plan = journey.plan_stages(self._model, fresh, resolution)
-            rows = [
-                _event_row(tp, cid, stage)
-                for tp, cid, stage in zip(fresh, resolution.customer_of, plan.stage_of, strict=True)
-            ]
             try:
-                await insert_events(conn, rows)
+                await insert_events(conn, fresh, resolution.customer_of, plan.stage_of)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name not in STORED_KEYS:
                     raise
@@ -173,7 +169,7 @@ class BatchHandler:
                 delta.journey = saved.get(delta.customer_id)
             await apply_deltas(conn, deltas)
             return Outcome(
-                stored=len(rows), duplicates=len(touchpoints) - len(rows), dead_letters=list(dead)
+                stored=len(fresh), duplicates=len(touchpoints) - len(fresh), dead_letters=list(dead)
             )
 
 
@@ -188,26 +184,6 @@ async def _drop_duplicates(
             seen.add(key)  # also drops a repeat inside the batch
             fresh.append(tp)
     return fresh
-
-
-def _event_row(tp: Touchpoint, customer_id: Any, stage: str | None) -> EventRow:
-    return EventRow(
-        event_id=tp.event_id,
-        source_id=tp.source_id,
-        message_id=tp.message_id,
-        customer_id=customer_id,
-        type=tp.type,
-        event=tp.event,
-        channel=tp.channel.value,
-        occurred_at=tp.occurred_at,
-        sent_at=tp.sent_at,
-        received_at=tp.received_at,
-        stage=stage,
-        properties=tp.properties,
-        traits=tp.traits,
-        context=tp.context,
-        flags=tp.flags,
-    )
 
 
 def _profile_deltas(

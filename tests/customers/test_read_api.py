@@ -6,12 +6,9 @@ import uuid
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
-from app.main import create_app
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer
 
@@ -190,37 +187,34 @@ async def test_channel_counts_add_up_across_batches(
 
 
 async def test_a_lost_database_connection_fails_one_read_with_503_then_reads_recover(
-    settings: Settings, db: AsyncEngine, read_token: str, handle: Any, source_id: uuid.UUID
+    app_client: httpx.AsyncClient,
+    db: AsyncEngine,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
 ) -> None:
     """The read pool does not ping before each request: a connection lost since (a database
     restart, a failover) answers 503 problem+json once, and the next request reconnects."""
     await handle([touchpoint(source_id, anonymous_id="anon-lost", event="Product Viewed")])
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
-        ) as client,
-    ):
-        customer = await _customer_id(client, read_token, "anonymous_id", "anon-lost")
-        path = f"/v1/customers/{customer}/timeline"
-        assert (await client.get(path, headers=bearer(read_token))).status_code == 200
+    customer = await _customer_id(app_client, read_token, "anonymous_id", "anon-lost")
+    path = f"/v1/customers/{customer}/timeline"
+    assert (await app_client.get(path, headers=bearer(read_token))).status_code == 200
 
-        async with db.connect() as conn:
-            killed = await conn.scalar(
-                text(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = 'percorso-api' AND datname = current_database()"
-                )
+    async with db.connect() as conn:
+        killed = await conn.scalar(
+            text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'percorso-api' AND datname = current_database()"
             )
-        assert (killed or 0) >= 1
+        )
+    assert (killed or 0) >= 1
 
-        lost = await client.get(path, headers=bearer(read_token))
-        assert lost.status_code == 503, lost.text
-        assert lost.headers["content-type"] == "application/problem+json"
-        assert lost.headers["retry-after"] == "1"
-        assert lost.json()["type"].endswith("service-unavailable")
+    lost = await app_client.get(path, headers=bearer(read_token))
+    assert lost.status_code == 503, lost.text
+    assert lost.headers["content-type"] == "application/problem+json"
+    assert lost.headers["retry-after"] == "1"
+    assert lost.json()["type"].endswith("service-unavailable")
 
-        again = await client.get(path, headers=bearer(read_token))
-        assert again.status_code == 200, again.text
-        assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
+    again = await app_client.get(path, headers=bearer(read_token))
+    assert again.status_code == 200, again.text
+    assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
