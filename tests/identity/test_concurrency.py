@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db import create_pool
 from app.identity.policy import ReferenceGraph
+from app.journey.history import recompute
 from app.journey.model import load_model
 from app.kit.kafka import create_producer, ensure_topics
 from app.pipeline.runner import Pipeline
@@ -53,6 +54,10 @@ def _stream(seed: int, people: int, events: int) -> list[list[Ident]]:
     return stream
 
 
+# Events that move customers through the default journey, forwards and back.
+_EVENTS = ("Product Viewed", "Newsletter Subscribed", "Order Completed", "Review Submitted")
+
+
 def _partition(groups: dict[object, set[Ident]]) -> set[frozenset[Ident]]:
     return {frozenset(g) for g in groups.values() if g}
 
@@ -77,7 +82,8 @@ async def test_three_consumers_in_parallel_equal_one_by_one_processing(
     try:
         pending = []
         for n, ids in enumerate(stream):
-            tp = touchpoint(source_id, at=n, message_id=f"c-{n}", extra_ids=ids)
+            event = _EVENTS[n % len(_EVENTS)]
+            tp = touchpoint(source_id, at=n, message_id=f"c-{n}", extra_ids=ids, event=event)
             # Keyed round-robin, not by person: one person's events reach all three
             # consumers at once, the worst case for races.
             pending.append(await producer.send(topic, tp.to_bytes(), key=str(n).encode()))
@@ -133,3 +139,28 @@ async def test_three_consumers_in_parallel_equal_one_by_one_processing(
     assert _partition(stored) == _partition(expected)
     merges = await scalar(db, "SELECT count(*) FROM merges")
     assert merges > 0, "the stream should have exercised merges"
+
+    # Journeys planned while other consumers wrote the same customers equal journeys
+    # recomputed from the whole stored timelines.
+    pool = await create_pool(isolated)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            live = [r["id"] for r in await conn.fetch(_LIVE)]
+            before = (await conn.fetch(_JOURNEYS), await conn.fetch(_TRANSITIONS))
+            await recompute(conn, model, live)
+            after = (await conn.fetch(_JOURNEYS), await conn.fetch(_TRANSITIONS))
+    finally:
+        await pool.close()
+    assert [tuple(r) for r in before[0]] == [tuple(r) for r in after[0]]
+    assert [tuple(r) for r in before[1]] == [tuple(r) for r in after[1]]
+
+
+_LIVE = "SELECT id FROM customers WHERE merged_into IS NULL ORDER BY id FOR UPDATE"
+_JOURNEYS = """
+    SELECT id, current_stage, furthest_stage, journey_state FROM customers
+    WHERE merged_into IS NULL ORDER BY id
+"""
+_TRANSITIONS = """
+    SELECT customer_id, entered_at, event_id, from_stage, to_stage, exited_at
+    FROM stage_transitions ORDER BY customer_id, entered_at, event_id
+"""
