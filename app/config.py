@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
     # Pipeline batching.
-    pipeline_max_batch: int = Field(default=2_000, ge=1, le=50_000)
+    pipeline_max_batch: int = Field(default=10_000, ge=1, le=50_000)
     pipeline_poll_timeout_ms: int = Field(default=200, ge=1)
     pipeline_metrics_port: int | None = None
 

@@ -81,6 +81,6 @@ async def _run(settings: Settings, events: int, batch: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--batch", type=int, default=10_000)
     args = parser.parse_args()
     asyncio.run(main(args.events, args.batch))
