@@ -1,5 +1,6 @@
 """Three consumers at once build the same identity graph as processing the events one by
-one, without deadlocks, losing or duplicating nothing."""
+one, and the same journeys as a recompute from the stored timelines, without deadlocks,
+losing or duplicating nothing."""
 
 from __future__ import annotations
 
@@ -140,8 +141,8 @@ async def test_three_consumers_in_parallel_equal_one_by_one_processing(
     merges = await scalar(db, "SELECT count(*) FROM merges")
     assert merges > 0, "the stream should have exercised merges"
 
-    # Journeys planned while other consumers wrote the same customers equal journeys
-    # recomputed from the whole stored timelines.
+    # The journeys the three consumers built batch by batch equal journeys recomputed from
+    # the whole stored timelines.
     pool = await create_pool(isolated)
     try:
         async with pool.acquire() as conn, conn.transaction():
