@@ -146,9 +146,9 @@ async def test_three_consumers_in_parallel_equal_one_by_one_processing(
     pool = await create_pool(isolated)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            live = [r["id"] for r in await conn.fetch(_LIVE)]
-            before = (await conn.fetch(_JOURNEYS), await conn.fetch(_TRANSITIONS))
-            await recompute(conn, model, live)
+            # Locked, as recompute requires of its caller.
+            before = (await conn.fetch(_JOURNEYS + " FOR UPDATE"), await conn.fetch(_TRANSITIONS))
+            await recompute(conn, model, [r["id"] for r in before[0]])
             after = (await conn.fetch(_JOURNEYS), await conn.fetch(_TRANSITIONS))
     finally:
         await pool.close()
@@ -156,7 +156,6 @@ async def test_three_consumers_in_parallel_equal_one_by_one_processing(
     assert [tuple(r) for r in before[1]] == [tuple(r) for r in after[1]]
 
 
-_LIVE = "SELECT id FROM customers WHERE merged_into IS NULL ORDER BY id FOR UPDATE"
 _JOURNEYS = """
     SELECT id, current_stage, furthest_stage, journey_state FROM customers
     WHERE merged_into IS NULL ORDER BY id
