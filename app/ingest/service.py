@@ -87,7 +87,7 @@ def validate_message(
         raise EventRejected([FieldError(field=None, message="an event is a JSON object")])
     if call_type is not None:
         raw = {**raw, "type": call_type}
-    elif "type" not in raw:
+    elif raw.get("type") is None:
         raise EventRejected([FieldError(field="type", message="each batch item needs a type")])
     try:
         return SegmentMessage.model_validate(raw, context={IDS_OPTIONAL: ids_optional})

@@ -50,6 +50,11 @@ CASES: dict[str, tuple[str, Any, int]] = {
         ),
         400,
     ),
+    "batch item with a null type": (
+        "/v1/batch",
+        {"batch": [{"type": None, "userId": "u", "event": "E"}]},
+        400,
+    ),
     "messageId over 100 characters": (
         "/v1/track",
         {"userId": "u", "event": "E", "messageId": "m" * 101},
