@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeGuard
 
 import phonenumbers
 
@@ -30,6 +30,7 @@ from app.touchpoint import Identifier
 
 BUILTIN_KINDS: tuple[str, ...] = ("user_id", "crm_id", "email", "phone", "anonymous_id")
 """The built-in kinds, in the order :func:`extract_identifiers` returns them."""
+_BUILTIN_RANK = {kind: rank for rank, kind in enumerate(BUILTIN_KINDS)}
 
 MAX_VALUE_LENGTH = 255
 MAX_KIND_LENGTH = 64
@@ -137,10 +138,9 @@ class Rejected:
     reason: str
 
 
-@dataclass(frozen=True)
-class Extracted:
-    identifiers: list[Identifier] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+class Extracted(NamedTuple):  # a tuple: built once per ingested event, cheaply
+    identifiers: list[Identifier]
+    rejected: list[Rejected]
 
 
 def is_blocked(value: str, config: IdentityConfig) -> bool:
@@ -229,7 +229,7 @@ def extract_identifiers(
     and an ``encoding`` other than ``none`` gives a separate kind (``email_sha256``)
     because a hash is not an address. ``None`` values are absent, not rejected.
     """
-    found: dict[str, list[str]] = {}
+    found: dict[tuple[str, str], None] = {}  # (kind, value) pairs, an ordered set
     rejected: list[Rejected] = []
 
     def add(kind: str, raw: object) -> None:
@@ -240,26 +240,29 @@ def extract_identifiers(
         except InvalidIdentifier as exc:
             rejected.append(Rejected(kind, _describe(raw), exc.reason))
             return
-        found.setdefault(kind, []).append(value)
+        found[kind, value] = None
 
-    top = traits if type == "identify" else None
+    sources: list[Mapping[str, Any]] = []
+    if type == "identify" and _is_mapping(traits):
+        sources.append(traits)
     context_traits = context.get("traits")
-    sources = [s for s in (top, context_traits) if _is_mapping(s)]
+    if _is_mapping(context_traits):
+        sources.append(context_traits)
 
     add("user_id", user_id)
     add("crm_id", _first_trait(sources, ("crm_id", "crmId")))
     add("email", _first_trait(sources, ("email",)))
     add("phone", _first_trait(sources, ("phone",)))
     add("anonymous_id", anonymous_id)
-    _add_external_ids(context.get("externalIds"), add, rejected)
-
-    identifiers: list[Identifier] = []
-    for kind in BUILTIN_KINDS:
-        if kind in found:
-            identifiers.extend(_identifier(kind, v) for v in dict.fromkeys(found.pop(kind)))
-    for kind, values in found.items():  # custom kinds, in the order they were found
-        identifiers.extend(_identifier(kind, v) for v in dict.fromkeys(values))
-    return Extracted(identifiers=identifiers, rejected=_unique(rejected) if rejected else [])
+    pairs: Iterable[tuple[str, str]] = found
+    external_ids = context.get("externalIds")
+    if external_ids is not None:
+        _add_external_ids(external_ids, add, rejected)
+        # Built-in kinds in their order, then custom kinds in the order they were found
+        # (a stable sort); without external ids, they were found in that order.
+        pairs = sorted(found, key=_kind_rank)
+    identifiers = [_identifier(kind, value) for kind, value in pairs]
+    return Extracted(identifiers, _unique(rejected) if rejected else [])
 
 
 # Identifiers are frozen, and one person's ids ride along on each of their events: sharing
@@ -269,17 +272,19 @@ def _identifier(kind: str, value: str) -> Identifier:
     return Identifier(kind=kind, value=value)
 
 
+def _kind_rank(pair: tuple[str, str]) -> int:
+    return _BUILTIN_RANK.get(pair[0], len(BUILTIN_KINDS))
+
+
 def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
-    # The exact-type check first: decoded JSON is always a dict, and isinstance against
-    # the Mapping ABC is several times slower.
-    return type(value) is dict or isinstance(value, Mapping)
+    # The exact-type and None checks first: decoded JSON is a dict or absent, and
+    # isinstance against the Mapping ABC is several times slower.
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))
 
 
 def _add_external_ids(
     entries: object, add: Callable[[str, object], None], rejected: list[Rejected]
 ) -> None:
-    if entries is None:
-        return
     if not isinstance(entries, list):
         rejected.append(Rejected("external_id", _describe(entries), "externalIds is not a list"))
         return

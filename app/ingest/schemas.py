@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -47,15 +48,57 @@ class SegmentMessage(BaseModel):
         # Server-built messages (email tokens, imports) may identify a person by email or
         # phone alone; they validate with context {"ids_optional": True}.
         ids_optional = bool(info.context and info.context.get(IDS_OPTIONAL))
-        if not ids_optional and _blank(self.userId) and _blank(self.anonymousId):
-            raise ValueError("userId or anonymousId is required")
-        if self.type == "track" and (self.event is None or not self.event.strip()):
-            raise ValueError("a track call needs an event name")
-        if self.type == "group" and _blank(self.groupId):
-            raise ValueError("a group call needs a groupId")
-        if self.type == "alias" and (_blank(self.previousId) or _blank(self.userId)):
-            raise ValueError("an alias call needs a previousId and a userId")
+        problem = missing_field(self, ids_optional=ids_optional)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+
+class SegmentCall(msgspec.Struct):
+    """:class:`SegmentMessage` for msgspec, which validates a call about four times
+    faster than pydantic: the ingest hot path tries it first (``app.ingest.service``).
+
+    Same fields, types and limits; it may refuse more than :class:`SegmentMessage` (an
+    ``int`` where pydantic would coerce a float, say), never less. A refused call goes
+    on to pydantic, whose verdict and error messages stand. Timestamps come in as text
+    and leave as the datetime pydantic's own parser gives (msgspec rounds fractions of a
+    microsecond that pydantic truncates). ``tests/ingest/test_fast_validation.py`` holds
+    the two models to each other."""
+
+    type: CallType | None = None
+    messageId: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | None = None
+    userId: Id | None = None
+    anonymousId: Id | None = None
+    event: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    category: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    groupId: Id | None = None
+    previousId: Id | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    # Text in, datetime out (see above); Any, because msgspec cannot hold both.
+    timestamp: Any = None
+    originalTimestamp: Any = None
+    sentAt: Any = None
+    receivedAt: Any = None
+    writeKey: str | None = None
+
+
+TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+
+
+def missing_field(call: SegmentMessage | SegmentCall, *, ids_optional: bool) -> str | None:
+    """What a call lacks for its type (Segment's rules), or None."""
+    if not ids_optional and _blank(call.userId) and _blank(call.anonymousId):
+        return "userId or anonymousId is required"
+    if call.type == "track" and (call.event is None or not call.event.strip()):
+        return "a track call needs an event name"
+    if call.type == "group" and _blank(call.groupId):
+        return "a group call needs a groupId"
+    if call.type == "alias" and (_blank(call.previousId) or _blank(call.userId)):
+        return "an alias call needs a previousId and a userId"
+    return None
 
 
 def _blank(value: Id | None) -> bool:

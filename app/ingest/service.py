@@ -11,8 +11,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Required, TypedDict, TypeVar, Unpack
 
+import msgspec
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app.auth.service import SourceInfo
 from app.errors import validation_errors
@@ -25,9 +26,12 @@ from app.identity.identifiers import (
 from app.ingest.schemas import (
     IDS_OPTIONAL,
     MAX_EVENT_BYTES,
+    TIMESTAMP_FIELDS,
     FieldError,
     Rejection,
+    SegmentCall,
     SegmentMessage,
+    missing_field,
 )
 from app.touchpoint import (
     SCHEMA_VERSION,
@@ -49,15 +53,11 @@ class EventRejected(Exception):
         self.errors = errors
 
 
-def occurred_at(msg: SegmentMessage, received_at: datetime) -> tuple[datetime, list[str]]:
-    """The event time, corrected for the sending device's clock as Segment does:
-    ``timestamp + (receivedAt - sentAt)``. Far-future results are clamped and flagged."""
-    return _occurred_at(msg.originalTimestamp or msg.timestamp, msg.sentAt, received_at)
-
-
 def _occurred_at(
     base: datetime | None, sent_at: datetime | None, received_at: datetime
 ) -> tuple[datetime, list[str]]:
+    """The event time, corrected for the sending device's clock as Segment does:
+    ``timestamp + (receivedAt - sentAt)``. Far-future results are clamped and flagged."""
     flags: list[str] = []
     if base is None:
         return received_at, flags
@@ -76,23 +76,51 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def validate_message(
-    raw: Any, call_type: str | None, *, ids_optional: bool = False
-) -> SegmentMessage:
+Call = SegmentMessage | SegmentCall
+
+
+def validate_message(raw: Any, call_type: str | None, *, ids_optional: bool = False) -> Call:
     """Validate one call. ``call_type`` is fixed by the path (``/v1/track``) or taken from
     the item's ``type`` (``/v1/batch``). ``ids_optional`` lifts Segment's "userId or
     anonymousId" rule for server-built messages identified by email, phone or externalIds
-    (an identifier is still required: :func:`build_event` checks)."""
+    (an identifier is still required: :func:`build_event` checks).
+
+    msgspec first (:class:`SegmentCall`); whatever it refuses, pydantic decides and
+    words the errors (:class:`SegmentMessage`)."""
     if not isinstance(raw, dict):
         raise EventRejected([FieldError(field=None, message="an event is a JSON object")])
     if call_type is not None:
         raw = {**raw, "type": call_type}
     elif raw.get("type") is None:
         raise EventRejected([FieldError(field="type", message="each batch item needs a type")])
+    call = _plainly_valid(raw, ids_optional)
+    if call is not None:
+        return call
     try:
         return SegmentMessage.model_validate(raw, context={IDS_OPTIONAL: ids_optional})
     except ValidationError as exc:
         raise EventRejected([FieldError(**e) for e in validation_errors(exc.errors())]) from None
+
+
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _plainly_valid(raw: dict[str, Any], ids_optional: bool) -> SegmentCall | None:
+    """The call when msgspec, pydantic's datetime parser and :func:`missing_field` all
+    accept it; otherwise None (pydantic then gives the verdict)."""
+    try:
+        call = msgspec.convert(raw, SegmentCall)
+        for name in TIMESTAMP_FIELDS:
+            value = getattr(call, name)
+            if value is not None:
+                if type(value) is not str:
+                    return None  # a number: pydantic reads it as Unix time
+                setattr(call, name, _DATETIME.validate_python(value))
+    except (msgspec.ValidationError, ValidationError):
+        return None
+    if missing_field(call, ids_optional=ids_optional) is not None:
+        return None
+    return call
 
 
 class Arrival(TypedDict, total=False):
@@ -110,14 +138,14 @@ class Arrival(TypedDict, total=False):
     ids_optional: bool
 
 
-def build_event(msg: SegmentMessage, **arrival: Unpack[Arrival]) -> dict[str, Any]:
+def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
     """The canonical touchpoint as a plain dict, in :class:`Touchpoint` field order:
     ``Touchpoint.model_validate`` of it is the touchpoint, and :func:`wire_bytes` of it is
     exactly that touchpoint's ``to_bytes()`` (the hot path skips building the model).
     Raises :class:`EventRejected` when no usable identifier remains (every id blocked or
-    malformed)."""
+    malformed). ``source_id`` is ``arrival["source"].id`` as text, made once per request."""
     assert msg.type is not None
-    source, received_at = arrival["source"], arrival["received_at"]
+    received_at = arrival["received_at"]
     message_sent_at = msg.sentAt if msg.sentAt is not None else arrival.get("sent_at")
     context = {**(arrival.get("batch_context") or {}), **(msg.context or {})}
     for key, value in arrival["request_context"].items():
@@ -145,7 +173,7 @@ def build_event(msg: SegmentMessage, **arrival: Unpack[Arrival]) -> dict[str, An
     )
     flags[:0] = time_flags
     flags.extend(f"rejected_identifier:{r.kind}" for r in extracted.rejected)
-    channel = source.channel
+    channel = arrival["source"].channel
     requested = context.get("channel")
     if isinstance(requested, str) and requested in _CHANNELS:
         channel = requested
@@ -164,9 +192,7 @@ def build_event(msg: SegmentMessage, **arrival: Unpack[Arrival]) -> dict[str, An
         "schema_version": SCHEMA_VERSION,
         "event_id": new_event_id_str(),
         "message_id": msg.messageId or f"percorso-{new_event_id_str()}",
-        # Text, not the id: sources loaded by asyncpg carry its own UUID type, which orjson
-        # does not serialise.
-        "source_id": str(source.id),
+        "source_id": source_id,
         "channel": channel,
         "type": msg.type,
         "event": msg.event if msg.type == "track" else msg.name,
@@ -184,7 +210,7 @@ def build_event(msg: SegmentMessage, **arrival: Unpack[Arrival]) -> dict[str, An
 
 
 def _add_previous_id(
-    identifiers: list[Identifier], msg: SegmentMessage, identity: IdentityConfig
+    identifiers: list[Identifier], msg: Call, identity: IdentityConfig
 ) -> list[str]:
     """An alias call links ``previousId`` to ``userId``: the previous id becomes an
     identifier of the event, so the pipeline merges whoever holds it into this person.
@@ -232,6 +258,9 @@ def _build_each(
     arrival: Arrival,
 ) -> tuple[list[_Built], list[Rejection]]:
     ids_optional = arrival.get("ids_optional", False)
+    # Text, not the id: sources loaded by asyncpg carry its own UUID type, which orjson
+    # does not serialise.
+    source_id = str(arrival["source"].id)
     built: list[_Built] = []
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
@@ -245,7 +274,7 @@ def _build_each(
                     ]
                 )
             msg = validate_message(item, call_type, ids_optional=ids_optional)
-            built.append(finish(build_event(msg, **arrival)))
+            built.append(finish(build_event(msg, arrival, source_id)))
         except EventRejected as exc:
             rejected.append(rejection(index, item, exc.errors))
         except orjson.JSONEncodeError:

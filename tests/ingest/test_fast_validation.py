@@ -1,0 +1,124 @@
+"""The ingest hot path validates calls with msgspec (:class:`SegmentCall`) and leaves
+anything it refuses to pydantic (:class:`SegmentMessage`). That is only sound while every
+call msgspec accepts is one pydantic accepts too, with the same values: held here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.ingest import service
+from app.ingest.schemas import IDS_OPTIONAL, SegmentCall, SegmentMessage
+from bench.workload import generate
+
+FIELDS = list(SegmentMessage.model_fields)
+
+# Values each field may get: the right shapes, the wrong ones, and the edges between.
+TEXT = st.one_of(
+    st.text(max_size=5),
+    st.sampled_from(["", " ", "ada", "null", "x" * 100, "x" * 101, "é" * 200, "é" * 201]),
+)
+TIMESTAMPS = st.sampled_from(
+    [
+        "2025-03-01T12:00:00Z",
+        "2025-03-01T12:00:00.1234567Z",  # msgspec rounds this; pydantic truncates
+        "2025-03-01T12:00:00.9999995+01:30",
+        "2025-03-01 12:00:00",
+        "2025-03-01T12:00Z",
+        "2025-03-01",
+        "1700000000",
+        "2025-02-29T00:00:00Z",
+        "not a time",
+        1_700_000_000,
+        1_700_000_000.5,
+    ]
+)
+ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "type": st.sampled_from(["track", "page", "screen", "identify", "group", "alias", "x", None]),
+    **{name: st.one_of(TEXT, ANY) for name in FIELDS},
+    **{
+        name: st.one_of(TIMESTAMPS, ANY)
+        for name in ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+    },
+}
+
+
+@st.composite
+def calls(draw: st.DrawFn) -> dict[str, Any]:
+    """A plainly valid call with up to four fields replaced (or added) at random, so that
+    msgspec accepts many of them and the edges get compared."""
+    raw: dict[str, Any] = {
+        "type": draw(st.sampled_from(["track", "page", "identify", "group", "alias"])),
+        "userId": "u-1",
+        "anonymousId": "a-1",
+        "event": "Order Completed",
+        "groupId": "g-1",
+        "previousId": "p-1",
+    }
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=4, unique=True)):
+        raw[name] = draw(VALUES[name])
+    return raw
+
+
+def test_both_models_have_the_same_fields_and_limits() -> None:
+    assert list(SegmentCall.__struct_fields__) == FIELDS
+    pydantic_limits = {
+        name: meta.max_length
+        for name, field in SegmentMessage.model_fields.items()
+        for meta in field.metadata
+        if getattr(meta, "max_length", None) is not None
+    }
+    msgspec_limits = {}
+    for field in msgspec.inspect.type_info(SegmentCall).fields:  # type: ignore[attr-defined]
+        members = getattr(field.type, "types", (field.type,))
+        for member in members:
+            if isinstance(member, msgspec.inspect.StrType) and member.max_length is not None:
+                msgspec_limits[field.name] = member.max_length
+    assert (
+        msgspec_limits
+        == pydantic_limits
+        == {"messageId": 100, "event": 200, "name": 200, "category": 200}
+    )
+
+
+@settings(max_examples=600, deadline=None)
+@given(raw=calls(), ids_optional=st.booleans())
+def test_what_msgspec_accepts_pydantic_accepts_alike(
+    raw: dict[str, Any], ids_optional: bool
+) -> None:
+    fast = service._plainly_valid(raw, ids_optional)
+    if fast is None:
+        return  # pydantic decides; nothing to compare
+    reference = SegmentMessage.model_validate(raw, context={IDS_OPTIONAL: ids_optional})
+    for name in FIELDS:
+        assert getattr(fast, name) == getattr(reference, name), name
+        assert type(getattr(fast, name)) is type(getattr(reference, name)), name
+
+
+def test_timestamps_keep_pydantics_microseconds() -> None:
+    raw = {
+        "type": "track",
+        "userId": "u",
+        "event": "E",
+        "timestamp": "2025-03-01T12:00:00.1234567Z",
+    }
+    fast = service._plainly_valid(raw, False)
+    assert fast is not None
+    assert fast.timestamp.microsecond == 123456
+
+
+def test_the_workloads_calls_all_take_the_fast_path() -> None:
+    calls = generate(2_000, 100, seed=7, prefix="fast").items
+    assert all(service._plainly_valid(c, False) is not None for c in calls)
