@@ -63,6 +63,7 @@ class Pipeline:
             max_poll_records=settings.pipeline_max_batch,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=settings.pipeline_fetch_max_wait_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=max(60_000, settings.kafka_session_timeout_ms),
