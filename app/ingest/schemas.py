@@ -55,8 +55,9 @@ class SegmentMessage(BaseModel):
 
 
 class SegmentCall(msgspec.Struct):
-    """:class:`SegmentMessage` for msgspec, which validates a call about four times
-    faster than pydantic: the ingest hot path tries it first (``app.ingest.service``).
+    """:class:`SegmentMessage` for msgspec, which validates a call in about half
+    pydantic's time (3.7 against 6.9 µs here): the ingest hot path tries it first
+    (``app.ingest.service``).
 
     Same fields, types and limits; it may refuse more than :class:`SegmentMessage` (an
     ``int`` where pydantic would coerce a float, say), never less. A refused call goes
