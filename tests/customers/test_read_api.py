@@ -108,6 +108,13 @@ async def test_timeline_pages_newest_first_with_a_cursor_and_filters(
         )
     ).json()["items"]
     assert [i["event"] for i in window] == ["Step 7", "Step 6", "Step 5"]
+    nothing = await app_client.get(
+        f"/v1/customers/{cid}/timeline", params={"channel": "crm"}, headers=bearer(read_token)
+    )
+    assert nothing.status_code == 200
+    assert nothing.json()["customer_id"] == cid
+    assert nothing.json()["items"] == []
+    assert nothing.json()["next_cursor"] is None
 
 
 async def test_read_endpoints_refuse_missing_wrong_and_write_credentials(
