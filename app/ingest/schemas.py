@@ -61,10 +61,10 @@ class SegmentCall(msgspec.Struct):
 
     Same fields, types and limits; it may refuse more than :class:`SegmentMessage` (an
     ``int`` where pydantic would coerce a float, say), never less. A refused call goes
-    on to pydantic, whose verdict and error messages stand. Timestamps come in as text
-    and leave as the datetime pydantic's own parser gives (msgspec rounds fractions of a
-    microsecond that pydantic truncates). ``tests/ingest/test_fast_validation.py`` holds
-    the two models to each other."""
+    on to pydantic, whose verdict and error messages stand. Timestamps pass msgspec
+    unchecked and are then parsed by pydantic's own datetime validator (msgspec rounds
+    fractions of a microsecond that pydantic truncates, and refuses Unix times).
+    ``tests/ingest/test_fast_validation.py`` holds the two models to each other."""
 
     type: CallType | None = None
     messageId: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | None = None
@@ -78,7 +78,7 @@ class SegmentCall(msgspec.Struct):
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
-    # Text in, datetime out (see above); Any, because msgspec cannot hold both.
+    # Anything in, datetime out (see above).
     timestamp: Any = None
     originalTimestamp: Any = None
     sentAt: Any = None

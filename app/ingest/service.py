@@ -113,8 +113,6 @@ def _plainly_valid(raw: dict[str, Any], ids_optional: bool) -> SegmentCall | Non
         for name in TIMESTAMP_FIELDS:
             value = getattr(call, name)
             if value is not None:
-                if type(value) is not str:
-                    return None  # a number: pydantic reads it as Unix time
                 setattr(call, name, _DATETIME.validate_python(value))
     except (msgspec.ValidationError, ValidationError):
         return None

@@ -45,14 +45,18 @@ ANY = st.one_of(
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
-VALUES: dict[str, st.SearchStrategy[Any]] = {
+IDS = st.one_of(TEXT, st.integers(min_value=-(2**63), max_value=2**64 - 1))
+OBJECTS = st.dictionaries(st.text(max_size=3), ANY, max_size=3)
+# Per field: a value of the right shape (which may still break a limit or a rule) or
+# anything at all.
+SHAPES: dict[str, st.SearchStrategy[Any]] = {
     "type": st.sampled_from(["track", "page", "screen", "identify", "group", "alias", "x", None]),
-    **{name: st.one_of(TEXT, ANY) for name in FIELDS},
-    **{
-        name: st.one_of(TIMESTAMPS, ANY)
-        for name in ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
-    },
+    **{n: TEXT for n in ("messageId", "event", "name", "category", "writeKey")},
+    **{n: IDS for n in ("userId", "anonymousId", "groupId", "previousId")},
+    **{n: OBJECTS for n in ("properties", "traits", "context")},
+    **{n: TIMESTAMPS for n in ("timestamp", "originalTimestamp", "sentAt", "receivedAt")},
 }
+VALUES = {name: st.one_of(shape, ANY) for name, shape in SHAPES.items()}
 
 
 @st.composite
@@ -74,6 +78,7 @@ def calls(draw: st.DrawFn) -> dict[str, Any]:
 
 def test_both_models_have_the_same_fields_and_limits() -> None:
     assert list(SegmentCall.__struct_fields__) == FIELDS
+    assert set(SHAPES) == set(FIELDS)
     pydantic_limits = {
         name: meta.max_length
         for name, field in SegmentMessage.model_fields.items()
