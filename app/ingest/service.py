@@ -157,7 +157,7 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
         context=context,
         config=arrival["identity"],
     )
-    identifiers = list(extracted.identifiers)
+    identifiers = extracted.identifiers  # a fresh list: _add_previous_id may extend it
     flags: list[str] = []
     if msg.type == "alias":
         flags.extend(_add_previous_id(identifiers, msg, arrival["identity"]))
@@ -288,23 +288,21 @@ def _message(event: dict[str, Any]) -> tuple[bytes, bytes]:
 
 def partition_key(tp: Touchpoint) -> bytes:
     """Events of one browser or person share a partition, so the pipeline sees them in order."""
-    key = (
-        tp.anonymous_id
-        or tp.user_id
-        or (tp.identifiers[0].value if tp.identifiers else tp.message_id)
-    )
-    return key.encode()
+    first = tp.identifiers[0].value if tp.identifiers else None
+    return _key(tp.anonymous_id, tp.user_id, first, tp.message_id)
 
 
 def event_key(event: dict[str, Any]) -> bytes:
     """:func:`partition_key` of a :func:`build_event` dict."""
     identifiers = event["identifiers"]
-    key: str = (
-        event["anonymous_id"]
-        or event["user_id"]
-        or (identifiers[0]["value"] if identifiers else event["message_id"])
-    )
-    return key.encode()
+    first = identifiers[0]["value"] if identifiers else None
+    return _key(event["anonymous_id"], event["user_id"], first, event["message_id"])
+
+
+def _key(
+    anonymous_id: str | None, user_id: str | None, first_identifier: str | None, message_id: str
+) -> bytes:
+    return (anonymous_id or user_id or first_identifier or message_id).encode()
 
 
 def event_size_ok(raw: Any) -> bool:
