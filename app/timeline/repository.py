@@ -43,6 +43,7 @@ ITEM_COLUMNS = (
     Event.context,
     Event.flags,
 )
+ITEM_KEYS = tuple(c.key for c in ITEM_COLUMNS)
 
 
 async def page(session: AsyncSession, q: TimelineQuery) -> list[dict[str, Any]]:
@@ -59,9 +60,6 @@ async def page(session: AsyncSession, q: TimelineQuery) -> list[dict[str, Any]]:
         params["after_at"], params["after_id"] = q.after
     result = await session.execute(_statement(frozenset(params)), params)
     return [dict(zip(ITEM_KEYS, row, strict=True)) for row in result]
-
-
-ITEM_KEYS = tuple(c.key for c in ITEM_COLUMNS)
 
 
 @functools.cache
