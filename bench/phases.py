@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -505,9 +506,10 @@ def _memory_trend(
     if len(warm) < 2:
         return None, None, None
     xs, ys = [n for n, _ in warm], [mb for _, mb in warm]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    spread = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in warm) / spread if spread else 0.0
+    try:
+        slope = statistics.linear_regression(xs, ys).slope
+    except statistics.StatisticsError:  # no events handled between the samples
+        slope = 0.0
     return ys[0], ys[-1], slope * 100_000
 
 
