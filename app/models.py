@@ -164,7 +164,8 @@ class StageTransition(Base):
     """One change of a customer's current stage, with the touchpoint that caused it.
 
     ``exited_at`` is NULL while the stage is current (at most one such row per customer).
-    Rows are rewritten when a late event or a merge changes the customer's history.
+    Rows are rewritten when a late event or a merge changes the customer's history: from the
+    last transition before the change on (its ``state`` is where the replay resumes).
     """
 
     __tablename__ = "stage_transitions"
@@ -189,6 +190,9 @@ class StageTransition(Base):
     channel: Mapped[str] = mapped_column(Text)
     event: Mapped[str | None] = mapped_column(Text)
     rule_id: Mapped[str | None] = mapped_column(Text)
+    # The journey state once this transition's event was applied (a checkpoint late events
+    # replay from); NULL on rows written before migration 0006. Internal: never served.
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSONB, deferred=True)
 
 
 class Merge(Base):

@@ -5,6 +5,11 @@ times `BatchHandler.handle` on batches of ``--batch`` records — no broker, no 
 fresh scratch database, next to a raw COPY of the same number of rows into ``events``. The
 quickest loop for profiling the consumer (``py-spy record -- python -m bench.handler``).
 
+Records arrive in send order, or with ``--partitions N`` in the order a consumer catching up
+on a full topic gets them: spread over N partitions by the API's key, then ``--chunk``
+records of each partition in turn. A person's events on other partitions then arrive late,
+as in the bench's pipeline phase.
+
 Needs ``PERCORSO_DATABASE_URL`` (or ``PERCORSO_TEST_DATABASE_URL``): a server on which it may
 create and drop a database.
 """
@@ -22,21 +27,36 @@ from app.config import Settings
 from app.db import create_pool
 from app.identity.identifiers import IdentityConfig
 from app.identity.policy import MergePolicy
-from app.ingest.service import build_all
+from app.ingest.publisher import partition_for
+from app.ingest.service import build_all, partition_key
 from app.journey.model import load_model
 from app.kit import gc
 from app.pipeline.handler import BatchHandler, Record
+from app.touchpoint import Touchpoint
 from bench.phases import copy_again
 from bench.scratch import scratch_database
 from bench.workload import generate
 
 
-async def main(events: int, batch: int) -> None:
+async def main(events: int, batch: int, partitions: int, chunk: int) -> None:
     async with scratch_database("percorso_handler") as url:
-        await _run(Settings(database_url=url), events, batch)
+        await _run(Settings(database_url=url), events, batch, partitions, chunk)
 
 
-async def _run(settings: Settings, events: int, batch: int) -> None:
+def catch_up_order(touchpoints: list[Touchpoint], partitions: int, chunk: int) -> list[Touchpoint]:
+    """`touchpoints` as a consumer of a full topic reads them: ``chunk`` of each partition's
+    records in turn."""
+    queues: list[list[Touchpoint]] = [[] for _ in range(partitions)]
+    for tp in touchpoints:
+        queues[partition_for(partition_key(tp), partitions)].append(tp)
+    ordered = []
+    for start in range(0, max(map(len, queues)), chunk):
+        for queue in queues:
+            ordered += queue[start : start + chunk]
+    return ordered
+
+
+async def _run(settings: Settings, events: int, batch: int, partitions: int, chunk: int) -> None:
     pool = await create_pool(settings, size=2)
     source_id, copy_source_id = uuid.uuid4(), uuid.uuid4()
     for sid, name in ((source_id, "bench"), (copy_source_id, "bench-copy")):
@@ -57,6 +77,8 @@ async def _run(settings: Settings, events: int, batch: int) -> None:
         identity=IdentityConfig(),
         request_context={},
     )
+    if partitions > 1:
+        touchpoints = catch_up_order(touchpoints, partitions, chunk)
     records = [Record("touchpoints", 0, n, None, tp.to_bytes()) for n, tp in enumerate(touchpoints)]
     # As in the consumer, only the batch in hand is alive as objects: keeping every
     # touchpoint would make each garbage collection walk all of them.
@@ -82,5 +104,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=1, help="catch-up order (see above)")
+    parser.add_argument("--chunk", type=int, default=5_000, help="records per partition turn")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.batch))
+    asyncio.run(main(args.events, args.batch, args.partitions, args.chunk))

@@ -1,10 +1,10 @@
-"""A customer's stage history: stepping events into transitions, and recomputing whole
-histories from the stored timeline (late events, merges, model changes)."""
+"""A customer's stage history: stepping events into transitions, and recomputing histories
+from the stored timeline (late events from a checkpoint; merges and model changes whole)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -22,11 +22,12 @@ FLUSH_ROWS: Final = 5_000
 
 class Recorder:
     """Steps one customer's events (in (occurred_at, event_id) order) through the model and
-    records each change of the current stage as a transition.
+    records each change of the current stage as a transition, with the state after it.
 
     A transition's ``exited_at`` is the next recorded transition's ``entered_at``; the last
-    one stays open (None). Closing a transition recorded before this recorder started is the
-    caller's business (`first_entry` says when).
+    one stays open (None). Started from a checkpoint (`resume`), the checkpoint is the first
+    transition and is closed like any other; otherwise closing a transition recorded before
+    this recorder started is the caller's business (`first_entry` says when).
     """
 
     __slots__ = ("customer_id", "model", "newest", "state", "transitions")
@@ -38,6 +39,16 @@ class Recorder:
         self.transitions: list[TransitionRow] = []
         self.newest: tuple[datetime, uuid.UUID] | None = None
 
+    @classmethod
+    def resume(cls, model: JourneyModel, checkpoint: TransitionRow) -> Recorder:
+        """A recorder continuing right after the checkpoint's event, which it re-records
+        (open again until a later transition closes it)."""
+        state = JourneyState.from_json(orjson.loads(checkpoint.state))
+        recorder = cls(model, checkpoint.customer_id, state)
+        recorder.transitions.append(checkpoint)
+        recorder.newest = (checkpoint.entered_at, checkpoint.event_id)
+        return recorder
+
     def apply(
         self,
         facts: EventFacts,
@@ -45,7 +56,8 @@ class Recorder:
         event_id: uuid.UUID,
     ) -> str | None:
         """Step one event; returns the customer's current stage once it is applied."""
-        result = self.model.step(self.state, facts)
+        state = self.state
+        result = self.model.step(state, facts)
         self.newest = (occurred_at, event_id)
         if result.changed and result.stage is not None:
             if self.transitions:
@@ -60,9 +72,10 @@ class Recorder:
                     channel=facts.channel,
                     event=facts.event,
                     rule_id=result.rule_id,
+                    state=orjson.dumps(state.to_json()).decode(),
                 )
             )
-        return self.state.current_stage
+        return state.current_stage
 
     @property
     def first_entry(self) -> datetime | None:
@@ -77,17 +90,30 @@ def _uses_properties(model: JourneyModel) -> bool:
     return any(rule.where for rule in model.rules)
 
 
+# The earliest event new to a customer's timeline, in (occurred_at, event_id) order.
+Since = tuple[datetime, uuid.UUID]
+
+
 async def recompute(
-    conn: asyncpg.Connection[Any], model: JourneyModel, customer_ids: Sequence[uuid.UUID]
+    conn: asyncpg.Connection[Any],
+    model: JourneyModel,
+    customer_ids: Iterable[uuid.UUID],
+    *,
+    since: Mapping[uuid.UUID, Since] | None = None,
 ) -> None:
-    """Recompute the customers' journeys from their whole stored timelines.
+    """Recompute the customers' journeys from their stored timelines.
 
-    Replays every event of each customer in (occurred_at, event_id) order through a fresh
-    `JourneyState`, rewrites ``events.stage`` where it differs, replaces the customer's
-    ``stage_transitions`` and saves the state with the model's fingerprint. The result is
-    exactly what the events would have produced had they arrived in time order.
+    `since` gives, for some of the customers, the earliest event new to their timeline: the
+    history before it stands, so the replay resumes from the customer's last transition
+    ordered before that event (its checkpoint: the state once its event was applied) and
+    steps only the events after it. Any other customer, or one without a checkpoint, is
+    replayed from its first event with a fresh `JourneyState`. Either way it rewrites
+    ``events.stage`` where it differs, replaces the replayed part of ``stage_transitions``
+    and saves the state with the model's fingerprint: exactly what the events would have
+    produced had they arrived in time order. Checkpoints are trusted only for customers
+    whose stored journey this model computed (the caller's check).
 
-    The caller must hold the row locks (``FOR UPDATE``) of all `customer_ids` in the current
+    The caller must hold the row locks (``FOR UPDATE``) of all customers in the current
     transaction: every writer of a customer's events, transitions and journey columns takes
     that lock first, so nothing changes underneath the replay. A whole batch of customers
     costs a handful of statements; memory stays bounded (rows are streamed and flushed).
@@ -96,18 +122,36 @@ async def recompute(
     if not ids:
         return
     fingerprint = model.fingerprint()
-    await writes.delete_transitions(conn, ids)
+    since = since or {}
+    found = await writes.checkpoints(
+        conn, [(cid, *event) for cid in ids if (event := since.get(cid)) is not None]
+    )
+    bounds: list[writes.Bound] = [
+        (cid, cp.entered_at, cp.event_id) if (cp := found.get(cid)) else (cid, None, None)
+        for cid in ids
+    ]
+    await writes.delete_transitions_from(conn, bounds)
     stage_changes: list[tuple[uuid.UUID, str | None]] = []
     finished: list[TransitionRow] = []
     saved: list[SavedJourney] = []
+
+    def start(customer_id: uuid.UUID) -> Recorder:
+        checkpoint = found.pop(customer_id, None)
+        if checkpoint is not None:
+            return Recorder.resume(model, checkpoint)
+        return Recorder(model, customer_id, JourneyState())
+
+    def finish(recorder: Recorder) -> None:
+        finished.extend(recorder.transitions)
+        saved.append(recorder.saved(fingerprint))
+
     recorder: Recorder | None = None
-    async for row in writes.timelines(conn, ids, with_properties=_uses_properties(model)):
+    async for row in writes.timelines(conn, bounds, with_properties=_uses_properties(model)):
         customer_id = row["customer_id"]
         if recorder is None or recorder.customer_id != customer_id:
             if recorder is not None:
-                finished.extend(recorder.transitions)
-                saved.append(recorder.saved(fingerprint))
-            recorder = Recorder(model, customer_id, JourneyState())
+                finish(recorder)
+            recorder = start(customer_id)
         properties = row["properties"]
         facts = EventFacts(
             type=row["type"],
@@ -129,11 +173,13 @@ async def recompute(
             finished.extend(recorder.transitions[:-1])
             del recorder.transitions[:-1]
     if recorder is not None:
-        finished.extend(recorder.transitions)
-        saved.append(recorder.saved(fingerprint))
+        finish(recorder)
+    # A checkpoint with no event after it (not expected: the new event follows it) keeps its
+    # state; a customer without a single event (possible after an erasure) starts over.
+    for checkpoint in list(found.values()):
+        finish(start(checkpoint.customer_id))
     await writes.set_event_stages(conn, stage_changes)
     await writes.insert_transitions(conn, finished)
-    # Customers without a single event (possible after an erasure) start over, too.
     seen = {s.customer_id for s in saved}
     saved.extend(
         SavedJourney(cid, JourneyState(), fingerprint, None, None) for cid in ids if cid not in seen

@@ -9,14 +9,19 @@ Two steps around the timeline write (`app.pipeline.handler`):
 2. :func:`persist` (after the events are inserted): the common case appends the batch's
    transitions, closes each customer's previous open transition and saves the states, in a
    few array-bound statements for the whole batch. A customer whose stored journey the plan
-   cannot simply extend is *recomputed* from the whole timeline instead
+   cannot simply extend is *recomputed* from its stored timeline instead
    (`app.journey.history.recompute`):
 
    * a late event: the batch holds an event ordered before the newest event already
-     applied (``customers.journey_at``, ``journey_event_id``);
-   * the identity step asked for it (``Resolution.replay``: merge survivors);
-   * the stored journey was computed by another model (fingerprint differs), so a model
-     change converges customer by customer even before ``percorso journey rebuild`` runs.
+     applied (``customers.journey_at``, ``journey_event_id``). The history before the late
+     event stands: the replay resumes from the last stage transition before it, which keeps
+     the journey state of that moment, so its cost is the events after that transition,
+     not the whole timeline;
+   * the identity step asked for it (``Resolution.replay``: merge survivors), from the
+     first event;
+   * the stored journey was computed by another model (fingerprint differs), from the first
+     event, so a model change converges customer by customer even before
+     ``percorso journey rebuild`` runs.
 
    Either way the history ends up exactly as if all events had arrived in time order.
 
@@ -44,7 +49,7 @@ from app.customers.schemas import answered_for
 from app.customers.service import resolve_customer
 from app.identity.service import Resolution
 from app.journey import repository, writes
-from app.journey.history import Recorder, recompute
+from app.journey.history import Recorder, Since, recompute
 from app.journey.model import JourneyModel, JourneyState
 from app.journey.rules import EventFacts
 from app.journey.schemas import CustomerJourney, TransitionOut
@@ -100,21 +105,26 @@ async def persist(
     columns of the customers that were extended, for the caller's one profile UPDATE
     (recomputed customers are saved here)."""
     fingerprint = model.fingerprint()
-    replay = set(resolution.replay)
+    replay = set(resolution.replay)  # from the first event
+    late: dict[uuid.UUID, Since] = {}  # from the checkpoint before the batch's earliest event
     for cid in plan.recorders:
         row = resolution.customers[cid].row  # as locked; None for a customer new in the batch
-        if row is not None and _must_recompute(
-            writes.Mark(row["journey_model"], row["journey_at"], row["journey_event_id"]),
-            fingerprint,
-            plan.earliest[cid],
+        if row is None or cid in replay:
+            continue
+        if row["journey_model"] != fingerprint:
+            replay.add(cid)  # computed by another model (or never)
+        elif (
+            row["journey_at"] is not None
+            and row["journey_event_id"] is not None
+            and plan.earliest[cid] < (row["journey_at"], row["journey_event_id"])
         ):
-            replay.add(cid)
+            late[cid] = plan.earliest[cid]
 
     saved: dict[uuid.UUID, SavedJourney] = {}
     exits: list[tuple[uuid.UUID, datetime]] = []
     transitions: list[TransitionRow] = []
     for cid, recorder in plan.recorders.items():
-        if cid in replay:
+        if cid in replay or cid in late:
             continue
         saved[cid] = recorder.saved(fingerprint)
         if recorder.first_entry is not None:
@@ -124,22 +134,11 @@ async def persist(
     # Close before inserting: at most one open transition per customer (unique index).
     await writes.close_open_transitions(conn, exits)
     await writes.insert_transitions(conn, transitions)
-    await recompute(conn, model, sorted(replay))
+    await recompute(conn, model, replay | late.keys(), since=late)
     # A customer merged away has no journey of its own any more: its events now belong to
     # the survivor, whose recomputed history covers them.
     await writes.delete_transitions(conn, sorted(resolution.merged))
     return saved
-
-
-def _must_recompute(
-    mark: writes.Mark, fingerprint: str, earliest: tuple[datetime, uuid.UUID]
-) -> bool:
-    """Whether the stored journey cannot simply be extended by events from `earliest` on."""
-    if mark.model != fingerprint:
-        return True  # computed by another model (or never)
-    if mark.at is None or mark.event_id is None:
-        return False  # no event applied yet
-    return earliest < (mark.at, mark.event_id)  # a late event
 
 
 async def customer_journey(

@@ -36,16 +36,8 @@ class TransitionRow:
     channel: str
     event: str | None
     rule_id: str | None
+    state: str  # JSON of the journey state once this event was applied: a checkpoint
     exited_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """What a customer's stored journey was computed from."""
-
-    model: str | None
-    at: datetime | None
-    event_id: uuid.UUID | None
 
 
 async def save_states(conn: asyncpg.Connection[Any], saved: Sequence[SavedJourney]) -> None:
@@ -98,9 +90,11 @@ async def insert_transitions(conn: asyncpg.Connection[Any], rows: Sequence[Trans
     await conn.execute(
         """
         INSERT INTO stage_transitions (customer_id, entered_at, event_id, from_stage, to_stage,
-                                       exited_at, channel, event, rule_id)
-        SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[],
-                             $6::timestamptz[], $7::text[], $8::text[], $9::text[])
+                                       exited_at, channel, event, rule_id, state)
+        SELECT c, a, e, f, t, x, ch, ev, r, s::jsonb
+        FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[],
+                    $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[])
+             AS u(c, a, e, f, t, x, ch, ev, r, s)
         """,
         [r.customer_id for r in rows],
         [r.entered_at for r in rows],
@@ -111,6 +105,7 @@ async def insert_transitions(conn: asyncpg.Connection[Any], rows: Sequence[Trans
         [r.channel for r in rows],
         [r.event for r in rows],
         [r.rule_id for r in rows],
+        [r.state for r in rows],
     )
 
 
@@ -121,6 +116,58 @@ async def delete_transitions(
         await conn.execute(
             "DELETE FROM stage_transitions WHERE customer_id = ANY($1::uuid[])",
             list(customer_ids),
+        )
+
+
+async def checkpoints(
+    conn: asyncpg.Connection[Any], since: Sequence[tuple[uuid.UUID, datetime, uuid.UUID]]
+) -> dict[uuid.UUID, TransitionRow]:
+    """Per ``(customer, at, event_id)``: the customer's last transition ordered before the
+    event ``(at, event_id)`` that carries its state, if any (one index probe each)."""
+    if not since:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT t.* FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) AS s(id, at, event_id)
+        CROSS JOIN LATERAL (
+            SELECT customer_id, entered_at, event_id, from_stage, to_stage, channel, event,
+                   rule_id, state::text AS state
+            FROM stage_transitions t
+            WHERE t.customer_id = s.id AND (t.entered_at, t.event_id) < (s.at, s.event_id)
+              AND t.state IS NOT NULL
+            ORDER BY t.entered_at DESC, t.event_id DESC LIMIT 1
+        ) t
+        """,
+        [s[0] for s in since],
+        [s[1] for s in since],
+        [s[2] for s in since],
+    )
+    return {r["customer_id"]: TransitionRow(**r) for r in rows}
+
+
+# Where a replay starts, per customer: at its checkpoint's (entered_at, event_id), or at
+# the first event when both are NULL (then the bound is before any event and transition).
+Bound = tuple[uuid.UUID, datetime | None, uuid.UUID | None]
+
+
+def _bound_args(bounds: Sequence[Bound]) -> list[list[Any]]:
+    return [[b[0] for b in bounds], [b[1] for b in bounds], [b[2] for b in bounds]]
+
+
+async def delete_transitions_from(conn: asyncpg.Connection[Any], bounds: Sequence[Bound]) -> None:
+    """Delete each customer's transitions from its bound on (the checkpoint included: the
+    replay writes it again with its new exit), or all of them without a bound."""
+    if bounds:
+        await conn.execute(
+            """
+            DELETE FROM stage_transitions t
+            USING unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) AS b(id, at, event_id)
+            WHERE t.customer_id = b.id
+              AND (t.entered_at, t.event_id) >= (
+                  coalesce(b.at, '-infinity'),
+                  coalesce(b.event_id, '00000000-0000-0000-0000-000000000000'))
+            """,
+            *_bound_args(bounds),
         )
 
 
@@ -142,27 +189,37 @@ async def set_event_stages(
 
 
 _TIMELINES = """
-    SELECT customer_id, event_id, type, event, channel, occurred_at, stage, properties
-    FROM events WHERE customer_id = ANY($1::uuid[])
-    ORDER BY customer_id, occurred_at, event_id
+    SELECT b.id AS customer_id, e.event_id, e.type, e.event, e.channel, e.occurred_at,
+           e.stage, e.properties
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) AS b(id, at, event_id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM events e
+        WHERE e.customer_id = b.id
+          AND (e.occurred_at, e.event_id) > (
+              coalesce(b.at, '-infinity'),
+              coalesce(b.event_id, '00000000-0000-0000-0000-000000000000'))
+        ORDER BY e.occurred_at, e.event_id
+    ) e
+    ORDER BY b.id, e.occurred_at, e.event_id
 """
-_TIMELINES_WITHOUT_PROPERTIES = _TIMELINES.replace(", properties", ", '{}'::jsonb AS properties")
+_TIMELINES_WITHOUT_PROPERTIES = _TIMELINES.replace("e.properties", "'{}'::jsonb AS properties", 1)
 
 
 async def timelines(
     conn: asyncpg.Connection[Any],
-    customer_ids: Sequence[uuid.UUID],
+    bounds: Sequence[Bound],
     *,
     with_properties: bool,
     prefetch: int = 5_000,
 ) -> AsyncIterator[asyncpg.Record]:
-    """The customers' events ordered by (customer_id, occurred_at, event_id), streamed.
+    """The customers' events after their bounds, ordered by (customer_id, occurred_at,
+    event_id), streamed.
 
     Needs a transaction (a server-side cursor). ``properties`` is the JSON text, or ``'{}'``
     when the caller does not need it (a model without ``where`` predicates).
     """
     query = _TIMELINES if with_properties else _TIMELINES_WITHOUT_PROPERTIES
-    async for row in conn.cursor(query, list(customer_ids), prefetch=prefetch):
+    async for row in conn.cursor(query, *_bound_args(bounds), prefetch=prefetch):
         yield row
 
 

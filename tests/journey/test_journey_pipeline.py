@@ -8,10 +8,12 @@ import uuid
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from app.identity import service as identity
-from app.journey.model import load_model
+from app.journey.model import JourneyModel, JourneyState, load_model
+from app.journey.rules import EventFacts
 from app.touchpoint import Touchpoint
 from tests.factories import T0, touchpoint
 from tests.journey.stored import assert_matches, expected, feed, journey
@@ -372,3 +374,77 @@ async def test_events_at_the_same_instant_order_by_event_id(
     found = await journey(pool, "ada")
     assert_matches(found, expected(model, same), model)
     assert found.path == ["interest", "consideration", "purchase"]
+
+
+def checkpoint_states(model: JourneyModel, touchpoints: list[Touchpoint]) -> list[dict[str, Any]]:
+    """The oracle's journey state right after each transition's event, oldest first."""
+    state, states = JourneyState(), []
+    for tp in sorted(touchpoints, key=lambda tp: (tp.occurred_at, tp.event_id)):
+        facts = EventFacts(tp.type, tp.event, tp.channel.value, tp.properties)
+        if model.step(state, facts).changed:
+            states.append(state.to_json())
+    return states
+
+
+async def stored_states(pool: asyncpg.Pool[Any], customer_id: uuid.UUID) -> list[Any]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT state FROM stage_transitions WHERE customer_id = $1"
+            " ORDER BY entered_at, event_id",
+            customer_id,
+        )
+    return [None if r["state"] is None else orjson.loads(r["state"]) for r in rows]
+
+
+LATE_SCRIPT = [
+    (0, "Ad Clicked", "ads"),  # awareness
+    (10, "Signed Up"),  # interest
+    (20, "Product Viewed"),  # consideration: the last transition before the late event
+    (30, "Product Viewed"),
+    (40, "Order Completed"),  # purchase
+    (25, "Product Added"),  # arrives last
+]
+
+
+async def test_a_late_event_replays_from_the_last_transition_before_it(
+    pool: asyncpg.Pool[Any], source_id: uuid.UUID
+) -> None:
+    model = load_model("default")
+    events = steps(source_id, "ada", LATE_SCRIPT)
+    await feed(pool, model, events[:-1])
+    cid = (await journey(pool, "ada")).customer_id
+    assert await stored_states(pool, cid) == checkpoint_states(model, events[:-1])
+    # A mark on the first event: only a replay that reads it again would overwrite it.
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE events SET stage = 'marked' WHERE event_id = $1", events[0].event_id
+        )
+
+    await feed(pool, model, events[-1:])
+
+    found, oracle = await journey(pool, "ada"), expected(model, events)
+    assert found.stages[0] == ("Ad Clicked", "marked")  # before the checkpoint: not replayed
+    assert found.stages[1:] == oracle["stages"][1:]
+    assert found.transitions == oracle["transitions"]
+    assert (found.current_stage, found.state) == (oracle["current_stage"], oracle["state"])
+    assert await stored_states(pool, cid) == checkpoint_states(model, events)
+
+
+async def test_transitions_without_a_state_replay_the_whole_timeline_once(
+    pool: asyncpg.Pool[Any], source_id: uuid.UUID
+) -> None:
+    """Rows written before checkpoints existed (migration 0006) carry no state."""
+    model = load_model("default")
+    events = steps(source_id, "ada", LATE_SCRIPT)
+    await feed(pool, model, events[:-1])
+    cid = (await journey(pool, "ada")).customer_id
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE stage_transitions SET state = NULL")
+        await conn.execute(
+            "UPDATE events SET stage = 'marked' WHERE event_id = $1", events[0].event_id
+        )
+
+    await feed(pool, model, events[-1:])
+
+    assert_matches(await journey(pool, "ada"), expected(model, events), model)
+    assert await stored_states(pool, cid) == checkpoint_states(model, events)
