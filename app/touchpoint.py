@@ -88,6 +88,10 @@ class Touchpoint(BaseModel):
         return cls.model_validate_json(raw)
 
 
+# An event's place on its customer's timeline: events are applied in this order.
+EventKey = tuple[datetime, uuid.UUID]  # (occurred_at, event_id)
+
+
 def new_event_id() -> uuid.UUID:
     """A time-ordered (v7) id: consecutive inserts land on the same index pages."""
     return uuid7()

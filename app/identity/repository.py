@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from app.touchpoint import EventKey
+
 IdentKey = tuple[str, str]
 
 
@@ -97,6 +99,26 @@ async def insert_identities(
         [r[2] for r in rows],
     )
     return int(result.rsplit(" ", 1)[-1])
+
+
+async def earliest_events(
+    conn: asyncpg.Connection[Any], customer_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, EventKey]:
+    """Each customer's first event in (occurred_at, event_id) order, if it has any (one
+    index probe per customer)."""
+    if not customer_ids:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT c.id, e.occurred_at, e.event_id FROM unnest($1::uuid[]) AS c(id)
+        CROSS JOIN LATERAL (
+            SELECT occurred_at, event_id FROM events e WHERE e.customer_id = c.id
+            ORDER BY occurred_at, event_id LIMIT 1
+        ) e
+        """,
+        list(customer_ids),
+    )
+    return {r["id"]: (r["occurred_at"], r["event_id"]) for r in rows}
 
 
 async def merge_customers(

@@ -13,7 +13,8 @@ Guarantees (per batch, inside the caller's transaction):
   exactly as :class:`app.identity.policy.ReferenceGraph` does, so the identity graph equals
   processing the events sequentially in the order they were stored (``events.seq``).
 * Merges go into the oldest customer; identities, timeline and profile move with them, the
-  ``merges`` log records it, and the survivor is marked for a journey replay.
+  ``merges`` log records it, and the survivor is marked for a journey replay from the
+  earliest event the merge brought it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import orjson
 
 from app.identity import repository
 from app.identity.policy import MergePolicy, plan_event
-from app.touchpoint import Identifier, Touchpoint, new_event_id
+from app.touchpoint import EventKey, Identifier, Touchpoint, new_event_id
 
 
 class StaleRead(Exception):
@@ -71,9 +72,10 @@ class CustomerState:
 class Resolution:
     customer_of: list[uuid.UUID]
     customers: dict[uuid.UUID, CustomerState] = field(default_factory=dict)
-    # Customers whose journey must be recomputed from their whole timeline once the batch's
-    # events are written (merge survivors: two journeys combined as if one from the start).
-    replay: set[uuid.UUID] = field(default_factory=set)
+    # Customers whose journey must be recomputed once the batch's events are written: merge
+    # survivors, from the earliest event a merge brought them (their history before it
+    # stands), or from their first event (None).
+    replay: dict[uuid.UUID, EventKey | None] = field(default_factory=dict)
     # survivor -> profiles of the customers merged into it by this batch
     absorbed: dict[uuid.UUID, list[Absorbed]] = field(default_factory=dict)
     # loser -> final survivor
@@ -179,10 +181,13 @@ class _BatchGraph:
             merged=survivor,
         )
         await repository.insert_customers(conn, self.new)
+        gained = await repository.earliest_events(conn, list(survivor))  # before they move
         final = [(loser, survivor[loser], event_id, ids) for loser, _, event_id, ids in self.merges]
         await repository.merge_customers(conn, final)
         for loser, target in survivor.items():
-            resolution.replay.add(target)
+            if loser in gained:
+                since = resolution.replay.get(target)
+                resolution.replay[target] = min(since, gained[loser]) if since else gained[loser]
             profile = self.customers[loser].profile()
             if profile is not None:
                 resolution.absorbed.setdefault(target, []).append(profile)

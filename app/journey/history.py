@@ -1,5 +1,5 @@
 """A customer's stage history: stepping events into transitions, and recomputing histories
-from the stored timeline (late events from a checkpoint; merges and model changes whole)."""
+from the stored timeline (late events and merges from a checkpoint; model changes whole)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from app.journey import writes
 from app.journey.model import JourneyModel, JourneyState
 from app.journey.rules import EventFacts
 from app.journey.writes import SavedJourney, TransitionRow
+from app.touchpoint import EventKey
 
 # Rows buffered before a write while recomputing; bounds memory for very long timelines.
 FLUSH_ROWS: Final = 5_000
@@ -90,16 +91,12 @@ def _uses_properties(model: JourneyModel) -> bool:
     return any(rule.where for rule in model.rules)
 
 
-# The earliest event new to a customer's timeline, in (occurred_at, event_id) order.
-Since = tuple[datetime, uuid.UUID]
-
-
 async def recompute(
     conn: asyncpg.Connection[Any],
     model: JourneyModel,
     customer_ids: Iterable[uuid.UUID],
     *,
-    since: Mapping[uuid.UUID, Since] | None = None,
+    since: Mapping[uuid.UUID, EventKey] | None = None,
 ) -> None:
     """Recompute the customers' journeys from their stored timelines.
 

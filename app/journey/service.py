@@ -18,7 +18,7 @@ Two steps around the timeline write (`app.pipeline.handler`):
      the journey state of that moment, so its cost is the events after that transition,
      not the whole timeline;
    * the identity step asked for it (``Resolution.replay``: merge survivors), from the
-     first event;
+     checkpoint before the earliest event the merge brought (or the batch's earliest);
    * the stored journey was computed by another model (fingerprint differs), from the first
      event, so a model change converges customer by customer even before
      ``percorso journey rebuild`` runs.
@@ -49,12 +49,12 @@ from app.customers.schemas import answered_for
 from app.customers.service import resolve_customer
 from app.identity.service import Resolution
 from app.journey import repository, writes
-from app.journey.history import Recorder, Since, recompute
+from app.journey.history import Recorder, recompute
 from app.journey.model import JourneyModel, JourneyState
 from app.journey.rules import EventFacts
 from app.journey.schemas import CustomerJourney, TransitionOut
 from app.journey.writes import SavedJourney, TransitionRow
-from app.touchpoint import Touchpoint
+from app.touchpoint import EventKey, Touchpoint
 
 
 @dataclass(slots=True)
@@ -63,8 +63,8 @@ class StagePlan:
 
     stage_of: list[str | None]  # per event of the batch
     recorders: dict[uuid.UUID, Recorder] = field(default_factory=dict)
-    # Per customer: the batch's earliest event, in (occurred_at, event_id) order.
-    earliest: dict[uuid.UUID, tuple[datetime, uuid.UUID]] = field(default_factory=dict)
+    # Per customer: the batch's earliest event.
+    earliest: dict[uuid.UUID, EventKey] = field(default_factory=dict)
 
 
 def facts(tp: Touchpoint) -> EventFacts:
@@ -105,26 +105,34 @@ async def persist(
     columns of the customers that were extended, for the caller's one profile UPDATE
     (recomputed customers are saved here)."""
     fingerprint = model.fingerprint()
-    replay = set(resolution.replay)  # from the first event
-    late: dict[uuid.UUID, Since] = {}  # from the checkpoint before the batch's earliest event
-    for cid in plan.recorders:
+    replay: set[uuid.UUID] = set()  # from the first event
+    since: dict[uuid.UUID, EventKey] = {}  # from the checkpoint before this event
+    for cid in plan.recorders.keys() | resolution.replay.keys():
         row = resolution.customers[cid].row  # as locked; None for a customer new in the batch
-        if row is None or cid in replay:
-            continue
-        if row["journey_model"] != fingerprint:
+        earliest = plan.earliest.get(cid)
+        if cid in resolution.replay:
+            gained = resolution.replay[cid]
+            if row is None or gained is None or row["journey_model"] != fingerprint:
+                replay.add(cid)
+            else:  # the batch's events are replayed too: they are not applied yet
+                since[cid] = min(gained, earliest) if earliest else gained
+        elif row is None:
+            continue  # new in the batch: its plan is its whole history
+        elif row["journey_model"] != fingerprint:
             replay.add(cid)  # computed by another model (or never)
         elif (
-            row["journey_at"] is not None
+            earliest is not None
+            and row["journey_at"] is not None
             and row["journey_event_id"] is not None
-            and plan.earliest[cid] < (row["journey_at"], row["journey_event_id"])
+            and earliest < (row["journey_at"], row["journey_event_id"])
         ):
-            late[cid] = plan.earliest[cid]
+            since[cid] = earliest  # a late event
 
     saved: dict[uuid.UUID, SavedJourney] = {}
     exits: list[tuple[uuid.UUID, datetime]] = []
     transitions: list[TransitionRow] = []
     for cid, recorder in plan.recorders.items():
-        if cid in replay or cid in late:
+        if cid in replay or cid in since:
             continue
         saved[cid] = recorder.saved(fingerprint)
         if recorder.first_entry is not None:
@@ -134,7 +142,7 @@ async def persist(
     # Close before inserting: at most one open transition per customer (unique index).
     await writes.close_open_transitions(conn, exits)
     await writes.insert_transitions(conn, transitions)
-    await recompute(conn, model, replay | late.keys(), since=late)
+    await recompute(conn, model, replay | since.keys(), since=since)
     # A customer merged away has no journey of its own any more: its events now belong to
     # the survivor, whose recomputed history covers them.
     await writes.delete_transitions(conn, sorted(resolution.merged))

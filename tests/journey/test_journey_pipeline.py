@@ -296,7 +296,8 @@ async def test_a_customer_the_identity_step_marks_for_replay_is_recomputed_from_
 
     async def resolve_and_replay(*args: Any, **kwargs: Any) -> identity.Resolution:
         resolution = await resolve(*args, **kwargs)
-        resolution.replay.update(resolution.customer_of)  # what a merge survivor gets
+        # What a merge survivor whose stored journey cannot be trusted gets.
+        resolution.replay.update(dict.fromkeys(resolution.customer_of))
         return resolution
 
     monkeypatch.setattr(identity, "resolve", resolve_and_replay)
@@ -448,3 +449,32 @@ async def test_transitions_without_a_state_replay_the_whole_timeline_once(
 
     assert_matches(await journey(pool, "ada"), expected(model, events), model)
     assert await stored_states(pool, cid) == checkpoint_states(model, events)
+
+
+async def test_a_merge_replays_from_the_last_transition_before_the_events_it_brings(
+    pool: asyncpg.Pool[Any], source_id: uuid.UUID
+) -> None:
+    model = load_model("default")
+    known = steps(source_id, "ada", LATE_SCRIPT[:3])  # transitions at minutes 0, 10, 20
+    visitor = [
+        touchpoint(source_id, anonymous_id="anon-1", event="Product Added", at=25 * 60),
+        touchpoint(source_id, anonymous_id="anon-1", event="Product Viewed", at=30 * 60),
+    ]
+    login = touchpoint(
+        source_id, user_id="ada", anonymous_id="anon-1", event="Signed In", at=40 * 60
+    )
+    await feed(pool, model, known, visitor)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE events SET stage = 'marked' WHERE event_id = $1", known[0].event_id
+        )
+
+    await feed(pool, model, [login])
+
+    found, oracle = await journey(pool, "ada"), expected(model, [*known, *visitor, login])
+    assert found.stages[0] == ("Ad Clicked", "marked")  # before the checkpoint: not replayed
+    assert found.stages[1:] == oracle["stages"][1:]
+    assert found.transitions == oracle["transitions"]
+    assert (found.current_stage, found.state) == (oracle["current_stage"], oracle["state"])
+    events = [*known, *visitor, login]
+    assert await stored_states(pool, found.customer_id) == checkpoint_states(model, events)
