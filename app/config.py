@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     # Pipeline batching.
     pipeline_max_batch: int = Field(default=10_000, ge=1, le=50_000)
+    # A batch is split into this many parts that share no customer, each stored in its own
+    # transaction, side by side (one database connection each).
+    pipeline_batch_parts: int = Field(default=2, ge=1, le=8)
     pipeline_poll_timeout_ms: int = Field(default=200, ge=1)
     # The longest a fetch waits on the broker for new records. Kafka answers as soon as there
     # are any; Tansu answers late (produce to fetched, measured: 214 ms at aiokafka's default

@@ -106,6 +106,55 @@ async def resolve(
     return await graph.write(conn, customer_of)
 
 
+async def independent_parts(
+    conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint], parts: int
+) -> list[list[Touchpoint]]:
+    """Split a batch into up to `parts` groups that, as the graph stands now, share no
+    customer, no identifier and no message, so that their transactions lock disjoint
+    customers and run side by side. Each group keeps the batch's order.
+
+    A hint, not a guarantee: should another consumer link two groups meanwhile, their
+    transactions meet on a customer's row lock or an identity conflict, as any two
+    consumers' batches do, and the result is still that of processing one by one.
+    """
+    owner = await repository.owners(
+        conn, list({(i.kind, i.value) for tp in touchpoints for i in tp.identifiers})
+    )
+    parent: dict[Any, Any] = {}
+
+    def root(node: Any) -> Any:
+        top = parent.setdefault(node, node)
+        while top != parent[top]:
+            top = parent[top]
+        while node != top:  # path compression
+            parent[node], node = top, parent[node]
+        return top
+
+    heads = []
+    for tp in touchpoints:
+        head = root((tp.source_id, tp.message_id))
+        for ident in tp.identifiers:
+            key = (ident.kind, ident.value)
+            other = root(owner.get(key, key))
+            if other != head:
+                parent[other] = head
+        heads.append(head)
+    sizes: dict[Any, int] = {}
+    for i, head in enumerate(heads):
+        heads[i] = head = root(head)
+        sizes[head] = sizes.get(head, 0) + 1
+    # Largest components first, each into the emptiest group.
+    load = [0] * parts
+    group_of: dict[Any, int] = {}
+    for head, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        g = group_of[head] = load.index(min(load))
+        load[g] += size
+    groups: list[list[Touchpoint]] = [[] for _ in range(parts)]
+    for tp, head in zip(touchpoints, heads, strict=True):
+        groups[group_of[head]].append(tp)
+    return [g for g in groups if g]
+
+
 class _BatchGraph:
     """The in-memory identity graph of one batch; mirrors ReferenceGraph step for step."""
 

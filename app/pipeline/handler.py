@@ -39,6 +39,8 @@ from app.touchpoint import Touchpoint
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# Smaller batches go in one transaction: splitting costs a round trip.
+SPLIT_MIN = 1_000
 _RETRY_REASON: dict[type[Exception], str] = {
     asyncpg.DeadlockDetectedError: "deadlock",
     asyncpg.SerializationError: "serialization",
@@ -71,10 +73,13 @@ class BatchHandler:
     """Stores batches of consumed records. Safe to call again with records it has already
     stored (they count as duplicates); one instance per consumer process."""
 
-    def __init__(self, pool: asyncpg.Pool[Any], model: JourneyModel, policy: MergePolicy) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], model: JourneyModel, policy: MergePolicy, parts: int = 2
+    ) -> None:
         self._pool = pool
         self._model = model
         self._policy = policy
+        self._parts = parts  # transactions per batch, side by side (one connection each)
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
         touchpoints: list[Touchpoint] = []
@@ -88,7 +93,7 @@ class BatchHandler:
             except ValidationError as exc:
                 dead.append(DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}"))
         try:
-            outcome = await self._with_retries(touchpoints, dead)
+            outcome = await self._store(touchpoints, dead)
         except _REFUSED as exc:
             # Some message the database refuses (e.g. a NUL character in a JSON string):
             # store the others and dead-letter the culprits.
@@ -98,6 +103,29 @@ class BatchHandler:
         PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
         PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
         return outcome
+
+    async def _store(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
+        """The batch in independent parts, one transaction each, side by side: while one
+        waits on the database, the next one's Python work runs."""
+        if self._parts < 2 or len(touchpoints) < SPLIT_MIN or dead:
+            # Dead letters stay with the one transaction: should a part be refused, the
+            # isolation that follows must not record them a second time.
+            return await self._with_retries(touchpoints, dead)
+        async with self._pool.acquire() as proxy:
+            conn = cast("asyncpg.Connection[Any]", proxy)
+            parts = await identity.independent_parts(conn, touchpoints, self._parts)
+        done = await asyncio.gather(
+            *(self._with_retries(part, []) for part in parts), return_exceptions=True
+        )
+        total = Outcome()
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                # The other parts have finished; a redelivery or the isolation finds what they
+                # stored and skips it.
+                raise outcome
+            total.stored += outcome.stored
+            total.duplicates += outcome.duplicates
+        return total
 
     async def _with_retries(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
         for attempt in range(1, MAX_ATTEMPTS + 1):

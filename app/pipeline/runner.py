@@ -51,7 +51,7 @@ class Pipeline:
     def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], model: JourneyModel) -> None:
         self._settings = settings
         policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
-        self._handler = BatchHandler(pool, model, policy)
+        self._handler = BatchHandler(pool, model, policy, settings.pipeline_batch_parts)
         self._in_flight = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
@@ -137,7 +137,7 @@ class Pipeline:
 async def consume(settings: Settings) -> None:
     """Run one pipeline member until SIGINT/SIGTERM."""
     model = load_model(settings.journey_model)
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, size=settings.pipeline_batch_parts)
     pipeline = Pipeline(settings, pool, model)
     gc.tune()
     loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
-"""Three consumers at once build the same identity graph as processing the events one by
-one, and the same journeys as a recompute from the stored timelines, without deadlocks,
-losing or duplicating nothing."""
+"""Three consumers at once, each storing its batches in parts side by side, build the same
+identity graph as processing the events one by one, and the same journeys as a recompute
+from the stored timelines, without deadlocks, losing or duplicating nothing."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from app.identity.policy import ReferenceGraph
 from app.journey.history import recompute
 from app.journey.model import load_model
 from app.kit.kafka import create_producer, ensure_topics
+from app.pipeline import handler as handler_module
 from app.pipeline.runner import Pipeline
 from app.touchpoint import Identifier
 from tests.factories import touchpoint
@@ -64,8 +65,9 @@ def _partition(groups: dict[object, set[Ident]]) -> set[frozenset[Ident]]:
 
 
 async def test_three_consumers_in_parallel_equal_one_by_one_processing(
-    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(handler_module, "SPLIT_MIN", 10)  # batches here are up to 40
     topic, group = f"conc-{uuid.uuid4().hex[:8]}", f"conc-{uuid.uuid4().hex[:8]}"
     isolated = settings.model_copy(
         update={
@@ -74,6 +76,7 @@ async def test_three_consumers_in_parallel_equal_one_by_one_processing(
             "kafka_consumer_group": group,
             "kafka_partitions": 3,
             "pipeline_max_batch": 40,
+            "pipeline_batch_parts": 2,
         }
     )
     await ensure_topics(isolated)
