@@ -1,12 +1,15 @@
-"""One batch of touchpoints → one Postgres transaction.
+"""One batch of touchpoints → one Postgres transaction per independent part.
 
 decode → dedupe (source, message_id) → resolve identity (locking the customers) → assign
-stages → write timeline → update profiles → record dead letters. The caller commits Kafka offsets
-only after :meth:`BatchHandler.handle` returned (the database has committed by then).
+stages → write timeline → update profiles → record dead letters. A large batch is first split
+into parts that share no customer (`app.identity.service.independent_parts`), stored side by
+side. The caller commits Kafka offsets only after :meth:`BatchHandler.handle` returned (every
+part has committed by then).
 
 Guarantees:
-* all-or-nothing per batch; a retryable failure (deadlock, serialization, stale read) is
-  retried with backoff;
+* all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is
+  retried with backoff. Should one part fail for good, the batch is not acknowledged: its
+  redelivery skips what the other parts stored;
 * a message that can never be stored (undecodable, or rejected by the database) is isolated
   and dead-lettered with its reason, and the rest of the batch is stored;
 * an event already stored (same source and message id) is skipped, so redelivery after a
