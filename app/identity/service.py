@@ -117,41 +117,48 @@ async def independent_parts(
     transactions meet on a customer's row lock or an identity conflict, as any two
     consumers' batches do, and the result is still that of processing one by one.
     """
-    owner = await repository.owners(
-        conn, list({(i.kind, i.value) for tp in touchpoints for i in tp.identifiers})
-    )
-    parent: dict[Any, Any] = {}
-
-    def root(node: Any) -> Any:
-        top = parent.setdefault(node, node)
-        while top != parent[top]:
-            top = parent[top]
-        while node != top:  # path compression
-            parent[node], node = top, parent[node]
-        return top
-
-    heads = []
-    for tp in touchpoints:
-        head = root((tp.source_id, tp.message_id))
+    keys = {(i.kind, i.value) for tp in touchpoints for i in tp.identifiers}
+    owner = await repository.owner_labels(conn, list(keys))
+    # Connected components of events, linked by a message, an identifier or its owner.
+    # Written for speed (it runs per event): each component keeps its nodes and events, and
+    # joining two moves the smaller one's.
+    component: dict[Any, int] = {}
+    nodes: dict[int, list[Any]] = {}
+    members: dict[int, list[int]] = {}
+    for index, tp in enumerate(touchpoints):
+        linked: list[Any] = [("message", tp.message_id)]
         for ident in tp.identifiers:
             key = (ident.kind, ident.value)
-            other = root(owner.get(key, key))
-            if other != head:
-                parent[other] = head
-        heads.append(head)
-    sizes: dict[Any, int] = {}
-    for i, head in enumerate(heads):
-        heads[i] = head = root(head)
-        sizes[head] = sizes.get(head, 0) + 1
+            linked.append(owner.get(key, key))
+        found = {component[n] for n in linked if n in component}
+        if not found:
+            into = index
+            nodes[into], members[into] = [], []
+        else:
+            into = max(found, key=lambda c: len(nodes[c]))
+            for other in found:
+                if other != into:
+                    moved = nodes.pop(other)
+                    for n in moved:
+                        component[n] = into
+                    nodes[into] += moved
+                    members[into] += members.pop(other)
+        for n in linked:
+            if component.get(n) != into:
+                component[n] = into
+                nodes[into].append(n)
+        members[into].append(index)
     # Largest components first, each into the emptiest group.
     load = [0] * parts
-    group_of: dict[Any, int] = {}
-    for head, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
-        g = group_of[head] = load.index(min(load))
-        load[g] += size
+    group_at = [0] * len(touchpoints)
+    for events in sorted(members.values(), key=len, reverse=True):
+        g = load.index(min(load))
+        load[g] += len(events)
+        for index in events:
+            group_at[index] = g
     groups: list[list[Touchpoint]] = [[] for _ in range(parts)]
-    for tp, head in zip(touchpoints, heads, strict=True):
-        groups[group_of[head]].append(tp)
+    for tp, g in zip(touchpoints, group_at, strict=True):
+        groups[g].append(tp)
     return [g for g in groups if g]
 
 
