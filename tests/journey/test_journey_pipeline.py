@@ -407,6 +407,24 @@ LATE_SCRIPT = [
 ]
 
 
+async def mark(pool: asyncpg.Pool[Any], tp: Touchpoint) -> None:
+    """Overwrite the event's stored stage: only a replay that reads it again restores it."""
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE events SET stage = 'marked' WHERE event_id = $1", tp.event_id)
+
+
+async def assert_replayed_after_the_first_event(
+    pool: asyncpg.Pool[Any], model: JourneyModel, events: list[Touchpoint]
+) -> None:
+    """The first event (marked) was not replayed, and the rest equals the oracle."""
+    found, oracle = await journey(pool, "ada"), expected(model, events)
+    assert found.stages[0] == (events[0].event, "marked")
+    assert found.stages[1:] == oracle["stages"][1:]
+    assert found.transitions == oracle["transitions"]
+    assert (found.current_stage, found.state) == (oracle["current_stage"], oracle["state"])
+    assert await stored_states(pool, found.customer_id) == checkpoint_states(model, events)
+
+
 async def test_a_late_event_replays_from_the_last_transition_before_it(
     pool: asyncpg.Pool[Any], source_id: uuid.UUID
 ) -> None:
@@ -415,20 +433,11 @@ async def test_a_late_event_replays_from_the_last_transition_before_it(
     await feed(pool, model, events[:-1])
     cid = (await journey(pool, "ada")).customer_id
     assert await stored_states(pool, cid) == checkpoint_states(model, events[:-1])
-    # A mark on the first event: only a replay that reads it again would overwrite it.
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE events SET stage = 'marked' WHERE event_id = $1", events[0].event_id
-        )
+    await mark(pool, events[0])
 
     await feed(pool, model, events[-1:])
 
-    found, oracle = await journey(pool, "ada"), expected(model, events)
-    assert found.stages[0] == ("Ad Clicked", "marked")  # before the checkpoint: not replayed
-    assert found.stages[1:] == oracle["stages"][1:]
-    assert found.transitions == oracle["transitions"]
-    assert (found.current_stage, found.state) == (oracle["current_stage"], oracle["state"])
-    assert await stored_states(pool, cid) == checkpoint_states(model, events)
+    await assert_replayed_after_the_first_event(pool, model, events)
 
 
 async def test_transitions_without_a_state_replay_the_whole_timeline_once(
@@ -438,17 +447,15 @@ async def test_transitions_without_a_state_replay_the_whole_timeline_once(
     model = load_model("default")
     events = steps(source_id, "ada", LATE_SCRIPT)
     await feed(pool, model, events[:-1])
-    cid = (await journey(pool, "ada")).customer_id
     async with pool.acquire() as conn:
         await conn.execute("UPDATE stage_transitions SET state = NULL")
-        await conn.execute(
-            "UPDATE events SET stage = 'marked' WHERE event_id = $1", events[0].event_id
-        )
+    await mark(pool, events[0])
 
     await feed(pool, model, events[-1:])
 
-    assert_matches(await journey(pool, "ada"), expected(model, events), model)
-    assert await stored_states(pool, cid) == checkpoint_states(model, events)
+    found = await journey(pool, "ada")
+    assert_matches(found, expected(model, events), model)
+    assert await stored_states(pool, found.customer_id) == checkpoint_states(model, events)
 
 
 async def test_a_merge_replays_from_the_last_transition_before_the_events_it_brings(
@@ -464,17 +471,8 @@ async def test_a_merge_replays_from_the_last_transition_before_the_events_it_bri
         source_id, user_id="ada", anonymous_id="anon-1", event="Signed In", at=40 * 60
     )
     await feed(pool, model, known, visitor)
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE events SET stage = 'marked' WHERE event_id = $1", known[0].event_id
-        )
+    await mark(pool, known[0])
 
     await feed(pool, model, [login])
 
-    found, oracle = await journey(pool, "ada"), expected(model, [*known, *visitor, login])
-    assert found.stages[0] == ("Ad Clicked", "marked")  # before the checkpoint: not replayed
-    assert found.stages[1:] == oracle["stages"][1:]
-    assert found.transitions == oracle["transitions"]
-    assert (found.current_stage, found.state) == (oracle["current_stage"], oracle["state"])
-    events = [*known, *visitor, login]
-    assert await stored_states(pool, found.customer_id) == checkpoint_states(model, events)
+    await assert_replayed_after_the_first_event(pool, model, [*known, *visitor, login])
