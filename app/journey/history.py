@@ -38,7 +38,7 @@ class Recorder:
         self.customer_id = customer_id
         self.state = state
         self.transitions: list[TransitionRow] = []
-        self.newest: tuple[datetime, uuid.UUID] | None = None
+        self.newest: EventKey | None = None
 
     @classmethod
     def resume(cls, model: JourneyModel, checkpoint: TransitionRow) -> Recorder:
