@@ -83,11 +83,13 @@ async def _run(settings: Settings, events: int, batch: int, partitions: int, chu
     # As in the consumer, only the batch in hand is alive as objects: keeping every
     # touchpoint would make each garbage collection walk all of them.
     del touchpoints, workload
-    gc.tune()
+    collector = gc.BetweenBatches()  # as in the consumer
+    collector.start()
     handler = BatchHandler(pool, load_model(settings.journey_model), MergePolicy())
     started = time.perf_counter()
     for i in range(0, len(records), batch):
         await handler.handle(records[i : i + batch])
+        collector.after_batch()
     elapsed = time.perf_counter() - started
     stored = await pool.fetchval("SELECT count(*) FROM events")
     async with pool.acquire() as conn:

@@ -48,8 +48,15 @@ class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
 class Pipeline:
     """One consumer-group member. Run several processes to share the partitions."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool[Any], model: JourneyModel) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool[Any],
+        model: JourneyModel,
+        collector: gc.BetweenBatches | None = None,
+    ) -> None:
         self._settings = settings
+        self._collector = collector  # garbage collection between batches, if the process wants it
         policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
         self._handler = BatchHandler(pool, model, policy, settings.pipeline_batch_parts)
         self._in_flight = asyncio.Lock()
@@ -115,6 +122,8 @@ class Pipeline:
                 # The group rebalanced under us; whoever gets these partitions re-reads
                 # the batch and the dedupe drops it.
                 log.warning("offset commit failed after a rebalance; the batch will be redelivered")
+        if self._collector is not None:
+            self._collector.after_batch()
         log.debug(
             "batch: %d stored, %d duplicates, %d dead",
             outcome.stored,
@@ -138,8 +147,9 @@ async def consume(settings: Settings) -> None:
     """Run one pipeline member until SIGINT/SIGTERM."""
     model = load_model(settings.journey_model)
     pool = await create_pool(settings, size=settings.pipeline_batch_parts)
-    pipeline = Pipeline(settings, pool, model)
-    gc.tune()
+    collector = gc.BetweenBatches()
+    pipeline = Pipeline(settings, pool, model, collector)
+    collector.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pipeline.stop)
