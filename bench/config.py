@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields, replace
 
+# The workload: 200,000 events over 20,000 people.
+EVENTS_PER_PERSON = 10
+
 
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
     quick: bool = False
-    # Workload: Segment batch items over people (≈ events / 20 people by default).
+    # Workload: Segment batch items over people (events / EVENTS_PER_PERSON by default).
     events: int = 200_000
     customers: int = 0
     seed: int = 42
@@ -45,7 +48,7 @@ class BenchConfig:
 
     @property
     def people(self) -> int:
-        return self.customers or max(1, self.events // 20)
+        return self.customers or max(1, self.events // EVENTS_PER_PERSON)
 
 
 QUICK = {
@@ -66,7 +69,7 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
     )
     parser.add_argument("--quick", action="store_true", help="small run (well under 3 minutes)")
     parser.add_argument("--events", type=int, help="events pushed through /v1/batch")
-    parser.add_argument("--customers", type=int, help="people in the workload (default events/20)")
+    parser.add_argument("--customers", type=int, help="people in the workload (default events/10)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--concurrency", type=int, help="requests in flight (batch ingest)")

@@ -33,6 +33,7 @@ from app.journey.model import load_model
 from app.kit import gc
 from app.pipeline.handler import BatchHandler, Record
 from app.touchpoint import Touchpoint
+from bench.config import EVENTS_PER_PERSON
 from bench.phases import copy_again
 from bench.scratch import scratch_database
 from bench.workload import generate
@@ -67,7 +68,7 @@ async def _run(settings: Settings, events: int, batch: int, partitions: int, chu
             name,
             uuid.uuid4().hex,
         )
-    workload = generate(events, max(1, events // 20), seed=7)
+    workload = generate(events, max(1, events // EVENTS_PER_PERSON), seed=7)
     source = SourceInfo(source_id, "bench", "web", {})
     touchpoints, _ = build_all(
         [e for b in workload.batches(batch) for e in b],

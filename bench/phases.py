@@ -29,7 +29,7 @@ from uuid_utils.compat import uuid7
 
 from app.timeline.writes import COLUMNS
 from bench import loadgen, workload
-from bench.config import BenchConfig
+from bench.config import EVENTS_PER_PERSON, BenchConfig
 from bench.profiling import Recorder
 from bench.report import Report
 from bench.stack import MB, Proc, Stack
@@ -404,7 +404,7 @@ async def freshness(run: Run) -> None:
     total = int(per_s * cfg.freshness_seconds)
     work = workload.generate(
         total,
-        max(1, total // 20),
+        max(1, total // EVENTS_PER_PERSON),
         seed=cfg.seed + 2,
         prefix="fresh",
         start=datetime.now(UTC) - timedelta(seconds=1),
