@@ -95,40 +95,49 @@ class BatchHandler:
                 origin[tp.event_id] = record
             except ValidationError as exc:
                 dead.append(DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}"))
-        try:
-            outcome = await self._store(touchpoints, dead)
-        except _REFUSED as exc:
-            # Some message the database refuses (e.g. a NUL character in a JSON string):
-            # store the others and dead-letter the culprits.
-            log.warning("batch refused by the database (%s); isolating", type(exc).__name__)
-            outcome = await self._isolate(origin, touchpoints, dead)
+        outcome = await self._store(origin, touchpoints, dead)
         PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
         PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
         PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
         return outcome
 
-    async def _store(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
+    async def _store(
+        self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
+    ) -> Outcome:
         """The batch in independent parts, one transaction each, side by side: while one
         waits on the database, the next one's Python work runs."""
-        if self._parts < 2 or len(touchpoints) < SPLIT_MIN or dead:
-            # Dead letters stay with the one transaction: should a part be refused, the
-            # isolation that follows must not record them a second time.
-            return await self._with_retries(touchpoints, dead)
+        if self._parts < 2 or len(touchpoints) < SPLIT_MIN:
+            return await self._store_or_isolate(origin, touchpoints, dead)
         async with self._pool.acquire() as proxy:
             conn = cast("asyncpg.Connection[Any]", proxy)
             parts = await identity.independent_parts(conn, touchpoints, self._parts)
         done = await asyncio.gather(
-            *(self._with_retries(part, []) for part in parts), return_exceptions=True
+            *(
+                self._store_or_isolate(origin, part, dead if i == 0 else [])
+                for i, part in enumerate(parts)
+            ),
+            return_exceptions=True,
         )
         total = Outcome()
         for outcome in done:
             if isinstance(outcome, BaseException):
-                # The other parts have finished; a redelivery or the isolation finds what they
-                # stored and skips it.
+                # The other parts have finished; the batch's redelivery skips what they stored.
                 raise outcome
             total.stored += outcome.stored
             total.duplicates += outcome.duplicates
+            total.dead_letters += outcome.dead_letters
         return total
+
+    async def _store_or_isolate(
+        self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
+    ) -> Outcome:
+        try:
+            return await self._with_retries(touchpoints, dead)
+        except _REFUSED as exc:
+            # Some message the database refuses (e.g. a NUL character in a JSON string):
+            # store the others and dead-letter the culprits.
+            log.warning("batch refused by the database (%s); isolating", type(exc).__name__)
+            return await self._isolate(origin, touchpoints, dead)
 
     async def _with_retries(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
         for attempt in range(1, MAX_ATTEMPTS + 1):

@@ -107,3 +107,21 @@ async def test_a_batch_stored_in_parts_equals_processing_it_event_by_event(
         stored.setdefault(customer, set()).add((kind, value))
     assert {frozenset(s) for s in stored.values()} == expected
     assert counted == 60
+
+
+async def test_a_part_the_database_refuses_leaves_the_other_parts_stored_once(
+    monkeypatch: pytest.MonkeyPatch, handle: Any, source_id: uuid.UUID, db: AsyncEngine
+) -> None:
+    monkeypatch.setattr(handler_module, "SPLIT_MIN", 2)
+    batch = [touchpoint(source_id, anonymous_id=f"dev-{n}", at=n) for n in range(6)]
+    # Valid JSON that PostgreSQL refuses in jsonb: its part fails, the others commit.
+    batch[3] = touchpoint(source_id, anonymous_id="dev-3", properties={"note": "a\u0000b"}, at=3)
+
+    outcome = await handle(batch)
+
+    assert outcome.stored == 5
+    assert [d.reason.split(":")[0] for d in outcome.dead_letters] == ["refused by the database"]
+    async with db.connect() as conn:
+        stored = await conn.scalar(text("SELECT count(*) FROM events"))
+        letters = await conn.scalar(text("SELECT count(*) FROM dead_letters"))
+    assert (stored, letters) == (5, 1)
