@@ -15,33 +15,20 @@ from app.touchpoint import EventKey
 IdentKey = tuple[str, str]
 
 
-_OWNERS = """
-    SELECT i.kind, i.value, i.customer_id
-    FROM identities i
-    JOIN unnest($1::text[], $2::text[]) AS k(kind, value) USING (kind, value)
-"""
-_OWNERS_AS_TEXT = _OWNERS.replace("i.customer_id", "i.customer_id::text AS customer_id", 1)
-
-
 async def owners(
     conn: asyncpg.Connection[Any], keys: Sequence[IdentKey]
 ) -> dict[IdentKey, uuid.UUID]:
-    return await _owners(conn, keys, _OWNERS)
-
-
-async def owner_labels(
-    conn: asyncpg.Connection[Any], keys: Sequence[IdentKey]
-) -> dict[IdentKey, str]:
-    """:func:`owners` with the customer ids as text (cheaper to hash, for grouping)."""
-    return await _owners(conn, keys, _OWNERS_AS_TEXT)
-
-
-async def _owners(
-    conn: asyncpg.Connection[Any], keys: Sequence[IdentKey], query: str
-) -> dict[IdentKey, Any]:
     if not keys:
         return {}
-    rows = await conn.fetch(query, [k for k, _ in keys], [v for _, v in keys])
+    rows = await conn.fetch(
+        """
+        SELECT i.kind, i.value, i.customer_id
+        FROM identities i
+        JOIN unnest($1::text[], $2::text[]) AS k(kind, value) USING (kind, value)
+        """,
+        [k for k, _ in keys],
+        [v for _, v in keys],
+    )
     return {(r["kind"], r["value"]): r["customer_id"] for r in rows}
 
 

@@ -82,14 +82,35 @@ class Resolution:
     merged: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
 
 
+Owners = dict[repository.IdentKey, uuid.UUID]
+
+
+async def current_owners(
+    conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint]
+) -> Owners:
+    """The customer each of the touchpoints' identifiers belongs to now (if any)."""
+    keys = {(i.kind, i.value) for tp in touchpoints for i in tp.identifiers}
+    return await repository.owners(conn, list(keys))
+
+
 async def resolve(
-    conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint], policy: MergePolicy
+    conn: asyncpg.Connection[Any],
+    touchpoints: Sequence[Touchpoint],
+    policy: MergePolicy,
+    owners: Owners | None = None,
 ) -> Resolution:
-    """Assign each touchpoint a customer, creating, stitching and merging as the policy allows."""
+    """Assign each touchpoint a customer, creating, stitching and merging as the policy allows.
+
+    `owners`, from :func:`current_owners` over these touchpoints (or more), saves reading
+    them again. Like a read made here, it is validated under the locks: an owner merged
+    away, or an identifier recorded meanwhile, raises :class:`StaleRead`, and the retry
+    must read afresh (pass None)."""
     # The batch's identifiers by (kind, value): the owner map reuses these objects.
     batch = {(i.kind, i.value): i for tp in touchpoints for i in tp.identifiers}
+    if owners is None:
+        owners = await repository.owners(conn, list(batch))
     owner: dict[Identifier, uuid.UUID] = {
-        batch[key]: c for key, c in (await repository.owners(conn, list(batch))).items()
+        ident: c for key, ident in batch.items() if (c := owners.get(key)) is not None
     }
     rows = await repository.lock_customers(conn, owner.values())
     if len(rows) != len(set(owner.values())) or any(r["merged_into"] for r in rows):
@@ -106,19 +127,21 @@ async def resolve(
     return await graph.write(conn, customer_of)
 
 
-async def independent_parts(
-    conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint], parts: int
+def independent_parts(
+    touchpoints: Sequence[Touchpoint], owners: Owners, parts: int
 ) -> list[list[Touchpoint]]:
-    """Split a batch into up to `parts` groups that, as the graph stands now, share no
-    customer, no identifier and no message, so that their transactions lock disjoint
-    customers and run side by side. Each group keeps the batch's order.
+    """Split a batch into up to `parts` groups that, as the graph stands in `owners` (from
+    :func:`current_owners`), share no customer, no identifier and no message, so that their
+    transactions lock disjoint customers and run side by side. Each group keeps the batch's
+    order.
 
     A hint, not a guarantee: should another consumer link two groups meanwhile, their
     transactions meet on a customer's row lock or an identity conflict, as any two
     consumers' batches do, and the result is still that of processing one by one.
     """
-    keys = {(i.kind, i.value) for tp in touchpoints for i in tp.identifiers}
-    owner = await repository.owner_labels(conn, list(keys))
+    # Customers as small ints: hashing a uuid.UUID runs Python code, once per lookup below.
+    label: dict[uuid.UUID, int] = {}
+    owner = {key: label.setdefault(c, len(label)) for key, c in owners.items()}
     # Connected components of events, linked by a message, an identifier or its owner.
     # Written for speed (it runs per event): each component keeps its nodes and events, and
     # joining two moves the smaller one's.

@@ -110,10 +110,11 @@ class BatchHandler:
             return await self._store_or_isolate(origin, touchpoints, dead)
         async with self._pool.acquire() as proxy:
             conn = cast("asyncpg.Connection[Any]", proxy)
-            parts = await identity.independent_parts(conn, touchpoints, self._parts)
+            owners = await identity.current_owners(conn, touchpoints)
+        parts = identity.independent_parts(touchpoints, owners, self._parts)
         done = await asyncio.gather(
             *(
-                self._store_or_isolate(origin, part, dead if i == 0 else [])
+                self._store_or_isolate(origin, part, dead if i == 0 else [], owners)
                 for i, part in enumerate(parts)
             ),
             return_exceptions=True,
@@ -129,20 +130,30 @@ class BatchHandler:
         return total
 
     async def _store_or_isolate(
-        self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
+        self,
+        origin: dict[Any, Record],
+        touchpoints: list[Touchpoint],
+        dead: list[DeadLetter],
+        owners: identity.Owners | None = None,
     ) -> Outcome:
         try:
-            return await self._with_retries(touchpoints, dead)
+            return await self._with_retries(touchpoints, dead, owners)
         except _REFUSED as exc:
             # Some message the database refuses (e.g. a NUL character in a JSON string):
             # store the others and dead-letter the culprits.
             log.warning("batch refused by the database (%s); isolating", type(exc).__name__)
             return await self._isolate(origin, touchpoints, dead)
 
-    async def _with_retries(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
+    async def _with_retries(
+        self,
+        touchpoints: list[Touchpoint],
+        dead: list[DeadLetter],
+        owners: identity.Owners | None = None,
+    ) -> Outcome:
+        """`owners` (read before the batch) serve the first attempt; a retry reads afresh."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return await self._transaction(touchpoints, dead)
+                return await self._transaction(touchpoints, dead, owners if attempt == 1 else None)
             except _RETRYABLE as exc:
                 if attempt == MAX_ATTEMPTS:
                     if isinstance(exc.__cause__, _REFUSED):
@@ -181,7 +192,12 @@ class BatchHandler:
             total.duplicates += outcome.duplicates
         return total
 
-    async def _transaction(self, touchpoints: list[Touchpoint], dead: list[DeadLetter]) -> Outcome:
+    async def _transaction(
+        self,
+        touchpoints: list[Touchpoint],
+        dead: list[DeadLetter],
+        owners: identity.Owners | None = None,
+    ) -> Outcome:
         async with self._pool.acquire() as proxy, proxy.transaction():
             # The pool hands out a proxy that forwards every Connection method.
             conn = cast("asyncpg.Connection[Any]", proxy)
@@ -191,7 +207,7 @@ class BatchHandler:
             fresh = await _drop_duplicates(conn, touchpoints)
             if not fresh:
                 return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
-            resolution = await identity.resolve(conn, fresh, self._policy)
+            resolution = await identity.resolve(conn, fresh, self._policy, owners)
             plan = journey.plan_stages(self._model, fresh, resolution)
             try:
                 await insert_events(conn, fresh, resolution.customer_of, plan.stage_of)

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.db import create_pool
 from app.identity import service as identity
 from app.identity.policy import ReferenceGraph
-from app.identity.service import independent_parts
+from app.identity.service import current_owners, independent_parts
 from app.pipeline import handler as handler_module
 from app.touchpoint import Touchpoint
 from tests.factories import touchpoint
@@ -50,7 +50,8 @@ async def test_parts_share_no_identifier_message_or_stored_customer(
     pool = await create_pool(settings)
     try:
         async with pool.acquire() as conn:
-            parts = await independent_parts(conn, batch, 2)
+            owners = await current_owners(conn, batch)
+        parts = independent_parts(batch, owners, 2)
     finally:
         await pool.close()
 
@@ -79,8 +80,8 @@ async def test_a_batch_stored_in_parts_equals_processing_it_event_by_event(
         batch.append(touchpoint(source_id, extra_ids=ids, at=n, message_id=f"m-{n}"))
     sizes: list[list[int]] = []
 
-    async def recorded(*args: Any) -> list[list[Touchpoint]]:
-        parts = await independent_parts(*args)
+    def recorded(*args: Any) -> list[list[Touchpoint]]:
+        parts = independent_parts(*args)
         sizes.append([len(p) for p in parts])
         return parts
 
