@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 
 from app.identity import repository
@@ -247,7 +248,7 @@ class _BatchGraph:
             into.setdefault(kind, set()).update(values)
         self.customers[loser].identities = {}
         self.merged_into[loser] = target
-        linking = orjson.dumps([i.model_dump() for i in tp.identifiers]).decode()
+        linking = msgspec.json.encode(tp.identifiers).decode()
         self.merges.append((loser, target, tp.event_id, linking))
 
     async def write(

@@ -138,7 +138,7 @@ class Arrival(TypedDict, total=False):
 
 def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
     """The canonical touchpoint as a plain dict, in :class:`Touchpoint` field order:
-    ``Touchpoint.model_validate`` of it is the touchpoint, and :func:`wire_bytes` of it is
+    ``Touchpoint.validate`` of it is the touchpoint, and :func:`wire_bytes` of it is
     exactly that touchpoint's ``to_bytes()`` (the hot path skips building the model).
     Raises :class:`EventRejected` when no usable identifier remains (every id blocked or
     malformed). ``source_id`` is ``arrival["source"].id`` as text, made once per request."""
@@ -235,7 +235,7 @@ def build_all(
 ) -> tuple[list[Touchpoint], list[Rejection]]:
     """Validate and build each item; one item's failure never affects another. Rejections
     carry the item's index. Items over the per-event size limit are rejected."""
-    return _build_each(items, Touchpoint.model_validate, call_type, arrival)
+    return _build_each(items, Touchpoint.validate, call_type, arrival)
 
 
 def build_messages(

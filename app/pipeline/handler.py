@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
-from pydantic import ValidationError
 
 from app.customers.writes import ProfileDelta, apply_deltas
 from app.identity import service as identity
@@ -37,7 +36,7 @@ from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters
 from app.timeline.writes import STORED_KEYS, existing_keys, insert_events
-from app.touchpoint import Touchpoint
+from app.touchpoint import InvalidTouchpoint, Touchpoint
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ class BatchHandler:
                 tp = Touchpoint.from_bytes(record.value)
                 touchpoints.append(tp)
                 origin[tp.event_id] = record
-            except ValidationError as exc:
+            except InvalidTouchpoint as exc:
                 dead.append(DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}"))
         outcome = await self._store(origin, touchpoints, dead)
         PIPELINE_EVENTS.labels("stored").inc(outcome.stored)

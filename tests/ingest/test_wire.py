@@ -5,17 +5,20 @@ same bytes on the broker, and those bytes must decode to the same model."""
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from app.auth.service import SourceInfo
 from app.identity.identifiers import IdentityConfig
 from app.ingest import service
-from app.touchpoint import Touchpoint
+from app.touchpoint import Identifier, InvalidTouchpoint, Touchpoint
 from bench.workload import generate
 
 RECEIVED = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -156,3 +159,55 @@ def test_keys_go_to_the_partition_kafkas_default_partitioner_chooses() -> None:
         for partitions in (1, 6, 12):
             expected = DefaultPartitioner()(key, list(range(partitions)), [])
             assert partition_for(key, partitions) == partition_for(key, partitions) == expected
+
+
+def _one_touchpoint() -> Touchpoint:
+    (touchpoint,), _ = service.build_all(
+        [EDGE_CASES[6]],
+        call_type=None,
+        source=SOURCE,
+        received_at=RECEIVED,
+        identity=IdentityConfig(),
+        request_context={},
+    )
+    return touchpoint
+
+
+def test_a_consumer_ignores_fields_a_newer_producer_adds() -> None:
+    tp = _one_touchpoint()
+    newer = orjson.loads(tp.to_bytes()) | {"added_later": {"x": 1}, "schema_version": 2}
+    decoded = Touchpoint.from_bytes(orjson.dumps(newer))
+    assert decoded.schema_version == 2
+    assert msgspec.structs.replace(decoded, schema_version=tp.schema_version) == tp
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"event_id": "not-a-uuid"}, "event_id"),
+        ({"type": "click"}, "type"),
+        ({"channel": "fax"}, "channel"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"identifiers": [{"kind": "email"}]}, "identifiers[0]"),
+    ],
+)
+def test_a_touchpoint_of_the_wrong_types_is_refused_by_name(
+    change: dict[str, Any], field: str
+) -> None:
+    raw = orjson.loads(_one_touchpoint().to_bytes()) | change
+    with pytest.raises(InvalidTouchpoint, match=re.escape(f"$.{field}")):
+        Touchpoint.from_bytes(orjson.dumps(raw))
+    with pytest.raises(InvalidTouchpoint, match=re.escape(f"$.{field}")):
+        Touchpoint.validate(raw)
+
+
+def test_bytes_that_are_not_json_are_refused() -> None:
+    with pytest.raises(InvalidTouchpoint):
+        Touchpoint.from_bytes(b"\x00not json")
+
+
+def test_equal_identifiers_are_one_key() -> None:
+    a, b = Identifier(kind="email", value="ada@example.com"), Identifier("email", "ada@example.com")
+    assert a == b
+    assert {a: 1}[b] == 1
+    assert a != Identifier(kind="email", value="bob@example.com")
