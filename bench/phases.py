@@ -90,7 +90,7 @@ class CpuWindow:
         return out
 
 
-def _cpu_rows(report: Report, section: str, prefix: str, cores: dict[str, float | None]) -> None:
+def cpu_rows(report: Report, section: str, prefix: str, cores: dict[str, float | None]) -> None:
     report.set(**{f"{prefix}_cpu_cores_{k}": v for k, v in cores.items()})
     shown = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if v is not None)
     report.row(section, f"CPU cores busy: {shown}", None, "")
@@ -185,7 +185,7 @@ async def ingest(run: Run) -> None:
         reference=batch.percentile_ms(99),
         reference_label="p99",
     )
-    _cpu_rows(report, "1. ingest", "batch", batch_cpu)
+    cpu_rows(report, "1. ingest", "batch", batch_cpu)
     report.row(
         "1. ingest",
         f"/v1/track ({cfg.track_concurrency} in flight)",
@@ -342,7 +342,7 @@ async def pipeline(run: Run) -> None:
         rate,
         "events/s",
     )
-    _cpu_rows(report, "2. pipeline", "pipeline", pipeline_cpu)
+    cpu_rows(report, "2. pipeline", "pipeline", pipeline_cpu)
     report.row("2. pipeline", "consumer start → first commit", first_at - spawned, "s")
     if batches:
         report.row(

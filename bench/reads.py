@@ -14,7 +14,7 @@ from typing import Any
 
 from app.timeline.writes import COLUMNS
 from bench import loadgen
-from bench.phases import Run
+from bench.phases import CpuWindow, Run, cpu_rows
 
 _COPY_COLUMNS = ", ".join(COLUMNS)
 
@@ -47,7 +47,9 @@ async def reads(run: Run) -> None:
     profile = [(f"{run.base}/v1/customers/{heavy[i % len(heavy)]}", None) for i in range(n)]
     async with loadgen.session(cfg.read_concurrency, run.read_headers()) as http:
         await loadgen.closed_loop(http, timeline[:20] + profile[:20], 0, 2)  # warm-up
+        cpu = CpuWindow(stack, {"api": run.api} if run.api else {})
         tl = await loadgen.closed_loop(http, timeline, 0, cfg.read_concurrency)
+        timeline_cpu = cpu.cores()
         pr = await loadgen.closed_loop(http, profile, 0, cfg.read_concurrency)
     for what, result in (("timeline", tl), ("profile", pr)):
         if result.errors:
@@ -78,6 +80,7 @@ async def reads(run: Run) -> None:
         reference=tl.percentile_ms(99),
         reference_label="p99",
     )
+    cpu_rows(report, "4. reads", "timeline", timeline_cpu)
     report.row(
         "4. reads",
         "profile p50",
