@@ -69,10 +69,9 @@ async def _fill(settings: Settings, events: int) -> tuple[uuid.UUID, str]:
                                 context)
             SELECT gen_random_uuid(), $1, 'm-' || n, $2, 'track', 'Product Viewed', 'web',
                    now() - n * interval '1 minute', now(), 'interest',
-                   jsonb_build_object('product_id', 'P-' || n, 'price', 9.5, 'currency', 'EUR'),
+                   jsonb_build_object('product_id', 'P-' || n, 'path', '/new-in', 'url', 'https://shop.example.com/new-in'),
                    '{}'::jsonb,
-                   '{"ip": "203.0.113.9", "library": {"name": "analytics.js"},
-                     "page": {"url": "https://shop.example.com/p"}}'::jsonb
+                   '{"library":{"name":"analytics.js","version":"next-1.70.0"},"userAgent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36","ip":"10.171.0.46","page":{"path":"/new-in","referrer":"https://instagram.com/","title":"Negozio — new-in"}}'::jsonb
             FROM generate_series(1, $3) AS n
             """,
             source.id,
