@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Select, bindparam, select, tuple_
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Event
+if TYPE_CHECKING:
+    import asyncpg
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,59 +29,74 @@ class TimelineQuery:
     until: datetime | None = None
 
 
-# What a timeline item shows: plain columns, not ORM entities (no identity map or
-# attribute instrumentation for rows that are only serialised).
-ITEM_COLUMNS = (
-    Event.event_id,
-    Event.message_id,
-    Event.type,
-    Event.event,
-    Event.channel,
-    Event.occurred_at,
-    Event.received_at,
-    Event.stage,
-    Event.properties,
-    Event.context,
-    Event.flags,
-)
-ITEM_KEYS = tuple(c.key for c in ITEM_COLUMNS)
+# What a timeline item shows. The JSON columns come as the text Postgres writes and go
+# into the response as they are (``orjson.Fragment``), not parsed to be serialised again.
+PLAIN_KEYS = (
+    "event_id", "message_id", "type", "event", "channel", "occurred_at", "received_at", "stage",
+)  # fmt: skip
+JSON_KEYS = ("properties", "context", "flags")
+ITEM_KEYS = PLAIN_KEYS + JSON_KEYS
 
 
 async def page(session: AsyncSession, q: TimelineQuery) -> list[dict[str, Any]]:
     """Up to ``q.limit + 1`` events, newest first (the extra one tells whether more exist),
-    as plain dicts of :data:`ITEM_COLUMNS`."""
-    params: dict[str, Any] = {"customer_id": q.customer_id, "limit": q.limit + 1}
-    for name, values in (("channels", q.channels), ("types", q.types), ("stages", q.stages)):
-        if values:
-            params[name] = list(values)
-    for name, value in (("since", q.since), ("until", q.until)):
-        if value is not None:
-            params[name] = value
+    as dicts of :data:`ITEM_KEYS`, the JSON columns as ``orjson.Fragment``.
+
+    Run by asyncpg on the session's connection: SQLAlchemy's execution and result rows cost
+    more than the query itself (0.8 → 0.55 ms of CPU for a 50-event page)."""
+    names: list[str] = ["customer_id"]
+    args: list[Any] = [q.customer_id]
+    filters = (
+        ("channels", list(q.channels)),
+        ("types", list(q.types)),
+        ("stages", list(q.stages)),
+        ("since", q.since),
+        ("until", q.until),
+    )
+    for name, value in filters:
+        if value:  # an empty list or None: no filter
+            names.append(name)
+            args.append(value)
     if q.after is not None:
-        params["after_at"], params["after_id"] = q.after
-    result = await session.execute(_statement(frozenset(params)), params)
-    return [dict(zip(ITEM_KEYS, row, strict=True)) for row in result]
+        names.append("after")
+        args += q.after
+    raw = await (await session.connection()).get_raw_connection()
+    driver = cast("asyncpg.Connection[Any]", raw.driver_connection)
+    rows = await driver.fetch(_statement(tuple(names)), *args, q.limit + 1)
+    return [_item(row) for row in rows]
+
+
+def _item(row: asyncpg.Record) -> dict[str, Any]:
+    item = dict(row)
+    for key in JSON_KEYS:
+        item[key] = orjson.Fragment(item[key])
+    return item
+
+
+_CONDITIONS = {
+    "customer_id": "customer_id = ${}",
+    "channels": "channel = ANY(${}::text[])",
+    "types": "type = ANY(${}::text[])",
+    "stages": "stage = ANY(${}::text[])",
+    "since": "occurred_at >= ${}",
+    "until": "occurred_at < ${}",
+    "after": "(occurred_at, event_id) < (${}, ${})",
+}
 
 
 @functools.cache
-def _statement(params: frozenset[str]) -> Select[Any]:
-    """The statement for a set of parameters. Building a select costs about as much as
-    running it, so each of the 64 shapes is built once."""
-    stmt = select(*ITEM_COLUMNS).where(Event.customer_id == bindparam("customer_id"))
-    for name, column in (
-        ("channels", Event.channel),
-        ("types", Event.type),
-        ("stages", Event.stage),
-    ):
-        if name in params:
-            stmt = stmt.where(column.in_(bindparam(name, expanding=True)))
-    if "since" in params:
-        stmt = stmt.where(Event.occurred_at >= bindparam("since"))
-    if "until" in params:
-        stmt = stmt.where(Event.occurred_at < bindparam("until"))
-    if "after_at" in params:
-        stmt = stmt.where(
-            tuple_(Event.occurred_at, Event.event_id)
-            < tuple_(bindparam("after_at"), bindparam("after_id"))
-        )
-    return stmt.order_by(Event.occurred_at.desc(), Event.event_id.desc()).limit(bindparam("limit"))
+def _statement(names: tuple[str, ...]) -> str:
+    """The SQL for a set of filters (in the order :func:`page` binds them), built from the
+    fixed texts above: values only ever travel as parameters. ``ix_events_customer_timeline``
+    serves every shape."""
+    conditions, n = [], 0
+    for name in names:
+        template = _CONDITIONS[name]
+        count = template.count("{}")
+        conditions.append(template.format(*range(n + 1, n + 1 + count)))
+        n += count
+    columns = ", ".join((*PLAIN_KEYS, *(f"{k}::text AS {k}" for k in JSON_KEYS)))
+    return (
+        f"SELECT {columns} FROM events WHERE {' AND '.join(conditions)}"  # noqa: S608
+        f" ORDER BY occurred_at DESC, event_id DESC LIMIT ${n + 1}"
+    )

@@ -117,6 +117,43 @@ async def test_timeline_pages_newest_first_with_a_cursor_and_filters(
     assert nothing.json()["next_cursor"] is None
 
 
+async def test_timeline_items_carry_their_json_and_filters_page_with_the_cursor(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    channels = ("web", "email", "in_store")
+    events = [
+        touchpoint(
+            source_id,
+            user_id="json",
+            event=f"Step {i}",
+            at=i,
+            channel=channels[i % 3],
+            properties={"i": i, "nested": {"list": [1, 2.5, None], "text": "é\u2028"}},
+        )
+        for i in range(12)
+    ]
+    events[0].context = {"page": {"path": "/"}, "ip": "203.0.113.9"}
+    events[0].flags = ["clock_skew_corrected"]
+    await handle(events)
+    cid = await _customer_id(app_client, read_token, "user_id", "json")
+    url = f"/v1/customers/{cid}/timeline"
+    seen: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 3, "channel": ["web", "email"]}
+    while True:
+        page = (await app_client.get(url, params=params, headers=bearer(read_token))).json()
+        seen += page["items"]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert [i["event"] for i in seen] == [f"Step {i}" for i in reversed(range(12)) if i % 3 != 2]
+    oldest = seen[-1]
+    assert oldest["properties"] == {"i": 0, "nested": {"list": [1, 2.5, None], "text": "é\u2028"}}
+    assert oldest["context"] == {"page": {"path": "/"}, "ip": "203.0.113.9"}
+    assert oldest["flags"] == ["clock_skew_corrected"]
+    assert seen[0]["context"] == {}
+    assert seen[0]["flags"] == []
+
+
 async def test_read_endpoints_refuse_missing_wrong_and_write_credentials(
     app_client: httpx.AsyncClient,
     read_token: str,
