@@ -6,9 +6,12 @@ import uuid
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import Settings
+from app.main import create_app
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer
 
@@ -262,3 +265,44 @@ async def test_a_lost_database_connection_fails_one_read_with_503_then_reads_rec
     again = await app_client.get(path, headers=bearer(read_token))
     assert again.status_code == 200, again.text
     assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
+
+
+async def test_a_connection_lost_under_the_timeline_query_itself_answers_503_once(
+    settings: Settings,
+    db: AsyncEngine,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+) -> None:
+    """With the token cached (as in production), the first statement on the lost connection
+    is the timeline's own asyncpg query: it answers 503 like a SQLAlchemy statement, and
+    the pool replaces its connections."""
+    await handle([touchpoint(source_id, anonymous_id="anon-raw", event="Product Viewed")])
+    app = create_app(settings.model_copy(update={"auth_cache_ttl_s": 300.0}))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
+        ) as client,
+    ):
+        customer = await _customer_id(client, read_token, "anonymous_id", "anon-raw")
+        path = f"/v1/customers/{customer}/timeline"
+        assert (await client.get(path, headers=bearer(read_token))).status_code == 200
+        async with db.connect() as conn:
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                    " FROM pg_stat_activity WHERE application_name = 'percorso-api'"
+                    " AND datname = current_database()"
+                )
+            )
+        assert (killed or 0) >= 1
+
+        lost = await client.get(path, headers=bearer(read_token))
+        assert lost.status_code == 503, lost.text
+        assert lost.headers["content-type"] == "application/problem+json"
+        assert lost.headers["retry-after"] == "1"
+
+        again = await client.get(path, headers=bearer(read_token))
+        assert again.status_code == 200, again.text
+        assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
