@@ -243,28 +243,7 @@ async def test_a_lost_database_connection_fails_one_read_with_503_then_reads_rec
     """The read pool does not ping before each request: a connection lost since (a database
     restart, a failover) answers 503 problem+json once, and the next request reconnects."""
     await handle([touchpoint(source_id, anonymous_id="anon-lost", event="Product Viewed")])
-    customer = await _customer_id(app_client, read_token, "anonymous_id", "anon-lost")
-    path = f"/v1/customers/{customer}/timeline"
-    assert (await app_client.get(path, headers=bearer(read_token))).status_code == 200
-
-    async with db.connect() as conn:
-        killed = await conn.scalar(
-            text(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'percorso-api' AND datname = current_database()"
-            )
-        )
-    assert (killed or 0) >= 1
-
-    lost = await app_client.get(path, headers=bearer(read_token))
-    assert lost.status_code == 503, lost.text
-    assert lost.headers["content-type"] == "application/problem+json"
-    assert lost.headers["retry-after"] == "1"
-    assert lost.json()["type"].endswith("service-unavailable")
-
-    again = await app_client.get(path, headers=bearer(read_token))
-    assert again.status_code == 200, again.text
-    assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
+    await _lost_once_then_recovered(app_client, db, read_token, "anon-lost")
 
 
 async def test_a_connection_lost_under_the_timeline_query_itself_answers_503_once(
@@ -285,24 +264,33 @@ async def test_a_connection_lost_under_the_timeline_query_itself_answers_503_onc
             transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
         ) as client,
     ):
-        customer = await _customer_id(client, read_token, "anonymous_id", "anon-raw")
-        path = f"/v1/customers/{customer}/timeline"
-        assert (await client.get(path, headers=bearer(read_token))).status_code == 200
-        async with db.connect() as conn:
-            killed = await conn.scalar(
-                text(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
-                    " FROM pg_stat_activity WHERE application_name = 'percorso-api'"
-                    " AND datname = current_database()"
-                )
+        await _lost_once_then_recovered(client, db, read_token, "anon-raw")
+
+
+async def _lost_once_then_recovered(
+    client: httpx.AsyncClient, db: AsyncEngine, read_token: str, anonymous_id: str
+) -> None:
+    """Read the customer's timeline, kill the API's database connections, and expect one
+    503 problem+json, then the timeline again."""
+    customer = await _customer_id(client, read_token, "anonymous_id", anonymous_id)
+    path = f"/v1/customers/{customer}/timeline"
+    assert (await client.get(path, headers=bearer(read_token))).status_code == 200
+
+    async with db.connect() as conn:
+        killed = await conn.scalar(
+            text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'percorso-api' AND datname = current_database()"
             )
-        assert (killed or 0) >= 1
+        )
+    assert (killed or 0) >= 1
 
-        lost = await client.get(path, headers=bearer(read_token))
-        assert lost.status_code == 503, lost.text
-        assert lost.headers["content-type"] == "application/problem+json"
-        assert lost.headers["retry-after"] == "1"
+    lost = await client.get(path, headers=bearer(read_token))
+    assert lost.status_code == 503, lost.text
+    assert lost.headers["content-type"] == "application/problem+json"
+    assert lost.headers["retry-after"] == "1"
+    assert lost.json()["type"].endswith("service-unavailable")
 
-        again = await client.get(path, headers=bearer(read_token))
-        assert again.status_code == 200, again.text
-        assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
+    again = await client.get(path, headers=bearer(read_token))
+    assert again.status_code == 200, again.text
+    assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
