@@ -112,7 +112,7 @@ async def driver_fetch(session: AsyncSession, sql: str, *args: Any) -> list[asyn
     of CPU). ``sql`` is fixed text with ``$n`` parameters; values travel only in ``args``.
 
     A connection lost while pooled (the pool does not ping) is handed to SQLAlchemy, which
-    handles it as for its own statements: the pool replaces every connection as old, and
+    handles it as for its own statements: the pool replaces it and every older connection, and
     the ``DBAPIError`` it raises answers 503 (``app.errors``)."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
