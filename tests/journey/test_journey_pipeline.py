@@ -425,12 +425,20 @@ async def assert_replayed_after_the_first_event(
     assert await stored_states(pool, found.customer_id) == checkpoint_states(model, events)
 
 
-async def test_a_late_event_replays_from_the_last_transition_before_it(
+async def all_but_the_last_fed(
     pool: asyncpg.Pool[Any], source_id: uuid.UUID
-) -> None:
+) -> tuple[JourneyModel, list[Touchpoint]]:
+    """The default model, and Ada's LATE_SCRIPT events, stored but for the last one."""
     model = load_model("default")
     events = steps(source_id, "ada", LATE_SCRIPT)
     await feed(pool, model, events[:-1])
+    return model, events
+
+
+async def test_a_late_event_replays_from_the_last_transition_before_it(
+    pool: asyncpg.Pool[Any], source_id: uuid.UUID
+) -> None:
+    model, events = await all_but_the_last_fed(pool, source_id)
     cid = (await journey(pool, "ada")).customer_id
     assert await stored_states(pool, cid) == checkpoint_states(model, events[:-1])
     await mark(pool, events[0])
@@ -444,9 +452,7 @@ async def test_transitions_without_a_state_replay_the_whole_timeline_once(
     pool: asyncpg.Pool[Any], source_id: uuid.UUID
 ) -> None:
     """Rows written before checkpoints existed (migration 0006) carry no state."""
-    model = load_model("default")
-    events = steps(source_id, "ada", LATE_SCRIPT)
-    await feed(pool, model, events[:-1])
+    model, events = await all_but_the_last_fed(pool, source_id)
     async with pool.acquire() as conn:
         await conn.execute("UPDATE stage_transitions SET state = NULL")
     await mark(pool, events[0])
