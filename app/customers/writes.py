@@ -27,27 +27,45 @@ class ProfileDelta:
     traits_at: datetime | None = None
     # The journey columns, when the journey step left them to this UPDATE.
     journey: SavedJourney | None = None
+    # The profile as the batch locked it (``first_seen_at``, ``last_seen_at``,
+    # ``event_count``, ``channel_counts``); None for a customer the batch created.
+    stored: asyncpg.Record | None = None
+
+    def folded(self) -> tuple[datetime, datetime, int, dict[str, int]]:
+        """First and last seen, event count and channel counts once the batch is added.
+        The row stays locked until the batch commits, so these are the final values."""
+        if self.stored is None:  # created by this batch with the defaults
+            return self.first_seen, self.last_seen, self.events, self.channels
+        channels = orjson.loads(self.stored["channel_counts"])
+        for channel, n in self.channels.items():
+            channels[channel] = channels.get(channel, 0) + n
+        return (
+            min(self.stored["first_seen_at"], self.first_seen),
+            max(self.stored["last_seen_at"], self.last_seen),
+            self.stored["event_count"] + self.events,
+            channels,
+        )
 
 
 async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDelta]) -> None:
-    """Fold the deltas into the profiles in one statement. Traits: the newer event wins per
-    key; traits from events older than the profile's newest only fill missing keys."""
+    """Fold the deltas into the profiles in one statement. The counts and times are folded
+    here (:meth:`ProfileDelta.folded`, from the rows the batch locked) rather than by a
+    jsonb aggregate per row in SQL. Traits are merged by Postgres, so stored values Python would not write
+    back exactly (a numeric of 20 digits, say) stay untouched: the newer event wins per
+    key; traits from events older than the profile's newest only fill missing keys.
+
+    Sets ``change_xid`` itself, which spares it the row trigger (see migration 0007)."""
     if not deltas:
         return
     ordered = sorted(deltas, key=lambda d: d.customer_id)
+    folded = [d.folded() for d in ordered]
     await conn.execute(
         """
         UPDATE customers c SET
-            first_seen_at = LEAST(c.first_seen_at, u.first_seen),
-            last_seen_at = GREATEST(c.last_seen_at, u.last_seen),
-            event_count = c.event_count + u.n,
-            -- Only the batch's channels are visited: percorso_add_counts walked every key
-            -- of both and cost half of this statement.
-            channel_counts = c.channel_counts || coalesce(
-                (SELECT jsonb_object_agg(k, coalesce((c.channel_counts ->> k)::bigint, 0)
-                                            + n::bigint)
-                 FROM jsonb_each_text(u.channels::jsonb) AS d(k, n)),
-                '{}'::jsonb),
+            first_seen_at = u.first_seen,
+            last_seen_at = u.last_seen,
+            event_count = u.n,
+            channel_counts = u.channels::jsonb,
             traits = CASE
                 WHEN u.traits_at IS NULL THEN c.traits
                 WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at
@@ -63,7 +81,8 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
             journey_at = CASE WHEN u.has_journey THEN u.journey_at ELSE c.journey_at END,
             journey_event_id = CASE WHEN u.has_journey THEN u.journey_event_id
                                     ELSE c.journey_event_id END,
-            updated_at = now()
+            updated_at = now(),
+            change_xid = pg_current_xact_id()
         FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::text[],
                     $6::text[], $7::timestamptz[], $8::bool[], $9::text[], $10::text[],
                     $11::text[], $12::text[], $13::timestamptz[], $14::uuid[])
@@ -72,10 +91,10 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
         WHERE c.id = u.id
         """,
         [d.customer_id for d in ordered],
-        [d.first_seen for d in ordered],
-        [d.last_seen for d in ordered],
-        [d.events for d in ordered],
-        [orjson.dumps(d.channels).decode() for d in ordered],
+        [f[0] for f in folded],
+        [f[1] for f in folded],
+        [f[2] for f in folded],
+        [orjson.dumps(f[3]).decode() for f in folded],
         [orjson.dumps(d.traits).decode() for d in ordered],
         [d.traits_at for d in ordered],
         [d.journey is not None for d in ordered],

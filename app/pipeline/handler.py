@@ -222,6 +222,7 @@ class BatchHandler:
             deltas = _profile_deltas(fresh, resolution)
             for delta in deltas:
                 delta.journey = saved.get(delta.customer_id)
+                delta.stored = resolution.customers[delta.customer_id].row
             await apply_deltas(conn, deltas)
             return Outcome(
                 stored=len(fresh), duplicates=len(touchpoints) - len(fresh), dead_letters=list(dead)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.main import create_app
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer
+from tests.helpers import basic, bearer, scalar
 
 
 async def _customer_id(client: httpx.AsyncClient, token: str, kind: str, value: str) -> str:
@@ -231,6 +231,43 @@ async def test_channel_counts_add_up_across_batches(
     profile = (await app_client.get(f"/v1/customers/{cid}", headers=bearer(read_token))).json()
     assert profile["channel_counts"] == {"web": 3, "email": 1, "in_store": 1}
     assert profile["event_count"] == 5
+
+
+async def test_a_profile_folds_late_events_merges_and_leaves_stored_traits_exact(
+    app_client: httpx.AsyncClient,
+    db: AsyncEngine,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+) -> None:
+    await handle([touchpoint(source_id, user_id="u-8", channel="web", at=100)])
+    await handle([touchpoint(source_id, anonymous_id="a-8", channel="email", at=300)])
+    cid = uuid.UUID(await _customer_id(app_client, read_token, "user_id", "u-8"))
+    # A value Python would not write back digit for digit: only Postgres merges traits.
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE customers SET traits = '{\"score\": 3.14159265358979323846}' WHERE id = :id"
+            ),
+            {"id": cid},
+        )
+    # A late event (older than both) that links the two: a merge into u-8.
+    await handle(
+        [
+            touchpoint(source_id, user_id="u-8", anonymous_id="a-8", channel="email", at=50),
+            touchpoint(source_id, user_id="u-8", channel="web", at=200),
+        ]
+    )
+    profile = (await app_client.get(f"/v1/customers/{cid}", headers=bearer(read_token))).json()
+    assert profile["merged"] is False
+    assert profile["event_count"] == 4
+    assert profile["channel_counts"] == {"web": 2, "email": 2}
+    assert profile["first_seen_at"].startswith("2026-11-01T09:00:50")
+    assert profile["last_seen_at"].startswith("2026-11-01T09:05:00")
+    stored = await scalar(
+        db, "SELECT traits ->> 'score' FROM customers WHERE id = :id", {"id": cid}
+    )
+    assert stored == "3.14159265358979323846"
 
 
 async def test_a_lost_database_connection_fails_one_read_with_503_then_reads_recover(
