@@ -50,9 +50,10 @@ class ProfileDelta:
 async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDelta]) -> None:
     """Fold the deltas into the profiles in one statement. The counts and times are folded
     here (:meth:`ProfileDelta.folded`, from the rows the batch locked) rather than by a
-    jsonb aggregate per row in SQL. Traits are merged by Postgres, so stored values Python would not write
-    back exactly (a numeric of 20 digits, say) stay untouched: the newer event wins per
-    key; traits from events older than the profile's newest only fill missing keys.
+    jsonb aggregate per row in SQL. Traits are merged by Postgres, so stored values Python
+    would not write back exactly (a numeric of 20 digits, say) stay untouched: the newer
+    event wins per key; traits from events older than the profile's newest only fill
+    missing keys.
 
     Sets ``change_xid`` itself, which spares it the row trigger (see migration 0007)."""
     if not deltas:
