@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from app.journey.writes import SavedJourney
+from app.kit import bulk
 
 
 @dataclass(slots=True)
@@ -31,78 +32,71 @@ class ProfileDelta:
     # ``event_count``, ``channel_counts``); None for a customer the batch created.
     stored: asyncpg.Record | None = None
 
-    def folded(self) -> tuple[datetime, datetime, int, dict[str, int]]:
-        """First and last seen, event count and channel counts once the batch is added.
-        The row stays locked until the batch commits, so these are the final values."""
-        if self.stored is None:  # created by this batch with the defaults
-            return self.first_seen, self.last_seen, self.events, self.channels
-        channels = orjson.loads(self.stored["channel_counts"])
-        for channel, n in self.channels.items():
-            channels[channel] = channels.get(channel, 0) + n
+    def row(self) -> tuple[Any, ...]:
+        """The profile's row for :data:`_APPLY`. First and last seen, event count and
+        channel counts are final: the batch's, added to the locked row's."""
+        journey = self.journey
+        if self.stored is None:  # created by this batch, with the defaults
+            first, last = self.first_seen, self.last_seen
+            events, channels = self.events, self.channels
+        else:
+            first = min(self.stored["first_seen_at"], self.first_seen)
+            last = max(self.stored["last_seen_at"], self.last_seen)
+            events = self.stored["event_count"] + self.events
+            channels = orjson.loads(self.stored["channel_counts"])
+            for channel, n in self.channels.items():
+                channels[channel] = channels.get(channel, 0) + n
+        if journey is None:
+            return (self.customer_id, first, last, events, channels, self.traits, self.traits_at,
+                    False, None, None, None, None, None, None)  # fmt: skip
+        state = journey.state
         return (
-            min(self.stored["first_seen_at"], self.first_seen),
-            max(self.stored["last_seen_at"], self.last_seen),
-            self.stored["event_count"] + self.events,
-            channels,
-        )
+            self.customer_id, first, last, events, channels, self.traits, self.traits_at,
+            True, state.current_stage, state.furthest_stage, state.to_json(), journey.model,
+            journey.at, journey.event_id,
+        )  # fmt: skip
+
+
+_PROFILES = bulk.rows_from(
+    "$1",
+    "id uuid, first_seen timestamptz, last_seen timestamptz, n bigint, channels jsonb,"
+    " traits jsonb, traits_at timestamptz, has_journey bool, current_stage text,"
+    " furthest_stage text, state jsonb, model text, journey_at timestamptz, journey_event_id uuid",
+)
+_APPLY = f"""
+    UPDATE customers c SET
+        first_seen_at = u.first_seen,
+        last_seen_at = u.last_seen,
+        event_count = u.n,
+        channel_counts = u.channels,
+        traits = CASE
+            WHEN u.traits_at IS NULL THEN c.traits
+            WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at THEN c.traits || u.traits
+            ELSE u.traits || c.traits END,
+        traits_at = GREATEST(c.traits_at, u.traits_at),
+        current_stage = CASE WHEN u.has_journey THEN u.current_stage ELSE c.current_stage END,
+        furthest_stage = CASE WHEN u.has_journey THEN u.furthest_stage ELSE c.furthest_stage END,
+        journey_state = CASE WHEN u.has_journey THEN u.state ELSE c.journey_state END,
+        journey_model = CASE WHEN u.has_journey THEN u.model ELSE c.journey_model END,
+        journey_at = CASE WHEN u.has_journey THEN u.journey_at ELSE c.journey_at END,
+        journey_event_id = CASE WHEN u.has_journey THEN u.journey_event_id
+                                ELSE c.journey_event_id END,
+        updated_at = now(),
+        change_xid = pg_current_xact_id()
+    FROM {_PROFILES} AS u
+    WHERE c.id = u.id
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
 
 
 async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDelta]) -> None:
     """Fold the deltas into the profiles in one statement. The counts and times are folded
-    here (:meth:`ProfileDelta.folded`, from the rows the batch locked) rather than by a
+    here (:meth:`ProfileDelta.row`, from the rows the batch locked) rather than by a
     jsonb aggregate per row in SQL. Traits are merged by Postgres, so stored values Python
     would not write back exactly (a numeric of 20 digits, say) stay untouched: the newer
     event wins per key; traits from events older than the profile's newest only fill
     missing keys.
 
     Sets ``change_xid`` itself, which spares it the row trigger (see migration 0007)."""
-    if not deltas:
-        return
-    ordered = sorted(deltas, key=lambda d: d.customer_id)
-    folded = [d.folded() for d in ordered]
-    await conn.execute(
-        """
-        UPDATE customers c SET
-            first_seen_at = u.first_seen,
-            last_seen_at = u.last_seen,
-            event_count = u.n,
-            channel_counts = u.channels::jsonb,
-            traits = CASE
-                WHEN u.traits_at IS NULL THEN c.traits
-                WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at
-                    THEN c.traits || u.traits::jsonb
-                ELSE u.traits::jsonb || c.traits END,
-            traits_at = GREATEST(c.traits_at, u.traits_at),
-            current_stage = CASE WHEN u.has_journey THEN u.current_stage
-                                 ELSE c.current_stage END,
-            furthest_stage = CASE WHEN u.has_journey THEN u.furthest_stage
-                                  ELSE c.furthest_stage END,
-            journey_state = CASE WHEN u.has_journey THEN u.state::jsonb ELSE c.journey_state END,
-            journey_model = CASE WHEN u.has_journey THEN u.model ELSE c.journey_model END,
-            journey_at = CASE WHEN u.has_journey THEN u.journey_at ELSE c.journey_at END,
-            journey_event_id = CASE WHEN u.has_journey THEN u.journey_event_id
-                                    ELSE c.journey_event_id END,
-            updated_at = now(),
-            change_xid = pg_current_xact_id()
-        FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bigint[], $5::text[],
-                    $6::text[], $7::timestamptz[], $8::bool[], $9::text[], $10::text[],
-                    $11::text[], $12::text[], $13::timestamptz[], $14::uuid[])
-             AS u(id, first_seen, last_seen, n, channels, traits, traits_at, has_journey,
-                  current_stage, furthest_stage, state, model, journey_at, journey_event_id)
-        WHERE c.id = u.id
-        """,
-        [d.customer_id for d in ordered],
-        [f[0] for f in folded],
-        [f[1] for f in folded],
-        [f[2] for f in folded],
-        [orjson.dumps(f[3]).decode() for f in folded],
-        [orjson.dumps(d.traits).decode() for d in ordered],
-        [d.traits_at for d in ordered],
-        [d.journey is not None for d in ordered],
-        [d.journey.state.current_stage if d.journey else None for d in ordered],
-        [d.journey.state.furthest_stage if d.journey else None for d in ordered],
-        [orjson.dumps(d.journey.state.to_json()).decode() if d.journey else None for d in ordered],
-        [d.journey.model if d.journey else None for d in ordered],
-        [d.journey.at if d.journey else None for d in ordered],
-        [d.journey.event_id if d.journey else None for d in ordered],
-    )
+    if deltas:
+        ordered = sorted(deltas, key=lambda d: d.customer_id)
+        await conn.execute(_APPLY, bulk.rows([d.row() for d in ordered]))

@@ -10,9 +10,16 @@ from typing import Any
 
 import asyncpg
 
+from app.kit import bulk
 from app.touchpoint import EventKey
 
 IdentKey = tuple[str, str]
+
+
+_OWNERS = f"""
+    SELECT i.kind, i.value, i.customer_id
+    FROM identities i JOIN {bulk.rows_from("$1", "kind text, value text")} AS k USING (kind, value)
+"""  # noqa: S608 (constant SQL: the keys are the parameter)
 
 
 async def owners(
@@ -20,16 +27,8 @@ async def owners(
 ) -> dict[IdentKey, uuid.UUID]:
     if not keys:
         return {}
-    rows = await conn.fetch(
-        """
-        SELECT i.kind, i.value, i.customer_id
-        FROM identities i
-        JOIN unnest($1::text[], $2::text[]) AS k(kind, value) USING (kind, value)
-        """,
-        [k for k, _ in keys],
-        [v for _, v in keys],
-    )
-    return {(r["kind"], r["value"]): r["customer_id"] for r in rows}
+    found = await conn.fetch(_OWNERS, bulk.rows(keys))
+    return {(r["kind"], r["value"]): r["customer_id"] for r in found}
 
 
 async def lock_customers(
@@ -65,39 +64,36 @@ async def identities_of(
     )
 
 
+_INSERT_CUSTOMERS = f"""
+    INSERT INTO customers (id, first_seen_at, last_seen_at)
+    SELECT id, seen, seen FROM {bulk.rows_from("$1", "id uuid, seen timestamptz")} AS n
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+
+
 async def insert_customers(
-    conn: asyncpg.Connection[Any], rows: Sequence[tuple[uuid.UUID, datetime]]
+    conn: asyncpg.Connection[Any], new: Sequence[tuple[uuid.UUID, datetime]]
 ) -> None:
     """New customers, first seen at the given time (profile columns are filled later)."""
-    if rows:
-        await conn.execute(
-            """
-            INSERT INTO customers (id, first_seen_at, last_seen_at)
-            SELECT id, seen, seen FROM unnest($1::uuid[], $2::timestamptz[]) AS n(id, seen)
-            """,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-        )
+    if new:
+        await conn.execute(_INSERT_CUSTOMERS, bulk.rows(new))
+
+
+_INSERT_IDENTITIES = f"""
+    INSERT INTO identities (kind, value, customer_id)
+    SELECT * FROM {bulk.rows_from("$1", "kind text, value text, customer_id uuid")} AS n
+    ON CONFLICT (kind, value) DO NOTHING
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
 
 
 async def insert_identities(
-    conn: asyncpg.Connection[Any], rows: Sequence[tuple[str, str, uuid.UUID]]
+    conn: asyncpg.Connection[Any], new: Sequence[tuple[str, str, uuid.UUID]]
 ) -> int:
-    """Record new identities; returns how many were new. Fewer than ``len(rows)`` means
-    another transaction recorded some first. Pass rows sorted, so concurrent inserts of
+    """Record new identities; returns how many were new. Fewer than ``len(new)`` means
+    another transaction recorded some first. Pass them sorted, so concurrent inserts of
     overlapping identifiers wait for each other in one order."""
-    if not rows:
+    if not new:
         return 0
-    result = await conn.execute(
-        """
-        INSERT INTO identities (kind, value, customer_id)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])
-        ON CONFLICT (kind, value) DO NOTHING
-        """,
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[2] for r in rows],
-    )
+    result = await conn.execute(_INSERT_IDENTITIES, bulk.rows(new))
     return int(result.rsplit(" ", 1)[-1])
 
 

@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 
 from app.journey.model import JourneyState
+from app.kit import bulk
 
 
 @dataclass(slots=True)
@@ -40,73 +41,91 @@ class TransitionRow:
     exited_at: datetime | None = None
 
 
+_STATES = bulk.rows_from(
+    "$1",
+    "id uuid, current_stage text, furthest_stage text, state jsonb, model text,"
+    " at timestamptz, event_id uuid",
+)
+_SAVE_STATES = f"""
+    UPDATE customers c
+    SET current_stage = u.current_stage, furthest_stage = u.furthest_stage,
+        journey_state = u.state, journey_model = u.model,
+        journey_at = u.at, journey_event_id = u.event_id
+    FROM {_STATES} AS u
+    WHERE c.id = u.id
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+
+
 async def save_states(conn: asyncpg.Connection[Any], saved: Sequence[SavedJourney]) -> None:
     """Write the journey columns of each customer, in one statement (ascending ids)."""
-    if not saved:
-        return
-    rows = sorted(saved, key=lambda s: s.customer_id)
-    await conn.execute(
-        """
-        UPDATE customers c
-        SET current_stage = u.current_stage, furthest_stage = u.furthest_stage,
-            journey_state = u.state::jsonb, journey_model = u.model,
-            journey_at = u.at, journey_event_id = u.event_id
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                    $6::timestamptz[], $7::uuid[])
-             AS u(id, current_stage, furthest_stage, state, model, at, event_id)
-        WHERE c.id = u.id
-        """,
-        [s.customer_id for s in rows],
-        [s.state.current_stage for s in rows],
-        [s.state.furthest_stage for s in rows],
-        [orjson.dumps(s.state.to_json()).decode() for s in rows],
-        [s.model for s in rows],
-        [s.at for s in rows],
-        [s.event_id for s in rows],
-    )
+    if saved:
+        ordered = sorted(saved, key=lambda s: s.customer_id)
+        await conn.execute(
+            _SAVE_STATES,
+            bulk.rows(
+                (
+                    s.customer_id,
+                    s.state.current_stage,
+                    s.state.furthest_stage,
+                    s.state.to_json(),
+                    s.model,
+                    s.at,
+                    s.event_id,
+                )
+                for s in ordered
+            ),
+        )
+
+
+_CLOSE_OPEN = f"""
+    UPDATE stage_transitions t SET exited_at = u.exited_at
+    FROM {bulk.rows_from("$1", "customer_id uuid, exited_at timestamptz")} AS u
+    WHERE t.customer_id = u.customer_id AND t.exited_at IS NULL
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
 
 
 async def close_open_transitions(
     conn: asyncpg.Connection[Any], exits: Sequence[tuple[uuid.UUID, datetime]]
 ) -> None:
     """Set ``exited_at`` of each customer's open transition (if any), in one statement."""
-    if not exits:
-        return
-    rows = sorted(exits)
-    await conn.execute(
-        """
-        UPDATE stage_transitions t SET exited_at = u.exited_at
-        FROM unnest($1::uuid[], $2::timestamptz[]) AS u(customer_id, exited_at)
-        WHERE t.customer_id = u.customer_id AND t.exited_at IS NULL
-        """,
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-    )
+    if exits:
+        await conn.execute(_CLOSE_OPEN, bulk.rows(sorted(exits)))
 
 
-async def insert_transitions(conn: asyncpg.Connection[Any], rows: Sequence[TransitionRow]) -> None:
-    if not rows:
-        return
-    await conn.execute(
-        """
-        INSERT INTO stage_transitions (customer_id, entered_at, event_id, from_stage, to_stage,
-                                       exited_at, channel, event, rule_id, state)
-        SELECT c, a, e, f, t, x, ch, ev, r, s::jsonb
-        FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[],
-                    $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[])
-             AS u(c, a, e, f, t, x, ch, ev, r, s)
-        """,
-        [r.customer_id for r in rows],
-        [r.entered_at for r in rows],
-        [r.event_id for r in rows],
-        [r.from_stage for r in rows],
-        [r.to_stage for r in rows],
-        [r.exited_at for r in rows],
-        [r.channel for r in rows],
-        [r.event for r in rows],
-        [r.rule_id for r in rows],
-        [r.state for r in rows],
-    )
+_TRANSITIONS = bulk.rows_from(
+    "$1",
+    "customer_id uuid, entered_at timestamptz, event_id uuid, from_stage text, to_stage text,"
+    " exited_at timestamptz, channel text, event text, rule_id text, state jsonb",
+)
+_INSERT_TRANSITIONS = f"""
+    INSERT INTO stage_transitions (customer_id, entered_at, event_id, from_stage, to_stage,
+                                   exited_at, channel, event, rule_id, state)
+    SELECT * FROM {_TRANSITIONS} AS u
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+
+
+async def insert_transitions(
+    conn: asyncpg.Connection[Any], transitions: Sequence[TransitionRow]
+) -> None:
+    if transitions:
+        await conn.execute(
+            _INSERT_TRANSITIONS,
+            bulk.rows(
+                (
+                    r.customer_id,
+                    r.entered_at,
+                    r.event_id,
+                    r.from_stage,
+                    r.to_stage,
+                    r.exited_at,
+                    r.channel,
+                    r.event,
+                    r.rule_id,
+                    orjson.Fragment(r.state),
+                )
+                for r in transitions
+            ),
+        )
 
 
 async def delete_transitions(
@@ -171,21 +190,19 @@ async def delete_transitions_from(conn: asyncpg.Connection[Any], bounds: Sequenc
         )
 
 
+_SET_STAGES = f"""
+    UPDATE events e SET stage = u.stage
+    FROM {bulk.rows_from("$1", "event_id uuid, stage text")} AS u
+    WHERE e.event_id = u.event_id
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+
+
 async def set_event_stages(
     conn: asyncpg.Connection[Any], stages: Sequence[tuple[uuid.UUID, str | None]]
 ) -> None:
     """Rewrite ``events.stage`` of the given events."""
-    if not stages:
-        return
-    await conn.execute(
-        """
-        UPDATE events e SET stage = u.stage
-        FROM unnest($1::uuid[], $2::text[]) AS u(event_id, stage)
-        WHERE e.event_id = u.event_id
-        """,
-        [s[0] for s in stages],
-        [s[1] for s in stages],
-    )
+    if stages:
+        await conn.execute(_SET_STAGES, bulk.rows(stages))
 
 
 _TIMELINES = """

@@ -10,7 +10,13 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app.kit import bulk
 from app.touchpoint import Touchpoint
+
+_KEYS = bulk.rows_from("$1", "source_id uuid, message_id text")
+_EXISTING = f"""
+    SELECT e.source_id, e.message_id FROM events e JOIN {_KEYS} AS k USING (source_id, message_id)
+"""  # noqa: S608 (constant SQL: the keys are the parameter)
 
 
 async def existing_keys(
@@ -19,16 +25,8 @@ async def existing_keys(
     """Which ``(source_id, message_id)`` pairs are already on a timeline."""
     if not keys:
         return set()
-    rows = await conn.fetch(
-        """
-        SELECT e.source_id, e.message_id FROM events e
-        JOIN unnest($1::uuid[], $2::text[]) AS k(source_id, message_id)
-             USING (source_id, message_id)
-        """,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-    )
-    return {(r["source_id"], r["message_id"]) for r in rows}
+    found = await conn.fetch(_EXISTING, bulk.rows(keys))
+    return {(r["source_id"], r["message_id"]) for r in found}
 
 
 def _json(value: Any) -> str:
