@@ -1,4 +1,5 @@
-"""Profile updates for the pipeline (asyncpg, array-bound; the batch owns the transaction)."""
+"""Profile updates for the pipeline (asyncpg, rows as one parameter: app.kit.bulk; the batch
+owns the transaction)."""
 
 from __future__ import annotations
 

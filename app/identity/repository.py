@@ -1,5 +1,5 @@
-"""SQL of the identity graph. Callers own the transaction; statements take arrays so a
-whole batch costs a handful of round trips."""
+"""SQL of the identity graph. Callers own the transaction; a statement takes a whole batch's
+rows as one parameter (app.kit.bulk), so a batch costs a handful of round trips."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.kit import bulk
 from app.touchpoint import EventKey
@@ -117,53 +118,38 @@ async def earliest_events(
     return {r["id"]: (r["occurred_at"], r["event_id"]) for r in rows}
 
 
+_MERGES = bulk.rows_from("$1", "loser uuid, survivor uuid, event_id uuid, identifiers jsonb")
+_MERGE_IDENTITIES = f"""
+    UPDATE identities i SET customer_id = m.survivor FROM {_MERGES} AS m
+    WHERE i.customer_id = m.loser
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+_MERGE_EVENTS = f"""
+    UPDATE events e SET customer_id = m.survivor FROM {_MERGES} AS m WHERE e.customer_id = m.loser
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+_MERGE_CUSTOMERS = f"""
+    UPDATE customers c
+    SET merged_into = m.survivor, event_count = 0, channel_counts = '{{}}'::jsonb,
+        updated_at = now()
+    FROM {_MERGES} AS m WHERE c.id = m.loser
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+_LOG_MERGES = f"""
+    INSERT INTO merges (survivor_id, merged_id, event_id, identifiers)
+    SELECT survivor, loser, event_id, identifiers FROM {_MERGES} AS m
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+
+
 async def merge_customers(
     conn: asyncpg.Connection[Any],
-    merges: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, str]],
+    merges: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, orjson.Fragment]],
 ) -> None:
-    """Apply merges ``(loser, survivor, event_id, identifiers_json)``: the loser's identities
+    """Apply merges ``(loser, survivor, event_id, identifiers as JSON)``: the loser's identities
     and events move to the survivor, the loser points at it and keeps no counts (its
     profile was folded into the survivor's by the caller), and the merge is logged.
     ``survivor`` must be final (never itself a loser in ``merges``)."""
     if not merges:
         return
-    losers = [m[0] for m in merges]
-    survivors = [m[1] for m in merges]
-    await conn.execute(
-        """
-        UPDATE identities i SET customer_id = m.survivor
-        FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) WHERE i.customer_id = m.loser
-        """,
-        losers,
-        survivors,
-    )
-    await conn.execute(
-        """
-        UPDATE events e SET customer_id = m.survivor
-        FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) WHERE e.customer_id = m.loser
-        """,
-        losers,
-        survivors,
-    )
-    await conn.execute(
-        """
-        UPDATE customers c
-        SET merged_into = m.survivor, event_count = 0, channel_counts = '{}'::jsonb,
-            updated_at = now()
-        FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) WHERE c.id = m.loser
-        """,
-        losers,
-        survivors,
-    )
-    await conn.execute(
-        """
-        INSERT INTO merges (survivor_id, merged_id, event_id, identifiers)
-        SELECT survivor, loser, event_id, identifiers::jsonb
-        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
-             AS m(loser, survivor, event_id, identifiers)
-        """,
-        losers,
-        survivors,
-        [m[2] for m in merges],
-        [m[3] for m in merges],
-    )
+    final = bulk.rows(merges)
+    await conn.execute(_MERGE_IDENTITIES, final)
+    await conn.execute(_MERGE_EVENTS, final)
+    await conn.execute(_MERGE_CUSTOMERS, final)
+    await conn.execute(_LOG_MERGES, final)

@@ -202,7 +202,7 @@ class _BatchGraph:
         self.limited = policy.limited_kinds()
         self.unrecorded: set[Identifier] = set()  # identifiers the database does not have yet
         self.new: list[tuple[uuid.UUID, datetime]] = []
-        self.merges: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]] = []
+        self.merges: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, orjson.Fragment]] = []
 
     def survivor(self, customer: uuid.UUID) -> uuid.UUID:
         while customer in self.merged_into:
@@ -248,7 +248,7 @@ class _BatchGraph:
             into.setdefault(kind, set()).update(values)
         self.customers[loser].identities = {}
         self.merged_into[loser] = target
-        linking = msgspec.json.encode(tp.identifiers).decode()
+        linking = orjson.Fragment(msgspec.json.encode(tp.identifiers))
         self.merges.append((loser, target, tp.event_id, linking))
 
     async def write(

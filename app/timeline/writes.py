@@ -1,5 +1,5 @@
-"""Timeline writes for the pipeline (asyncpg: array-bound reads, COPY; the batch owns the
-transaction)."""
+"""Timeline writes for the pipeline (asyncpg: one-parameter bulk reads, see app.kit.bulk;
+COPY; the batch owns the transaction)."""
 
 from __future__ import annotations
 

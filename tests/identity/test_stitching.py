@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.factories import touchpoint
@@ -160,5 +161,10 @@ async def test_a_merged_id_answers_with_the_survivor_on_every_read(
     ]
     log = await scalar(db, "SELECT survivor_id::text || ' ' || merged_id::text FROM merges")
     assert log == f"{older['id']} {newer['id']}"
+    linked = await scalar(db, "SELECT identifiers::text FROM merges")
+    assert orjson.loads(linked) == [
+        {"kind": "user_id", "value": "u1"},
+        {"kind": "anonymous_id", "value": "a1"},
+    ], "the log keeps the identifiers that linked them, as JSON"
     # The merged customer keeps no counts of its own: totals are not counted twice.
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == 3
