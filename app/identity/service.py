@@ -274,8 +274,13 @@ class _BatchGraph:
         new_identities = sorted(
             (i.kind, i.value, self.survivor(self.owner[i])) for i in self.unrecorded
         )
-        if await repository.insert_identities(conn, new_identities) < len(new_identities):
-            raise StaleRead("another consumer recorded one of these identifiers first")
+        try:
+            await repository.insert_identities(conn, new_identities)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "pk_identities":
+                raise
+            # Not chained: a conflict that outlasts the retries is not a refused message.
+            raise StaleRead("another consumer recorded one of these identifiers first") from None
         return resolution
 
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.identity import repository
+from app.kit.metrics import PIPELINE_RETRIES
 from tests.factories import touchpoint
 from tests.helpers import bearer, scalar
 
@@ -168,3 +171,29 @@ async def test_a_merged_id_answers_with_the_survivor_on_every_read(
     ], "the log keeps the identifiers that linked them, as JSON"
     # The merged customer keeps no counts of its own: totals are not counted twice.
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == 3
+
+
+async def test_an_identifier_recorded_by_another_consumer_meanwhile_retries_the_batch(
+    handle: Any, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owners read misses an identity another consumer committed just after it: the
+    batch's insert of that identity conflicts, and the retry attaches the event to the
+    customer who has it, instead of a second customer."""
+    await handle([touchpoint(source_id, user_id="u1", at=0)])
+    read = repository.owners
+    misses = [True]
+
+    async def miss_once(conn: Any, keys: Any) -> dict[Any, uuid.UUID]:
+        if misses and misses.pop():
+            return {}  # as if read just before the other consumer's commit
+        return await read(conn, keys)
+
+    monkeypatch.setattr(repository, "owners", miss_once)
+    retries = PIPELINE_RETRIES.labels("stale_read")
+    before = retries._value.get()
+    outcome = await handle([touchpoint(source_id, user_id="u1", at=1)])
+    assert (outcome.stored, outcome.dead_letters) == (1, [])
+    assert retries._value.get() == before + 1
+    assert await scalar(db, "SELECT count(*) FROM customers") == 1
+    assert await scalar(db, "SELECT count(*) FROM identities") == 1
+    assert await scalar(db, "SELECT sum(event_count) FROM customers") == 2
