@@ -18,25 +18,19 @@ datetimes (naive ones are taken as UTC), and for ``jsonb`` columns any JSON valu
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
-
-def _default(value: Any) -> str:
-    # asyncpg's own UUID type (ids read from the database) is not one orjson writes.
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a bulk row value")
+from app.kit.jsonvalues import uuid_text
 
 
 def rows(values: Iterable[Sequence[Any]]) -> str:
     """The rows as one parameter for a statement that reads them with :func:`rows_from`."""
     return orjson.dumps(
         values if isinstance(values, list) else list(values),
-        default=_default,
+        default=uuid_text,
         option=orjson.OPT_NAIVE_UTC,
     ).decode()
 
