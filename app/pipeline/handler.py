@@ -222,7 +222,6 @@ class BatchHandler:
             deltas = _profile_deltas(fresh, resolution)
             for delta in deltas:
                 delta.journey = saved.get(delta.customer_id)
-                delta.stored = resolution.customers[delta.customer_id].row
             await apply_deltas(conn, deltas)
             return Outcome(
                 stored=len(fresh), duplicates=len(touchpoints) - len(fresh), dead_letters=list(dead)
@@ -245,13 +244,15 @@ async def _drop_duplicates(
 def _profile_deltas(
     touchpoints: list[Touchpoint], resolution: identity.Resolution
 ) -> list[ProfileDelta]:
-    """What the batch adds to each profile: its events, and the profiles it merged in."""
+    """What the batch adds to each profile: its events, and the profiles it merged in. Each
+    delta carries the profile as the batch locked it (None for a customer it created)."""
     deltas: dict[Any, ProfileDelta] = {}
+    customers = resolution.customers
 
     def delta_for(cid: Any, seen: datetime) -> ProfileDelta:
         delta = deltas.get(cid)
         if delta is None:
-            delta = deltas[cid] = ProfileDelta(cid, seen, seen)
+            delta = deltas[cid] = ProfileDelta(cid, seen, seen, stored=customers[cid].row)
         return delta
 
     for survivor, profiles in resolution.absorbed.items():
@@ -273,7 +274,7 @@ def _profile_deltas(
         tp, at, cid = touchpoints[i], times[i], resolution.customer_of[i]
         known = deltas.get(cid)
         if known is None:
-            delta = deltas[cid] = ProfileDelta(cid, at, at)
+            delta = deltas[cid] = ProfileDelta(cid, at, at, stored=customers[cid].row)
         else:
             delta = known
             if at < delta.first_seen:
