@@ -88,9 +88,9 @@ _INSERT_IDENTITIES = f"""
 async def insert_identities(
     conn: asyncpg.Connection[Any], new: Sequence[tuple[str, str, uuid.UUID]]
 ) -> None:
-    """Record new identities. One another transaction recorded first raises
-    ``asyncpg.UniqueViolationError`` (on ``pk_identities``), after waiting for it to
-    commit. Pass them sorted, so concurrent inserts of overlapping identifiers wait for
+    """Record new identities. An identity another transaction recorded first raises
+    ``asyncpg.UniqueViolationError`` (on ``pk_identities``), once that transaction has
+    committed. Pass them sorted, so concurrent inserts of overlapping identifiers wait for
     each other in one order. (A plain INSERT: ``ON CONFLICT DO NOTHING`` inserts
     speculatively, which cost Postgres a third more per row, and a conflict means a retry
     either way.)"""
