@@ -1,5 +1,5 @@
-"""Profile updates for the pipeline (asyncpg, rows as one parameter: app.kit.bulk; the batch
-owns the transaction)."""
+"""Profile writes for the pipeline (asyncpg, rows as one parameter: app.kit.bulk; the batch
+owns the transaction): new customers go in with their final profile, known ones are updated."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ class ProfileDelta:
     stored: asyncpg.Record | None = None
 
     def row(self) -> tuple[Any, ...]:
-        """The profile's row for :data:`_APPLY`. First and last seen, event count and
-        channel counts are final: the batch's, added to the locked row's."""
+        """The profile's row for :data:`_APPLY` and :data:`_INSERT`. First and last seen,
+        event count and channel counts are final: the batch's, added to the locked row's."""
         journey = self.journey
-        if self.stored is None:  # created by this batch, with the defaults
+        if self.stored is None:  # created by this batch
             first, last = self.first_seen, self.last_seen
             events, channels = self.events, self.channels
         else:
@@ -87,6 +87,32 @@ _APPLY = f"""
     FROM {_PROFILES} AS u
     WHERE c.id = u.id
 """  # noqa: S608 (constant SQL: the rows are the parameter)
+
+
+_INSERT = f"""
+    INSERT INTO customers (id, first_seen_at, last_seen_at, event_count, channel_counts, traits,
+                           traits_at, current_stage, furthest_stage, journey_state,
+                           journey_model, journey_at, journey_event_id)
+    SELECT id, first_seen, last_seen, n, channels, traits, traits_at, current_stage,
+           furthest_stage, coalesce(state, '{{}}'), model, journey_at, journey_event_id
+    FROM {_PROFILES} AS u
+"""  # noqa: S608 (constant SQL: the rows are the parameter)
+
+
+async def insert_customers(
+    conn: asyncpg.Connection[Any],
+    new: Sequence[tuple[uuid.UUID, datetime]],
+    deltas: Sequence[ProfileDelta],
+) -> None:
+    """The customers a batch created (``(id, first event's time)``, as the identity step
+    lists them), each with its final profile when ``deltas`` has one for it (a customer
+    merged into another new one in the same batch has none: it keeps the defaults).
+    Spares the UPDATE that filling them in afterwards would cost (a new row version and
+    its index entries per customer)."""
+    if new:
+        final = {d.customer_id: d for d in deltas}
+        rows = [(final.get(cid) or ProfileDelta(cid, seen, seen)).row() for cid, seen in new]
+        await conn.execute(_INSERT, bulk.rows(rows))
 
 
 async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDelta]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -63,20 +62,6 @@ async def identities_of(
         list(customer_ids),
         sorted(kinds),
     )
-
-
-_INSERT_CUSTOMERS = f"""
-    INSERT INTO customers (id, first_seen_at, last_seen_at)
-    SELECT id, seen, seen FROM {bulk.rows_from("$1", "id uuid, seen timestamptz")} AS n
-"""  # noqa: S608 (constant SQL: the rows are the parameter)
-
-
-async def insert_customers(
-    conn: asyncpg.Connection[Any], new: Sequence[tuple[uuid.UUID, datetime]]
-) -> None:
-    """New customers, first seen at the given time (profile columns are filled later)."""
-    if new:
-        await conn.execute(_INSERT_CUSTOMERS, bulk.rows(new))
 
 
 _INSERT_IDENTITIES = f"""

@@ -99,8 +99,11 @@ async def resolve(
     touchpoints: Sequence[Touchpoint],
     policy: MergePolicy,
     owners: Owners | None = None,
-) -> Resolution:
-    """Assign each touchpoint a customer, creating, stitching and merging as the policy allows.
+) -> Stitching:
+    """Assign each touchpoint a customer, creating, stitching and merging as the policy
+    allows: reads and locks, then resolves in memory (``Stitching.resolution``). Nothing is
+    written until the caller has inserted the new customers (``Stitching.new``) and called
+    :meth:`Stitching.write`, so a new customer can go in with its final profile.
 
     `owners`, from :func:`current_owners` over these touchpoints (or more), saves reading
     them again. Like a read made here, it is validated under the locks: an owner merged
@@ -123,9 +126,9 @@ async def resolve(
     for r in await repository.identities_of(conn, list(customers), limited):
         customers[r["customer_id"]].identities.setdefault(r["kind"], set()).add(r["value"])
 
-    graph = _BatchGraph(customers, owner, policy)
-    customer_of = [graph.process(tp) for tp in touchpoints]
-    return await graph.write(conn, customer_of)
+    stitching = Stitching(customers, owner, policy)
+    stitching.resolve([stitching.process(tp) for tp in touchpoints])
+    return stitching
 
 
 def independent_parts(
@@ -186,8 +189,9 @@ def independent_parts(
     return [g for g in groups if g]
 
 
-class _BatchGraph:
-    """The in-memory identity graph of one batch; mirrors ReferenceGraph step for step."""
+class Stitching:
+    """The in-memory identity graph of one batch; mirrors ReferenceGraph step for step.
+    :func:`resolve` runs it over the batch; :meth:`write` records it."""
 
     def __init__(
         self,
@@ -201,7 +205,10 @@ class _BatchGraph:
         self.policy = policy
         self.limited = policy.limited_kinds()
         self.unrecorded: set[Identifier] = set()  # identifiers the database does not have yet
+        # Customers the batch created, in order, each with its first event's time. Inserted
+        # by the caller before write(): the pipeline gives each its final profile.
         self.new: list[tuple[uuid.UUID, datetime]] = []
+        self.resolution = Resolution(customer_of=[], customers=customers)
         self.merges: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, orjson.Fragment]] = []
 
     def survivor(self, customer: uuid.UUID) -> uuid.UUID:
@@ -251,16 +258,22 @@ class _BatchGraph:
         linking = orjson.Fragment(msgspec.json.encode(tp.identifiers))
         self.merges.append((loser, target, tp.event_id, linking))
 
-    async def write(
-        self, conn: asyncpg.Connection[Any], customer_of: list[uuid.UUID]
-    ) -> Resolution:
+    def resolve(self, customer_of: list[uuid.UUID]) -> None:
+        """The batch's :class:`Resolution`, once every event is processed (all but
+        ``replay``, which :meth:`write` adds)."""
         survivor = {loser: self.survivor(loser) for loser in self.merged_into}
-        resolution = Resolution(
-            customer_of=[self.survivor(c) for c in customer_of],
-            customers=self.customers,
-            merged=survivor,
-        )
-        await repository.insert_customers(conn, self.new)
+        resolution = self.resolution
+        resolution.customer_of = [self.survivor(c) for c in customer_of]
+        resolution.merged = survivor
+        for loser, target in survivor.items():
+            profile = self.customers[loser].profile()
+            if profile is not None:
+                resolution.absorbed.setdefault(target, []).append(profile)
+
+    async def write(self, conn: asyncpg.Connection[Any]) -> None:
+        """Record the merges and the new identities (the new customers are in already), and
+        mark merge survivors for a journey replay (``resolution.replay``)."""
+        resolution, survivor = self.resolution, self.resolution.merged
         gained = await repository.earliest_events(conn, list(survivor))  # before they move
         final = [(loser, survivor[loser], event_id, ids) for loser, _, event_id, ids in self.merges]
         await repository.merge_customers(conn, final)
@@ -268,9 +281,6 @@ class _BatchGraph:
             if loser in gained:
                 since = resolution.replay.get(target)
                 resolution.replay[target] = min(since, gained[loser]) if since else gained[loser]
-            profile = self.customers[loser].profile()
-            if profile is not None:
-                resolution.absorbed.setdefault(target, []).append(profile)
         new_identities = sorted(
             (i.kind, i.value, self.survivor(self.owner[i])) for i in self.unrecorded
         )
@@ -281,7 +291,6 @@ class _BatchGraph:
                 raise
             # Not chained: a conflict that outlasts the retries is not a refused message.
             raise StaleRead("another consumer recorded one of these identifiers first") from None
-        return resolution
 
 
 def _state(row: asyncpg.Record) -> CustomerState:

@@ -6,6 +6,7 @@ Two steps around the timeline write (`app.pipeline.handler`):
    (occurred_at, event_id) order, continuing from the stored journey state. Gives every
    event its stage (``events.stage``: the customer's current stage once it is applied) and
    the stage transitions the batch causes.
+   A customer the batch created goes in with its journey columns (:func:`new_journey`).
 2. :func:`persist` (after the events are inserted): the common case appends the batch's
    transitions, closes each customer's previous open transition and saves the states, in a
    few array-bound statements for the whole batch. A customer whose stored journey the plan
@@ -91,6 +92,13 @@ def plan_stages(
             tp = touchpoints[i]
             plan.stage_of[i] = recorder.apply(facts(tp), tp.occurred_at, tp.event_id)
     return plan
+
+
+def new_journey(model: JourneyModel, plan: StagePlan, customer_id: uuid.UUID) -> SavedJourney:
+    """The journey columns of a customer the batch created, known before anything is
+    written: the plan is its whole history (:func:`persist` only adds its transitions; it
+    is never replayed, as no customer older than the batch merges into it)."""
+    return plan.recorders[customer_id].saved(model.fingerprint())
 
 
 async def persist(

@@ -1,10 +1,11 @@
 """One batch of touchpoints → one Postgres transaction per independent part.
 
 decode → dedupe (source, message_id) → resolve identity (locking the customers) → assign
-stages → write timeline → update profiles → record dead letters. A large batch is first split
-into parts that share no customer (`app.identity.service.independent_parts`), stored side by
-side. The caller commits Kafka offsets only after :meth:`BatchHandler.handle` returned (every
-part has committed by then).
+stages → insert new customers (with their final profile) and write the identity graph →
+write timeline → journey → update the known profiles → record dead letters. A large batch
+is first split into parts that share no customer
+(`app.identity.service.independent_parts`), stored side by side. The caller commits Kafka
+offsets only after :meth:`BatchHandler.handle` returned (every part has committed by then).
 
 Guarantees:
 * all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is
@@ -28,7 +29,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from app.customers.writes import ProfileDelta, apply_deltas
+from app.customers.writes import ProfileDelta, apply_deltas, insert_customers
 from app.identity import service as identity
 from app.identity.policy import MergePolicy
 from app.journey import service as journey
@@ -206,8 +207,17 @@ class BatchHandler:
             fresh = await _drop_duplicates(conn, touchpoints)
             if not fresh:
                 return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
-            resolution = await identity.resolve(conn, fresh, self._policy, owners)
+            stitching = await identity.resolve(conn, fresh, self._policy, owners)
+            resolution = stitching.resolution
             plan = journey.plan_stages(self._model, fresh, resolution)
+            deltas = _profile_deltas(fresh, resolution)
+            # A new customer's profile and journey are known before anything is written
+            # (the plan is its whole history): it goes in final, never to be updated.
+            created = [d for d in deltas if d.stored is None]
+            for delta in created:
+                delta.journey = journey.new_journey(self._model, plan, delta.customer_id)
+            await insert_customers(conn, stitching.new, created)
+            await stitching.write(conn)
             try:
                 await insert_events(conn, fresh, resolution.customer_of, plan.stage_of)
             except asyncpg.UniqueViolationError as exc:
@@ -219,10 +229,10 @@ class BatchHandler:
                 # and bisected, and an event that can never be stored is dead-lettered.
                 raise identity.StaleRead("events were stored concurrently") from exc
             saved = await journey.persist(conn, self._model, fresh, resolution, plan)
-            deltas = _profile_deltas(fresh, resolution)
-            for delta in deltas:
+            known = [d for d in deltas if d.stored is not None]
+            for delta in known:
                 delta.journey = saved.get(delta.customer_id)
-            await apply_deltas(conn, deltas)
+            await apply_deltas(conn, known)
             return Outcome(
                 stored=len(fresh), duplicates=len(touchpoints) - len(fresh), dead_letters=list(dead)
             )

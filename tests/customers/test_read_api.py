@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.journey.model import load_model
 from app.main import create_app
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer, scalar
@@ -231,6 +232,65 @@ async def test_channel_counts_add_up_across_batches(
     profile = (await app_client.get(f"/v1/customers/{cid}", headers=bearer(read_token))).json()
     assert profile["channel_counts"] == {"web": 3, "email": 1, "in_store": 1}
     assert profile["event_count"] == 5
+
+
+async def test_customers_created_and_merged_in_one_batch_go_in_with_their_final_profile(
+    app_client: httpx.AsyncClient,
+    db: AsyncEngine,
+    settings: Settings,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+) -> None:
+    """New customers are inserted with their profile and journey, not updated afterwards:
+    what that must still give, including a new customer merged into another new one."""
+    await handle(
+        [
+            touchpoint(source_id, anonymous_id="anon-n", event="Product Viewed", at=10),
+            touchpoint(source_id, user_id="u-n", event="Email Opened", channel="email", at=20),
+            touchpoint(
+                source_id,
+                anonymous_id="anon-n",
+                user_id="u-n",
+                type="identify",
+                event=None,
+                traits={"name": "Nia"},
+                at=30,
+            ),
+        ]
+    )
+    cid = await _customer_id(app_client, read_token, "user_id", "u-n")
+    assert await _customer_id(app_client, read_token, "anonymous_id", "anon-n") == cid
+    profile = (await app_client.get(f"/v1/customers/{cid}", headers=bearer(read_token))).json()
+    assert profile["event_count"] == 3
+    assert profile["channel_counts"] == {"web": 2, "email": 1}
+    assert profile["traits"] == {"name": "Nia"}
+    assert profile["first_seen_at"].startswith("2026-11-01T09:00:10")
+    assert profile["last_seen_at"].startswith("2026-11-01T09:00:30")
+    stages = await scalar(
+        db,
+        "SELECT array_agg(stage ORDER BY occurred_at) FROM events WHERE customer_id = :id",
+        {"id": uuid.UUID(cid)},
+    )
+    assert profile["stage"] is not None
+    assert profile["stage"] == stages[-1]
+    journey = (
+        await app_client.get(f"/v1/customers/{cid}/journey", headers=bearer(read_token))
+    ).json()
+    assert journey["up_to_date"] is True
+    assert journey["current_stage"] == profile["stage"]
+    # The customer u-n's event created, merged away in the same batch: defaults, and a
+    # pointer to the survivor.
+    loser = await scalar(
+        db,
+        "SELECT row(event_count, channel_counts::text, traits::text, current_stage,"
+        " journey_model)::text FROM customers WHERE merged_into = :id",
+        {"id": uuid.UUID(cid)},
+    )
+    assert loser == "(0,{},{},,)"
+    assert load_model(settings.journey_model).fingerprint() == await scalar(
+        db, "SELECT journey_model FROM customers WHERE id = :id", {"id": uuid.UUID(cid)}
+    )
 
 
 async def test_a_profile_folds_late_events_merges_and_leaves_stored_traits_exact(

@@ -292,15 +292,14 @@ async def test_a_customer_the_identity_step_marks_for_replay_is_recomputed_from_
         await conn.execute("UPDATE events SET stage = 'advocacy' WHERE customer_id = $1", cid)
         await conn.execute("DELETE FROM stage_transitions WHERE customer_id = $1", cid)
 
-    resolve = identity.resolve
+    write = identity.Stitching.write
 
-    async def resolve_and_replay(*args: Any, **kwargs: Any) -> identity.Resolution:
-        resolution = await resolve(*args, **kwargs)
+    async def write_and_replay(self: identity.Stitching, conn: Any) -> None:
+        await write(self, conn)
         # What a merge survivor whose stored journey cannot be trusted gets.
-        resolution.replay.update(dict.fromkeys(resolution.customer_of))
-        return resolution
+        self.resolution.replay.update(dict.fromkeys(self.resolution.customer_of))
 
-    monkeypatch.setattr(identity, "resolve", resolve_and_replay)
+    monkeypatch.setattr(identity.Stitching, "write", write_and_replay)
     await feed(pool, model, events[2:])
 
     assert_matches(await journey(pool, "ada"), expected(model, events), model)
