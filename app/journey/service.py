@@ -110,8 +110,8 @@ async def persist(
 ) -> dict[uuid.UUID, SavedJourney]:
     """Write the batch's journey effects (its events are inserted already). See the module
     docstring for when a customer is recomputed instead of extended. Returns the journey
-    columns of the customers that were extended, for the caller's one profile UPDATE
-    (recomputed customers are saved here)."""
+    columns of the known customers that were extended, for the caller's one profile UPDATE
+    (recomputed customers are saved here; new ones went in with theirs: :func:`new_journey`)."""
     fingerprint = model.fingerprint()
     replay: set[uuid.UUID] = set()  # from the first event
     since: dict[uuid.UUID, EventKey] = {}  # from the checkpoint before this event
@@ -142,9 +142,11 @@ async def persist(
     for cid, recorder in plan.recorders.items():
         if cid in replay or cid in since:
             continue
-        saved[cid] = recorder.saved(fingerprint)
+        is_new = resolution.customers[cid].is_new
+        if not is_new:
+            saved[cid] = recorder.saved(fingerprint)
         if recorder.first_entry is not None:
-            if not resolution.customers[cid].is_new:
+            if not is_new:
                 exits.append((cid, recorder.first_entry))
             transitions.extend(recorder.transitions)
     # Close before inserting: at most one open transition per customer (unique index).
