@@ -279,8 +279,8 @@ async def test_customers_created_and_merged_in_one_batch_go_in_with_their_final_
     ).json()
     assert journey["up_to_date"] is True
     assert journey["current_stage"] == profile["stage"]
-    # The customer u-n's event created, merged away in the same batch: defaults, and a
-    # pointer to the survivor.
+    # The customer that u-n's first event created, merged away in the same batch: the
+    # defaults, and a pointer to the survivor.
     loser = await scalar(
         db,
         "SELECT row(event_count, channel_counts::text, traits::text, current_stage,"
