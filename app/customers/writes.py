@@ -27,7 +27,7 @@ class ProfileDelta:
     channels: dict[str, int] = field(default_factory=dict)
     traits: dict[str, Any] = field(default_factory=dict)
     traits_at: datetime | None = None
-    # The journey columns, when the journey step left them to this UPDATE.
+    # The journey columns, when the journey step left them to this write (INSERT or UPDATE).
     journey: SavedJourney | None = None
     # The profile as the batch locked it (``first_seen_at``, ``last_seen_at``,
     # ``event_count``, ``channel_counts``); None for a customer the batch created.

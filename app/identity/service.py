@@ -127,7 +127,7 @@ async def resolve(
         customers[r["customer_id"]].identities.setdefault(r["kind"], set()).add(r["value"])
 
     stitching = Stitching(customers, owner, policy)
-    stitching.resolve([stitching.process(tp) for tp in touchpoints])
+    stitching.conclude([stitching.process(tp) for tp in touchpoints])
     return stitching
 
 
@@ -191,7 +191,7 @@ def independent_parts(
 
 class Stitching:
     """The in-memory identity graph of one batch; mirrors ReferenceGraph step for step.
-    :func:`resolve` runs it over the batch; :meth:`write` records it."""
+    :func:`resolve` runs it over the batch and concludes it; :meth:`write` records it."""
 
     def __init__(
         self,
@@ -258,7 +258,7 @@ class Stitching:
         linking = orjson.Fragment(msgspec.json.encode(tp.identifiers))
         self.merges.append((loser, target, tp.event_id, linking))
 
-    def resolve(self, customer_of: list[uuid.UUID]) -> None:
+    def conclude(self, customer_of: list[uuid.UUID]) -> None:
         """The batch's :class:`Resolution`, once every event is processed (all but
         ``replay``, which :meth:`write` adds)."""
         survivor = {loser: self.survivor(loser) for loser in self.merged_into}
