@@ -63,7 +63,10 @@ def _occurred_at(
         return received_at, flags
     base = _aware(base)
     if sent_at is not None:
-        base = base + (received_at - _aware(sent_at))
+        try:
+            base = base + (received_at - _aware(sent_at))
+        except OverflowError:  # a device clock off by millennia: nothing to believe
+            return received_at, ["timestamp_clamped"]
         flags.append("clock_skew_corrected")
     if base > received_at + MAX_FUTURE_SKEW:
         flags.append("timestamp_clamped")

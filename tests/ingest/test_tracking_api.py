@@ -167,9 +167,16 @@ async def test_event_time_is_corrected_for_client_clock_skew_and_far_future_is_c
     }
     future = {"userId": "ada", "event": "Future", "timestamp": "2999-01-01T00:00:00Z"}
     historical = {"userId": "ada", "event": "Old", "originalTimestamp": "2024-03-01T09:00:00Z"}
-    for body in (skewed, future, historical):
+    # Corrected, it would fall before year 1 (Python cannot even represent it).
+    beyond = {
+        "userId": "ada",
+        "event": "Beyond",
+        "timestamp": "0001-01-01T00:00:00Z",
+        "sentAt": "9999-12-31T00:00:00Z",
+    }
+    for body in (skewed, future, historical, beyond):
         assert (await client.post("/v1/track", json=body, headers=basic(key))).status_code == 200
-    by_event = {tp.event: tp for tp in await topic.touchpoints(source.id, 3)}
+    by_event = {tp.event: tp for tp in await topic.touchpoints(source.id, 4)}
     corrected = by_event["Skewed"]
     expected = corrected.received_at - timedelta(minutes=5)
     assert abs(corrected.occurred_at - expected) < timedelta(seconds=1)
@@ -178,6 +185,9 @@ async def test_event_time_is_corrected_for_client_clock_skew_and_far_future_is_c
     assert clamped.occurred_at == clamped.received_at
     assert "timestamp_clamped" in clamped.flags
     assert by_event["Old"].occurred_at == datetime(2024, 3, 1, 9, tzinfo=UTC)
+    beyond_stored = by_event["Beyond"]
+    assert beyond_stored.occurred_at == beyond_stored.received_at
+    assert beyond_stored.flags == ["timestamp_clamped"]
 
 
 async def test_a_batch_sent_at_corrects_every_event(
