@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.identity.identifiers import IdentityConfig
+
 Environment = Literal["development", "test", "production"]
 
 
@@ -63,6 +65,10 @@ class Settings(BaseSettings):
     # bucket): events per second, with bursts of up to `ingest_rate_burst_s` seconds' worth.
     # A source's `rate_limit_per_s` setting overrides the rate.
     ingest_rate_limit_per_s: float = Field(default=1_000.0, gt=0)
+    # A /v1/batch whose every call is plainly valid goes to the broker whole, as one batch
+    # envelope, and the pipeline builds its touchpoints (app/ingest/envelope.py). Turn off
+    # while consumers older than envelopes still run: they would dead-letter them.
+    ingest_batch_envelopes: bool = True
     ingest_rate_burst_s: float = Field(default=2.0, gt=0)
     # Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed
     # (e.g. "10.0.0.0/8,127.0.0.1"). Empty: the peer address is the client.
@@ -123,6 +129,14 @@ class Settings(BaseSettings):
     def blocked_values(self) -> frozenset[str]:
         return frozenset(
             v.strip().casefold() for v in self.blocked_identifier_values.split(",") if v.strip()
+        )
+
+    def identity_config(self) -> IdentityConfig:
+        """The identity settings: the API and the pipeline (which builds batch envelopes'
+        touchpoints) must normalise and block identifiers alike."""
+        return IdentityConfig(
+            default_phone_region=self.default_phone_region,
+            extra_blocked_values=self.blocked_values,
         )
 
 

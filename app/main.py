@@ -19,7 +19,6 @@ from app.email.keys import server_secret
 from app.email.tokens import TokenSigner
 from app.errors import install_error_handlers
 from app.health.endpoints import router as health_router
-from app.identity.identifiers import IdentityConfig
 from app.ingest.client import TrustedProxies
 from app.ingest.cors import TrackingCors
 from app.ingest.endpoints import is_tracking_path
@@ -46,13 +45,6 @@ Errors are `application/problem+json` (RFC 9457).
 """
 
 
-def identity_config(settings: Settings) -> IdentityConfig:
-    return IdentityConfig(
-        default_phone_region=settings.default_phone_region,
-        extra_blocked_values=settings.blocked_values,
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # Parsed before start-up, so a typo in a setting stops the process instead of a request.
@@ -73,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "read_sessions": sessions,
                 "authenticator": Authenticator(sessions, settings.auth_cache_ttl_s),
                 "publisher": publisher,
-                "identity_config": identity_config(settings),
+                "identity_config": settings.identity_config(),
                 "rate_limiter": RateLimiter(
                     settings.ingest_rate_limit_per_s, settings.ingest_rate_burst_s
                 ),

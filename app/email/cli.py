@@ -63,7 +63,6 @@ def _mint(
     from app.email.keys import server_secret
     from app.email.tokens import EmailToken, TokenSigner
     from app.identity.identifiers import InvalidIdentifier, normalise, normalise_kind
-    from app.main import identity_config
 
     settings = Settings()
     kind, sep, value = to.partition(":")
@@ -71,7 +70,7 @@ def _mint(
         kind, value = "email", to
     try:
         kind = normalise_kind(kind)
-        value = normalise(kind, value, identity_config(settings))
+        value = normalise(kind, value, settings.identity_config())
     except InvalidIdentifier as exc:
         _fail(f"--to: {exc.reason}")
     source_id = asyncio.run(_source_id(settings, source))

@@ -82,7 +82,6 @@ def _import(
 ) -> None:
     from app.imports.readers import count_rows, file_format
     from app.imports.service import import_rows
-    from app.main import identity_config
 
     if not file.is_file():
         _fail(f"{file}: no such file")
@@ -106,7 +105,7 @@ def _import(
                     reader(file, delimiter),
                     file_name=file.name,
                     source=info,
-                    identity=identity_config(settings),
+                    identity=settings.identity_config(),
                     publisher=publisher,
                     chunk_size=chunk_size,
                     on_progress=bar.update,

@@ -14,8 +14,13 @@ _ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-json", "")
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON document. Refuses bodies over ``limit`` bytes (compressed or
-    not) without reading them whole; never answers 500 for a client's bytes."""
+    """The request's JSON document (:func:`read_body`, then :func:`parse_json`)."""
+    return parse_json(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, gunzipped. Refuses bodies over ``limit`` bytes (compressed or
+    not) without reading them whole, bodies of another media type, and empty ones."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in _ACCEPTED_TYPES and not media.endswith("+json"):
         raise UnsupportedMediaType(f"send JSON as application/json or text/plain, not {media}")
@@ -34,6 +39,11 @@ async def read_json(request: Request, limit: int) -> Any:
         raise UnsupportedMediaType(f"content-encoding {encoding} is not supported; use gzip")
     if not body.strip():
         raise InvalidRequest("the request body is empty")
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document of ``body``; never answers 500 for a client's bytes."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -18,8 +18,8 @@ from app.auth.service import SourceInfo
 from app.config import Settings
 from app.errors import Forbidden, InvalidRequest, PayloadTooLarge, ProblemError
 from app.identity.identifiers import IdentityConfig
-from app.ingest import pixel, service, source_settings
-from app.ingest.body import read_json
+from app.ingest import envelope, pixel, service, source_settings
+from app.ingest.body import parse_json, read_body, read_json
 from app.ingest.client import TrustedProxies, request_context
 from app.ingest.cors import deny_origin
 from app.ingest.examples import BATCH_EXAMPLES, CALL_EXAMPLES
@@ -201,7 +201,10 @@ async def batch(request: Request, publisher: PublisherDep, identity: IdentityDep
     """Send up to 2,500 calls (500 KB, 32 KB each) at once. Valid events are accepted even
     when others are rejected; the answer lists each rejection with its reasons, and
     `success` is true when any event was accepted."""
-    raw = await read_json(request, MAX_BATCH_BYTES)
+    body = await read_body(request, MAX_BATCH_BYTES)
+    settings: Settings = request.state.settings
+    whole = envelope.decode_batch(body) if settings.ingest_batch_envelopes else None
+    raw = whole.head() if whole is not None else parse_json(body)
     source = await _source(request, raw)
     if not isinstance(raw, dict) or not isinstance(raw.get("batch"), list):
         raise InvalidRequest("a batch is a JSON object with a `batch` array")
@@ -209,20 +212,26 @@ async def batch(request: Request, publisher: PublisherDep, identity: IdentityDep
     if len(items) > MAX_BATCH_EVENTS:
         raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_EVENTS} events, not {len(items)}")
     try:
-        envelope = BatchRequest.model_validate({**raw, "batch": []})
+        head = BatchRequest.model_validate({**raw, "batch": []})
     except ValueError as exc:
         raise InvalidRequest(f"invalid batch envelope: {exc}") from None
     admit(request, source, max(len(items), 1))
-    messages, rejected = service.build_messages(
-        items,
-        call_type=None,
-        source=source,
-        received_at=datetime.now(UTC),
-        identity=identity,
-        request_context=sender_context(request),
-        batch_context=envelope.context,
-        sent_at=envelope.sentAt,
-    )
+    arrival: service.Arrival = {
+        "source": source,
+        "received_at": datetime.now(UTC),
+        "identity": identity,
+        "request_context": sender_context(request),
+        "batch_context": head.context,
+        "sent_at": head.sentAt,
+    }
+    if whole is not None:
+        key = envelope.envelope_key(whole.batch, arrival)
+        if key is not None:
+            await publisher.publish([(key, envelope.seal(whole.batch, arrival))])
+            EVENTS_ACCEPTED.inc(len(items))
+            return IngestResponse(accepted=len(items))
+        items = parse_json(body)["batch"]  # the per-event path reads plain JSON values
+    messages, rejected = service.build_messages(items, call_type=None, **arrival)
     return await accept(publisher, messages, rejected)
 
 

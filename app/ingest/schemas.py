@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -89,7 +89,24 @@ class SegmentCall(msgspec.Struct):
 TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 
 
-def missing_field(call: SegmentMessage | SegmentCall, *, ids_optional: bool) -> str | None:
+class CallFields(Protocol):
+    """What :func:`missing_field` reads of a call (any of the call models)."""
+
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def userId(self) -> Id | None: ...
+    @property
+    def anonymousId(self) -> Id | None: ...
+    @property
+    def event(self) -> str | None: ...
+    @property
+    def groupId(self) -> Id | None: ...
+    @property
+    def previousId(self) -> Id | None: ...
+
+
+def missing_field(call: CallFields, *, ids_optional: bool) -> str | None:
     """What a call lacks for its type (Segment's rules), or None."""
     if not ids_optional and _blank(call.userId) and _blank(call.anonymousId):
         return "userId or anonymousId is required"

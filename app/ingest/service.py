@@ -44,7 +44,7 @@ from app.touchpoint import (
 
 # A corrected event time further ahead of the server clock than this is not believed.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
-_CHANNELS = frozenset(c.value for c in Channel)
+CHANNELS = frozenset(c.value for c in Channel)
 
 
 class EventRejected(Exception):
@@ -176,11 +176,11 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
     flags.extend(f"rejected_identifier:{r.kind}" for r in extracted.rejected)
     channel = arrival["source"].channel
     requested = context.get("channel")
-    if isinstance(requested, str) and requested in _CHANNELS:
+    if isinstance(requested, str) and requested in CHANNELS:
         channel = requested
     elif requested is not None:
         flags.append("unknown_channel")
-    if channel not in _CHANNELS:
+    if channel not in CHANNELS:
         Channel(channel)  # a source channel Percorso does not know: ValueError, as before
     properties = dict(msg.properties or {})
     if msg.type == "page" and msg.category:
@@ -292,17 +292,17 @@ def _message(event: dict[str, Any]) -> tuple[bytes, bytes]:
 def partition_key(tp: Touchpoint) -> bytes:
     """Events of one browser or person share a partition, so the pipeline sees them in order."""
     first = tp.identifiers[0].value if tp.identifiers else None
-    return _key(tp.anonymous_id, tp.user_id, first, tp.message_id)
+    return partition_key_of(tp.anonymous_id, tp.user_id, first, tp.message_id)
 
 
 def event_key(event: dict[str, Any]) -> bytes:
     """:func:`partition_key` of a :func:`build_event` dict."""
     identifiers = event["identifiers"]
     first = identifiers[0]["value"] if identifiers else None
-    return _key(event["anonymous_id"], event["user_id"], first, event["message_id"])
+    return partition_key_of(event["anonymous_id"], event["user_id"], first, event["message_id"])
 
 
-def _key(
+def partition_key_of(
     anonymous_id: str | None, user_id: str | None, first_identifier: str | None, message_id: str
 ) -> bytes:
     return (anonymous_id or user_id or first_identifier or message_id).encode()

@@ -23,8 +23,10 @@ class DeadLetter:
     reason: str
 
     @classmethod
-    def of(cls, record: Record, reason: str) -> DeadLetter:
-        return cls(record.topic, record.partition, record.offset, record.key, record.value, reason)
+    def of(cls, record: Record, reason: str, payload: bytes | None = None) -> DeadLetter:
+        """The letter of ``record``, or of one event of it (``payload``: an envelope's)."""
+        value = record.value if payload is None else payload
+        return cls(record.topic, record.partition, record.offset, record.key, value, reason)
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [

@@ -31,7 +31,9 @@ import asyncpg
 
 from app.customers.writes import ProfileDelta, apply_deltas, insert_customers
 from app.identity import service as identity
+from app.identity.identifiers import IdentityConfig
 from app.identity.policy import MergePolicy
+from app.ingest import envelope
 from app.journey import service as journey
 from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
@@ -77,18 +79,36 @@ class BatchHandler:
     stored (they count as duplicates); one instance per consumer process."""
 
     def __init__(
-        self, pool: asyncpg.Pool[Any], model: JourneyModel, policy: MergePolicy, parts: int = 2
+        self,
+        pool: asyncpg.Pool[Any],
+        model: JourneyModel,
+        policy: MergePolicy,
+        parts: int = 2,
+        identity: IdentityConfig | None = None,
     ) -> None:
         self._pool = pool
         self._model = model
         self._policy = policy
         self._parts = parts  # transactions per batch, side by side (one connection each)
+        # Builds the touchpoints of batch envelopes, as the API would have.
+        self._identity = identity or IdentityConfig()
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
         touchpoints: list[Touchpoint] = []
         origin: dict[Any, Record] = {}
         dead: list[DeadLetter] = []
         for record in records:
+            if envelope.is_envelope(record.value):
+                try:
+                    built, failed = envelope.open_envelope(record.value, self._identity)
+                except envelope.InvalidEnvelope as exc:
+                    dead.append(DeadLetter.of(record, f"undecodable envelope: {_short(exc)}"))
+                    continue
+                touchpoints += built
+                for tp in built:
+                    origin[tp.event_id] = record
+                dead += [DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed]
+                continue
             try:
                 tp = Touchpoint.from_bytes(record.value)
                 touchpoints.append(tp)
@@ -182,9 +202,10 @@ class BatchHandler:
                     middle = len(part) // 2
                     pending += [part[middle:], part[:middle]]
                     continue
-                letter = DeadLetter.of(
-                    origin[part[0].event_id], f"refused by the database: {_short(exc)}"
-                )
+                record = origin[part[0].event_id]
+                # The culprit alone, not the whole envelope it came in.
+                payload = part[0].to_bytes() if envelope.is_envelope(record.value) else None
+                letter = DeadLetter.of(record, f"refused by the database: {_short(exc)}", payload)
                 await self._with_retries([], [letter])
                 total.dead_letters.append(letter)
                 continue

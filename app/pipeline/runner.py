@@ -58,7 +58,9 @@ class Pipeline:
         self._settings = settings
         self._collector = collector  # garbage collection between batches, if the process wants it
         policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
-        self._handler = BatchHandler(pool, model, policy, settings.pipeline_batch_parts)
+        self._handler = BatchHandler(
+            pool, model, policy, settings.pipeline_batch_parts, settings.identity_config()
+        )
         self._in_flight = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(

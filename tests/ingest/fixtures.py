@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.service import SourceInfo, create_source
 from app.config import Settings
 from app.db import create_session_factory
+from app.identity.identifiers import IdentityConfig
+from app.ingest import envelope
 from app.kit.kafka import ensure_topics
 from app.main import create_app
 from app.touchpoint import Touchpoint
@@ -57,9 +59,11 @@ class TopicReader:
     """Reads the touchpoints topic from where it stood when the test began (no consumer
     group: the pipeline's offsets are untouched)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, identity: IdentityConfig) -> None:
         self._consumer = consumer
+        self._identity = identity
         self.seen: list[Touchpoint] = []
+        self.envelopes: list[bytes] = []  # the batch envelopes read, as sent
 
     async def touchpoints(
         self, source_id: uuid.UUID, count: int, timeout: float = 20.0
@@ -74,7 +78,17 @@ class TopicReader:
                 raise AssertionError(f"{len(mine)} of {count} touchpoints arrived")
             batches = await self._consumer.getmany(timeout_ms=200)
             for records in batches.values():
-                self.seen.extend(Touchpoint.from_bytes(r.value) for r in records)
+                for r in records:
+                    self.seen.extend(self._decode(r.value))
+
+    def _decode(self, value: bytes) -> list[Touchpoint]:
+        """As the pipeline reads a message: a touchpoint, or a batch envelope's."""
+        if not envelope.is_envelope(value):
+            return [Touchpoint.from_bytes(value)]
+        built, failed = envelope.open_envelope(value, self._identity)
+        assert not failed, failed
+        self.envelopes.append(value)
+        return built
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +128,7 @@ async def topic(channel_settings: Settings) -> AsyncIterator[TopicReader]:
         await consumer.seek_to_end(*assigned)
         for tp in assigned:  # resolve positions now, before the test publishes
             await consumer.position(tp)
-        yield TopicReader(consumer)
+        yield TopicReader(consumer, settings.identity_config())
     finally:
         await consumer.stop()
 

@@ -1,0 +1,248 @@
+"""Batch envelopes: a ``/v1/batch`` request on the broker as one message, its calls as sent.
+
+Building the canonical touchpoint costs tens of microseconds an event in Python; for a
+batch whose every call is plainly valid, the API leaves that to the pipeline and publishes
+the calls as they came, with how they arrived (source, receive time, sender, the batch's
+``context`` and ``sentAt``). The pipeline builds the touchpoints with the same code the API
+runs on any other request (:func:`app.ingest.service.build_all`). This is how Segment's and
+RudderStack's gateways stay near the HTTP stack's own speed.
+
+Guarantees:
+
+* :func:`envelope_key` is only given for a batch whose every call the per-event path would
+  accept, so the client gets the answer that path would give (all accepted), and the
+  pipeline builds every call. Anything else goes the per-event path, whose answer lists
+  each rejection. A call the pipeline still cannot build is dead-lettered with the reason,
+  never dropped.
+* Every call of an envelope carries its ``messageId``: a redelivered envelope builds the
+  same events, and the dedupe key drops them. Only ``event_id`` (server-made) differs.
+* No write key travels: a call carrying one goes the per-event path, which drops it.
+* Wire format: a JSON object whose first key is ``envelope`` (:func:`is_envelope`);
+  ``version`` says how to read the rest. Canonical touchpoints share the topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+import orjson
+
+from app.auth.service import SourceInfo
+from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
+from app.ingest.schemas import (
+    MAX_EVENT_BYTES,
+    MAX_MESSAGE_ID,
+    MAX_NAME,
+    CallType,
+    FieldError,
+    Id,
+    missing_field,
+)
+from app.ingest.service import CHANNELS, Arrival, build_all, partition_key_of
+from app.touchpoint import Touchpoint
+
+KIND: Literal["segment-batch"] = "segment-batch"
+_PREFIX = b'{"envelope":'
+# A call re-serialised (as the size limit measures it) is at most this many times its
+# bytes as sent: only a number can grow, "1e15" (4 bytes, 5 with a separator) to 18.
+_MAX_GROWTH = 5
+# orjson writes at most 254 levels of nesting; a call with fewer brackets than that in all
+# cannot be deeper.
+_MAX_BRACKETS = 254
+
+
+class Batch(msgspec.Struct):
+    """A ``/v1/batch`` body, its calls left as sent. Decoding fails for anything that is
+    not plainly this shape; the per-event path then decides, and words the error."""
+
+    batch: list[msgspec.Raw]
+    context: dict[str, Any] | None = None
+    sentAt: Any = None
+    writeKey: Any = None
+
+    def head(self) -> dict[str, Any]:
+        """The body's fields as plain JSON decoding gives them (calls still as sent)."""
+        return {
+            "batch": self.batch,
+            "context": self.context,
+            "sentAt": self.sentAt,
+            "writeKey": self.writeKey,
+        }
+
+
+class _Call(msgspec.Struct):
+    """A call the per-event path accepts, as far as types and limits go: stricter than
+    :class:`app.ingest.schemas.SegmentCall` (a ``type``, a ``messageId``, RFC 3339 times,
+    no write key)."""
+
+    type: CallType
+    messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID)]
+    userId: Id | None = None
+    anonymousId: Id | None = None
+    event: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    category: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    groupId: Id | None = None
+    previousId: Id | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
+    receivedAt: datetime | None = None
+    writeKey: None = None
+
+
+class Envelope(msgspec.Struct, kw_only=True):
+    envelope: Literal["segment-batch"] = KIND
+    version: int = 1
+    source_id: uuid.UUID
+    channel: str
+    received_at: datetime
+    request_context: dict[str, Any]
+    context: dict[str, Any] | None = None
+    sent_at: datetime | None = None
+    items: list[msgspec.Raw]
+
+
+class InvalidEnvelope(ValueError):
+    """Bytes that start like an envelope but are not one."""
+
+
+_BATCH = msgspec.json.Decoder(Batch)
+_CALL = msgspec.json.Decoder(_Call)
+_ENVELOPE = msgspec.json.Decoder(Envelope)
+_ENCODER = msgspec.json.Encoder()
+
+
+def decode_batch(body: bytes) -> Batch | None:
+    """The body as a :class:`Batch`, or None when it is not plainly one."""
+    try:
+        return _BATCH.decode(body)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+
+
+def envelope_key(calls: list[msgspec.Raw], arrival: Arrival) -> bytes | None:
+    """The partition key of an envelope of ``calls`` (its first call's, as the per-event
+    path would key that call: a browser's batch lands where its single calls do), or None
+    unless the per-event path would accept every call, and there is one.
+
+    Accepted here: typed as :class:`_Call`, no required field missing, a usable ``userId``
+    or ``anonymousId``, within the size limit, from a source of a known channel.
+    Conservative: None sends the batch the per-event path, which gives the verdict."""
+    identity = arrival["identity"]
+    if not calls or arrival["source"].channel not in CHANNELS:
+        return None
+    key: bytes | None = None
+    for raw in calls:
+        try:
+            call = _CALL.decode(raw)
+        except msgspec.DecodeError:
+            return None
+        if missing_field(call, ids_optional=False) is not None:
+            return None
+        if not (
+            _usable("user_id", call.userId, identity)
+            or _usable("anonymous_id", call.anonymousId, identity)
+        ):
+            return None
+        if (len(raw) > MAX_EVENT_BYTES // _MAX_GROWTH or _brackets(raw) >= _MAX_BRACKETS) and (
+            not _fits(raw)
+        ):
+            return None
+        if key is None:
+            key = call_key(call)
+    return key
+
+
+def call_key(call: _Call) -> bytes:
+    anonymous_id = None if call.anonymousId is None else str(call.anonymousId)
+    user_id = None if call.userId is None else str(call.userId)
+    return partition_key_of(anonymous_id, user_id, None, call.messageId)
+
+
+def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
+    if value is None:
+        return False
+    try:
+        normalise(kind, value, identity)
+    except InvalidIdentifier:
+        return False
+    return True
+
+
+def _brackets(raw: msgspec.Raw) -> int:
+    data = bytes(raw)
+    return data.count(b"{") + data.count(b"[")
+
+
+def _fits(raw: msgspec.Raw) -> bool:
+    """The size limit as the per-event path measures it (compact JSON, as orjson writes it)."""
+    try:
+        return len(orjson.dumps(orjson.loads(bytes(raw)))) <= MAX_EVENT_BYTES
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return False
+
+
+def seal(calls: list[msgspec.Raw], arrival: Arrival) -> bytes:
+    """The envelope of ``calls`` that have an :func:`envelope_key`."""
+    return _ENCODER.encode(
+        Envelope(
+            source_id=arrival["source"].id,
+            channel=arrival["source"].channel,
+            received_at=arrival["received_at"],
+            request_context=arrival["request_context"],
+            context=arrival.get("batch_context"),
+            sent_at=arrival.get("sent_at"),
+            items=calls,
+        )
+    )
+
+
+def is_envelope(value: bytes) -> bool:
+    return value.startswith(_PREFIX)
+
+
+def open_envelope(
+    value: bytes, identity: IdentityConfig
+) -> tuple[list[Touchpoint], list[tuple[bytes, str]]]:
+    """The touchpoints of an envelope, built as the API builds a request's, and each call
+    that could not be built: ``(call as sent, reason)``. Raises :class:`InvalidEnvelope`."""
+    try:
+        envelope = _ENVELOPE.decode(value)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise InvalidEnvelope(str(exc)) from None
+    if envelope.channel not in CHANNELS:
+        raise InvalidEnvelope(f"unknown channel {envelope.channel[:50]!r}")
+    sent: list[msgspec.Raw] = []
+    calls: list[Any] = []
+    failed: list[tuple[bytes, str]] = []
+    for raw in envelope.items:
+        try:
+            calls.append(orjson.loads(bytes(raw)))
+            sent.append(raw)
+        except orjson.JSONDecodeError as exc:
+            failed.append((bytes(raw), f"not JSON: {exc}"))
+    # Building reads a source's id and channel only.
+    source = SourceInfo(id=envelope.source_id, name="", channel=envelope.channel, settings={})
+    touchpoints, rejected = build_all(
+        calls,
+        call_type=None,
+        source=source,
+        received_at=envelope.received_at,
+        identity=identity,
+        request_context=envelope.request_context,
+        batch_context=envelope.context,
+        sent_at=envelope.sent_at,
+    )
+    failed += [(bytes(sent[r.index]), _reason(r.errors)) for r in rejected]
+    return touchpoints, failed
+
+
+def _reason(errors: list[FieldError]) -> str:
+    return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)

@@ -1,0 +1,96 @@
+"""The pipeline's side of batch envelopes: it builds their touchpoints, stores them once,
+and dead-letters a call it cannot build or store on its own, never the whole envelope."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.service import SourceInfo
+from app.config import Settings
+from app.db import create_pool
+from app.identity.identifiers import IdentityConfig
+from app.identity.policy import MergePolicy
+from app.ingest import envelope
+from app.journey.model import load_model
+from app.pipeline.handler import BatchHandler, Record
+from tests.helpers import scalar
+
+
+@pytest.fixture
+async def handler(settings: Settings, db: AsyncEngine) -> AsyncIterator[BatchHandler]:
+    pool = await create_pool(settings)
+    yield BatchHandler(pool, load_model(settings.journey_model), MergePolicy(), parts=1)
+    await pool.close()
+
+
+def _sealed(source_id: uuid.UUID, calls: list[dict[str, Any]]) -> bytes:
+    whole = envelope.decode_batch(orjson.dumps({"batch": calls}))
+    assert whole is not None
+    return envelope.seal(
+        whole.batch,
+        {
+            "source": SourceInfo(id=source_id, name="s", channel="web", settings={}),
+            "received_at": datetime.now(UTC),
+            "identity": IdentityConfig(),
+            "request_context": {},
+        },
+    )
+
+
+def _track(message_id: str, user_id: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "track", "messageId": message_id, "userId": user_id, "event": "E", **fields}
+
+
+async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lettered(
+    handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    calls = [
+        _track("m-1", "ada"),
+        _track("blocked", "undefined"),  # only another producer seals this
+        _track("nul", "ada", properties={"note": "a\u0000b"}),  # refused by jsonb
+        _track("m-2", "bob"),
+    ]
+    record = Record("touchpoints", 3, 17, b"ada", _sealed(source_id, calls))
+    outcome = await handler.handle([record])
+    assert outcome.stored == 2
+    letters = await _letters(db)
+    assert [(row["reason"].split(":")[0], row["offset"]) for row in letters] == [
+        ("call not built", 17),
+        ("refused by the database", 17),
+    ]
+    # Each letter holds its own call, not the envelope.
+    assert orjson.loads(letters[0]["payload"])["messageId"] == "blocked"
+    assert orjson.loads(letters[1]["payload"])["message_id"] == "nul"
+    stored = "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM events"
+    assert await scalar(db, stored) == "m-1,m-2"
+
+    again = await handler.handle([record])  # redelivered after a crash
+    assert (again.stored, again.duplicates) == (0, 2)
+    assert await scalar(db, "SELECT count(*) FROM events") == 2
+
+
+async def test_an_undecodable_envelope_is_dead_lettered_whole(
+    handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    broken = b'{"envelope":"segment-batch","items":"no"}'
+    good = Record("touchpoints", 0, 2, None, _sealed(source_id, [_track("m-1", "ada")]))
+    outcome = await handler.handle([Record("touchpoints", 0, 1, None, broken), good])
+    assert outcome.stored == 1
+    (letter,) = await _letters(db)
+    assert letter["reason"].startswith("undecodable envelope")
+    assert bytes(letter["payload"]) == broken
+
+
+async def _letters(db: AsyncEngine) -> list[Any]:
+    async with db.connect() as conn:
+        result = await conn.exec_driver_sql(
+            'SELECT reason, "offset", payload FROM dead_letters ORDER BY id'
+        )
+        return list(result.mappings())
