@@ -23,6 +23,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -46,9 +47,10 @@ from app.touchpoint import Touchpoint
 
 KIND: Literal["segment-batch"] = "segment-batch"
 _PREFIX = b'{"envelope":'
-# A call re-serialised (as the size limit measures it) is at most this many times its
-# bytes as sent: only a number can grow, "1e15" (4 bytes, 5 with a separator) to 18.
-_MAX_GROWTH = 5
+# A call re-serialised (as the size limit measures it) is at most 5 times its bytes as
+# sent: only a number can grow, "1e15" (4 bytes, 5 with a separator) to 18. Larger calls
+# are measured as the per-event path measures them.
+_SURELY_FITS = MAX_EVENT_BYTES // 5
 # orjson writes at most 254 levels of nesting; a call with fewer brackets than that in all
 # cannot be deeper.
 _MAX_BRACKETS = 254
@@ -73,6 +75,10 @@ class Batch(msgspec.Struct):
         }
 
 
+class _Object(msgspec.Struct):
+    """Any JSON object, its contents skipped unread (the pipeline reads them)."""
+
+
 class _Call(msgspec.Struct):
     """A call the per-event path accepts, as far as types and limits go: stricter than
     :class:`app.ingest.schemas.SegmentCall` (a ``type``, a ``messageId``, RFC 3339 times,
@@ -87,9 +93,9 @@ class _Call(msgspec.Struct):
     category: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
     groupId: Id | None = None
     previousId: Id | None = None
-    properties: dict[str, Any] | None = None
-    traits: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
+    properties: _Object | None = None
+    traits: _Object | None = None
+    context: _Object | None = None
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
@@ -138,26 +144,20 @@ def envelope_key(calls: list[msgspec.Raw], arrival: Arrival) -> bytes | None:
     identity = arrival["identity"]
     if not calls or arrival["source"].channel not in CHANNELS:
         return None
-    key: bytes | None = None
     for raw in calls:
         try:
             call = _CALL.decode(raw)
         except msgspec.DecodeError:
             return None
-        if missing_field(call, ids_optional=False) is not None:
-            return None
+        # A usable userId or anonymousId first: missing_field need not look for one.
         if not (
             _usable("user_id", call.userId, identity)
             or _usable("anonymous_id", call.anonymousId, identity)
-        ):
+        ) or missing_field(call, ids_optional=True):
             return None
-        if (len(raw) > MAX_EVENT_BYTES // _MAX_GROWTH or _brackets(raw) >= _MAX_BRACKETS) and (
-            not _fits(raw)
-        ):
+        if not _within_limits(bytes(raw)):
             return None
-        if key is None:
-            key = call_key(call)
-    return key
+    return call_key(_CALL.decode(calls[0]))
 
 
 def call_key(call: _Call) -> bytes:
@@ -167,8 +167,12 @@ def call_key(call: _Call) -> bytes:
 
 
 def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
-    if value is None:
-        return False
+    return value is not None and _normalises(kind, value, identity)
+
+
+# A browser's batch names one anonymousId in every call; a server's, a few people.
+@functools.lru_cache(maxsize=65536)
+def _normalises(kind: str, value: Id, identity: IdentityConfig) -> bool:
     try:
         normalise(kind, value, identity)
     except InvalidIdentifier:
@@ -176,15 +180,19 @@ def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
     return True
 
 
-def _brackets(raw: msgspec.Raw) -> int:
-    data = bytes(raw)
-    return data.count(b"{") + data.count(b"[")
+def _within_limits(data: bytes) -> bool:
+    """Whether a call passes the per-event path's size and nesting limits: at once when it
+    is small and has few brackets, otherwise measured as that path measures it."""
+    if len(data) <= _SURELY_FITS and data.count(b"{") + data.count(b"[") < _MAX_BRACKETS:
+        return True
+    return _fits(data)
 
 
-def _fits(raw: msgspec.Raw) -> bool:
-    """The size limit as the per-event path measures it (compact JSON, as orjson writes it)."""
+def _fits(data: bytes) -> bool:
+    """The size limit as the per-event path measures it (compact JSON, as orjson writes it);
+    a call nested too deeply for orjson to write fails it too."""
     try:
-        return len(orjson.dumps(orjson.loads(bytes(raw)))) <= MAX_EVENT_BYTES
+        return len(orjson.dumps(orjson.loads(data))) <= MAX_EVENT_BYTES
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return False
 

@@ -73,6 +73,11 @@ class Outcome:
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
+    def add(self, other: Outcome) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.dead_letters += other.dead_letters
+
 
 class BatchHandler:
     """Stores batches of consumed records. Safe to call again with records it has already
@@ -85,6 +90,7 @@ class BatchHandler:
         policy: MergePolicy,
         parts: int = 2,
         identity: IdentityConfig | None = None,
+        max_events: int = 10_000,
     ) -> None:
         self._pool = pool
         self._model = model
@@ -92,34 +98,44 @@ class BatchHandler:
         self._parts = parts  # transactions per batch, side by side (one connection each)
         # Builds the touchpoints of batch envelopes, as the API would have.
         self._identity = identity or IdentityConfig()
+        # Events stored at once: an envelope holds up to 2,500, so a batch of records is
+        # stored in runs of about this many events, one after the other (memory stays flat).
+        self._max_events = max_events
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
+        outcome = Outcome()
         touchpoints: list[Touchpoint] = []
         origin: dict[Any, Record] = {}
         dead: list[DeadLetter] = []
         for record in records:
-            if envelope.is_envelope(record.value):
-                try:
-                    built, failed = envelope.open_envelope(record.value, self._identity)
-                except envelope.InvalidEnvelope as exc:
-                    dead.append(DeadLetter.of(record, f"undecodable envelope: {_short(exc)}"))
-                    continue
-                touchpoints += built
-                for tp in built:
-                    origin[tp.event_id] = record
-                dead += [DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed]
-                continue
-            try:
-                tp = Touchpoint.from_bytes(record.value)
-                touchpoints.append(tp)
+            if len(touchpoints) >= self._max_events:
+                outcome.add(await self._store(origin, touchpoints, dead))
+                touchpoints, origin, dead = [], {}, []
+            built, letters = self._decode(record)
+            touchpoints += built
+            for tp in built:
                 origin[tp.event_id] = record
-            except InvalidTouchpoint as exc:
-                dead.append(DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}"))
-        outcome = await self._store(origin, touchpoints, dead)
+            dead += letters
+        outcome.add(await self._store(origin, touchpoints, dead))
         PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
         PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
         PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
         return outcome
+
+    def _decode(self, record: Record) -> tuple[list[Touchpoint], list[DeadLetter]]:
+        """A record's touchpoints (one, or a batch envelope's), and what cannot be built."""
+        if envelope.is_envelope(record.value):
+            try:
+                built, failed = envelope.open_envelope(record.value, self._identity)
+            except envelope.InvalidEnvelope as exc:
+                return [], [DeadLetter.of(record, f"undecodable envelope: {_short(exc)}")]
+            return built, [
+                DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed
+            ]
+        try:
+            return [Touchpoint.from_bytes(record.value)], []
+        except InvalidTouchpoint as exc:
+            return [], [DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}")]
 
     async def _store(
         self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
@@ -144,9 +160,7 @@ class BatchHandler:
             if isinstance(outcome, BaseException):
                 # The other parts have finished; the batch's redelivery skips what they stored.
                 raise outcome
-            total.stored += outcome.stored
-            total.duplicates += outcome.duplicates
-            total.dead_letters += outcome.dead_letters
+            total.add(outcome)
         return total
 
     async def _store_or_isolate(

@@ -59,7 +59,12 @@ class Pipeline:
         self._collector = collector  # garbage collection between batches, if the process wants it
         policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
         self._handler = BatchHandler(
-            pool, model, policy, settings.pipeline_batch_parts, settings.identity_config()
+            pool,
+            model,
+            policy,
+            settings.pipeline_batch_parts,
+            settings.identity_config(),
+            settings.pipeline_max_batch,
         )
         self._in_flight = asyncio.Lock()
         self._stopping = asyncio.Event()

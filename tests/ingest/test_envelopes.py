@@ -114,6 +114,16 @@ def test_the_size_limit_is_measured_as_the_per_event_path_measures_it(
     assert (envelope.envelope_key(calls, ARRIVAL) is not None) is fits
 
 
+def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
+    deep = b"[" * 260 + b"]" * 260
+    body = b'{"batch":[{"type":"page","messageId":"m","userId":"u","properties":{"d":%s}}]}' % deep
+    whole = envelope.decode_batch(body)
+    assert whole is not None
+    assert envelope.envelope_key(whole.batch, ARRIVAL) is None
+    _, rejected = service.build_messages(orjson.loads(body)["batch"], call_type=None, **ARRIVAL)
+    assert "nested too deeply" in rejected[0].errors[0].message
+
+
 def test_an_unknown_source_channel_goes_per_event() -> None:
     odd: service.Arrival = {**ARRIVAL, "source": SourceInfo(SOURCE.id, "s", "fax", {})}
     good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}

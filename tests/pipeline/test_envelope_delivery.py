@@ -76,6 +76,40 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
     assert await scalar(db, "SELECT count(*) FROM events") == 2
 
 
+async def test_envelopes_are_stored_in_runs_of_about_max_events(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    pool = await create_pool(settings)
+    small = BatchHandler(
+        pool, load_model(settings.journey_model), MergePolicy(), parts=1, max_events=2
+    )
+    sizes: list[int] = []
+    store = small._store
+
+    async def counted(origin: Any, touchpoints: Any, dead: Any) -> Any:
+        sizes.append(len(touchpoints))
+        return await store(origin, touchpoints, dead)
+
+    small._store = counted  # type: ignore[method-assign]
+    records = [
+        Record(
+            "touchpoints",
+            0,
+            i,
+            None,
+            _sealed(source_id, [_track(f"m-{i}-{j}", "ada") for j in range(3)]),
+        )
+        for i in range(3)
+    ]
+    try:
+        outcome = await small.handle(records)
+    finally:
+        await pool.close()
+    assert outcome.stored == 9
+    assert sizes == [3, 3, 3]  # a run closes once it holds max_events; envelopes stay whole
+    assert await scalar(db, "SELECT event_count FROM customers") == 9
+
+
 async def test_an_undecodable_envelope_is_dead_lettered_whole(
     handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID
 ) -> None:
