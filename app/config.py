@@ -65,11 +65,11 @@ class Settings(BaseSettings):
     # bucket): events per second, with bursts of up to `ingest_rate_burst_s` seconds' worth.
     # A source's `rate_limit_per_s` setting overrides the rate.
     ingest_rate_limit_per_s: float = Field(default=1_000.0, gt=0)
+    ingest_rate_burst_s: float = Field(default=2.0, gt=0)
     # A /v1/batch whose every call is plainly valid goes to the broker whole, as one batch
     # envelope, and the pipeline builds its touchpoints (app/ingest/envelope.py). Turn off
     # while consumers older than envelopes still run: they would dead-letter them.
     ingest_batch_envelopes: bool = True
-    ingest_rate_burst_s: float = Field(default=2.0, gt=0)
     # Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed
     # (e.g. "10.0.0.0/8,127.0.0.1"). Empty: the peer address is the client.
     trusted_proxies: str = ""

@@ -104,6 +104,9 @@ class _Call(msgspec.Struct):
 
 
 class Envelope(msgspec.Struct, kw_only=True):
+    """A batch envelope on the wire: the calls as sent, and everything of their arrival
+    that building them needs (see :data:`app.ingest.service.Arrival`)."""
+
     envelope: Literal["segment-batch"] = KIND
     version: int = 1
     source_id: uuid.UUID
@@ -139,7 +142,8 @@ def envelope_key(calls: list[msgspec.Raw], arrival: Arrival) -> bytes | None:
     unless the per-event path would accept every call, and there is one.
 
     Accepted here: typed as :class:`_Call`, no required field missing, a usable ``userId``
-    or ``anonymousId``, within the size limit, from a source of a known channel.
+    or ``anonymousId``, within the size and nesting limits, from a source of a known
+    channel.
     Conservative: None sends the batch the per-event path, which gives the verdict."""
     identity = arrival["identity"]
     if not calls or arrival["source"].channel not in CHANNELS:
@@ -157,22 +161,20 @@ def envelope_key(calls: list[msgspec.Raw], arrival: Arrival) -> bytes | None:
             return None
         if not _within_limits(bytes(raw)):
             return None
-    return call_key(_CALL.decode(calls[0]))
+    return _call_key(_CALL.decode(calls[0]))
 
 
-def call_key(call: _Call) -> bytes:
+def _call_key(call: _Call) -> bytes:
     anonymous_id = None if call.anonymousId is None else str(call.anonymousId)
     user_id = None if call.userId is None else str(call.userId)
     return partition_key_of(anonymous_id, user_id, None, call.messageId)
 
 
-def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
-    return value is not None and _normalises(kind, value, identity)
-
-
 # A browser's batch names one anonymousId in every call; a server's, a few people.
 @functools.lru_cache(maxsize=65536)
-def _normalises(kind: str, value: Id, identity: IdentityConfig) -> bool:
+def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
+    if value is None:
+        return False
     try:
         normalise(kind, value, identity)
     except InvalidIdentifier:
@@ -225,6 +227,8 @@ def open_envelope(
         envelope = _ENVELOPE.decode(value)
     except msgspec.DecodeError as exc:  # ValidationError included
         raise InvalidEnvelope(str(exc)) from None
+    if envelope.version != 1:
+        raise InvalidEnvelope(f"envelope version {envelope.version} is newer than this consumer")
     if envelope.channel not in CHANNELS:
         raise InvalidEnvelope(f"unknown channel {envelope.channel[:50]!r}")
     sent: list[msgspec.Raw] = []

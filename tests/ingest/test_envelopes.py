@@ -136,6 +136,8 @@ def test_an_envelope_that_is_not_one_is_refused() -> None:
     sealed = orjson.loads(envelope.seal(_calls({"type": "page", "messageId": "m"}), ARRIVAL))
     with pytest.raises(envelope.InvalidEnvelope, match="unknown channel"):
         envelope.open_envelope(orjson.dumps({**sealed, "channel": "fax"}), IdentityConfig())
+    with pytest.raises(envelope.InvalidEnvelope, match="version 2 is newer"):
+        envelope.open_envelope(orjson.dumps({**sealed, "version": 2}), IdentityConfig())
 
 
 def test_a_call_the_pipeline_cannot_build_is_reported_with_its_reason() -> None:
