@@ -185,19 +185,6 @@ def _request_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str,
     }
 
 
-for _call, _summary in _CALLS.items():
-    for _path, _label in ((_call, _summary), (SHORT_PATHS[_call], f"Short path of /v1/{_call}.")):
-        router.add_api_route(
-            f"/{_path}",
-            _single(_call, _summary),
-            methods=["POST"],
-            response_model=IngestResponse,
-            summary=_label,
-            responses=ERRORS,
-            openapi_extra=_request_body(SegmentMessage.model_json_schema(), CALL_EXAMPLES[_call]),
-        )
-
-
 async def batch(request: Request) -> IngestResponse | Response:
     """Send up to 2,500 calls (500 KB, 32 KB each) at once. Valid events are accepted even
     when others are rejected; the answer lists each rejection with its reasons, and
@@ -249,6 +236,20 @@ for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path o
         responses=ERRORS,
         openapi_extra=_request_body(BatchRequest.model_json_schema(), BATCH_EXAMPLES),
     )
+
+
+# After /v1/batch: routes are matched in order, and the batch path is the busiest.
+for _call, _summary in _CALLS.items():
+    for _path, _label in ((_call, _summary), (SHORT_PATHS[_call], f"Short path of /v1/{_call}.")):
+        router.add_api_route(
+            f"/{_path}",
+            _single(_call, _summary),
+            methods=["POST"],
+            response_model=IngestResponse,
+            summary=_label,
+            responses=ERRORS,
+            openapi_extra=_request_body(SegmentMessage.model_json_schema(), CALL_EXAMPLES[_call]),
+        )
 
 
 @router.get(

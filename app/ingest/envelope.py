@@ -23,7 +23,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import functools
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -170,16 +169,35 @@ def _call_key(call: _Call) -> bytes:
     return partition_key_of(anonymous_id, user_id, None, call.messageId)
 
 
-# A browser's batch names one anonymousId in every call; a server's, a few people.
-@functools.lru_cache(maxsize=65536)
 def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
     if value is None:
         return False
-    try:
-        normalise(kind, value, identity)
-    except InvalidIdentifier:
-        return False
-    return True
+    # A browser's batch names one anonymousId in every call; a server's, a few people.
+    verdicts = _VERDICTS if _VERDICTS_OF[0] is identity else _verdicts_of(identity)
+    verdict = verdicts.get((kind, value))
+    if verdict is None:
+        try:
+            normalise(kind, value, identity)
+            verdict = True
+        except InvalidIdentifier:
+            verdict = False
+        if len(verdicts) >= _MAX_VERDICTS:
+            verdicts.clear()
+        verdicts[kind, value] = verdict
+    return verdict
+
+
+# Verdicts of _usable for one identity config (the process has one): keyed without hashing
+# the config, which costs more than the lookup.
+_VERDICTS: dict[tuple[str, Id], bool] = {}
+_VERDICTS_OF: list[IdentityConfig | None] = [None]
+_MAX_VERDICTS = 65_536
+
+
+def _verdicts_of(identity: IdentityConfig) -> dict[tuple[str, Id], bool]:
+    _VERDICTS.clear()
+    _VERDICTS_OF[0] = identity
+    return _VERDICTS
 
 
 def _within_limits(data: bytes) -> bool:
