@@ -35,10 +35,10 @@ from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalis
 from app.ingest.schemas import (
     MAX_EVENT_BYTES,
     MAX_MESSAGE_ID,
-    MAX_NAME,
     CallType,
     FieldError,
     Id,
+    Name,
     missing_field,
 )
 from app.ingest.service import CHANNELS, Arrival, build_all, partition_key_of
@@ -87,9 +87,9 @@ class _Call(msgspec.Struct):
     messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID)]
     userId: Id | None = None
     anonymousId: Id | None = None
-    event: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
-    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
-    category: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    event: Name | None = None
+    name: Name | None = None
+    category: Name | None = None
     groupId: Id | None = None
     previousId: Id | None = None
     properties: _Object | None = None

@@ -17,6 +17,8 @@ IDS_OPTIONAL = "ids_optional"
 
 CallType = Literal["track", "page", "screen", "identify", "group", "alias"]
 Id = str | int
+# An event, page, screen or category name, for the msgspec models.
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 
 
 class SegmentMessage(BaseModel):
@@ -70,9 +72,9 @@ class SegmentCall(msgspec.Struct):
     messageId: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | None = None
     userId: Id | None = None
     anonymousId: Id | None = None
-    event: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
-    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
-    category: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    event: Name | None = None
+    name: Name | None = None
+    category: Name | None = None
     groupId: Id | None = None
     previousId: Id | None = None
     properties: dict[str, Any] | None = None

@@ -10,7 +10,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.ingest import service
+from app.ingest import envelope, service
 from app.ingest.schemas import IDS_OPTIONAL, SegmentCall, SegmentMessage
 from bench.workload import generate
 
@@ -78,6 +78,7 @@ def calls(draw: st.DrawFn) -> dict[str, Any]:
 
 def test_both_models_have_the_same_fields_and_limits() -> None:
     assert list(SegmentCall.__struct_fields__) == FIELDS
+    assert list(envelope._Call.__struct_fields__) == FIELDS  # the batch envelope's check
     assert set(SHAPES) == set(FIELDS)
     pydantic_limits = {
         name: meta.max_length
