@@ -216,9 +216,10 @@ async def batch(request: Request) -> IngestResponse | Response:
         "sent_at": head.sentAt,
     }
     if whole is not None:
-        key = envelope.envelope_key(whole.batch, arrival)
-        if key is not None:
-            await publisher.publish([(key, envelope.seal(whole.batch, arrival))])
+        keys = envelope.call_keys(whole.batch, arrival)
+        if keys is not None:
+            partitions = await publisher.partition_count()
+            await publisher.publish(envelope.seal(whole.batch, keys, partitions, arrival))
             EVENTS_ACCEPTED.inc(len(items))
             return json_response({"success": True, "accepted": len(items), "rejected": []})
         items = parse_json(body)["batch"]  # the per-event path reads plain JSON values

@@ -9,7 +9,7 @@ RudderStack's gateways stay near the HTTP stack's own speed.
 
 Guarantees:
 
-* :func:`envelope_key` is only given for a batch whose every call the per-event path would
+* :func:`call_keys` are only given for a batch whose every call the per-event path would
   accept, so the client gets the answer that path would give (all accepted), and the
   pipeline builds every call. Anything else goes the per-event path, whose answer lists
   each rejection. A call the pipeline still cannot build is dead-lettered with the reason,
@@ -17,6 +17,8 @@ Guarantees:
 * Every call of an envelope carries its ``messageId``: a redelivered envelope builds the
   same events, and the dedupe key drops them. Only ``event_id`` (server-made) differs.
 * No write key travels: a call carrying one goes the per-event path, which drops it.
+* A call lands in the partition the per-event path would have given it: a request's
+  calls go out as one envelope per partition (:func:`seal`).
 * Wire format: a JSON object whose first key is ``envelope`` (:func:`is_envelope`);
   ``version`` says how to read the rest. Canonical touchpoints share the topic.
 """
@@ -32,6 +34,7 @@ import orjson
 
 from app.auth.service import SourceInfo
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
+from app.ingest.publisher import partition_for
 from app.ingest.schemas import (
     MAX_EVENT_BYTES,
     MAX_MESSAGE_ID,
@@ -135,18 +138,18 @@ def decode_batch(body: bytes) -> Batch | None:
         return None
 
 
-def envelope_key(calls: list[msgspec.Raw], arrival: Arrival) -> bytes | None:
-    """The partition key of an envelope of ``calls`` (its first call's, as the per-event
-    path would key that call: a browser's batch lands where its single calls do), or None
-    unless the per-event path would accept every call, and there is one.
+def call_keys(calls: list[msgspec.Raw], arrival: Arrival) -> list[bytes] | None:
+    """Each call's partition key, as the per-event path would key that call; or None unless
+    that path would accept every call, and there is one.
 
     Accepted here: typed as :class:`_Call`, no required field missing, a usable ``userId``
     or ``anonymousId``, within the size and nesting limits, from a source of a known
-    channel.
-    Conservative: None sends the batch the per-event path, which gives the verdict."""
+    channel. Conservative: None sends the batch the per-event path, which gives the
+    verdict."""
     identity = arrival["identity"]
     if not calls or arrival["source"].channel not in CHANNELS:
         return None
+    keys: list[bytes] = []
     for raw in calls:
         try:
             call = _CALL.decode(raw)
@@ -160,13 +163,10 @@ def envelope_key(calls: list[msgspec.Raw], arrival: Arrival) -> bytes | None:
             return None
         if not _within_limits(bytes(raw)):
             return None
-    return _call_key(_CALL.decode(calls[0]))
-
-
-def _call_key(call: _Call) -> bytes:
-    anonymous_id = None if call.anonymousId is None else str(call.anonymousId)
-    user_id = None if call.userId is None else str(call.userId)
-    return partition_key_of(anonymous_id, user_id, None, call.messageId)
+        anonymous_id = None if call.anonymousId is None else str(call.anonymousId)
+        user_id = None if call.userId is None else str(call.userId)
+        keys.append(partition_key_of(anonymous_id, user_id, None, call.messageId))
+    return keys
 
 
 def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
@@ -217,19 +217,34 @@ def _fits(data: bytes) -> bool:
         return False
 
 
-def seal(calls: list[msgspec.Raw], arrival: Arrival) -> bytes:
-    """The envelope of ``calls`` that have an :func:`envelope_key`."""
-    return _ENCODER.encode(
-        Envelope(
-            source_id=arrival["source"].id,
-            channel=arrival["source"].channel,
-            received_at=arrival["received_at"],
-            request_context=arrival["request_context"],
-            context=arrival.get("batch_context"),
-            sent_at=arrival.get("sent_at"),
-            items=calls,
+def seal(
+    calls: list[msgspec.Raw], keys: list[bytes], partitions: int, arrival: Arrival
+) -> list[tuple[bytes, bytes]]:
+    """The ``(key, envelope)`` messages of ``calls`` that have :func:`call_keys`: one per
+    partition, holding the calls the per-event path would have put there, in order, and
+    keyed by the first of them. So a person's events share a partition, whatever path
+    they took, and the pipeline's batches keep each person's events together."""
+    groups: dict[int, tuple[bytes, list[msgspec.Raw]]] = {}
+    for raw, key in zip(calls, keys, strict=True):
+        group = groups.setdefault(partition_for(key, partitions), (key, []))
+        group[1].append(raw)
+    return [
+        (
+            key,
+            _ENCODER.encode(
+                Envelope(
+                    source_id=arrival["source"].id,
+                    channel=arrival["source"].channel,
+                    received_at=arrival["received_at"],
+                    request_context=arrival["request_context"],
+                    context=arrival.get("batch_context"),
+                    sent_at=arrival.get("sent_at"),
+                    items=items,
+                )
+            ),
         )
-    )
+        for key, items in groups.values()
+    ]
 
 
 def is_envelope(value: bytes) -> bool:

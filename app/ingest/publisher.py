@@ -88,6 +88,16 @@ class Publisher:
             log.warning("publish failed: %s", type(exc).__name__)
             raise self._unavailable() from exc
 
+    async def partition_count(self) -> int:
+        """The topic's partitions now: what :func:`partition_for` divides keys among."""
+        producer = await self._ensure()
+        try:
+            async with asyncio.timeout(self._settings.kafka_publish_timeout_s):
+                return await self._partition_count(producer)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("partition count failed: %s", type(exc).__name__)
+            raise self._unavailable() from exc
+
     def _append(
         self, producer: AIOKafkaProducer, partition: int, key: bytes, value: bytes
     ) -> asyncio.Task[asyncio.Future[Any]]:

@@ -20,6 +20,7 @@ from app.auth.service import SourceInfo
 from app.config import Settings
 from app.identity.identifiers import IdentityConfig
 from app.ingest import envelope, service
+from app.ingest.publisher import partition_for
 from app.main import create_app
 from app.touchpoint import Touchpoint
 from bench.workload import generate
@@ -44,6 +45,12 @@ def _calls(*items: dict[str, Any]) -> list[msgspec.Raw]:
     return whole.batch
 
 
+def _sealed(*items: dict[str, Any]) -> bytes:
+    """One envelope of ``items``, whatever they are."""
+    ((_, value),) = envelope.seal(_calls(*items), [b"k"] * len(items), 1, ARRIVAL)
+    return value
+
+
 def _comparable(tp: Touchpoint) -> dict[str, Any]:
     fields = msgspec.structs.asdict(tp)
     del fields["event_id"]  # made by whoever builds the touchpoint
@@ -55,16 +62,17 @@ def _comparable(tp: Touchpoint) -> dict[str, Any]:
 def test_an_envelope_holds_only_calls_the_per_event_path_accepts(raw: dict[str, Any]) -> None:
     body = msgspec.json.encode({"batch": [{"messageId": "m-1", **raw}]})
     whole = envelope.decode_batch(body)
-    key = whole and envelope.envelope_key(whole.batch, ARRIVAL)
-    if key is None:
+    keys = whole and envelope.call_keys(whole.batch, ARRIVAL)
+    if keys is None:
         return  # the per-event path decides; nothing to compare
     # What the API's per-event path would read of the same body.
     items = orjson.loads(body)["batch"]
     messages, rejected = service.build_messages(items, call_type=None, **ARRIVAL)
     assert rejected == []
-    assert messages[0][0] == key  # the partition the call would have gone to
+    assert keys == [key for key, _ in messages]  # the partition the call would have gone to
     assert whole is not None
-    built, failed = envelope.open_envelope(envelope.seal(whole.batch, ARRIVAL), IdentityConfig())
+    ((_, sealed),) = envelope.seal(whole.batch, keys, 6, ARRIVAL)
+    built, failed = envelope.open_envelope(sealed, IdentityConfig())
     assert failed == []
     assert [_comparable(tp) for tp in built] == [
         _comparable(Touchpoint.from_bytes(value)) for _, value in messages
@@ -76,7 +84,32 @@ def test_the_workloads_batches_all_go_whole() -> None:
     for body in work.batch_bodies(100):
         whole = envelope.decode_batch(body)
         assert whole is not None
-        assert envelope.envelope_key(whole.batch, ARRIVAL) is not None
+        assert envelope.call_keys(whole.batch, ARRIVAL) is not None
+
+
+def test_a_batchs_calls_go_where_the_per_event_path_would_put_them() -> None:
+    calls = [
+        {"type": "track", "messageId": f"m-{i}", "userId": f"u-{i % 9}", "event": "E"}
+        for i in range(40)
+    ]
+    raws = _calls(*calls)
+    keys = envelope.call_keys(raws, ARRIVAL)
+    assert keys is not None
+    messages, _ = service.build_messages(calls, call_type=None, **ARRIVAL)
+    where = {
+        tp.message_id: partition_for(key, 4)
+        for key, tp in ((k, Touchpoint.from_bytes(v)) for k, v in messages)
+    }
+    sealed = envelope.seal(raws, keys, 4, ARRIVAL)
+    assert 1 < len(sealed) <= 4
+    seen: list[int] = []
+    for key, value in sealed:
+        built, _ = envelope.open_envelope(value, IdentityConfig())
+        assert {where[tp.message_id] for tp in built} == {partition_for(key, 4)}
+        order = [int(tp.message_id[2:]) for tp in built]
+        assert order == sorted(order)  # as sent
+        seen += order
+    assert sorted(seen) == list(range(40))
 
 
 @pytest.mark.parametrize(
@@ -95,9 +128,9 @@ def test_a_batch_goes_per_event_unless_every_call_plainly_passes(
     change: dict[str, Any], why: str
 ) -> None:
     good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}
-    assert envelope.envelope_key(_calls(good), ARRIVAL) == b"u-1"
+    assert envelope.call_keys(_calls(good), ARRIVAL) == [b"u-1"]
     odd = {k: v for k, v in {**good, "messageId": "m-2", **change}.items() if v is not None}
-    assert envelope.envelope_key(_calls(good, odd), ARRIVAL) is None, why
+    assert envelope.call_keys(_calls(good, odd), ARRIVAL) is None, why
 
 
 @pytest.mark.parametrize(("numbers", "fits"), [(1_500, True), (1_800, False)])
@@ -111,7 +144,7 @@ def test_the_size_limit_is_measured_as_the_per_event_path_measures_it(
     calls = _calls(call)
     assert len(bytes(calls[0])) < 10_000
     assert service.event_size_ok(orjson.loads(bytes(calls[0]))) is fits
-    assert (envelope.envelope_key(calls, ARRIVAL) is not None) is fits
+    assert (envelope.call_keys(calls, ARRIVAL) is not None) is fits
 
 
 def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
@@ -119,7 +152,7 @@ def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
     body = b'{"batch":[{"type":"page","messageId":"m","userId":"u","properties":{"d":%s}}]}' % deep
     whole = envelope.decode_batch(body)
     assert whole is not None
-    assert envelope.envelope_key(whole.batch, ARRIVAL) is None
+    assert envelope.call_keys(whole.batch, ARRIVAL) is None
     _, rejected = service.build_messages(orjson.loads(body)["batch"], call_type=None, **ARRIVAL)
     assert "nested too deeply" in rejected[0].errors[0].message
 
@@ -127,13 +160,13 @@ def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
 def test_an_unknown_source_channel_goes_per_event() -> None:
     odd: service.Arrival = {**ARRIVAL, "source": SourceInfo(SOURCE.id, "s", "fax", {})}
     good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}
-    assert envelope.envelope_key(_calls(good), odd) is None
+    assert envelope.call_keys(_calls(good), odd) is None
 
 
 def test_an_envelope_that_is_not_one_is_refused() -> None:
     with pytest.raises(envelope.InvalidEnvelope):
         envelope.open_envelope(b'{"envelope":"segment-batch","items":7}', IdentityConfig())
-    sealed = orjson.loads(envelope.seal(_calls({"type": "page", "messageId": "m"}), ARRIVAL))
+    sealed = orjson.loads(_sealed({"type": "page", "messageId": "m", "anonymousId": "a"}))
     with pytest.raises(envelope.InvalidEnvelope, match="unknown channel"):
         envelope.open_envelope(orjson.dumps({**sealed, "channel": "fax"}), IdentityConfig())
     with pytest.raises(envelope.InvalidEnvelope, match="version 2 is newer"):
@@ -144,8 +177,7 @@ def test_a_call_the_pipeline_cannot_build_is_reported_with_its_reason() -> None:
     good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}
     blocked = {"type": "track", "messageId": "m-2", "userId": "null", "event": "Viewed"}
     # Only a producer other than the API puts such a call in an envelope.
-    sealed = envelope.seal(_calls(good, blocked), ARRIVAL)
-    built, failed = envelope.open_envelope(sealed, IdentityConfig())
+    built, failed = envelope.open_envelope(_sealed(good, blocked), IdentityConfig())
     assert [tp.message_id for tp in built] == ["m-1"]
     assert [orjson.loads(call)["messageId"] for call, _ in failed] == ["m-2"]
     assert "blocked value" in failed[0][1]
@@ -199,18 +231,21 @@ async def test_the_pipeline_gets_what_the_per_event_path_publishes(
     per_event_client: httpx.AsyncClient,
     make_source: SourceFactory,
     topic: TopicReader,
+    channel_settings: Settings,
 ) -> None:
+    # One envelope per partition the calls' keys ("42", "a-1", "42") fall in.
+    envelopes = len({partition_for(k, channel_settings.kafka_partitions) for k in (b"42", b"a-1")})
     whole_source, whole_key = await make_source(channel="social")
     each_source, each_key = await make_source(channel="social")
     answer = await client.post("/v1/batch", json=BATCH, headers=basic(whole_key))
     assert answer.json() == {"success": True, "accepted": 3, "rejected": []}
     assert topic.envelopes == []
-    whole = await topic.touchpoints(whole_source.id, 3)
-    assert len(topic.envelopes) == 1
+    whole = sorted(await topic.touchpoints(whole_source.id, 3), key=lambda tp: tp.message_id)
+    assert len(topic.envelopes) == envelopes
     answer = await per_event_client.post("/v1/batch", json=BATCH, headers=basic(each_key))
     assert answer.json() == {"success": True, "accepted": 3, "rejected": []}
-    each = await topic.touchpoints(each_source.id, 3)
-    assert len(topic.envelopes) == 1
+    each = sorted(await topic.touchpoints(each_source.id, 3), key=lambda tp: tp.message_id)
+    assert len(topic.envelopes) == envelopes
 
     def same(tp: Touchpoint) -> dict[str, Any]:
         # The two requests differ in their source and in when they arrived; occurred_at

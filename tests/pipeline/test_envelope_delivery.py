@@ -33,8 +33,10 @@ async def handler(settings: Settings, db: AsyncEngine) -> AsyncIterator[BatchHan
 def _sealed(source_id: uuid.UUID, calls: list[dict[str, Any]]) -> bytes:
     whole = envelope.decode_batch(orjson.dumps({"batch": calls}))
     assert whole is not None
-    return envelope.seal(
+    ((_, value),) = envelope.seal(
         whole.batch,
+        [b"k"] * len(calls),
+        1,
         {
             "source": SourceInfo(id=source_id, name="s", channel="web", settings={}),
             "received_at": datetime.now(UTC),
@@ -42,6 +44,7 @@ def _sealed(source_id: uuid.UUID, calls: list[dict[str, Any]]) -> bytes:
             "request_context": {},
         },
     )
+    return value
 
 
 def _track(message_id: str, user_id: str, **fields: Any) -> dict[str, Any]:
