@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 # Smaller batches go in one transaction: splitting costs a round trip.
 SPLIT_MIN = 1_000
+# Touchpoints decoded between two chances for the run being stored to go on (a few ms).
+_YIELD_EVERY = 100
 _RETRY_REASON: dict[type[Exception], str] = {
     asyncpg.DeadlockDetectedError: "deadlock",
     asyncpg.SerializationError: "serialization",
@@ -109,16 +111,32 @@ class BatchHandler:
         touchpoints: list[Touchpoint] = []
         origin: dict[Any, Record] = {}
         dead: list[DeadLetter] = []
-        for record in records:
-            if len(touchpoints) >= self._max_events:
-                outcome.add(await self._store(origin, touchpoints, dead))
-                touchpoints, origin, dead = [], {}, []
-            built, letters = self._decode(record)
-            touchpoints += built
-            for tp in built:
-                origin[tp.event_id] = record
-            dead += letters
-        outcome.add(await self._store(origin, touchpoints, dead))
+        # A run is stored while the next one is decoded: its statements run in the
+        # database while this process builds touchpoints. One run is stored at a time.
+        storing: asyncio.Task[Outcome] | None = None
+        decoded = 0
+        try:
+            for record in records:
+                if len(touchpoints) >= self._max_events:
+                    if storing is not None:
+                        outcome.add(await storing)
+                    storing = asyncio.ensure_future(self._store(origin, touchpoints, dead))
+                    touchpoints, origin, dead = [], {}, []
+                built, letters = self._decode(record)
+                touchpoints += built
+                for tp in built:
+                    origin[tp.event_id] = record
+                dead += letters
+                decoded += len(built) + 1
+                if storing is not None and decoded >= _YIELD_EVERY:
+                    decoded = 0
+                    await asyncio.sleep(0)  # the run being stored takes its next step
+            if storing is not None:
+                outcome.add(await storing)
+            outcome.add(await self._store(origin, touchpoints, dead))
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()  # decoding failed: that run rolls back, the batch is retried
         PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
         PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
         PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
