@@ -4,10 +4,10 @@ decode (a batch envelope into its touchpoints, built as the API builds them) →
 (source, message_id) → resolve identity (locking the customers) → assign stages → insert
 new customers (with their final profile) and write the identity graph → write timeline →
 journey → update the known profiles → record dead letters. A batch is stored in runs of
-about ``max_events`` events, one after the other; a large run is first split into parts
-that share no customer (`app.identity.service.independent_parts`), stored side by side.
-The caller commits Kafka offsets only after :meth:`BatchHandler.handle` returned (every
-part has committed by then).
+about ``max_events`` events, one after the other, each while the next is decoded; a large
+run is first split into parts that share no customer
+(`app.identity.service.independent_parts`), stored side by side. The caller commits Kafka
+offsets only after :meth:`BatchHandler.handle` returned (every part has committed by then).
 
 Guarantees:
 * all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is
