@@ -5,6 +5,7 @@ same bytes on the broker, and those bytes must decode to the same model."""
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import uuid
 from datetime import UTC, datetime
@@ -154,8 +155,10 @@ def test_keys_go_to_the_partition_kafkas_default_partitioner_chooses() -> None:
 
     from app.ingest.publisher import partition_for
 
-    for n in range(500):
-        key = f"anon-{n * 7919}".encode()
+    rng = random.Random(7)
+    keys = [f"anon-{n * 7919}".encode() for n in range(500)]
+    keys += [rng.randbytes(length) for length in range(70) for _ in range(10)]  # every tail
+    for key in keys:
         for partitions in (1, 6, 12):
             expected = DefaultPartitioner()(key, list(range(partitions)), [])
             assert partition_for(key, partitions) == partition_for(key, partitions) == expected
