@@ -14,6 +14,7 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -102,8 +103,14 @@ async def channel_settings(settings: Settings, engine: AsyncEngine) -> Settings:
 @pytest.fixture
 async def client(channel_settings: Settings, db: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """The API over ASGI, publishing to the ``channel_settings`` topic."""
-    app = create_app(channel_settings)
-    async with LifespanManager(app) as manager:
+    async with asgi_client(channel_settings) as http:
+        yield http
+
+
+@asynccontextmanager
+async def asgi_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app made with ``settings``, over ASGI, its lifespan running."""
+    async with LifespanManager(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://percorso.test") as http:
             yield http

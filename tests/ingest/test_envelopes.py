@@ -12,7 +12,6 @@ import httpx
 import msgspec
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 from hypothesis import given, settings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,11 +20,10 @@ from app.config import Settings
 from app.identity.identifiers import IdentityConfig
 from app.ingest import envelope, service
 from app.ingest.publisher import partition_for
-from app.main import create_app
 from app.touchpoint import Touchpoint
 from bench.workload import generate
 from tests.helpers import basic
-from tests.ingest.fixtures import SourceFactory, TopicReader
+from tests.ingest.fixtures import SourceFactory, TopicReader, asgi_client
 from tests.ingest.test_fast_validation import calls
 
 SOURCE = SourceInfo(id=uuid.uuid4(), name="s", channel="web", settings={})
@@ -188,11 +186,10 @@ async def per_event_client(
     channel_settings: Settings, db: AsyncEngine
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API with batch envelopes turned off."""
-    app = create_app(channel_settings.model_copy(update={"ingest_batch_envelopes": False}))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://percorso.test") as http:
-            yield http
+    async with asgi_client(
+        channel_settings.model_copy(update={"ingest_batch_envelopes": False})
+    ) as http:
+        yield http
 
 
 BATCH = {
