@@ -13,6 +13,10 @@ Guarantees:
 * all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is
   retried with backoff. Should one part fail for good, the batch is not acknowledged: its
   redelivery skips what the other parts stored;
+* progress however busy the other consumers are: every transaction holds a shared advisory
+  lock, and from the third attempt a transaction takes it exclusively and so runs alone
+  (with several consumers, a large batch nearly always meets another one's merge, and
+  without this could lose every retry, which stopped the consumer);
 * a message that can never be stored (undecodable, or rejected by the database) is isolated
   and dead-lettered with its reason, and the rest of the batch is stored;
 * an event already stored (same source and message id) is skipped, so redelivery after a
@@ -46,6 +50,13 @@ from app.touchpoint import InvalidTouchpoint, Touchpoint
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# From this attempt a transaction runs alone (see the module docstring).
+ALONE_FROM_ATTEMPT = 3
+# The advisory lock every pipeline transaction holds: shared, or exclusive to run alone.
+# Taken first, before any other lock, so waiting for it never closes a cycle.
+WRITERS_LOCK = 0x70657263_6F72736F  # "percorso"
+_BESIDE_OTHERS = "SELECT pg_advisory_xact_lock_shared($1)"
+_ALONE = "SELECT pg_advisory_xact_lock($1)"
 # Smaller batches go in one transaction: splitting costs a round trip.
 SPLIT_MIN = 1_000
 # Touchpoints decoded between two chances for the run being stored to go on (a few ms).
@@ -207,7 +218,12 @@ class BatchHandler:
         """`owners` (read before the batch) serve the first attempt; a retry reads afresh."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return await self._transaction(touchpoints, dead, owners if attempt == 1 else None)
+                return await self._transaction(
+                    touchpoints,
+                    dead,
+                    owners if attempt == 1 else None,
+                    alone=attempt >= ALONE_FROM_ATTEMPT,
+                )
             except _RETRYABLE as exc:
                 if attempt == MAX_ATTEMPTS:
                     if isinstance(exc.__cause__, _REFUSED):
@@ -252,10 +268,13 @@ class BatchHandler:
         touchpoints: list[Touchpoint],
         dead: list[DeadLetter],
         owners: identity.Owners | None = None,
+        *,
+        alone: bool = False,
     ) -> Outcome:
         async with self._pool.acquire() as proxy, proxy.transaction():
             # The pool hands out a proxy that forwards every Connection method.
             conn = cast("asyncpg.Connection[Any]", proxy)
+            await conn.execute(_ALONE if alone else _BESIDE_OTHERS, WRITERS_LOCK)
             await insert_dead_letters(conn, dead)
             if not touchpoints:
                 return Outcome(dead_letters=list(dead))

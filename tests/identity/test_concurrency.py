@@ -8,6 +8,7 @@ import asyncio
 import random
 import uuid
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import create_pool
-from app.identity.policy import ReferenceGraph
+from app.identity import service as identity_service
+from app.identity.policy import MergePolicy, ReferenceGraph
 from app.journey.history import recompute
 from app.journey.model import load_model
 from app.kit.kafka import create_producer, ensure_topics
 from app.pipeline import handler as handler_module
+from app.pipeline.handler import BatchHandler, Record
 from app.pipeline.runner import Pipeline
 from app.touchpoint import Identifier
 from tests.factories import touchpoint
@@ -167,3 +170,57 @@ _TRANSITIONS = """
     SELECT customer_id, entered_at, event_id, from_stage, to_stage, exited_at
     FROM stage_transitions ORDER BY customer_id, entered_at, event_id
 """
+
+
+async def test_a_batch_that_keeps_losing_to_other_consumers_runs_alone(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several consumers, a large batch nearly always meets another one's merge, and
+    retried on equal terms could lose every attempt. From ALONE_FROM_ATTEMPT its transaction
+    holds the writers' lock exclusively: the other consumers' transactions wait, and it
+    lands."""
+    pool = await create_pool(settings, size=4)
+    model = load_model(settings.journey_model)
+    losing, other = (BatchHandler(pool, model, MergePolicy(), parts=1) for _ in range(2))
+    real_resolve = identity_service.resolve
+    attempts = 0
+    running_alone, go_on = asyncio.Event(), asyncio.Event()
+
+    async def contended(conn: Any, touchpoints: Any, *args: Any) -> Any:
+        nonlocal attempts
+        if touchpoints[0].user_id == "loser":
+            attempts += 1
+            if attempts < handler_module.ALONE_FROM_ATTEMPT:
+                raise identity_service.StaleRead("another consumer merged one of these")
+            running_alone.set()
+            await go_on.wait()
+        return await real_resolve(conn, touchpoints, *args)
+
+    monkeypatch.setattr(identity_service, "resolve", contended)
+
+    def records(user: str) -> list[Record]:
+        tp = touchpoint(source_id, user_id=user, message_id=f"m-{user}")
+        return [Record("t", 0, 0, None, tp.to_bytes())]
+
+    async def other_waits_for_the_writers_lock() -> bool:
+        waiting = await scalar(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+        )
+        return bool(waiting)
+
+    try:
+        first = asyncio.create_task(losing.handle(records("loser")))
+        await asyncio.wait_for(running_alone.wait(), 30)
+        second = asyncio.create_task(other.handle(records("other")))
+        await wait_until(other_waits_for_the_writers_lock)
+        assert not second.done()
+        go_on.set()
+        assert (await first).stored == 1
+        assert (await second).stored == 1
+    finally:
+        go_on.set()
+        await pool.close()
+    assert attempts == handler_module.ALONE_FROM_ATTEMPT
+    assert await scalar(db, "SELECT count(*) FROM events") == 2
