@@ -4,12 +4,16 @@ call msgspec accepts is one pydantic accepts too, with the same values: held her
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.auth.service import SourceInfo
+from app.identity.identifiers import IdentityConfig
 from app.ingest import envelope, service
 from app.ingest.schemas import IDS_OPTIONAL, SegmentCall, SegmentMessage
 from bench.workload import generate
@@ -128,3 +132,30 @@ def test_timestamps_keep_pydantics_microseconds() -> None:
 def test_the_workloads_calls_all_take_the_fast_path() -> None:
     calls = generate(2_000, 100, seed=7, prefix="fast").items
     assert all(service._plainly_valid(c, False) is not None for c in calls)
+
+
+def test_touchpoint_times_keep_their_offset_in_a_standard_library_timezone() -> None:
+    """Pydantic parses offsets into its own TzInfo, whose comparisons are many times
+    slower; the pipeline sorts and compares every event's times."""
+    raw = {
+        "type": "track",
+        "userId": "u",
+        "event": "E",
+        "messageId": "m",
+        "timestamp": "2025-03-01T12:00:00+01:30",
+        "sentAt": "2025-03-01T12:00:00Z",
+    }
+    source = SourceInfo(id=uuid.uuid4(), name="s", channel="web", settings={})
+    (tp,), _ = service.build_all(
+        [raw],
+        call_type=None,
+        source=source,
+        received_at=datetime(2025, 3, 1, 12, 0, 5, tzinfo=UTC),
+        identity=IdentityConfig(),
+        request_context={},
+    )
+    assert tp.occurred_at == datetime(2025, 3, 1, 12, 0, 5, tzinfo=timezone(timedelta(hours=1.5)))
+    assert tp.occurred_at.utcoffset() == timedelta(hours=1.5)
+    assert tp.sent_at is not None
+    assert type(tp.occurred_at.tzinfo) is timezone
+    assert type(tp.sent_at.tzinfo) is timezone
