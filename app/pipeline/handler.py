@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -44,6 +46,7 @@ from app.journey import service as journey
 from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters
+from app.pipeline.opener import EnvelopeOpener, Opened
 from app.timeline.writes import STORED_KEYS, existing_keys, insert_events
 from app.touchpoint import InvalidTouchpoint, Touchpoint
 
@@ -61,6 +64,10 @@ _ALONE = "SELECT pg_advisory_xact_lock($1)"
 SPLIT_MIN = 1_000
 # Touchpoints decoded between two chances for the run being stored to go on (a few ms).
 _YIELD_EVERY = 100
+# Bytes of envelopes an opener works on ahead of the handler (about a run's worth), and
+# handed to a worker at once.
+_AHEAD_BYTES = 8 * 1024 * 1024
+_CHUNK_BYTES = 1024 * 1024
 _RETRY_REASON: dict[type[Exception], str] = {
     asyncpg.DeadlockDetectedError: "deadlock",
     asyncpg.SerializationError: "serialization",
@@ -106,6 +113,7 @@ class BatchHandler:
         parts: int = 2,
         identity: IdentityConfig | None = None,
         max_events: int = 10_000,
+        opener: EnvelopeOpener | None = None,
     ) -> None:
         self._pool = pool
         self._model = model
@@ -116,6 +124,8 @@ class BatchHandler:
         # Events stored at once: an envelope holds up to 2,500, so a batch of records is
         # stored in runs of about this many events, one after the other (memory stays flat).
         self._max_events = max_events
+        # Opens envelopes in worker processes; without one, the handler builds them itself.
+        self._opener = opener
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
         outcome = Outcome()
@@ -127,21 +137,21 @@ class BatchHandler:
         storing: asyncio.Task[Outcome] | None = None
         decoded = 0
         try:
-            for record in records:
-                if len(touchpoints) >= self._max_events:
-                    if storing is not None:
-                        outcome.add(await storing)
-                    storing = asyncio.ensure_future(self._store(origin, touchpoints, dead))
-                    touchpoints, origin, dead = [], {}, []
-                built, letters = self._decode(record)
-                touchpoints += built
-                for tp in built:
-                    origin[tp.event_id] = record
-                dead += letters
-                decoded += len(built) + 1
-                if storing is not None and decoded >= _YIELD_EVERY:
-                    decoded = 0
-                    await asyncio.sleep(0)  # the run being stored takes its next step
+            async with aclosing(self._decoded(records)) as each:
+                async for record, built, letters in each:
+                    if len(touchpoints) >= self._max_events:
+                        if storing is not None:
+                            outcome.add(await storing)
+                        storing = asyncio.ensure_future(self._store(origin, touchpoints, dead))
+                        touchpoints, origin, dead = [], {}, []
+                    touchpoints += built
+                    for tp in built:
+                        origin[tp.event_id] = record
+                    dead += letters
+                    decoded += len(built) + 1
+                    if storing is not None and decoded >= _YIELD_EVERY:
+                        decoded = 0
+                        await asyncio.sleep(0)  # the run being stored takes its next step
             if storing is not None:
                 outcome.add(await storing)
             outcome.add(await self._store(origin, touchpoints, dead))
@@ -153,16 +163,54 @@ class BatchHandler:
         PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
         return outcome
 
+    async def _decoded(
+        self, records: Sequence[Record]
+    ) -> AsyncGenerator[tuple[Record, list[Touchpoint], list[DeadLetter]]]:
+        """Each record with its touchpoints and what cannot be built, in order. With an
+        opener, envelopes are opened ahead in its workers (about `_AHEAD_BYTES` of them),
+        `_CHUNK_BYTES` of consecutive ones at a time."""
+        if self._opener is None:
+            for record in records:
+                yield (record, *self._decode(record))
+            return
+        chunks = _chunks(records)
+        ahead: deque[tuple[list[Record], asyncio.Task[list[Any]] | None]] = deque()
+        index = queued = 0
+        try:
+            while index < len(chunks) or ahead:
+                while index < len(chunks) and (not ahead or queued < _AHEAD_BYTES):
+                    chunk, envelopes = chunks[index]
+                    index += 1
+                    opening = None
+                    if envelopes:
+                        values = [r.value for r in chunk]
+                        opening = asyncio.ensure_future(self._opener.open_all(values))
+                        queued += sum(map(len, values))
+                    ahead.append((chunk, opening))
+                chunk, opening = ahead.popleft()
+                if opening is None:
+                    yield (chunk[0], *self._decode(chunk[0]))
+                    continue
+                queued -= sum(len(r.value) for r in chunk)
+                for record, opened in zip(chunk, await opening, strict=True):
+                    if isinstance(opened, envelope.InvalidEnvelope):
+                        yield record, [], [_unopened(record, opened)]
+                    else:
+                        yield (record, *_opened(record, opened))
+        finally:
+            for _, opening in ahead:
+                if opening is not None:
+                    opening.cancel()
+
     def _decode(self, record: Record) -> tuple[list[Touchpoint], list[DeadLetter]]:
-        """A record's touchpoints (one, or a batch envelope's), and what cannot be built."""
+        """A record's touchpoints (one, or a batch envelope's, built here), and what cannot
+        be built."""
         if envelope.is_envelope(record.value):
             try:
-                built, failed = envelope.open_envelope(record.value, self._identity)
+                opened = envelope.open_envelope(record.value, self._identity)
             except envelope.InvalidEnvelope as exc:
-                return [], [DeadLetter.of(record, f"undecodable envelope: {_short(exc)}")]
-            return built, [
-                DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed
-            ]
+                return [], [_unopened(record, exc)]
+            return _opened(record, opened)
         try:
             return [Touchpoint.from_bytes(record.value)], []
         except InvalidTouchpoint as exc:
@@ -374,6 +422,32 @@ def _profile_deltas(
             if delta.traits_at is None or at > delta.traits_at:
                 delta.traits_at = at
     return list(deltas.values())
+
+
+def _chunks(records: Sequence[Record]) -> list[tuple[list[Record], bool]]:
+    """Runs of consecutive envelopes, up to `_CHUNK_BYTES` each, and every other record on
+    its own: ``(records, whether they are envelopes)``."""
+    chunks: list[tuple[list[Record], bool]] = []
+    size = 0
+    for record in records:
+        if not envelope.is_envelope(record.value):
+            chunks.append(([record], False))
+        elif chunks and chunks[-1][1] and size + len(record.value) <= _CHUNK_BYTES:
+            chunks[-1][0].append(record)
+            size += len(record.value)
+        else:
+            chunks.append(([record], True))
+            size = len(record.value)
+    return chunks
+
+
+def _unopened(record: Record, exc: envelope.InvalidEnvelope) -> DeadLetter:
+    return DeadLetter.of(record, f"undecodable envelope: {_short(exc)}")
+
+
+def _opened(record: Record, opened: Opened) -> tuple[list[Touchpoint], list[DeadLetter]]:
+    built, failed = opened
+    return built, [DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed]
 
 
 def _short(exc: Exception) -> str:

@@ -29,6 +29,7 @@ from app.kit import gc
 from app.kit.kafka import bootstrap, create_producer
 from app.kit.metrics import PIPELINE_BATCH_SECONDS
 from app.pipeline.handler import BatchHandler, Outcome, Record
+from app.pipeline.opener import EnvelopeOpener
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,17 @@ class Pipeline:
         self._settings = settings
         self._collector = collector  # garbage collection between batches, if the process wants it
         policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
+        identity = settings.identity_config()
+        workers = settings.pipeline_decode_workers
+        self._opener = EnvelopeOpener(identity, workers) if workers else None
         self._handler = BatchHandler(
             pool,
             model,
             policy,
             settings.pipeline_batch_parts,
-            settings.identity_config(),
+            identity,
             settings.pipeline_max_batch,
+            self._opener,
         )
         self._in_flight = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -110,6 +115,8 @@ class Pipeline:
         finally:
             await self._consumer.stop()
             await self._dlq.stop()
+            if self._opener is not None:
+                self._opener.close()
 
     async def _process(self, batches: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         records = [

@@ -1,10 +1,11 @@
 """The pipeline's side of batch envelopes: it builds their touchpoints, stores them once,
-and dead-letters a call it cannot build or store on its own, never the whole envelope."""
+and dead-letters a call it cannot build or store on its own, never the whole envelope.
+Each test runs with envelopes opened in the consumer process and in a worker process."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,14 +20,30 @@ from app.identity.identifiers import IdentityConfig
 from app.identity.policy import MergePolicy
 from app.ingest import envelope
 from app.journey.model import load_model
+from app.pipeline import handler as handler_module
 from app.pipeline.handler import BatchHandler, Record
+from app.pipeline.opener import EnvelopeOpener
+from tests.factories import touchpoint
 from tests.helpers import scalar
 
 
+@pytest.fixture(scope="module", params=["in process", "in a worker"])
+def opener(request: pytest.FixtureRequest) -> Iterator[EnvelopeOpener | None]:
+    if request.param == "in process":
+        yield None
+        return
+    worker = EnvelopeOpener(IdentityConfig())
+    yield worker
+    worker.close()
+
+
 @pytest.fixture
-async def handler(settings: Settings, db: AsyncEngine) -> AsyncIterator[BatchHandler]:
+async def handler(
+    settings: Settings, db: AsyncEngine, opener: EnvelopeOpener | None
+) -> AsyncIterator[BatchHandler]:
     pool = await create_pool(settings)
-    yield BatchHandler(pool, load_model(settings.journey_model), MergePolicy(), parts=1)
+    model = load_model(settings.journey_model)
+    yield BatchHandler(pool, model, MergePolicy(), parts=1, opener=opener)
     await pool.close()
 
 
@@ -80,12 +97,11 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
 
 
 async def test_envelopes_are_stored_in_runs_of_about_max_events(
-    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, opener: EnvelopeOpener | None
 ) -> None:
     pool = await create_pool(settings)
-    small = BatchHandler(
-        pool, load_model(settings.journey_model), MergePolicy(), parts=1, max_events=2
-    )
+    model = load_model(settings.journey_model)
+    small = BatchHandler(pool, model, MergePolicy(), parts=1, max_events=2, opener=opener)
     sizes: list[int] = []
     store = small._store
 
@@ -123,6 +139,28 @@ async def test_an_undecodable_envelope_is_dead_lettered_whole(
     (letter,) = await _letters(db)
     assert letter["reason"].startswith("undecodable envelope")
     assert bytes(letter["payload"]) == broken
+
+
+async def test_records_are_stored_in_order_however_far_ahead_envelopes_are_opened(
+    handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sealed(n: int) -> bytes:
+        return _sealed(source_id, [_track(f"e{n}-{j}", "ada") for j in range(2)])
+
+    # Two envelopes handed to a worker at a time, three in flight at most.
+    monkeypatch.setattr(handler_module, "_CHUNK_BYTES", 2 * len(sealed(0)) + 2)
+    monkeypatch.setattr(handler_module, "_AHEAD_BYTES", 3 * len(sealed(0)))
+    values = [sealed(0), sealed(1), sealed(2), b"c1", sealed(3), b"c2", sealed(4), sealed(5)]
+    records = []
+    for offset, value in enumerate(values):
+        if not envelope.is_envelope(value):
+            tp = touchpoint(source_id, user_id="ada", message_id=value.decode())
+            value = tp.to_bytes()
+        records.append(Record("touchpoints", 0, offset, None, value))
+    outcome = await handler.handle(records)
+    assert outcome.stored == 14
+    order = await scalar(db, "SELECT string_agg(message_id, ',' ORDER BY seq) FROM events")
+    assert order == "e0-0,e0-1,e1-0,e1-1,e2-0,e2-1,c1,e3-0,e3-1,c2,e4-0,e4-1,e5-0,e5-1"
 
 
 async def _letters(db: AsyncEngine) -> list[Any]:
