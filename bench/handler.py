@@ -1,14 +1,17 @@
 """The pipeline's batch transaction alone: ``python -m bench.handler [--events N]``.
 
-Builds the benchmark workload's events into canonical touchpoints (as the API would), then
-times `BatchHandler.handle` on batches of ``--batch`` records — no broker, no HTTP — on a
-fresh scratch database, next to a raw COPY of the same number of rows into ``events``. The
-quickest loop for profiling the consumer (``py-spy record -- python -m bench.handler``).
+Turns the benchmark workload's ``/v1/batch`` requests (100 calls each) into the records the
+API publishes for them (batch envelopes, one per partition per request; with
+``--canonical``, one canonical touchpoint per event), then times `BatchHandler.handle` on
+them — no broker, no HTTP — on a fresh scratch database, next to a raw COPY of as many rows
+into ``events``. Envelopes are opened as the consumer opens them (``--decode-workers``
+worker processes; 0: in the handler's process). The quickest loop for profiling the
+consumer (``py-spy record -- python -m bench.handler``).
 
-Records arrive in send order, or with ``--partitions N`` in the order a consumer catching up
-on a full topic gets them: spread over N partitions by the API's key, then ``--chunk``
-records of each partition in turn. A person's events on other partitions then arrive late,
-as in the bench's pipeline phase.
+Records arrive in the order a consumer catching up on a full topic of ``--partitions``
+partitions gets them: ``--batch`` events a handler call, an equal share of each partition in
+turn. A person's events on other partitions then arrive late, as in the bench's pipeline
+phase.
 
 Needs ``PERCORSO_DATABASE_URL`` (or ``PERCORSO_TEST_DATABASE_URL``): a server on which it may
 create and drop a database.
@@ -22,43 +25,78 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
+
 from app.auth.service import SourceInfo
 from app.config import Settings
 from app.db import create_pool
-from app.identity.identifiers import IdentityConfig
 from app.identity.policy import MergePolicy
+from app.ingest import envelope
 from app.ingest.publisher import partition_for
-from app.ingest.service import build_all, partition_key
+from app.ingest.service import Arrival, build_messages
 from app.journey.model import load_model
 from app.kit import gc
 from app.pipeline.handler import BatchHandler, Record
-from app.touchpoint import Touchpoint
+from app.pipeline.opener import EnvelopeOpener
 from bench.config import EVENTS_PER_PERSON
 from bench.phases import copy_again
 from bench.scratch import scratch_database
 from bench.workload import generate
 
+REQUEST_CALLS = 100  # calls per /v1/batch request, as the bench's ingest phase sends them
 
-async def main(events: int, batch: int, partitions: int, chunk: int) -> None:
+
+async def main(args: argparse.Namespace) -> None:
     async with scratch_database("percorso_handler") as url:
-        await _run(Settings(database_url=url), events, batch, partitions, chunk)
+        await _run(Settings(database_url=url), args)
 
 
-def catch_up_order(touchpoints: list[Touchpoint], partitions: int, chunk: int) -> list[Touchpoint]:
-    """`touchpoints` as a consumer of a full topic reads them: ``chunk`` of each partition's
-    records in turn."""
-    queues: list[list[Touchpoint]] = [[] for _ in range(partitions)]
-    for tp in touchpoints:
-        queues[partition_for(partition_key(tp), partitions)].append(tp)
-    ordered = []
-    for start in range(0, max(map(len, queues)), chunk):
-        for queue in queues:
-            ordered += queue[start : start + chunk]
-    return ordered
+def published(
+    bodies: list[bytes], arrival: Arrival, partitions: int, canonical: bool
+) -> list[list[tuple[bytes, int]]]:
+    """Each partition's ``(message, events in it)``, in order, as the API publishes the
+    requests ``bodies``."""
+    topic: list[list[tuple[bytes, int]]] = [[] for _ in range(partitions)]
+    for body in bodies:
+        whole = envelope.decode_batch(body)
+        assert whole is not None
+        if canonical:
+            calls = [orjson.loads(bytes(raw)) for raw in whole.batch]
+            messages, rejected = build_messages(calls, call_type=None, **arrival)
+            assert not rejected
+            for key, value in messages:
+                topic[partition_for(key, partitions)].append((value, 1))
+            continue
+        keys = envelope.call_keys(whole.batch, arrival)
+        assert keys is not None, "the workload's requests all go as envelopes"
+        places = [partition_for(key, partitions) for key in keys]
+        for key, value in envelope.seal(whole.batch, keys, partitions, arrival):
+            part = partition_for(key, partitions)
+            topic[part].append((value, places.count(part)))
+    return topic
 
 
-async def _run(settings: Settings, events: int, batch: int, partitions: int, chunk: int) -> None:
-    pool = await create_pool(settings, size=2)
+def catch_up_order(topic: list[list[tuple[bytes, int]]], batch: int) -> list[list[Record]]:
+    """The handler calls of a consumer catching up on ``topic``: about ``batch`` events each,
+    an equal share of every partition in turn."""
+    share = max(1, batch // len(topic))
+    positions = [0] * len(topic)
+    calls: list[list[Record]] = []
+    while any(p < len(q) for p, q in zip(positions, topic, strict=True)):
+        records = []
+        for part, queue in enumerate(topic):
+            taken = 0
+            while positions[part] < len(queue) and taken < share:
+                value, events = queue[positions[part]]
+                records.append(Record("touchpoints", part, positions[part], None, value))
+                positions[part] += 1
+                taken += events
+        calls.append(records)
+    return calls
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> None:
+    pool = await create_pool(settings, size=settings.pipeline_batch_parts)
     source_id, copy_source_id = uuid.uuid4(), uuid.uuid4()
     for sid, name in ((source_id, "bench"), (copy_source_id, "bench-copy")):
         await pool.execute(
@@ -68,30 +106,41 @@ async def _run(settings: Settings, events: int, batch: int, partitions: int, chu
             name,
             uuid.uuid4().hex,
         )
-    workload = generate(events, max(1, events // EVENTS_PER_PERSON), seed=7)
-    source = SourceInfo(source_id, "bench", "web", {})
-    touchpoints, _ = build_all(
-        [e for b in workload.batches(batch) for e in b],
-        call_type=None,
-        source=source,
-        received_at=datetime.now(UTC),
-        identity=IdentityConfig(),
-        request_context={},
-    )
-    if partitions > 1:
-        touchpoints = catch_up_order(touchpoints, partitions, chunk)
-    records = [Record("touchpoints", 0, n, None, tp.to_bytes()) for n, tp in enumerate(touchpoints)]
+    workload = generate(args.events, max(1, args.events // EVENTS_PER_PERSON), seed=7)
+    identity = settings.identity_config()
+    arrival: Arrival = {
+        "source": SourceInfo(source_id, "bench", "web", {}),
+        "received_at": datetime.now(UTC),
+        "identity": identity,
+        "request_context": {"ip": "203.0.113.7", "userAgent": "bench"},
+    }
+    bodies = workload.batch_bodies(REQUEST_CALLS)
+    topic = published(bodies, arrival, args.partitions, args.canonical)
+    calls = catch_up_order(topic, args.batch)
     # As in the consumer, only the batch in hand is alive as objects: keeping every
     # touchpoint would make each garbage collection walk all of them.
-    del touchpoints, workload
+    del topic, workload, bodies
+    opener = EnvelopeOpener(identity, args.decode_workers) if args.decode_workers else None
+    if opener is not None:
+        await opener.open_all([])  # start the workers before the clock does
     collector = gc.BetweenBatches()  # as in the consumer
     collector.start()
-    handler = BatchHandler(pool, load_model(settings.journey_model), MergePolicy())
-    started = time.perf_counter()
-    for i in range(0, len(records), batch):
-        await handler.handle(records[i : i + batch])
+    handler = BatchHandler(
+        pool,
+        load_model(settings.journey_model),
+        MergePolicy(),
+        settings.pipeline_batch_parts,
+        identity,
+        settings.pipeline_max_batch,
+        opener,
+    )
+    started, cpu = time.perf_counter(), time.process_time()
+    for records in calls:
+        await handler.handle(records)
         collector.after_batch()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if opener is not None:
+        opener.close()
     stored = await pool.fetchval("SELECT count(*) FROM events")
     async with pool.acquire() as conn:
         copied, seconds = await copy_again(conn, source_id, copy_source_id)
@@ -99,15 +148,19 @@ async def _run(settings: Settings, events: int, batch: int, partitions: int, chu
     await pool.close()
     rate = stored / elapsed
     print(f"handler  {stored:>8,} events in {elapsed:6.2f} s  {rate:>9,.0f} events/s")
-    print(f"raw COPY {len(records):>8,} rows                {copy_rate:>9,.0f} rows/s")
+    busy = f"{cpu / elapsed:.2f} cores, {1e6 * cpu / stored:.0f} µs/event"
+    print(f"         the handler's process busy {busy}")
+    print(f"raw COPY {copied:>8,} rows                {copy_rate:>9,.0f} rows/s")
     print(f"ratio    {rate / copy_rate:.2f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--batch", type=int, default=10_000)
-    parser.add_argument("--partitions", type=int, default=1, help="catch-up order (see above)")
-    parser.add_argument("--chunk", type=int, default=5_000, help="records per partition turn")
-    args = parser.parse_args()
-    asyncio.run(main(args.events, args.batch, args.partitions, args.chunk))
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=30_000, help="events per handler call")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument(
+        "--canonical", action="store_true", help="one canonical touchpoint per event"
+    )
+    asyncio.run(main(parser.parse_args()))
