@@ -37,6 +37,11 @@ def opener(request: pytest.FixtureRequest) -> Iterator[EnvelopeOpener | None]:
     worker.close()
 
 
+@pytest.fixture(autouse=True)
+def _workers_open_any_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handler_module, "_WORKER_MIN_BYTES", 0)
+
+
 @pytest.fixture
 async def handler(
     settings: Settings, db: AsyncEngine, opener: EnvelopeOpener | None
@@ -161,6 +166,33 @@ async def test_records_are_stored_in_order_however_far_ahead_envelopes_are_opene
     assert outcome.stored == 14
     order = await scalar(db, "SELECT string_agg(message_id, ',' ORDER BY seq) FROM events")
     assert order == "e0-0,e0-1,e1-0,e1-1,e2-0,e2-1,c1,e3-0,e3-1,c2,e4-0,e4-1,e5-0,e5-1"
+
+
+async def test_a_small_batch_is_opened_in_process_even_with_an_opener(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handing envelopes to a worker pays off for a backlog, not for the few events a
+    consumer that keeps up gets at a time: those would wait on the hand-over."""
+    monkeypatch.undo()  # the real threshold
+    offered: list[list[bytes]] = []
+
+    class Recording(EnvelopeOpener):
+        def __init__(self) -> None:
+            pass
+
+        async def open_all(self, values: list[bytes]) -> list[Any]:
+            offered.append(values)
+            raise AssertionError("a small batch went to the worker")
+
+    pool = await create_pool(settings)
+    model = load_model(settings.journey_model)
+    small = BatchHandler(pool, model, MergePolicy(), parts=1, opener=Recording())
+    record = Record("touchpoints", 0, 0, None, _sealed(source_id, [_track("m-1", "ada")]))
+    try:
+        assert (await small.handle([record])).stored == 1
+    finally:
+        await pool.close()
+    assert offered == []
 
 
 async def _letters(db: AsyncEngine) -> list[Any]:
