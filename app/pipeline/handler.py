@@ -69,11 +69,12 @@ _YIELD_EVERY = 100
 # handed to a worker at once.
 _AHEAD_BYTES = 8 * 1024 * 1024
 _CHUNK_BYTES = 1024 * 1024
-# A batch with fewer bytes of envelopes than this opens them in process, opener or not: a
-# worker pays off for a backlog, but each hand-over waits on two threads and a process to
-# be scheduled, which on a busy machine put tens of ms on every small batch (make bench,
-# accept to visible at 2,000 events/s: p50 59-85 -> 137-157 ms, p95 168-182 -> 388-446).
-_WORKER_MIN_BYTES = _CHUNK_BYTES
+# A batch with fewer bytes of envelopes than this (about 10,000 events) opens them in
+# process, opener or not: a worker pays off for a backlog, but each hand-over waits on two
+# threads and a process to be scheduled, which on a busy machine put tens of ms on every
+# small batch (make bench, accept to visible at 2,000 events/s: p50 59-85 -> 137-157 ms,
+# p95 168-182 -> 388-446 with every batch opened in the worker).
+_WORKER_MIN_BYTES = _AHEAD_BYTES
 _RETRY_REASON: dict[type[Exception], str] = {
     asyncpg.DeadlockDetectedError: "deadlock",
     asyncpg.SerializationError: "serialization",
