@@ -70,8 +70,7 @@ def published(
         keys = envelope.call_keys(whole.batch, arrival)
         assert keys is not None, "the workload's requests all go as envelopes"
         places = [partition_for(key, partitions) for key in keys]
-        for key, value in envelope.seal(whole.batch, keys, partitions, arrival):
-            part = partition_for(key, partitions)
+        for part, _, value in envelope.seal(whole.batch, keys, partitions, arrival):
             topic[part].append((value, places.count(part)))
     return topic
 

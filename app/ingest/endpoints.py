@@ -218,8 +218,9 @@ async def batch(request: Request) -> IngestResponse | Response:
     if whole is not None:
         keys = envelope.call_keys(whole.batch, arrival)
         if keys is not None:
-            partitions = await publisher.partition_count()
-            await publisher.publish(envelope.seal(whole.batch, keys, partitions, arrival))
+            await publisher.publish_placed(
+                lambda partitions: envelope.seal(whole.batch, keys, partitions, arrival)
+            )
             EVENTS_ACCEPTED.inc(len(items))
             return json_response({"success": True, "accepted": len(items), "rejected": []})
         items = parse_json(body)["batch"]  # the per-event path reads plain JSON values

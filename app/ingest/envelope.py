@@ -219,17 +219,19 @@ def _fits(data: bytes) -> bool:
 
 def seal(
     calls: list[msgspec.Raw], keys: list[bytes], partitions: int, arrival: Arrival
-) -> list[tuple[bytes, bytes]]:
-    """The ``(key, envelope)`` messages of ``calls`` that have :func:`call_keys`: one per
-    partition, holding the calls the per-event path would have put there, in order, and
-    keyed by the first of them. So a person's events share a partition, whatever path
-    they took, and the pipeline's batches keep each person's events together."""
+) -> list[tuple[int, bytes, bytes]]:
+    """The ``(partition, key, envelope)`` messages of ``calls`` that have
+    :func:`call_keys`: one per partition, holding the calls the per-event path would have
+    put there, in order, and keyed by the first of them. So a person's events share a
+    partition, whatever path they took, and the pipeline's batches keep each person's events
+    together."""
     groups: dict[int, tuple[bytes, list[msgspec.Raw]]] = {}
     for raw, key in zip(calls, keys, strict=True):
         group = groups.setdefault(partition_for(key, partitions), (key, []))
         group[1].append(raw)
     return [
         (
+            partition,
             key,
             _ENCODER.encode(
                 Envelope(
@@ -243,7 +245,7 @@ def seal(
                 )
             ),
         )
-        for key, items in groups.values()
+        for partition, (key, items) in groups.items()
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -71,13 +71,22 @@ class Publisher:
         """Send ``(key, value)`` pairs and wait until the broker acknowledged all of them.
         A key always goes to the partition the Java client (and aiokafka's default
         partitioner) would choose, so other producers of the topic agree with this one."""
+        await self.publish_placed(
+            lambda partitions: [(partition_for(k, partitions), k, v) for k, v in messages]
+        )
+
+    async def publish_placed(
+        self, place: Callable[[int], Sequence[tuple[int, bytes, bytes]]]
+    ) -> None:
+        """Send the ``(partition, key, value)`` messages that ``place`` makes for the
+        topic's partition count now, and wait until the broker acknowledged all of them."""
         producer = await self._ensure()
         try:
             async with asyncio.timeout(self._settings.kafka_publish_timeout_s):
                 partitions = await self._partition_count(producer)
                 deliveries = {
-                    self._append(producer, partition_for(key, partitions), key, value)
-                    for key, value in messages
+                    self._append(producer, partition, key, value)
+                    for partition, key, value in place(partitions)
                 }
                 for delivery in deliveries:
                     # Shielded: the batch is shared with other requests, and this request
@@ -85,16 +94,6 @@ class Publisher:
                     await (await asyncio.shield(delivery))
         except (KafkaError, TimeoutError) as exc:
             log.warning("publish failed: %s", type(exc).__name__)
-            raise self._unavailable() from exc
-
-    async def partition_count(self) -> int:
-        """The topic's partitions now: what :func:`partition_for` divides keys among."""
-        producer = await self._ensure()
-        try:
-            async with asyncio.timeout(self._settings.kafka_publish_timeout_s):
-                return await self._partition_count(producer)
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("partition count failed: %s", type(exc).__name__)
             raise self._unavailable() from exc
 
     def _append(

@@ -45,7 +45,7 @@ def _calls(*items: dict[str, Any]) -> list[msgspec.Raw]:
 
 def _sealed(*items: dict[str, Any]) -> bytes:
     """One envelope of ``items``, whatever they are."""
-    ((_, value),) = envelope.seal(_calls(*items), [b"k"] * len(items), 1, ARRIVAL)
+    ((_, _, value),) = envelope.seal(_calls(*items), [b"k"] * len(items), 1, ARRIVAL)
     return value
 
 
@@ -69,7 +69,7 @@ def test_an_envelope_holds_only_calls_the_per_event_path_accepts(raw: dict[str, 
     assert rejected == []
     assert keys == [key for key, _ in messages]  # the partition the call would have gone to
     assert whole is not None
-    ((_, sealed),) = envelope.seal(whole.batch, keys, 6, ARRIVAL)
+    ((_, _, sealed),) = envelope.seal(whole.batch, keys, 6, ARRIVAL)
     built, failed = envelope.open_envelope(sealed, IdentityConfig())
     assert failed == []
     assert [_comparable(tp) for tp in built] == [
@@ -101,7 +101,8 @@ def test_a_batchs_calls_go_where_the_per_event_path_would_put_them() -> None:
     sealed = envelope.seal(raws, keys, 4, ARRIVAL)
     assert 1 < len(sealed) <= 4
     seen: list[int] = []
-    for key, value in sealed:
+    for partition, key, value in sealed:
+        assert partition == partition_for(key, 4)
         built, _ = envelope.open_envelope(value, IdentityConfig())
         assert {where[tp.message_id] for tp in built} == {partition_for(key, 4)}
         order = [int(tp.message_id[2:]) for tp in built]

@@ -55,7 +55,7 @@ async def handler(
 def _sealed(source_id: uuid.UUID, calls: list[dict[str, Any]]) -> bytes:
     whole = envelope.decode_batch(orjson.dumps({"batch": calls}))
     assert whole is not None
-    ((_, value),) = envelope.seal(
+    ((_, _, value),) = envelope.seal(
         whole.batch,
         [b"k"] * len(calls),
         1,
