@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # Tansu (and some managed brokers) reject the idempotent producer.
     kafka_enable_idempotence: bool = False
     kafka_linger_ms: int = Field(default=5, ge=0)
+    # Compression of produced batches (a consumer reads any). JSON events shrink several
+    # times, so the API, the broker and the network each handle less; "none" or another
+    # codec for brokers older than Kafka 2.1 (zstd). aiokafka's lz4 is its slow high level.
+    kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     kafka_publish_timeout_s: float = Field(default=5.0, gt=0)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)

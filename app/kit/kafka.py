@@ -28,7 +28,9 @@ def create_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "acks": "all",
         "enable_idempotence": settings.kafka_enable_idempotence,
         "linger_ms": settings.kafka_linger_ms,
-        "compression_type": None,
+        "compression_type": (
+            None if settings.kafka_compression_type == "none" else settings.kafka_compression_type
+        ),
         "request_timeout_ms": int(settings.kafka_publish_timeout_s * 1000),
         "max_request_size": 2 * 1024 * 1024,
         # One produce request carries one batch per partition, and only one request is in
