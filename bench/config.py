@@ -80,6 +80,7 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
     parser.add_argument("--freshness-seconds", type=float)
     parser.add_argument("--freshness-events-per-s", type=int)
     parser.add_argument("--read-db-events", type=int, help="fill the database to this size")
+    parser.add_argument("--read-requests", type=int, help="timeline and profile requests each")
     parser.add_argument("--no-freshness", dest="freshness", action="store_false", default=None)
     parser.add_argument("--no-reads", dest="reads", action="store_false", default=None)
     parser.add_argument("--no-bare", dest="bare", action="store_false", default=None)
@@ -87,7 +88,8 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
         "--profile",
         action="store_true",
         default=None,
-        help="py-spy the API (batch ingest) and the consumer (pipeline); skews the numbers",
+        help="py-spy the API (batch ingest, timeline reads) and the consumer (pipeline);"
+        " skews the numbers",
     )
     args = vars(parser.parse_args(argv))
     config = BenchConfig(quick=args.pop("quick"))

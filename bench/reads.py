@@ -14,7 +14,7 @@ from typing import Any
 
 from app.timeline.writes import COLUMNS
 from bench import loadgen
-from bench.phases import CpuWindow, Run, cpu_rows
+from bench.phases import CpuWindow, Run, cpu_rows, record
 
 _COPY_COLUMNS = ", ".join(COLUMNS)
 
@@ -48,8 +48,11 @@ async def reads(run: Run) -> None:
     async with loadgen.session(cfg.read_concurrency, run.read_headers()) as http:
         await loadgen.closed_loop(http, timeline[:20] + profile[:20], 0, 2)  # warm-up
         cpu = CpuWindow(stack, {"api": run.api} if run.api else {})
+        recorder = record(run, run.api, "api-timeline-reads") if run.api else None
         tl = await loadgen.closed_loop(http, timeline, 0, cfg.read_concurrency)
         timeline_cpu = cpu.cores()
+        if recorder:
+            report.profiles["API, timeline reads"] = recorder.stop()
         pr = await loadgen.closed_loop(http, profile, 0, cfg.read_concurrency)
     for what, result in (("timeline", tl), ("profile", pr)):
         if result.errors:
