@@ -266,9 +266,13 @@ async def pipeline(run: Run) -> None:
             done = await _handled(http, run.consumers)
             rss.append((done, sum(c.sample() for c in run.consumers) / MB))
             if first_at is None and done > 0:
-                # Timed from the start of the first batch: a quick run may be one batch.
-                first_at = now - await _counter(
-                    run.consumers, "percorso_pipeline_batch_seconds_sum"
+                # Timed from the start of the first batch (a quick run may be one batch):
+                # back by the longest any consumer has spent on batches so far.
+                first_at = now - max(
+                    [
+                        await _counter([c], "percorso_pipeline_batch_seconds_sum")
+                        for c in run.consumers
+                    ]
                 )
                 # Profile the steady state, not imports and the group join.
                 recorder = record(run, run.consumers[0], "consumer-pipeline")
