@@ -181,31 +181,31 @@ class BatchHandler:
                 yield (record, *self._decode(record))
             return
         chunks = _chunks(records)
-        ahead: deque[tuple[list[Record], asyncio.Task[list[Any]] | None]] = deque()
+        ahead: deque[tuple[list[Record], int, asyncio.Task[list[Any]] | None]] = deque()
         index = queued = 0
         try:
             while index < len(chunks) or ahead:
                 while index < len(chunks) and (not ahead or queued < _AHEAD_BYTES):
-                    chunk, envelopes = chunks[index]
+                    chunk, size = chunks[index]
                     index += 1
                     opening = None
-                    if envelopes:
+                    if size:
                         values = [r.value for r in chunk]
                         opening = asyncio.ensure_future(self._opener.open_all(values))
-                        queued += sum(map(len, values))
-                    ahead.append((chunk, opening))
-                chunk, opening = ahead.popleft()
+                        queued += size
+                    ahead.append((chunk, size, opening))
+                chunk, size, opening = ahead.popleft()
                 if opening is None:
                     yield (chunk[0], *self._decode(chunk[0]))
                     continue
-                queued -= sum(len(r.value) for r in chunk)
+                queued -= size
                 for record, opened in zip(chunk, await opening, strict=True):
                     if isinstance(opened, envelope.InvalidEnvelope):
                         yield record, [], [_unopened(record, opened)]
                     else:
                         yield (record, *_opened(record, opened))
         finally:
-            for _, opening in ahead:
+            for _, _, opening in ahead:
                 if opening is not None:
                     opening.cancel()
 
@@ -435,20 +435,18 @@ def _envelope_bytes(records: Sequence[Record]) -> int:
     return sum(len(r.value) for r in records if envelope.is_envelope(r.value))
 
 
-def _chunks(records: Sequence[Record]) -> list[tuple[list[Record], bool]]:
+def _chunks(records: Sequence[Record]) -> list[tuple[list[Record], int]]:
     """Runs of consecutive envelopes, up to `_CHUNK_BYTES` each, and every other record on
-    its own: ``(records, whether they are envelopes)``."""
-    chunks: list[tuple[list[Record], bool]] = []
-    size = 0
+    its own: ``(records, their bytes if they are envelopes, else 0)``."""
+    chunks: list[tuple[list[Record], int]] = []
     for record in records:
-        if not envelope.is_envelope(record.value):
-            chunks.append(([record], False))
-        elif chunks and chunks[-1][1] and size + len(record.value) <= _CHUNK_BYTES:
-            chunks[-1][0].append(record)
-            size += len(record.value)
+        size = len(record.value) if envelope.is_envelope(record.value) else 0
+        if size and chunks and chunks[-1][1] and chunks[-1][1] + size <= _CHUNK_BYTES:
+            chunk, total = chunks[-1]
+            chunk.append(record)
+            chunks[-1] = (chunk, total + size)
         else:
-            chunks.append(([record], True))
-            size = len(record.value)
+            chunks.append(([record], size))
     return chunks
 
 
