@@ -143,14 +143,18 @@ class BatchHandler:
         # database while this process builds touchpoints. One run is stored at a time.
         storing: asyncio.Task[Outcome] | None = None
         decoded = 0
+        # The first runs are smaller (a quarter, a half, then whole): the database starts on
+        # them while the rest is decoded.
+        run = max(1, self._max_events // 4)
         try:
             async with aclosing(self._decoded(records)) as each:
                 async for record, built, letters in each:
-                    if len(touchpoints) >= self._max_events:
+                    if len(touchpoints) >= run:
                         if storing is not None:
                             outcome.add(await storing)
                         storing = asyncio.ensure_future(self._store(origin, touchpoints, dead))
                         touchpoints, origin, dead = [], {}, []
+                        run = min(2 * run, self._max_events)
                     touchpoints += built
                     for tp in built:
                         origin[tp.event_id] = record

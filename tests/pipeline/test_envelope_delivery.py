@@ -101,12 +101,13 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
     assert await scalar(db, "SELECT count(*) FROM events") == 2
 
 
-async def test_envelopes_are_stored_in_runs_of_about_max_events(
-    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, opener: EnvelopeOpener | None
-) -> None:
+async def _run_sizes(
+    settings: Settings, opener: EnvelopeOpener | None, max_events: int, records: list[Record]
+) -> tuple[int, list[int]]:
+    """``(events stored, events in each run)`` for one batch handled with `max_events`."""
     pool = await create_pool(settings)
     model = load_model(settings.journey_model)
-    small = BatchHandler(pool, model, MergePolicy(), parts=1, max_events=2, opener=opener)
+    small = BatchHandler(pool, model, MergePolicy(), parts=1, max_events=max_events, opener=opener)
     sizes: list[int] = []
     store = small._store
 
@@ -115,23 +116,44 @@ async def test_envelopes_are_stored_in_runs_of_about_max_events(
         return await store(origin, touchpoints, dead)
 
     small._store = counted  # type: ignore[method-assign]
-    records = [
+    try:
+        outcome = await small.handle(records)
+    finally:
+        await pool.close()
+    return outcome.stored, sizes
+
+
+def _envelopes(source_id: uuid.UUID, count: int, calls: int) -> list[Record]:
+    return [
         Record(
             "touchpoints",
             0,
             i,
             None,
-            _sealed(source_id, [_track(f"m-{i}-{j}", "ada") for j in range(3)]),
+            _sealed(source_id, [_track(f"m-{i}-{j}", "ada") for j in range(calls)]),
         )
-        for i in range(3)
+        for i in range(count)
     ]
-    try:
-        outcome = await small.handle(records)
-    finally:
-        await pool.close()
-    assert outcome.stored == 9
+
+
+async def test_envelopes_are_stored_in_runs_of_about_max_events(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, opener: EnvelopeOpener | None
+) -> None:
+    stored, sizes = await _run_sizes(settings, opener, 2, _envelopes(source_id, 3, 3))
+    assert stored == 9
     assert sizes == [3, 3, 3]  # a run closes once it holds max_events; envelopes stay whole
     assert await scalar(db, "SELECT event_count FROM customers") == 9
+
+
+async def test_the_first_runs_of_a_batch_are_smaller(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, opener: EnvelopeOpener | None
+) -> None:
+    # A quarter of max_events, then a half, then whole runs: the database starts on the
+    # first run while the rest of the batch is decoded.
+    stored, sizes = await _run_sizes(settings, opener, 8, _envelopes(source_id, 21, 1))
+    assert stored == 21
+    assert sizes == [2, 4, 8, 7]
+    assert await scalar(db, "SELECT count(*) FROM events") == 21
 
 
 async def test_an_undecodable_envelope_is_dead_lettered_whole(
