@@ -5,10 +5,11 @@ worker process when there is an opener, `app.pipeline.opener`) → dedupe
 (source, message_id) → resolve identity (locking the customers) → assign stages → insert
 new customers (with their final profile) and write the identity graph → write timeline →
 journey → update the known profiles → record dead letters. A batch is stored in runs of
-about ``max_events`` events, one after the other, each while the next is decoded; a large
-run is first split into parts that share no customer
-(`app.identity.service.independent_parts`), stored side by side. The caller commits Kafka
-offsets only after :meth:`BatchHandler.handle` returned (every part has committed by then).
+about ``max_events`` events (the first two a quarter and a half of that), one after the
+other, each while the next is decoded; a large run is first split into parts that share
+no customer (`app.identity.service.independent_parts`), stored side by side. The caller
+commits Kafka offsets only after :meth:`BatchHandler.handle` returned (every part has
+committed by then).
 
 Guarantees:
 * all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is
