@@ -130,7 +130,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
         MergePolicy(),
         settings.pipeline_batch_parts,
         identity,
-        settings.pipeline_max_batch,
+        settings.pipeline_run_events,
         opener,
     )
     started, cpu = time.perf_counter(), time.process_time()

@@ -120,7 +120,7 @@ class BatchHandler:
         policy: MergePolicy,
         parts: int = 2,
         identity: IdentityConfig | None = None,
-        max_events: int = 10_000,
+        max_events: int = 25_000,
         opener: EnvelopeOpener | None = None,
     ) -> None:
         self._pool = pool

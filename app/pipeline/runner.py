@@ -68,7 +68,7 @@ class Pipeline:
             policy,
             settings.pipeline_batch_parts,
             identity,
-            settings.pipeline_max_batch,
+            settings.pipeline_run_events,
             self._opener,
         )
         self._in_flight = asyncio.Lock()

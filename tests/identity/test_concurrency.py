@@ -79,6 +79,7 @@ async def test_three_consumers_in_parallel_equal_one_by_one_processing(
             "kafka_consumer_group": group,
             "kafka_partitions": 3,
             "pipeline_max_batch": 40,
+            "pipeline_run_events": 40,
             "pipeline_batch_parts": 2,
         }
     )

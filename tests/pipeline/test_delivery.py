@@ -81,6 +81,7 @@ def _consumer_env(settings: Settings, topic: str, group: str) -> dict[str, str]:
         PERCORSO_KAFKA_SESSION_TIMEOUT_MS="6000",
         PERCORSO_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
         PERCORSO_PIPELINE_MAX_BATCH="250",
+        PERCORSO_PIPELINE_RUN_EVENTS="250",
     )
     return env
 
