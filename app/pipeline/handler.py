@@ -181,11 +181,12 @@ class BatchHandler:
         """Each record with its touchpoints and what cannot be built, in order. With an
         opener, envelopes are opened ahead in its workers (about `_AHEAD_BYTES` of them),
         `_CHUNK_BYTES` of consecutive ones at a time, unless the batch is small."""
-        if self._opener is None or _envelope_bytes(records) < _WORKER_MIN_BYTES:
+        opener = self._opener
+        chunks = _chunks(records) if opener is not None else []
+        if opener is None or sum(size for _, size in chunks) < _WORKER_MIN_BYTES:
             for record in records:
                 yield (record, *self._decode(record))
             return
-        chunks = _chunks(records)
         ahead: deque[tuple[list[Record], int, asyncio.Task[list[Any]] | None]] = deque()
         index = queued = 0
         try:
@@ -196,7 +197,7 @@ class BatchHandler:
                     opening = None
                     if size:
                         values = [r.value for r in chunk]
-                        opening = asyncio.ensure_future(self._opener.open_all(values))
+                        opening = asyncio.ensure_future(opener.open_all(values))
                         queued += size
                     ahead.append((chunk, size, opening))
                 chunk, size, opening = ahead.popleft()
@@ -434,10 +435,6 @@ def _profile_deltas(
             if delta.traits_at is None or at > delta.traits_at:
                 delta.traits_at = at
     return list(deltas.values())
-
-
-def _envelope_bytes(records: Sequence[Record]) -> int:
-    return sum(len(r.value) for r in records if envelope.is_envelope(r.value))
 
 
 def _chunks(records: Sequence[Record]) -> list[tuple[list[Record], int]]:
