@@ -13,7 +13,7 @@ from app.auth.service import Authenticator
 from app.config import Settings
 from app.contacts.endpoints import router as contacts_router
 from app.customers.endpoints import router as customers_router
-from app.db import create_engine, create_read_session_factory
+from app.db import create_engine, create_pool, create_read_session_factory
 from app.email.endpoints import router as email_router
 from app.email.keys import server_secret
 from app.email.tokens import TokenSigner
@@ -56,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         journey_model = load_model(settings.journey_model)
         engine = create_engine(settings, application_name="percorso-api")
         sessions = create_read_session_factory(engine)
+        read_pool = await create_pool(
+            settings, size=settings.db_pool_size, min_size=0, application_name="percorso-api"
+        )
         publisher = Publisher(settings)
         await publisher.start()
         gc.tune()
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield {
                 "settings": settings,
                 "read_sessions": sessions,
+                "read_pool": read_pool,
                 "authenticator": Authenticator(sessions, settings.auth_cache_ttl_s),
                 "publisher": publisher,
                 "identity_config": settings.identity_config(),
@@ -75,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         finally:
             await publisher.close()
+            await read_pool.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app.auth.dependencies import ReadAccess
 from app.customers.endpoints import READ_ERRORS
-from app.db import ReadSessionDep
+from app.db import read_connection
 from app.kit.responses import json_response
 from app.timeline import service
 from app.timeline.schemas import TimelinePage
@@ -21,8 +21,8 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 @router.get("/{customer_id}/timeline", response_model=TimelinePage, responses=READ_ERRORS)
 async def timeline(
+    request: Request,
     customer_id: uuid.UUID,
-    session: ReadSessionDep,
     _: ReadAccess,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -34,15 +34,17 @@ async def timeline(
 ) -> Response:
     """The customer's events, newest first, with keyset pagination (`next_cursor`).
     Filters combine with AND; repeat a filter to allow several values."""
-    page = await service.timeline(
-        session,
-        customer_id,
-        limit=limit,
-        cursor=cursor,
-        channels=[c.value for c in channel or []],
-        types=list(type or []),
-        stages=list(stage or []),
-        since=since,
-        until=until,
-    )
+    async with read_connection(request) as connection:
+        page = await service.timeline(
+            connection,
+            request.state.read_sessions,
+            customer_id,
+            limit=limit,
+            cursor=cursor,
+            channels=[c.value for c in channel or []],
+            types=list(type or []),
+            stages=list(stage or []),
+            since=since,
+            until=until,
+        )
     return json_response(page)

@@ -11,9 +11,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.db import driver_fetch
 
 if TYPE_CHECKING:
     import asyncpg
@@ -40,11 +37,10 @@ JSON_KEYS = ("properties", "context", "flags")
 ITEM_KEYS = PLAIN_KEYS + JSON_KEYS
 
 
-async def page(session: AsyncSession, q: TimelineQuery) -> list[dict[str, Any]]:
+async def page(connection: asyncpg.Connection[Any], q: TimelineQuery) -> list[dict[str, Any]]:
     """Up to ``q.limit + 1`` events, newest first (the extra one tells whether more exist),
-    as dicts of :data:`ITEM_KEYS`, the JSON columns as ``orjson.Fragment``.
-
-    Run by asyncpg on the session's connection (:func:`app.db.driver_fetch`)."""
+    as dicts of :data:`ITEM_KEYS`, the JSON columns as ``orjson.Fragment``. Run by asyncpg
+    itself (:func:`app.db.read_connection`)."""
     names: list[str] = ["customer_id"]
     args: list[Any] = [q.customer_id]
     filters = (
@@ -61,7 +57,7 @@ async def page(session: AsyncSession, q: TimelineQuery) -> list[dict[str, Any]]:
     if q.after is not None:
         names.append("after")
         args += q.after
-    rows = await driver_fetch(session, _statement(tuple(names)), *args, q.limit + 1)
+    rows = await connection.fetch(_statement(tuple(names)), *args, q.limit + 1)
     return [_item(row) for row in rows]
 
 

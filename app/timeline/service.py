@@ -7,16 +7,19 @@ import binascii
 import uuid
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.customers.schemas import answered_for
 from app.customers.service import resolve_customer
 from app.errors import InvalidRequest
 from app.timeline import repository
 from app.timeline.repository import TimelineQuery
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 def encode_cursor(occurred_at: datetime, event_id: uuid.UUID) -> str:
@@ -34,7 +37,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 async def timeline(
-    session: AsyncSession,
+    connection: asyncpg.Connection[Any],
+    sessions: async_sessionmaker[AsyncSession],
     customer_id: uuid.UUID,
     *,
     limit: int,
@@ -47,7 +51,8 @@ async def timeline(
 ) -> dict[str, Any]:
     """A page, as the JSON-ready dict of a ``TimelinePage`` (``app.timeline.schemas``): the
     endpoint writes it with orjson, as validating our own columns again cost more than the
-    query did."""
+    query did. The page is read on ``connection``; the rare lookup of a merged or unknown
+    id, in a session of ``sessions``."""
     after = decode_cursor(cursor) if cursor else None
     query = TimelineQuery(
         customer_id=customer_id,
@@ -63,12 +68,13 @@ async def timeline(
     # merged customer's events in the transaction that marks it merged), so the usual
     # request needs no lookup. An empty page may be a merged id (answered with its
     # survivor's timeline) or an unknown one (404).
-    rows = await repository.page(session, query)
+    rows = await repository.page(connection, query)
     survivor = customer_id
     if not rows:
-        survivor = (await resolve_customer(session, customer_id)).id
+        async with sessions() as session:
+            survivor = (await resolve_customer(session, customer_id)).id
         if survivor != customer_id:
-            rows = await repository.page(session, replace(query, customer_id=survivor))
+            rows = await repository.page(connection, replace(query, customer_id=survivor))
     more = len(rows) > limit
     rows = rows[:limit]
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -337,22 +338,22 @@ async def test_a_lost_database_connection_fails_one_read_with_503_then_reads_rec
     handle: Any,
     source_id: uuid.UUID,
 ) -> None:
-    """The read pool does not ping before each request: a connection lost since (a database
+    """The read sessions do not ping before each request: a connection lost since (a database
     restart, a failover) answers 503 problem+json once, and the next request reconnects."""
     await handle([touchpoint(source_id, anonymous_id="anon-lost", event="Product Viewed")])
     await _lost_once_then_recovered(app_client, db, read_token, "anon-lost")
 
 
-async def test_a_connection_lost_under_the_timeline_query_itself_answers_503_once(
+async def test_the_timeline_query_on_a_lost_connection_answers_503_then_reads_recover(
     settings: Settings,
     db: AsyncEngine,
     read_token: str,
     handle: Any,
     source_id: uuid.UUID,
 ) -> None:
-    """With the token cached (as in production), the first statement on the lost connection
-    is the timeline's own asyncpg query: it answers 503 like a SQLAlchemy statement, and
-    the pool replaces its connections."""
+    """With the token cached (as in production), the timeline's own asyncpg query is the
+    request's only statement: its connection lost while the query runs answers 503
+    problem+json once, and the next read reconnects."""
     await handle([touchpoint(source_id, anonymous_id="anon-raw", event="Product Viewed")])
     app = create_app(settings.model_copy(update={"auth_cache_ttl_s": 300.0}))
     async with (
@@ -361,7 +362,52 @@ async def test_a_connection_lost_under_the_timeline_query_itself_answers_503_onc
             transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
         ) as client,
     ):
-        await _lost_once_then_recovered(client, db, read_token, "anon-raw")
+        customer = await _customer_id(client, read_token, "anonymous_id", "anon-raw")
+        path = f"/v1/customers/{customer}/timeline"
+        assert (await client.get(path, headers=bearer(read_token))).status_code == 200
+
+        async with db.connect() as locker:
+            # The query waits on this lock; its connection is killed while it waits.
+            await locker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+            request = asyncio.create_task(client.get(path, headers=bearer(read_token)))
+            await _until_a_read_waits_on_a_lock(db)
+            assert await _kill_api_connections(db) >= 1
+            lost = await request
+            await locker.rollback()
+        assert lost.status_code == 503, lost.text
+        assert lost.headers["content-type"] == "application/problem+json"
+        assert lost.headers["retry-after"] == "1"
+        assert lost.json()["type"].endswith("service-unavailable")
+
+        again = await client.get(path, headers=bearer(read_token))
+        assert again.status_code == 200, again.text
+        assert [item["event"] for item in again.json()["items"]] == ["Product Viewed"]
+
+
+async def _kill_api_connections(db: AsyncEngine) -> int:
+    async with db.connect() as conn:
+        killed = await conn.scalar(
+            text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'percorso-api' AND datname = current_database()"
+            )
+        )
+    return int(killed or 0)
+
+
+async def _until_a_read_waits_on_a_lock(db: AsyncEngine) -> None:
+    for _ in range(500):
+        async with db.connect() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                    " 'percorso-api' AND datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the timeline query never waited on the lock")
 
 
 async def _lost_once_then_recovered(
@@ -372,15 +418,7 @@ async def _lost_once_then_recovered(
     customer = await _customer_id(client, read_token, "anonymous_id", anonymous_id)
     path = f"/v1/customers/{customer}/timeline"
     assert (await client.get(path, headers=bearer(read_token))).status_code == 200
-
-    async with db.connect() as conn:
-        killed = await conn.scalar(
-            text(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'percorso-api' AND datname = current_database()"
-            )
-        )
-    assert (killed or 0) >= 1
+    assert await _kill_api_connections(db) >= 1
 
     lost = await client.get(path, headers=bearer(read_token))
     assert lost.status_code == 503, lost.text
