@@ -67,7 +67,7 @@ def published(
             for key, value in messages:
                 topic[partition_for(key, partitions)].append((value, 1))
             continue
-        keys = envelope.call_keys(whole.batch, arrival)
+        keys = envelope.call_keys(body, whole.batch, arrival)
         assert keys is not None, "the workload's requests all go as envelopes"
         places = [partition_for(key, partitions) for key in keys]
         for part, _, value in envelope.seal(whole.batch, keys, partitions, arrival):

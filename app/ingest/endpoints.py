@@ -216,7 +216,7 @@ async def batch(request: Request) -> IngestResponse | Response:
         "sent_at": head.sentAt,
     }
     if whole is not None:
-        keys = envelope.call_keys(whole.batch, arrival)
+        keys = envelope.call_keys(body, whole.batch, arrival)
         if keys is not None:
             await publisher.publish_placed(
                 lambda partitions: envelope.seal(whole.batch, keys, partitions, arrival)

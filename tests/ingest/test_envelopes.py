@@ -43,6 +43,14 @@ def _calls(*items: dict[str, Any]) -> list[msgspec.Raw]:
     return whole.batch
 
 
+def _keys(*items: dict[str, Any], arrival: service.Arrival = ARRIVAL) -> list[bytes] | None:
+    """:func:`envelope.call_keys` of a body holding ``items``."""
+    body = orjson.dumps({"batch": list(items)})
+    whole = envelope.decode_batch(body)
+    assert whole is not None
+    return envelope.call_keys(body, whole.batch, arrival)
+
+
 def _sealed(*items: dict[str, Any]) -> bytes:
     """One envelope of ``items``, whatever they are."""
     ((_, _, value),) = envelope.seal(_calls(*items), [b"k"] * len(items), 1, ARRIVAL)
@@ -60,7 +68,7 @@ def _comparable(tp: Touchpoint) -> dict[str, Any]:
 def test_an_envelope_holds_only_calls_the_per_event_path_accepts(raw: dict[str, Any]) -> None:
     body = msgspec.json.encode({"batch": [{"messageId": "m-1", **raw}]})
     whole = envelope.decode_batch(body)
-    keys = whole and envelope.call_keys(whole.batch, ARRIVAL)
+    keys = whole and envelope.call_keys(body, whole.batch, ARRIVAL)
     if keys is None:
         return  # the per-event path decides; nothing to compare
     # What the API's per-event path would read of the same body.
@@ -82,7 +90,7 @@ def test_the_workloads_batches_all_go_whole() -> None:
     for body in work.batch_bodies(100):
         whole = envelope.decode_batch(body)
         assert whole is not None
-        assert envelope.call_keys(whole.batch, ARRIVAL) is not None
+        assert envelope.call_keys(body, whole.batch, ARRIVAL) is not None
 
 
 def test_a_batchs_calls_go_where_the_per_event_path_would_put_them() -> None:
@@ -91,7 +99,7 @@ def test_a_batchs_calls_go_where_the_per_event_path_would_put_them() -> None:
         for i in range(40)
     ]
     raws = _calls(*calls)
-    keys = envelope.call_keys(raws, ARRIVAL)
+    keys = _keys(*calls)
     assert keys is not None
     messages, _ = service.build_messages(calls, call_type=None, **ARRIVAL)
     where = {
@@ -127,9 +135,9 @@ def test_a_batch_goes_per_event_unless_every_call_plainly_passes(
     change: dict[str, Any], why: str
 ) -> None:
     good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}
-    assert envelope.call_keys(_calls(good), ARRIVAL) == [b"u-1"]
+    assert _keys(good) == [b"u-1"]
     odd = {k: v for k, v in {**good, "messageId": "m-2", **change}.items() if v is not None}
-    assert envelope.call_keys(_calls(good, odd), ARRIVAL) is None, why
+    assert _keys(good, odd) is None, why
 
 
 @pytest.mark.parametrize(("numbers", "fits"), [(1_500, True), (1_800, False)])
@@ -143,7 +151,7 @@ def test_the_size_limit_is_measured_as_the_per_event_path_measures_it(
     calls = _calls(call)
     assert len(bytes(calls[0])) < 10_000
     assert service.event_size_ok(orjson.loads(bytes(calls[0]))) is fits
-    assert (envelope.call_keys(calls, ARRIVAL) is not None) is fits
+    assert (_keys(call) is not None) is fits
 
 
 def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
@@ -151,7 +159,7 @@ def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
     body = b'{"batch":[{"type":"page","messageId":"m","userId":"u","properties":{"d":%s}}]}' % deep
     whole = envelope.decode_batch(body)
     assert whole is not None
-    assert envelope.call_keys(whole.batch, ARRIVAL) is None
+    assert envelope.call_keys(body, whole.batch, ARRIVAL) is None
     _, rejected = service.build_messages(orjson.loads(body)["batch"], call_type=None, **ARRIVAL)
     assert "nested too deeply" in rejected[0].errors[0].message
 
@@ -159,7 +167,7 @@ def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
 def test_an_unknown_source_channel_goes_per_event() -> None:
     odd: service.Arrival = {**ARRIVAL, "source": SourceInfo(SOURCE.id, "s", "fax", {})}
     good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}
-    assert envelope.call_keys(_calls(good), odd) is None
+    assert _keys(good, arrival=odd) is None
 
 
 def test_an_envelope_that_is_not_one_is_refused() -> None:
