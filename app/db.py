@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Annotated, Any, cast
 
+import asyncpg
 import orjson
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
@@ -23,9 +24,6 @@ from sqlalchemy.orm import DeclarativeBase
 
 from app.config import Settings
 from app.errors import ServiceUnavailable
-
-if TYPE_CHECKING:
-    import asyncpg
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -80,8 +78,6 @@ async def create_pool(
     through SQLAlchemy, whose asyncpg adapter begins transactions lazily on its own
     statements only.
     """
-    import asyncpg
-
     if not settings.database_url:
         raise RuntimeError("PERCORSO_DATABASE_URL is not set")
     dsn = settings.sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -118,6 +114,16 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
+# What asyncpg raises for a connection that is gone or cannot be made.
+_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+
+
 @asynccontextmanager
 async def read_connection(request: Request) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A connection of the API's asyncpg read pool (``request.state.read_pool``), for the
@@ -126,23 +132,15 @@ async def read_connection(request: Request) -> AsyncIterator[asyncpg.Connection[
     generator dependency; ``bench``).
 
     Autocommit, as the read sessions: each statement sees the latest committed data. A
-    connection the server closed while it was pooled is replaced at acquire; one lost under
-    a statement, or a database that cannot be reached, answers 503 with ``Retry-After``."""
-    import asyncpg
-
-    lost = (
-        OSError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.AdminShutdownError,
-        asyncpg.CrashShutdownError,
-        asyncpg.CannotConnectNowError,
-    )
+    pooled connection seen closed is replaced at acquire; one lost under a statement (or
+    closed by the server before asyncpg saw it), or a database that cannot be reached,
+    answers 503 with ``Retry-After``."""
     pool: asyncpg.Pool[Any] = request.state.read_pool
     try:
         async with pool.acquire() as proxy:
             # The pool hands out a proxy that forwards every Connection method.
             yield cast("asyncpg.Connection[Any]", proxy)
-    except lost as exc:
+    except _LOST as exc:
         raise ServiceUnavailable(
             "The connection to the database was lost; retry.", headers={"Retry-After": "1"}
         ) from exc
