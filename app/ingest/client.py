@@ -32,6 +32,8 @@ class TrustedProxies:
         return cls(tuple(ipaddress.ip_network(item, strict=False) for item in items))
 
     def trusts(self, address: str) -> bool:
+        if not self.networks:  # the default: no address to parse
+            return False
         ip = _ip(address)
         return ip is not None and any(ip in net for net in self.networks)
 

@@ -114,9 +114,9 @@ async def _source(request: Request, raw: Any) -> SourceInfo:
 
 async def accept(
     publisher: Publisher, messages: list[tuple[bytes, bytes]], rejected: list[Rejection]
-) -> IngestResponse:
-    """Publish the accepted events (``(key, touchpoint bytes)`` pairs) and answer; 400
-    listing the reasons when none was."""
+) -> Response:
+    """Publish the accepted events (``(key, touchpoint bytes)`` pairs) and answer with the
+    :class:`IngestResponse`; 400 listing the reasons when none was."""
     if not messages:
         EVENTS_REJECTED.inc(len(rejected))
         raise InvalidRequest(
@@ -126,18 +126,20 @@ async def accept(
     await publisher.publish(messages)
     EVENTS_ACCEPTED.inc(len(messages))
     EVENTS_REJECTED.inc(len(rejected))
-    return IngestResponse(accepted=len(messages), rejected=rejected)
+    return accepted(len(messages), rejected)
+
+
+def accepted(count: int, rejected: list[Rejection] | None = None) -> Response:
+    """The :class:`IngestResponse` body, written as FastAPI would write the model but
+    without validating it again (the routes keep it as their response model)."""
+    return json_response(
+        {"success": True, "accepted": count, "rejected": [r.model_dump() for r in rejected or ()]}
+    )
 
 
 async def _ingest_one(
-    request: Request,
-    raw: Any,
-    call_type: str,
-    publisher: Publisher,
-    identity: IdentityConfig,
-    *,
-    check_origin: bool = True,
-) -> IngestResponse:
+    request: Request, raw: Any, call_type: str, *, check_origin: bool = True
+) -> Response:
     source = await _source(request, raw)
     admit(request, source, 1, check_origin=check_origin)
     messages, rejected = service.build_messages(
@@ -145,18 +147,17 @@ async def _ingest_one(
         call_type=call_type,
         source=source,
         received_at=datetime.now(UTC),
-        identity=identity,
+        identity=identity_of(request),
         request_context=sender_context(request),
     )
-    return await accept(publisher, messages, rejected)
+    return await accept(publisher_of(request), messages, rejected)
 
 
 def _single(call_type: str, summary: str) -> Any:
-    async def endpoint(
-        request: Request, publisher: PublisherDep, identity: IdentityDep
-    ) -> IngestResponse:
+    # No dependencies and no response model at work, as on /v1/batch.
+    async def endpoint(request: Request) -> Response:
         raw = await read_json(request, MAX_EVENT_BYTES)
-        return await _ingest_one(request, raw, call_type, publisher, identity)
+        return await _ingest_one(request, raw, call_type)
 
     endpoint.__name__ = call_type
     endpoint.__doc__ = (
@@ -185,7 +186,7 @@ def _request_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str,
     }
 
 
-async def batch(request: Request) -> IngestResponse | Response:
+async def batch(request: Request) -> Response:
     """Send up to 2,500 calls (500 KB, 32 KB each) at once. Valid events are accepted even
     when others are rejected; the answer lists each rejection with its reasons, and
     `success` is true when any event was accepted."""
@@ -222,7 +223,7 @@ async def batch(request: Request) -> IngestResponse | Response:
                 lambda partitions: envelope.seal(whole.batch, keys, partitions, arrival)
             )
             EVENTS_ACCEPTED.inc(len(items))
-            return json_response({"success": True, "accepted": len(items), "rejected": []})
+            return accepted(len(items))
         items = parse_json(body)["batch"]  # the per-event path reads plain JSON values
     messages, rejected = service.build_messages(items, call_type=None, **arrival)
     return await accept(publisher, messages, rejected)
@@ -291,8 +292,6 @@ async def pixel_call(
     call_type: Annotated[
         CallType, Path(description="track, page, screen, identify, group or alias")
     ],
-    publisher: PublisherDep,
-    identity: IdentityDep,
 ) -> Response:
     """As Segment's pixel API: answers 200 with a GIF whatever happened, because an image
     tag can show nothing else; the verdict is in the `X-Percorso-Verdict` header."""
@@ -300,7 +299,7 @@ async def pixel_call(
     try:
         raw = pixel.decode(request.query_params.multi_items())
         # An image request carries no Origin worth checking; the write key is the gate.
-        await _ingest_one(request, raw, call_type, publisher, identity, check_origin=False)
+        await _ingest_one(request, raw, call_type, check_origin=False)
     except ProblemError as exc:
         verdict = f"{exc.type}: {exc.detail}"[:300]
     headers = {**pixel.NO_CACHE, "X-Percorso-Verdict": _header_safe(verdict)}
