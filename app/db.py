@@ -71,7 +71,7 @@ async def create_pool(
     application_name: str = "percorso-pipeline",
 ) -> asyncpg.Pool[Any]:
     """A raw asyncpg pool: the pipeline's hot path (array-bound statements, COPY) and the
-    read API's hottest query (:func:`read_connection`). ``min_size=0`` connects on first
+    read API's hottest queries (:func:`read_connection`). ``min_size=0`` connects on first
     use, so a process can start before the database is up.
 
     The pipeline owns its transactions explicitly (``conn.transaction()``); it does not go
@@ -127,9 +127,9 @@ _LOST = (
 @asynccontextmanager
 async def read_connection(request: Request) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A connection of the API's asyncpg read pool (``request.state.read_pool``), for the
-    hottest read queries: fixed SQL with ``$n`` parameters, values only in the arguments.
-    Without a session, a timeline page costs about a third less CPU (no ORM session, no
-    generator dependency; ``bench``).
+    hottest read queries (timeline pages, profiles): fixed SQL with ``$n`` parameters, values
+    only in the arguments. Without a session, a timeline page costs about a third less CPU
+    and a profile almost half (no ORM session, no generator dependency; ``bench.readpath``).
 
     Autocommit, as the read sessions: each statement sees the latest committed data. A
     pooled connection seen closed is replaced at acquire; one lost under a statement (or

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers import repository
-from app.customers.schemas import IdentityOut, Profile, answered_for
+from app.customers.schemas import answered_for
 from app.errors import NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
 from app.models import Customer
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 async def resolve_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
@@ -20,38 +25,48 @@ async def resolve_customer(session: AsyncSession, customer_id: uuid.UUID) -> Cus
     return customer
 
 
-async def profile(session: AsyncSession, customer_id: uuid.UUID) -> Profile:
-    customer = await resolve_customer(session, customer_id)
-    return await _profile(session, customer, requested=customer_id)
+async def survivor_id(connection: asyncpg.Connection[Any], customer_id: uuid.UUID) -> uuid.UUID:
+    survivor = await repository.survivor_id(connection, customer_id)
+    if survivor is None:
+        raise NotFound(f"no customer {customer_id}")
+    return survivor
 
 
-async def lookup(session: AsyncSession, kind: str, value: str, config: IdentityConfig) -> Profile:
+async def profile(connection: asyncpg.Connection[Any], customer_id: uuid.UUID) -> dict[str, Any]:
+    """The JSON-ready dict of a ``Profile`` (``app.customers.schemas``), which the endpoint
+    writes with orjson."""
+    row = await repository.profile(connection, customer_id)
+    if row is None:
+        raise NotFound(f"no customer {customer_id}")
+    return _profile(row, requested=customer_id)
+
+
+async def lookup(
+    connection: asyncpg.Connection[Any], kind: str, value: str, config: IdentityConfig
+) -> dict[str, Any]:
     """The profile owning identifier ``(kind, value)``; the value is normalised first, so
     ``Ada@Example.com`` finds ``ada@example.com``."""
     try:
         normalised = normalise(kind, value, config)
     except InvalidIdentifier as exc:
         raise NotFound(f"no customer with {kind} {value!r}: {exc}") from None
-    owner = await repository.owner_of(session, kind, normalised)
-    if owner is None:
+    owner = await repository.owner_of(connection, kind, normalised)
+    row = None if owner is None else await repository.profile(connection, owner)
+    if row is None:
         raise NotFound(f"no customer with {kind} {normalised!r}")
-    customer = await resolve_customer(session, owner)
-    return await _profile(session, customer, requested=None)
+    return _profile(row, requested=None)
 
 
-async def _profile(
-    session: AsyncSession, customer: Customer, requested: uuid.UUID | None
-) -> Profile:
-    idents = await repository.identities(session, customer.id)
-    return Profile(
-        id=customer.id,
-        **answered_for(requested, customer.id),
-        identities=[IdentityOut(kind=i.kind, value=i.value) for i in idents],
-        traits=customer.traits,
-        stage=customer.current_stage,
-        furthest_stage=customer.furthest_stage,
-        first_seen_at=customer.first_seen_at,
-        last_seen_at=customer.last_seen_at,
-        event_count=customer.event_count,
-        channel_counts=customer.channel_counts,
-    )
+def _profile(row: asyncpg.Record, requested: uuid.UUID | None) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        **answered_for(requested, row["id"]),
+        "identities": orjson.Fragment(row["identities"]),
+        "traits": orjson.Fragment(row["traits"]),
+        "stage": row["current_stage"],
+        "furthest_stage": row["furthest_stage"],
+        "first_seen_at": row["first_seen_at"],
+        "last_seen_at": row["last_seen_at"],
+        "event_count": row["event_count"],
+        "channel_counts": orjson.Fragment(row["channel_counts"]),
+    }

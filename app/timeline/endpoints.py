@@ -37,7 +37,6 @@ async def timeline(
     async with read_connection(request) as connection:
         page = await service.timeline(
             connection,
-            request.state.read_sessions,
             customer_id,
             limit=limit,
             cursor=cursor,

@@ -10,10 +10,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.customers.schemas import answered_for
-from app.customers.service import resolve_customer
+from app.customers.service import survivor_id
 from app.errors import InvalidRequest
 from app.timeline import repository
 from app.timeline.repository import TimelineQuery
@@ -38,7 +37,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 async def timeline(
     connection: asyncpg.Connection[Any],
-    sessions: async_sessionmaker[AsyncSession],
     customer_id: uuid.UUID,
     *,
     limit: int,
@@ -51,8 +49,7 @@ async def timeline(
 ) -> dict[str, Any]:
     """A page, as the JSON-ready dict of a ``TimelinePage`` (``app.timeline.schemas``): the
     endpoint writes it with orjson, as validating our own columns again cost more than the
-    query did. The page is read on ``connection``; the rare lookup of a merged or unknown
-    id, in a session of ``sessions``."""
+    query did."""
     after = decode_cursor(cursor) if cursor else None
     query = TimelineQuery(
         customer_id=customer_id,
@@ -71,8 +68,7 @@ async def timeline(
     rows = await repository.page(connection, query)
     survivor = customer_id
     if not rows:
-        async with sessions() as session:
-            survivor = (await resolve_customer(session, customer_id)).id
+        survivor = await survivor_id(connection, customer_id)
         if survivor != customer_id:
             rows = await repository.page(connection, replace(query, customer_id=survivor))
     more = len(rows) > limit

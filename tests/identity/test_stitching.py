@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.identity import repository
@@ -171,6 +172,64 @@ async def test_a_merged_id_answers_with_the_survivor_on_every_read(
     ], "the log keeps the identifiers that linked them, as JSON"
     # The merged customer keeps no counts of its own: totals are not counted twice.
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == 3
+
+
+async def test_an_id_merged_twice_answers_with_the_last_survivor_on_every_read(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    """The customer of a3 merges into a2's, then a2's into u1's: a3's row still points at
+    a2's, and every read of a3's id follows the chain to u1's."""
+    await handle([touchpoint(source_id, user_id="u1", at=0)])
+    await handle([touchpoint(source_id, anonymous_id="a2", at=10)])
+    await handle([touchpoint(source_id, anonymous_id="a3", at=20)])
+    ids = {
+        u: (await _profile(app_client, read_token, kind, u))["id"]
+        for kind, u in (("user_id", "u1"), ("anonymous_id", "a2"), ("anonymous_id", "a3"))
+    }
+    email = [("email", "two@example.com")]
+    await handle([touchpoint(source_id, anonymous_id="a2", extra_ids=email, at=30)])
+    await handle([touchpoint(source_id, anonymous_id="a3", extra_ids=email, at=40)])
+    await handle([touchpoint(source_id, user_id="u1", extra_ids=email, at=50)])
+
+    first, last = ids["u1"], ids["a3"]
+    pointer = await scalar(db, "SELECT merged_into::text FROM customers WHERE id = :c", {"c": last})
+    assert pointer == ids["a2"], "a chain of two links"
+    headers = bearer(read_token)
+    for path in ("", "/timeline", "/journey"):
+        answer = (await app_client.get(f"/v1/customers/{last}{path}", headers=headers)).json()
+        survivor = answer.get("id") or answer["customer_id"]
+        assert (survivor, answer["merged"], answer["requested_id"]) == (first, True, last), path
+    profile = (await app_client.get(f"/v1/customers/{last}", headers=headers)).json()
+    assert profile["event_count"] == 6
+    assert {i["value"] for i in profile["identities"]} == {"u1", "a2", "a3", "two@example.com"}
+
+
+async def test_a_corrupt_merge_cycle_answers_after_a_bounded_walk(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    """Two customers merged into each other (never written by Percorso): a read follows at
+    most MAX_MERGE_HOPS links and answers, rather than looping."""
+    await handle([touchpoint(source_id, user_id="c1", at=0)])
+    await handle([touchpoint(source_id, user_id="c2", at=10)])
+    one = (await _profile(app_client, read_token, "user_id", "c1"))["id"]
+    two = (await _profile(app_client, read_token, "user_id", "c2"))["id"]
+    async with db.begin() as conn:
+        for loser, survivor in ((one, two), (two, one)):
+            await conn.execute(
+                text("UPDATE customers SET merged_into = :s WHERE id = :l"),
+                {"s": uuid.UUID(survivor), "l": uuid.UUID(loser)},
+            )
+    for path in ("", "/timeline", "/journey"):
+        answer = await app_client.get(f"/v1/customers/{one}{path}", headers=bearer(read_token))
+        assert answer.status_code == 200, (path, answer.text)
 
 
 async def test_an_identifier_recorded_by_another_consumer_meanwhile_retries_the_batch(
