@@ -257,7 +257,9 @@ class Stack:
         return env
 
     def postgres_cpu_seconds(self) -> float | None:
-        """CPU time of the embedded server (postmaster and its live backends); None for an
+        """CPU time of the embedded server: the postmaster, its live backends, and the
+        backends it has reaped (their time stays in its children's times, so a connection
+        closing during a phase does not take its CPU out of the phase's); None for an
         external server, whose processes the bench cannot see."""
         if self._postgres is None:
             return None
@@ -272,6 +274,8 @@ class Stack:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 total += times.user + times.system
+                if proc is master:
+                    total += times.children_user + times.children_system
         return total
 
     def pg_dsn(self) -> str:
