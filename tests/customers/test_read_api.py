@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import orjson
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.journey.model import load_model
 from app.main import create_app
+from app.timeline.schemas import TimelinePage
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer, scalar
 
@@ -157,6 +160,41 @@ async def test_timeline_items_carry_their_json_and_filters_page_with_the_cursor(
     assert oldest["flags"] == ["clock_skew_corrected"]
     assert seen[0]["context"] == {}
     assert seen[0]["flags"] == []
+
+
+async def test_a_timeline_page_is_what_its_response_model_writes(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    """Postgres writes the items; they read as the response model writes them: times in
+    UTC with "Z", microseconds only when there are any, every field in place."""
+    times = (
+        datetime(2026, 3, 1, 9, 30, tzinfo=UTC),
+        datetime(2026, 3, 1, 9, 31, 5, 120_000, tzinfo=UTC),
+        datetime(2026, 3, 1, 11, 0, 0, 7, tzinfo=timezone(timedelta(hours=2))),
+    )
+    events = [touchpoint(source_id, user_id="shape", at=at) for at in times]
+    events[0].event, events[0].type = None, "identify"
+    await handle(events)
+    cid = await _customer_id(app_client, read_token, "user_id", "shape")
+    response = await app_client.get(
+        f"/v1/customers/{cid}/timeline", params={"limit": 2}, headers=bearer(read_token)
+    )
+    page = response.json()
+    assert page == orjson.loads(TimelinePage.model_validate(page).model_dump_json())
+    assert [i["occurred_at"] for i in page["items"]] == [
+        "2026-03-01T09:31:05.120000Z",
+        "2026-03-01T09:30:00Z",
+    ]
+    rest = await app_client.get(
+        f"/v1/customers/{cid}/timeline",
+        params={"limit": 2, "cursor": page["next_cursor"]},
+        headers=bearer(read_token),
+    )
+    (oldest,) = rest.json()["items"]
+    assert oldest["occurred_at"] == "2026-03-01T09:00:00.000007Z"
+    assert rest.json()["next_cursor"] is None
+    assert page["items"][1]["event"] is None
+    assert page["items"][1]["type"] == "identify"
 
 
 async def test_read_endpoints_refuse_missing_wrong_and_write_credentials(
