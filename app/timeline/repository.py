@@ -28,19 +28,20 @@ class TimelineQuery:
     until: datetime | None = None
 
 
-# What a timeline item shows. The JSON columns come as the text Postgres writes and go
-# into the response as they are (``orjson.Fragment``), not parsed to be serialised again.
-PLAIN_KEYS = (
-    "event_id", "message_id", "type", "event", "channel", "occurred_at", "received_at", "stage",
-)  # fmt: skip
-JSON_KEYS = ("properties", "context", "flags")
-ITEM_KEYS = PLAIN_KEYS + JSON_KEYS
+# What a timeline item shows, in the response model's order, read by position (_item). The
+# id comes as text, and the JSON columns as the text Postgres writes: they go into the
+# response as they are (``orjson.Fragment``), not parsed to be serialised again. The id's
+# text is named apart: ORDER BY event_id must mean the column, which the index serves.
+_COLUMNS = (
+    "event_id::text AS id_text, message_id, type, event, channel, occurred_at, received_at, stage,"
+    " properties::text, context::text, flags::text"
+)
 
 
 async def page(connection: asyncpg.Connection[Any], q: TimelineQuery) -> list[dict[str, Any]]:
     """Up to ``q.limit + 1`` events, newest first (the extra one tells whether more exist),
-    as dicts of :data:`ITEM_KEYS`, the JSON columns as ``orjson.Fragment``. Run by asyncpg
-    itself (:func:`app.db.read_connection`)."""
+    as the JSON-ready dicts of ``TimelineItem``. Run by asyncpg itself
+    (:func:`app.db.read_connection`)."""
     names: list[str] = ["customer_id"]
     args: list[Any] = [q.customer_id]
     filters = (
@@ -62,10 +63,21 @@ async def page(connection: asyncpg.Connection[Any], q: TimelineQuery) -> list[di
 
 
 def _item(row: asyncpg.Record) -> dict[str, Any]:
-    item = dict(row)
-    for key in JSON_KEYS:
-        item[key] = orjson.Fragment(item[key])
-    return item
+    # By position: a third of the time of dict(row) and a Fragment for each JSON column.
+    fragment = orjson.Fragment
+    return {
+        "event_id": row[0],
+        "message_id": row[1],
+        "type": row[2],
+        "event": row[3],
+        "channel": row[4],
+        "occurred_at": row[5],
+        "received_at": row[6],
+        "stage": row[7],
+        "properties": fragment(row[8]),
+        "context": fragment(row[9]),
+        "flags": fragment(row[10]),
+    }
 
 
 _CONDITIONS = {
@@ -90,8 +102,7 @@ def _statement(names: tuple[str, ...]) -> str:
         count = template.count("{}")
         conditions.append(template.format(*range(n + 1, n + 1 + count)))
         n += count
-    columns = ", ".join((*PLAIN_KEYS, *(f"{k}::text AS {k}" for k in JSON_KEYS)))
     return (
-        f"SELECT {columns} FROM events WHERE {' AND '.join(conditions)}"  # noqa: S608
+        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(conditions)}"  # noqa: S608
         f" ORDER BY occurred_at DESC, event_id DESC LIMIT ${n + 1}"
     )
