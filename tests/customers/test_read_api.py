@@ -165,8 +165,9 @@ async def test_timeline_items_carry_their_json_and_filters_page_with_the_cursor(
 async def test_a_timeline_page_is_what_its_response_model_writes(
     app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
 ) -> None:
-    """Postgres writes the items; they read as the response model writes them: times in
-    UTC with "Z", microseconds only when there are any, every field in place."""
+    """The page is written from the rows, without the response model, and reads as the
+    model writes it: times in UTC with "Z", microseconds only when there are any, every
+    field in place."""
     times = (
         datetime(2026, 3, 1, 9, 30, tzinfo=UTC),
         datetime(2026, 3, 1, 9, 31, 5, 120_000, tzinfo=UTC),
