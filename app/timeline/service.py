@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     import asyncpg
 
 
-def encode_cursor(occurred_at: datetime, event_id: uuid.UUID | str) -> str:
-    raw = orjson.dumps([occurred_at.isoformat(), str(event_id)])
+def encode_cursor(occurred_at: datetime, event_id: str) -> str:
+    raw = orjson.dumps([occurred_at.isoformat(), event_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
