@@ -9,6 +9,21 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.customers.schemas import Merged, RequestedId
+from app.kit.query import QueryModel
+from app.touchpoint import Channel, EventType
+
+
+class TimelineParams(QueryModel):
+    """The timeline's query parameters. Filters combine with AND; repeat a filter to allow
+    several values."""
+
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, max_length=200)
+    channel: list[Channel] | None = None
+    type: list[EventType] | None = None
+    stage: list[str] | None = Field(None, max_length=20)
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class TimelineItem(BaseModel):
