@@ -77,6 +77,13 @@ async def create_pool(
     The pipeline owns its transactions explicitly (``conn.transaction()``); it does not go
     through SQLAlchemy, whose asyncpg adapter begins transactions lazily on its own
     statements only.
+
+    A connection goes back to the pool as it is (asyncpg still rolls back a transaction left
+    open): nothing here changes a session's state (no ``SET``, ``LISTEN``, cursors outside a
+    transaction or session-level advisory locks; the pipeline's lock ends with its
+    transaction), so asyncpg's default reset (``pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL``) would cost a round trip per use for nothing: a timeline page
+    is one statement.
     """
     if not settings.database_url:
         raise RuntimeError("PERCORSO_DATABASE_URL is not set")
@@ -86,9 +93,14 @@ async def create_pool(
         min_size=min_size,
         max_size=size,
         server_settings={"application_name": application_name},
+        reset=_as_it_is,
     )
     assert pool is not None
     return pool
+
+
+async def _as_it_is(connection: asyncpg.Connection[Any]) -> None:
+    """A pool's ``reset``: nothing to undo (see :func:`create_pool`)."""
 
 
 @asynccontextmanager
