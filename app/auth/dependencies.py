@@ -7,27 +7,36 @@ import binascii
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from starlette.requests import HTTPConnection
 
 from app.auth.service import Authenticator, TokenInfo
 
-_bearer = HTTPBearer(auto_error=False, description="A read (or admin) API token.")
 
-
-def authenticator(request: Request) -> Authenticator:
+def authenticator(request: HTTPConnection) -> Authenticator:
     auth: Authenticator = request.state.authenticator
     return auth
 
 
-async def require_read(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> TokenInfo:
-    secret = credentials.credentials if credentials else None
-    return await authenticator(request).token(secret, "read")
+class _ReadToken(HTTPBearer):
+    """The request's read token, checked: one dependency, which OpenAPI documents as the
+    ``HTTPBearer`` scheme. (As a token check depending on an ``HTTPBearer``, two levels of
+    FastAPI's dependency solving cost about 110,000 more instructions a timeline page, 3 %.)"""
+
+    async def __call__(self, request: HTTPConnection) -> TokenInfo:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        secret = credentials.credentials if credentials else None
+        return await authenticator(request).token(secret, "read")
 
 
-ReadAccess = Annotated[TokenInfo, Depends(require_read)]
+ReadAccess = Annotated[
+    TokenInfo,
+    Depends(
+        _ReadToken(
+            scheme_name="HTTPBearer", description="A read (or admin) API token.", auto_error=False
+        )
+    ),
+]
 
 
 def presented_write_key(request: Request) -> str | None:
