@@ -34,7 +34,7 @@ import orjson
 
 from app.auth.service import SourceInfo
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
-from app.ingest.publisher import partition_for
+from app.ingest.publisher import partitions_for
 from app.ingest.schemas import (
     MAX_EVENT_BYTES,
     MAX_MESSAGE_ID,
@@ -44,7 +44,7 @@ from app.ingest.schemas import (
     Name,
     missing_field,
 )
-from app.ingest.service import CHANNELS, Arrival, build_all, partition_key_of
+from app.ingest.service import CHANNELS, Arrival, build_all
 from app.touchpoint import Touchpoint
 
 KIND: Literal["segment-batch"] = "segment-batch"
@@ -161,41 +161,52 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
         typed = _CALLS.decode(body).batch
     except msgspec.DecodeError:
         return None
+    verdicts = _VERDICTS if _VERDICTS_OF[0] is identity else _verdicts_of(identity)
     keys: list[bytes] = []
+    # Per call, so written for speed: the verdict cache read here, helpers only on a miss.
     for raw, call in zip(calls, typed, strict=True):
-        if not _within_limits(raw):
+        if len(raw) >= 2 * _MAX_BRACKETS and not _within_limits(bytes(raw)):
             return None
-        # A usable userId or anonymousId first: missing_field need not look for one.
-        if not (
-            _usable("user_id", call.userId, identity)
-            or _usable("anonymous_id", call.anonymousId, identity)
-        ) or missing_field(call, ids_optional=True):
+        anonymous_id, user_id = call.anonymousId, call.userId
+        # A usable anonymousId or userId first: missing_field need not look for one.
+        usable: bool | None = False
+        if anonymous_id is not None:
+            usable = verdicts.get(("anonymous_id", anonymous_id))
+            if usable is None:
+                usable = _judge(verdicts, "anonymous_id", anonymous_id, identity)
+        if not usable and user_id is not None:
+            usable = verdicts.get(("user_id", user_id))
+            if usable is None:
+                usable = _judge(verdicts, "user_id", user_id, identity)
+        if not usable or missing_field(call, ids_optional=True):
             return None
-        anonymous_id = None if call.anonymousId is None else str(call.anonymousId)
-        user_id = None if call.userId is None else str(call.userId)
-        keys.append(partition_key_of(anonymous_id, user_id, None, call.messageId))
+        # partition_key_of(anonymousId, userId, None, messageId), inlined.
+        key = (
+            (None if anonymous_id is None else str(anonymous_id))
+            or (None if user_id is None else str(user_id))
+            or call.messageId
+        )
+        keys.append(key.encode())
     return keys
 
 
-def _usable(kind: str, value: Id | None, identity: IdentityConfig) -> bool:
-    if value is None:
-        return False
-    # A browser's batch names one anonymousId in every call; a server's, a few people.
-    verdicts = _VERDICTS if _VERDICTS_OF[0] is identity else _verdicts_of(identity)
-    verdict = verdicts.get((kind, value))
-    if verdict is None:
-        try:
-            normalise(kind, value, identity)
-            verdict = True
-        except InvalidIdentifier:
-            verdict = False
-        if len(verdicts) >= _MAX_VERDICTS:
-            verdicts.clear()
-        verdicts[kind, value] = verdict
+def _judge(
+    verdicts: dict[tuple[str, Id], bool], kind: str, value: Id, identity: IdentityConfig
+) -> bool:
+    """Whether ``value`` is a usable identifier of ``kind``, remembered in ``verdicts``: a
+    browser's batch names one anonymousId in every call; a server's, a few people."""
+    try:
+        normalise(kind, value, identity)
+        verdict = True
+    except InvalidIdentifier:
+        verdict = False
+    if len(verdicts) >= _MAX_VERDICTS:
+        verdicts.clear()
+    verdicts[kind, value] = verdict
     return verdict
 
 
-# Verdicts of _usable for one identity config (the process has one): keyed without hashing
+# Verdicts of _judge for one identity config (the process has one): keyed without hashing
 # the config, which costs more than the lookup.
 _VERDICTS: dict[tuple[str, Id], bool] = {}
 _VERDICTS_OF: list[IdentityConfig | None] = [None]
@@ -208,17 +219,12 @@ def _verdicts_of(identity: IdentityConfig) -> dict[tuple[str, Id], bool]:
     return _VERDICTS
 
 
-def _within_limits(call: msgspec.Raw) -> bool:
+def _within_limits(data: bytes) -> bool:
     """Whether a call passes the per-event path's size and nesting limits: at once when it
-    is small and has few brackets (a depth of 254 takes 508 bytes of brackets), otherwise
-    measured as that path measures it."""
-    size = len(call)
-    if size < 2 * _MAX_BRACKETS:
-        return True
-    data = bytes(call)
-    if size <= _SURELY_FITS and data.count(b"{") + data.count(b"[") < _MAX_BRACKETS:
-        return True
-    return _fits(data)
+    is small and has few brackets (a depth of 254 takes 508 bytes of brackets; calls
+    shorter than that are not asked), otherwise measured as that path measures it."""
+    small = len(data) <= _SURELY_FITS
+    return (small and data.count(b"{") + data.count(b"[") < _MAX_BRACKETS) or _fits(data)
 
 
 def _fits(data: bytes) -> bool:
@@ -239,9 +245,12 @@ def seal(
     partition, whatever path they took, and the pipeline's batches keep each person's events
     together."""
     groups: dict[int, tuple[bytes, list[msgspec.Raw]]] = {}
-    for raw, key in zip(calls, keys, strict=True):
-        group = groups.setdefault(partition_for(key, partitions), (key, []))
-        group[1].append(raw)
+    for raw, key, partition in zip(calls, keys, partitions_for(keys, partitions), strict=True):
+        group = groups.get(partition)
+        if group is None:
+            groups[partition] = (key, [raw])
+        else:
+            group[1].append(raw)
     return [
         (
             partition,
