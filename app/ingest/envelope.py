@@ -44,7 +44,7 @@ from app.ingest.schemas import (
     Name,
     missing_field,
 )
-from app.ingest.service import CHANNELS, Arrival, build_all
+from app.ingest.service import CHANNELS, Arrival, build_all, partition_key_of
 from app.touchpoint import Touchpoint
 
 KIND: Literal["segment-batch"] = "segment-batch"
@@ -180,13 +180,14 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
                 usable = _judge(verdicts, "user_id", user_id, identity)
         if not usable or missing_field(call, ids_optional=True):
             return None
-        # partition_key_of(anonymousId, userId, None, messageId), inlined.
-        key = (
-            (None if anonymous_id is None else str(anonymous_id))
-            or (None if user_id is None else str(user_id))
-            or call.messageId
+        keys.append(
+            partition_key_of(
+                None if anonymous_id is None else str(anonymous_id),
+                None if user_id is None else str(user_id),
+                None,
+                call.messageId,
+            )
         )
-        keys.append(key.encode())
     return keys
 
 

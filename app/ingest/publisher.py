@@ -164,7 +164,7 @@ _MURMUR2_SEED = 0x9747B28C
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of ``key`` among ``partitions``: Kafka's default (murmur2) choice."""
-    return (murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % partitions
+    return partitions_for((key,), partitions)[0]
 
 
 def partitions_for(keys: Iterable[bytes], partitions: int) -> list[int]:
