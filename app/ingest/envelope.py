@@ -56,6 +56,10 @@ _SURELY_FITS = MAX_EVENT_BYTES // 5
 # orjson writes at most 254 levels of nesting; a call with fewer brackets than that in all
 # cannot be deeper.
 _MAX_BRACKETS = 254
+# Every byte but the brackets that open a level ({ and [): what `_shallow` deletes.
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"{[")))
+# `_shallow` counts a body's brackets in blocks of at least this many bytes.
+_BLOCK = 2048
 
 
 class Batch(msgspec.Struct):
@@ -161,11 +165,17 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
         typed = _CALLS.decode(body).batch
     except msgspec.DecodeError:
         return None
+    # Calls longer than this are measured against the size and nesting limits one by one.
+    # A depth of 254 takes 508 bytes of brackets; when the body has too few brackets for any
+    # of its calls to be that deep, only calls that might be too large are measured.
+    measured = 2 * _MAX_BRACKETS - 1
+    if _shallow(body, min(max(map(len, calls)), _SURELY_FITS)):
+        measured = _SURELY_FITS
     verdicts = _VERDICTS if _VERDICTS_OF[0] is identity else _verdicts_of(identity)
     keys: list[bytes] = []
     # Per call, so written for speed: the verdict cache read here, helpers only on a miss.
     for raw, call in zip(calls, typed, strict=True):
-        if len(raw) >= 2 * _MAX_BRACKETS and not _within_limits(bytes(raw)):
+        if len(raw) > measured and not _within_limits(bytes(raw)):
             return None
         anonymous_id, user_id = call.anonymousId, call.userId
         # A usable anonymousId or userId first: missing_field need not look for one.
@@ -220,10 +230,25 @@ def _verdicts_of(identity: IdentityConfig) -> dict[tuple[str, Id], bool]:
     return _VERDICTS
 
 
+def _shallow(body: bytes, longest: int) -> bool:
+    """Whether no call of ``body`` up to ``longest`` bytes long can hold `_MAX_BRACKETS`
+    opening brackets. Such a call lies within two adjacent blocks of at least ``longest``
+    bytes, so it is enough that every two adjacent blocks hold fewer: one pass over the
+    body, against a copy and two passes per call. False for a body dense with brackets
+    (its calls are then counted one by one)."""
+    block = max(longest, _BLOCK)
+    previous = 0
+    for start in range(0, len(body), block):
+        brackets = len(body[start : start + block].translate(None, _NOT_BRACKETS))
+        if previous + brackets >= _MAX_BRACKETS:
+            return False
+        previous = brackets
+    return True
+
+
 def _within_limits(data: bytes) -> bool:
     """Whether a call passes the per-event path's size and nesting limits: at once when it
-    is small and has few brackets (a depth of 254 takes 508 bytes of brackets; calls
-    shorter than that are not asked), otherwise measured as that path measures it."""
+    is small and has few brackets, otherwise measured as that path measures it."""
     small = len(data) <= _SURELY_FITS
     return (small and data.count(b"{") + data.count(b"[") < _MAX_BRACKETS) or _fits(data)
 

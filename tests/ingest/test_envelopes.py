@@ -164,6 +164,36 @@ def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
     assert "nested too deeply" in rejected[0].errors[0].message
 
 
+def _nested(depth: int, n: int) -> dict[str, Any]:
+    """A page call of about 300 bytes whose properties hold a list ``depth`` levels deep."""
+    deep = orjson.Fragment(b"[" * depth + b"]" * depth)
+    properties = {"d": deep, "title": "t" * 200}
+    return {"type": "page", "messageId": f"m-{n}", "userId": "u", "properties": properties}
+
+
+@pytest.mark.parametrize("at", [0, 77, 149])
+def test_a_deep_call_among_shallow_ones_is_found(at: int) -> None:
+    # A body of many blocks: the deep call is found wherever it falls among them.
+    items = [_nested(3, n) for n in range(150)]
+    body = orjson.dumps({"batch": items})
+    assert len(body) > 2 * envelope._BLOCK
+    assert envelope._shallow(body, max(len(orjson.dumps(i)) for i in items))
+    assert _keys(*items) is not None
+    items[at] = _nested(260, at)
+    assert _keys(*items) is None
+
+
+def test_a_body_dense_with_brackets_has_its_calls_counted_one_by_one() -> None:
+    # 130 brackets a call, each call far from the depth limit: every two adjacent blocks of
+    # the body hold more than 254, and the calls are counted one at a time instead.
+    items = [_nested(130, n) for n in range(40)]
+    body = orjson.dumps({"batch": items})
+    assert not envelope._shallow(body, max(len(orjson.dumps(i)) for i in items))
+    assert _keys(*items) is not None
+    items[5] = _nested(254, 5)
+    assert _keys(*items) is None
+
+
 def test_an_unknown_source_channel_goes_per_event() -> None:
     odd: service.Arrival = {**ARRIVAL, "source": SourceInfo(SOURCE.id, "s", "fax", {})}
     good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}
