@@ -27,19 +27,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
             raise _too_large(limit)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one copy at most
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
-        body = bytearray(_gunzip(bytes(body), limit))
+        body = _gunzip(body, limit)
     elif encoding not in ("identity", ""):
         raise UnsupportedMediaType(f"content-encoding {encoding} is not supported; use gzip")
-    if not body.strip():
+    if not body or body.isspace():
         raise InvalidRequest("the request body is empty")
-    return bytes(body)
+    return body
 
 
 def parse_json(body: bytes) -> Any:

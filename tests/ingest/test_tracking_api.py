@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -264,8 +265,27 @@ async def test_malformed_bodies_are_400_never_500(
     client: httpx.AsyncClient, make_source: SourceFactory, path: str
 ) -> None:
     _, key = await make_source()
-    for content in (b"", b"{", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"batch": 3}'):
+    for content in (b"", b" \r\n\t", b"{", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"batch": 3}'):
         response = await client.post(
             path, content=content, headers={**basic(key), "content-type": "application/json"}
         )
         assert response.status_code == 400, (content, response.text)
+        if not content.strip():
+            assert response.json()["detail"] == "the request body is empty"
+
+
+async def test_a_body_sent_in_chunks_is_read_whole(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, key = await make_source()
+    body = orjson.dumps({"type": "track", "userId": "u-1", "event": "Chunked"})
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+
+    response = await client.post(
+        "/v1/track", content=chunks(), headers={**basic(key), "content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
