@@ -33,8 +33,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         if chunk:
             chunks.append(chunk)
             size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
+            if size > limit:
+                raise _too_large(limit)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one copy at most
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":

@@ -56,7 +56,7 @@ _SURELY_FITS = MAX_EVENT_BYTES // 5
 # orjson writes at most 254 levels of nesting; a call with fewer brackets than that in all
 # cannot be deeper.
 _MAX_BRACKETS = 254
-# Every byte but the brackets that open a level ({ and [): what `_shallow` deletes.
+# Every byte but the brackets that open a level ({ and [): what `_brackets` deletes.
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"{[")))
 # `_shallow` counts a body's brackets in blocks of at least this many bytes.
 _BLOCK = 2048
@@ -239,7 +239,7 @@ def _shallow(body: bytes, longest: int) -> bool:
     block = max(longest, _BLOCK)
     previous = 0
     for start in range(0, len(body), block):
-        brackets = len(body[start : start + block].translate(None, _NOT_BRACKETS))
+        brackets = _brackets(body[start : start + block])
         if previous + brackets >= _MAX_BRACKETS:
             return False
         previous = brackets
@@ -250,7 +250,12 @@ def _within_limits(data: bytes) -> bool:
     """Whether a call passes the per-event path's size and nesting limits: at once when it
     is small and has few brackets, otherwise measured as that path measures it."""
     small = len(data) <= _SURELY_FITS
-    return (small and data.count(b"{") + data.count(b"[") < _MAX_BRACKETS) or _fits(data)
+    return (small and _brackets(data) < _MAX_BRACKETS) or _fits(data)
+
+
+def _brackets(data: bytes) -> int:
+    """How many brackets open a level of nesting in ``data`` (an upper bound on its depth)."""
+    return len(data.translate(None, _NOT_BRACKETS))
 
 
 def _fits(data: bytes) -> bool:
