@@ -18,6 +18,9 @@ class BenchConfig:
     seed: int = 42
     batch_size: int = 100
     concurrency: int = 32
+    # /v1/batch is sent to the API and to the bare server in this many alternating rounds
+    # (fewer when rounds would be short), so that both meet the machine's drift alike.
+    ingest_rounds: int = 4
     # HTTP worker processes of the API and, so the two compare like with like, the bare server.
     workers: int = 1
     # Single /v1/track calls (latency and requests/s).
@@ -73,6 +76,9 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--concurrency", type=int, help="requests in flight (batch ingest)")
+    parser.add_argument(
+        "--ingest-rounds", type=int, help="alternating API/bare rounds of batch ingest"
+    )
     parser.add_argument("--track-requests", type=int)
     parser.add_argument("--workers", type=int, help="HTTP worker processes (API and bare)")
     parser.add_argument("--consumers", type=int, help="pipeline consumer processes")

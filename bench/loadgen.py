@@ -37,6 +37,16 @@ class LoadResult:
     def percentile_ms(self, q: float) -> float | None:
         return percentile(self.latencies_ms, q)
 
+    def add(self, other: LoadResult) -> None:
+        """Count in ``other``, a later round of the same load."""
+        self.requests += other.requests
+        self.events += other.events
+        self.errors += other.errors
+        self.seconds += other.seconds
+        self.latencies_ms += other.latencies_ms
+        for status, count in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + count
+
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q``-th percentile (0 to 100), nearest-rank on sorted values; None when empty."""

@@ -65,12 +65,16 @@ class Run:
 
 class CpuWindow:
     """CPU used during a phase, in cores (1.0 = one core busy the whole time): by the given
-    processes, by the embedded Postgres, and by the whole machine (others' load included)."""
+    processes, by the embedded Postgres, and by the whole machine (others' load included).
+    Measures from creation; :meth:`pause` and :meth:`resume` leave time out (a phase in
+    rounds, with other load in between)."""
 
     def __init__(self, stack: Stack, procs: dict[str, Proc]) -> None:
         self._stack, self._procs = stack, procs
-        self._wall = time.perf_counter()
-        self._start = self._sample()
+        self._used: dict[str, float | None] = {}
+        self._wall = 0.0
+        self._since: tuple[float, dict[str, float | None]] | None = None
+        self.resume()
 
     def _sample(self) -> dict[str, float | None]:
         sample: dict[str, float | None] = {k: p.cpu_seconds() for k, p in self._procs.items()}
@@ -81,13 +85,26 @@ class CpuWindow:
         sample["machine"] = sum(times) - times.idle - getattr(times, "iowait", 0.0)
         return sample
 
+    def resume(self) -> None:
+        self._since = (time.perf_counter(), self._sample())
+
+    def pause(self) -> None:
+        assert self._since is not None, "not measuring"
+        (started, before), after = self._since, self._sample()
+        self._wall += time.perf_counter() - started
+        self._since = None
+        for key, start in before.items():
+            end, used = after.get(key), self._used.get(key, 0.0)
+            if start is None or end is None or used is None:
+                self._used[key] = None
+            else:
+                self._used[key] = used + end - start
+
     def cores(self) -> dict[str, float | None]:
-        end, wall = self._sample(), time.perf_counter() - self._wall
-        out: dict[str, float | None] = {}
-        for key, before in self._start.items():
-            after = end.get(key)
-            out[key] = (after - before) / wall if before is not None and after is not None else None
-        return out
+        if self._since is not None:
+            self.pause()
+        wall = self._wall
+        return {k: v / wall if v is not None and wall else None for k, v in self._used.items()}
 
 
 def cpu_rows(report: Report, section: str, prefix: str, cores: dict[str, float | None]) -> None:
@@ -99,9 +116,15 @@ def cpu_rows(report: Report, section: str, prefix: str, cores: dict[str, float |
 # -- 1. ingest ------------------------------------------------------------------------------
 
 
+# Rounds of batch ingest are no shorter than this many requests: each round starts and ends
+# with fewer than `concurrency` requests in flight.
+_MIN_ROUND_REQUESTS = 250
+
+
 async def ingest(run: Run) -> None:
     cfg, report = run.config, run.report
     run.api = await run.stack.start_api(cfg.workers)
+    bare = await run.stack.start_bare(cfg.workers) if cfg.bare else None
     bodies = run.work.batch_bodies(cfg.batch_size)
     singles = [orjson.dumps(i) for i in workload.single_events(run.work, cfg.track_requests)]
     steady = [
@@ -109,31 +132,55 @@ async def ingest(run: Run) -> None:
     ]
     warm = workload.generate(cfg.batch_size * 5, 50, seed=cfg.seed + 1, prefix="warmup")
 
-    async with loadgen.session(cfg.concurrency, run.write_headers()) as http:
-        warmup = await loadgen.closed_loop(
-            http,
-            [(f"{run.base}/v1/batch", b) for b in warm.batch_bodies(cfg.batch_size)],
-            cfg.batch_size,
-            2,
-        )
-        run.published += warmup.events
-        recorder = record(run, run.api, "api-batch-ingest")
-        cpu = CpuWindow(run.stack, {"api": run.api})
-        batch = await loadgen.closed_loop(
-            http, [(f"{run.base}/v1/batch", b) for b in bodies], cfg.batch_size, cfg.concurrency
-        )
-        batch_cpu = cpu.cores()
-        if recorder:
-            report.profiles["API, /v1/batch ingest"] = recorder.stop()
-        run.published += batch.events
-        track = await loadgen.closed_loop(
-            http, [(f"{run.base}/v1/track", b) for b in singles], 1, cfg.track_concurrency
-        )
-        run.published += track.events
-        paced = await loadgen.paced(
-            http, f"{run.base}/v1/track", steady, 1, cfg.track_rate_per_s, lambda k, t: None
-        )
-        run.published += paced.events
+    try:
+        async with (
+            loadgen.session(cfg.concurrency, run.write_headers()) as http,
+            loadgen.session(cfg.concurrency, {}) as bare_http,
+        ):
+            warmup = await loadgen.closed_loop(
+                http,
+                [(f"{run.base}/v1/batch", b) for b in warm.batch_bodies(cfg.batch_size)],
+                cfg.batch_size,
+                2,
+            )
+            run.published += warmup.events
+            servers = {"api": (http, run.base, run.api)}
+            if bare is not None:
+                bare_base = f"http://127.0.0.1:{bare.port}"
+                await loadgen.closed_loop(
+                    bare_http,
+                    [(f"{bare_base}/v1/batch", b) for b in bodies[:20]],
+                    cfg.batch_size,
+                    2,
+                )
+                servers["bare"] = (bare_http, bare_base, bare)
+            recorder = record(run, run.api, "api-batch-ingest")
+            rounds = await _batch_rounds(run, bodies, servers)
+            batch, batch_cpu = rounds["api"]
+            if recorder:
+                report.profiles["API, /v1/batch ingest"] = recorder.stop()
+            run.published += batch.events
+            track = await loadgen.closed_loop(
+                http, [(f"{run.base}/v1/track", b) for b in singles], 1, cfg.track_concurrency
+            )
+            run.published += track.events
+            paced = await loadgen.paced(
+                http, f"{run.base}/v1/track", steady, 1, cfg.track_rate_per_s, lambda k, t: None
+            )
+            run.published += paced.events
+            bare_batch = bare_track = None
+            if bare is not None:
+                bare_batch = rounds["bare"][0]
+                bare_track = await loadgen.closed_loop(
+                    bare_http,
+                    [(f"{bare_base}/v1/track", b) for b in singles],
+                    1,
+                    cfg.track_concurrency,
+                )
+    finally:
+        if bare is not None:
+            run.stack.stop(bare)
+            report.set(bare_rss_mb_peak=bare.peak_rss / MB)
     _check(report, "/v1/batch", batch)
     _check(report, "/v1/track", track)
     _check(report, "/v1/track (steady)", paced)
@@ -155,10 +202,9 @@ async def ingest(run: Run) -> None:
         track_p99_ms=paced.percentile_ms(99),
         events_accepted=run.published,
     )
-
-    bare_batch = bare_track = None
-    if cfg.bare:
-        bare_batch, bare_track = await _bare(run, bodies, singles)
+    if bare_batch is not None and bare_track is not None:
+        _check(report, "bare /v1/batch", bare_batch)
+        _check(report, "bare /v1/track", bare_track)
         report.set(
             bare_events_per_s=bare_batch.events_per_s,
             ingest_ratio=batch.events_per_s / bare_batch.events_per_s,
@@ -221,29 +267,30 @@ async def ingest(run: Run) -> None:
     )
 
 
-async def _bare(
-    run: Run, bodies: list[bytes], singles: list[bytes]
-) -> tuple[loadgen.LoadResult, loadgen.LoadResult]:
+async def _batch_rounds(
+    run: Run, bodies: list[bytes], servers: dict[str, tuple[aiohttp.ClientSession, str, Proc]]
+) -> dict[str, tuple[loadgen.LoadResult, dict[str, float | None]]]:
+    """Every body sent to each server, in rounds: each round sends a slice to one server
+    and then to the next, in turns (API first, then bare first, …). A VM's speed drifts by
+    tens of percent within minutes; back-to-back runs of a few seconds each, minutes apart,
+    put that drift into the ratio. Per server: the load's result and its CPU window."""
     cfg = run.config
-    bare = await run.stack.start_bare(cfg.workers)
-    url = f"http://127.0.0.1:{bare.port}"
-    try:
-        async with loadgen.session(cfg.concurrency, {}) as http:
-            await loadgen.closed_loop(
-                http, [(f"{url}/v1/batch", b) for b in bodies[:20]], cfg.batch_size, 2
+    rounds = max(1, min(cfg.ingest_rounds, len(bodies) // _MIN_ROUND_REQUESTS))
+    results = {name: loadgen.LoadResult() for name in servers}
+    windows = {name: CpuWindow(run.stack, {name: proc}) for name, (_, _, proc) in servers.items()}
+    for window in windows.values():
+        window.pause()
+    for i in range(rounds):
+        part = bodies[i * len(bodies) // rounds : (i + 1) * len(bodies) // rounds]
+        for name in list(servers) if i % 2 == 0 else list(servers)[::-1]:
+            http, base, _ = servers[name]
+            windows[name].resume()
+            result = await loadgen.closed_loop(
+                http, [(f"{base}/v1/batch", b) for b in part], cfg.batch_size, cfg.concurrency
             )
-            batch = await loadgen.closed_loop(
-                http, [(f"{url}/v1/batch", b) for b in bodies], cfg.batch_size, cfg.concurrency
-            )
-            track = await loadgen.closed_loop(
-                http, [(f"{url}/v1/track", b) for b in singles], 1, cfg.track_concurrency
-            )
-    finally:
-        run.stack.stop(bare)
-    run.report.set(bare_rss_mb_peak=bare.peak_rss / MB)
-    _check(run.report, "bare /v1/batch", batch)
-    _check(run.report, "bare /v1/track", track)
-    return batch, track
+            windows[name].pause()
+            results[name].add(result)
+    return {name: (results[name], windows[name].cores()) for name in servers}
 
 
 # -- 2. pipeline ----------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""The benchmark's own arithmetic: a load measured in rounds adds up as one load would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import phases
+from bench.loadgen import LoadResult
+
+
+def test_rounds_of_a_load_add_up() -> None:
+    total = LoadResult(requests=2, events=200, seconds=1.0, latencies_ms=[1.0, 2.0])
+    total.statuses[200] = 2
+    later = LoadResult(requests=3, events=250, errors=1, seconds=1.5, latencies_ms=[3.0, 4.0, 5.0])
+    later.statuses.update({200: 2, 503: 1})
+    total.add(later)
+    assert (total.requests, total.events, total.errors) == (5, 450, 1)
+    assert total.events_per_s == 450 / 2.5
+    assert total.latencies_ms == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert total.statuses == {200: 4, 503: 1}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Proc:
+    """A process whose CPU time is whatever the test says."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+
+    def cpu_seconds(self) -> float:
+        return self.cpu
+
+
+class _Stack:
+    def postgres_cpu_seconds(self) -> float | None:
+        return None  # an external server: unknown
+
+
+def test_a_paused_cpu_window_leaves_the_pause_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, proc = _Clock(), _Proc()
+    monkeypatch.setattr("bench.phases.time.perf_counter", clock)
+    stack: Any = _Stack()
+    procs: dict[str, Any] = {"api": proc}
+    window = phases.CpuWindow(stack, procs)
+    clock.now, proc.cpu = 2.0, 1.0  # 1 s of CPU in 2 s
+    window.pause()
+    clock.now, proc.cpu = 10.0, 9.0  # paused: not counted
+    window.resume()
+    clock.now, proc.cpu = 12.0, 12.0  # 3 s of CPU in 2 s
+    cores = window.cores()
+    assert cores["api"] == pytest.approx(4.0 / 4.0)
+    assert cores["postgres"] is None
