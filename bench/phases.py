@@ -1,7 +1,8 @@
 """The measured phases. Each one isolates one number:
 
 1. ingest — ``/v1/batch`` and single ``/v1/track`` against the API with no consumer running
-   (the broker only collects), then the same load against the bare server (the limit);
+   (the broker only collects), and the same load against the bare server (the limit); the
+   batch load in rounds that alternate between the two;
 2. pipeline — consumers start on a full topic; events/s from the first batch until every
    accepted event is in Postgres;
 3. raw COPY — the same rows, fresh ids, COPY'd into the same table in the same run;
