@@ -34,7 +34,7 @@ import orjson
 
 from app.auth.service import SourceInfo
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
-from app.ingest.publisher import partitions_for
+from app.ingest.publisher import partition_for
 from app.ingest.schemas import (
     MAX_EVENT_BYTES,
     MAX_MESSAGE_ID,
@@ -276,7 +276,8 @@ def seal(
     partition, whatever path they took, and the pipeline's batches keep each person's events
     together."""
     groups: dict[int, tuple[bytes, list[msgspec.Raw]]] = {}
-    for raw, key, partition in zip(calls, keys, partitions_for(keys, partitions), strict=True):
+    for raw, key in zip(calls, keys, strict=True):
+        partition = partition_for(key, partitions)
         group = groups.get(partition)
         if group is None:
             groups[partition] = (key, [raw])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -164,9 +164,4 @@ _MURMUR2_SEED = 0x9747B28C
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of ``key`` among ``partitions``: Kafka's default (murmur2) choice."""
-    return partitions_for((key,), partitions)[0]
-
-
-def partitions_for(keys: Iterable[bytes], partitions: int) -> list[int]:
-    """:func:`partition_for` of each key, in one loop (a request's keys at once)."""
-    return [(murmurhash2(k, _MURMUR2_SEED) & 0x7FFFFFFF) % partitions for k in keys]
+    return (murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % partitions
