@@ -6,7 +6,9 @@ API publishes for them (batch envelopes, one per partition per request; with
 them — no broker, no HTTP — on a fresh scratch database, next to a raw COPY of as many rows
 into ``events``. Envelopes are opened as the consumer opens them (``--decode-workers``
 worker processes; 0: in the handler's process). The quickest loop for profiling the
-consumer (``py-spy record -- python -m bench.handler``).
+consumer (``py-spy record -- python -m bench.handler``); with ``--instructions``, the
+instructions the handler's process executes per event instead (`bench.callgrind`; a decode
+worker's are not counted: use ``--decode-workers 0`` to count the envelopes' building).
 
 Records arrive in the order a consumer catching up on a full topic of ``--partitions``
 partitions gets them: ``--batch`` events a handler call, an equal share of each partition in
@@ -38,6 +40,7 @@ from app.journey.model import load_model
 from app.kit import gc
 from app.pipeline.handler import BatchHandler, Record
 from app.pipeline.opener import EnvelopeOpener
+from bench import callgrind
 from bench.config import EVENTS_PER_PERSON
 from bench.phases import copy_again
 from bench.scratch import scratch_database
@@ -134,12 +137,16 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
         opener,
     )
     started, cpu = time.perf_counter(), time.process_time()
-    for records in calls:
-        await handler.handle(records)
-        collector.after_batch()
+    with callgrind.counted("handler"):
+        for records in calls:
+            await handler.handle(records)
+            collector.after_batch()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if opener is not None:
         opener.close()
+    if callgrind.active():  # under valgrind: the parent reports the count, not these timings
+        await pool.close()
+        return
     stored = await pool.fetchval("SELECT count(*) FROM events")
     async with pool.acquire() as conn:
         copied, seconds = await copy_again(conn, source_id, copy_source_id)
@@ -162,4 +169,16 @@ if __name__ == "__main__":
     parser.add_argument(
         "--canonical", action="store_true", help="one canonical touchpoint per event"
     )
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind (slow)"
+    )
+    args = parser.parse_args()
+    if not args.instructions:
+        asyncio.run(main(args))
+    else:
+        options = ["--events", str(args.events), "--batch", str(args.batch)]
+        options += ["--partitions", str(args.partitions)]
+        options += ["--decode-workers", str(args.decode_workers)]
+        options += ["--canonical"] if args.canonical else []
+        counts = callgrind.run("bench.handler", options)
+        print(f"handler  {counts['handler'] / args.events:>12,.0f} instructions an event")

@@ -2,9 +2,11 @@
 
 One customer with ``--events`` events (filled server-side) on a fresh scratch database, then
 ``--requests`` sequential timeline (first page) and profile requests through the ASGI app —
-no sockets, no other load — with p50/p99 per request. The quickest loop for profiling the
-read side (``py-spy record -- python -m bench.readpath``); the ``reads`` phase of
-``python -m bench`` measures the same requests over HTTP under concurrency.
+no sockets, no other load — with p50/p99 per request; with ``--instructions``, the
+instructions the process executes per request instead (`bench.callgrind`: repeatable where
+timings are not). The quickest loop for profiling the read side
+(``py-spy record -- python -m bench.readpath``); the ``reads`` phase of ``python -m bench``
+measures the same requests over HTTP under concurrency.
 
 Needs ``PERCORSO_DATABASE_URL`` (or ``PERCORSO_TEST_DATABASE_URL``): a server on which it may
 create and drop a database.
@@ -26,6 +28,7 @@ from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.kit import embedded
 from app.main import create_app
+from bench import callgrind
 from bench.scratch import scratch_database
 
 
@@ -112,11 +115,14 @@ async def _measure(settings: Settings, customer: uuid.UUID, secret: str, request
             for _ in range(20):  # warm-up: connections, statement caches
                 (await http.get(path)).raise_for_status()
             seconds = []
-            for _ in range(requests):
-                started = time.perf_counter()
-                response = await http.get(path)
-                seconds.append(time.perf_counter() - started)
-                response.raise_for_status()
+            with callgrind.counted(what):
+                for _ in range(requests):
+                    started = time.perf_counter()
+                    response = await http.get(path)
+                    seconds.append(time.perf_counter() - started)
+                    response.raise_for_status()
+            if callgrind.active():
+                continue
             seconds.sort()
             p50, p99 = seconds[len(seconds) // 2], seconds[int(len(seconds) * 0.99)]
             print(f"{what:<9} p50 {p50 * 1000:6.2f} ms   p99 {p99 * 1000:6.2f} ms")
@@ -126,5 +132,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=1_000)
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind (slow)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.requests))
+    if not args.instructions:
+        asyncio.run(main(args.events, args.requests))
+    else:
+        counts = callgrind.run(
+            "bench.readpath", ["--events", str(args.events), "--requests", str(args.requests)]
+        )
+        for what, total in counts.items():
+            print(f"{what:<9} {total / args.requests:>12,.0f} instructions a request")

@@ -1,12 +1,15 @@
-"""The benchmark's own arithmetic: a load measured in rounds adds up as one load would."""
+"""The benchmark's own arithmetic: a load measured in rounds adds up as one load would; the
+instruction counts of the in-process loops come from the blocks they name."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import phases
+from bench import callgrind, phases
 from bench.loadgen import LoadResult
 
 
@@ -59,3 +62,33 @@ def test_a_paused_cpu_window_leaves_the_pause_out(monkeypatch: pytest.MonkeyPatc
     cores = window.cores()
     assert cores["api"] == pytest.approx(4.0 / 4.0)
     assert cores["postgres"] is None
+
+
+_LOOPS = """
+from bench import callgrind
+
+with callgrind.counted("small"):
+    sum(range(20_000))
+with callgrind.counted("large"):
+    sum(range(200_000))
+"""
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_instructions_are_counted_per_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "two_loops.py").write_text(_LOOPS)
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{root}")
+    counts = callgrind.run("two_loops", [])
+    assert list(counts) == ["small", "large"]
+    # Ten times the loop; the rest (starting and ending a count) is the same in both.
+    assert 5 * counts["small"] < counts["large"] < 15 * counts["small"]
+
+
+def test_outside_callgrind_a_counted_block_only_runs() -> None:
+    assert not callgrind.active()
+    with callgrind.counted("block"):
+        ran = True
+    assert ran
