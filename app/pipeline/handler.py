@@ -62,11 +62,11 @@ ALONE_FROM_ATTEMPT = 3
 WRITERS_LOCK = 0x70657263_6F72736F  # "percorso"
 # Every statement of the transaction looks rows up by key, for far fewer keys than the table
 # has rows: the plan to want is an index probe per key. Without statistics (a table filling
-# since the last ANALYZE), Postgres assumes 200 distinct values per column and expected each
-# merged customer to own a large share of `events`, so every merge UPDATE scanned the whole
-# table (bench.handler: 22 of 22 plans; with this, none, and the batch statements' summed
-# time 6.06-6.42 s per 100,000 events against 6.51-7.16). Set for the transaction only
-# (`SET LOCAL`); a statement with no index to use still scans.
+# since the last ANALYZE), Postgres assumes 200 distinct values per column, so it expects
+# each merged customer to own a large share of `events` and scans the whole table instead
+# (bench.handler: every merge UPDATE, 22 of 22 plans; with this, none, and the batch
+# statements' summed time 6.06-6.42 s per 100,000 events against 6.51-7.16). Set for the
+# transaction only (`SET LOCAL`); a statement with no index to use still scans.
 _NO_SEQSCAN = "set_config('enable_seqscan', 'off', true)"
 _BESIDE_OTHERS = f"SELECT pg_advisory_xact_lock_shared($1), {_NO_SEQSCAN}"
 _ALONE = f"SELECT pg_advisory_xact_lock($1), {_NO_SEQSCAN}"
