@@ -244,8 +244,9 @@ class BatchHandler:
         waits on the database, the next one's Python work runs."""
         if self._parts < 2 or len(touchpoints) < SPLIT_MIN:
             return await self._store_or_isolate(origin, touchpoints, dead)
-        async with self._pool.acquire() as proxy:
+        async with self._pool.acquire() as proxy, proxy.transaction():
             conn = cast("asyncpg.Connection[Any]", proxy)
+            await conn.execute(f"SELECT {_NO_SEQSCAN}")  # index probes here too
             owners = await identity.current_owners(conn, touchpoints)
         parts = identity.independent_parts(touchpoints, owners, self._parts)
         done = await asyncio.gather(
