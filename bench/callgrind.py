@@ -11,6 +11,7 @@ Only this process's instructions count: not PostgreSQL's, nor a worker process's
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -23,6 +24,19 @@ from pathlib import Path
 
 # Set in the child that runs under callgrind.
 _ACTIVE = "PERCORSO_BENCH_CALLGRIND"
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--instructions`` option of a loop that counts with :func:`counted`."""
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind (slow)"
+    )
+
+
+def wanted(args: argparse.Namespace) -> bool:
+    """Whether to count: ``--instructions`` given, and this is not already the child (which
+    gets the same command line and runs the loop)."""
+    return bool(args.instructions) and not active()
 
 
 def active() -> bool:
@@ -45,9 +59,9 @@ def counted(label: str) -> Iterator[None]:
         _control("--instr=off")
 
 
-def run(module: str, args: list[str]) -> dict[str, int]:
-    """Run ``python -m module *args`` under callgrind; the instructions of each of its
-    :func:`counted` blocks, by label, in order."""
+def run(module: str, args: list[str] | None = None) -> dict[str, int]:
+    """Run ``python -m module *args`` (by default, with this process's arguments) under
+    callgrind; the instructions of each of its :func:`counted` blocks, by label, in order."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +75,7 @@ def run(module: str, args: list[str]) -> dict[str, int]:
                 sys.executable,
                 "-m",
                 module,
-                *args,
+                *(sys.argv[1:] if args is None else args),
             ],
             env={**os.environ, _ACTIVE: "1"},
             check=True,

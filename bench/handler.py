@@ -169,16 +169,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--canonical", action="store_true", help="one canonical touchpoint per event"
     )
-    parser.add_argument(
-        "--instructions", action="store_true", help="count instructions under callgrind (slow)"
-    )
+    callgrind.add_option(parser)
     args = parser.parse_args()
-    if not args.instructions:
+    if not callgrind.wanted(args):
         asyncio.run(main(args))
     else:
-        options = ["--events", str(args.events), "--batch", str(args.batch)]
-        options += ["--partitions", str(args.partitions)]
-        options += ["--decode-workers", str(args.decode_workers)]
-        options += ["--canonical"] if args.canonical else []
-        counts = callgrind.run("bench.handler", options)
+        counts = callgrind.run("bench.handler")
         print(f"handler  {counts['handler'] / args.events:>12,.0f} instructions an event")

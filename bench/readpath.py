@@ -132,15 +132,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=1_000)
-    parser.add_argument(
-        "--instructions", action="store_true", help="count instructions under callgrind (slow)"
-    )
+    callgrind.add_option(parser)
     args = parser.parse_args()
-    if not args.instructions:
+    if not callgrind.wanted(args):
         asyncio.run(main(args.events, args.requests))
     else:
-        counts = callgrind.run(
-            "bench.readpath", ["--events", str(args.events), "--requests", str(args.requests)]
-        )
-        for what, total in counts.items():
+        for what, total in callgrind.run("bench.readpath").items():
             print(f"{what:<9} {total / args.requests:>12,.0f} instructions a request")
