@@ -21,13 +21,14 @@ from app.errors import install_error_handlers
 from app.health.endpoints import router as health_router
 from app.ingest.client import TrustedProxies
 from app.ingest.cors import TrackingCors
-from app.ingest.endpoints import is_tracking_path
+from app.ingest.endpoints import DIRECT_ROUTES, is_tracking_path
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.publisher import Publisher
 from app.ingest.ratelimit import RateLimiter
 from app.journey.endpoints import router as journey_router
 from app.journey.model import load_model
 from app.kit import gc
+from app.kit.direct import DirectRoutes
 from app.timeline.endpoints import router as timeline_router
 
 DESCRIPTION = """
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Inside the CORS policy: the tracking calls' POST routes skip the router.
+    app.add_middleware(DirectRoutes, routes=DIRECT_ROUTES, handlers=app.exception_handlers)
     app.add_middleware(TrackingCors, applies=is_tracking_path)
     app.include_router(ingest_router)
     app.include_router(email_router)

@@ -35,6 +35,7 @@ from app.ingest.schemas import (
     Rejection,
     SegmentMessage,
 )
+from app.kit.direct import Endpoint
 from app.kit.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from app.kit.responses import json_response
 
@@ -229,7 +230,12 @@ async def batch(request: Request) -> Response:
     return await accept(publisher, messages, rejected)
 
 
+# The tracking calls' POST routes by full path, for `app.kit.direct.DirectRoutes`: their
+# endpoints take the bare request and return a response, so FastAPI's routing adds nothing.
+DIRECT_ROUTES: dict[str, Endpoint] = {}
+
 for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path of /v1/batch.")):
+    DIRECT_ROUTES[f"{router.prefix}/{_path}"] = batch
     router.add_api_route(
         f"/{_path}",
         batch,
@@ -243,10 +249,12 @@ for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path o
 
 # After /v1/batch: routes are matched in order, and the batch path is the busiest.
 for _call, _summary in _CALLS.items():
+    _endpoint = _single(_call, _summary)
     for _path, _label in ((_call, _summary), (SHORT_PATHS[_call], f"Short path of /v1/{_call}.")):
+        DIRECT_ROUTES[f"{router.prefix}/{_path}"] = _endpoint
         router.add_api_route(
             f"/{_path}",
-            _single(_call, _summary),
+            _endpoint,
             methods=["POST"],
             response_model=IngestResponse,
             summary=_label,

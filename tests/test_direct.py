@@ -1,0 +1,95 @@
+"""Routes served ahead of FastAPI's router (app.kit.direct): the same answers, errors
+included, and every other request left to the router."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.responses import PlainTextResponse, Response
+
+from app.errors import InvalidRequest, install_error_handlers
+from app.ingest.endpoints import DIRECT_ROUTES, router
+from app.kit.direct import DirectRoutes
+from app.main import create_app
+
+
+class Unhandled(Exception):
+    pass
+
+
+def _app(calls: list[str]) -> FastAPI:
+    async def echo(request: Request) -> Response:
+        calls.append("direct")
+        body = await request.body()
+        if body == b"bad":
+            raise InvalidRequest("a bad body")
+        if body == b"boom":
+            raise Unhandled
+        return PlainTextResponse(body[::-1])
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/echo")
+    async def routed(request: Request) -> Response:
+        calls.append("router")
+        return PlainTextResponse(b"routed")
+
+    @app.get("/echo")
+    async def get_echo() -> Response:
+        calls.append("router")
+        return PlainTextResponse(b"get")
+
+    app.add_middleware(DirectRoutes, routes={"/echo": echo}, handlers=app.exception_handlers)
+    return app
+
+
+async def test_a_direct_route_answers_its_posts_and_leaves_the_rest_to_the_router() -> None:
+    calls: list[str] = []
+    transport = httpx.ASGITransport(app=_app(calls))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        posted = await client.post("/echo", content=b"abc")
+        got = await client.get("/echo")
+        elsewhere = await client.post("/echo/", content=b"abc")
+    assert (posted.status_code, posted.content) == (200, b"cba")
+    assert (got.status_code, got.content) == (200, b"get")
+    assert elsewhere.status_code in (307, 404)  # the router's answer, whatever it is
+    assert calls[:2] == ["direct", "router"]
+
+
+async def test_errors_get_the_apps_own_handlers_and_unhandled_ones_propagate() -> None:
+    calls: list[str] = []
+    transport = httpx.ASGITransport(app=_app(calls), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        bad = await client.post("/echo", content=b"bad")
+        boom = await client.post("/echo", content=b"boom")
+    assert bad.status_code == 400
+    assert bad.headers["content-type"] == "application/problem+json"
+    assert bad.json()["detail"] == "a bad body"
+    assert bad.json()["instance"] == "/echo"
+    assert boom.status_code == 500  # as from the router: Starlette's server error middleware
+
+
+def test_the_direct_tracking_routes_are_the_routes_fastapi_declares() -> None:
+    declared = {
+        route.path: route.endpoint
+        for route in router.routes
+        if isinstance(route, APIRoute) and "POST" in route.methods
+    }
+    documented = create_app().openapi()["paths"]
+    assert len(DIRECT_ROUTES) == 14  # six calls and batch, each with its short path
+    for path, endpoint in DIRECT_ROUTES.items():
+        assert declared.get(path) is endpoint, path
+        assert "post" in documented[path]
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/t"])
+async def test_a_tracking_error_reads_as_the_routers_would(path: str) -> None:
+    transport = httpx.ASGITransport(app=create_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post(path, content=b"{", headers={"content-type": "text/csv"})
+    assert response.status_code == 415
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["instance"] == path
