@@ -89,9 +89,9 @@ class Publisher:
                     for partition, key, value in place(partitions)
                 }
                 for delivery in deliveries:
-                    # Shielded: the batch is shared with other requests, and this request
-                    # giving up must not cancel their delivery.
-                    await (await asyncio.shield(delivery))
+                    # Both shielded: the batch, its queueing and its ack are shared with
+                    # other requests, and this request giving up must cancel neither.
+                    await asyncio.shield(await asyncio.shield(delivery))
         except (KafkaError, TimeoutError) as exc:
             log.warning("publish failed: %s", type(exc).__name__)
             raise self._unavailable() from exc
