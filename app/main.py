@@ -46,6 +46,17 @@ Errors are `application/problem+json` (RFC 9457).
 """
 
 
+# The API reference's sections, in reading order.
+TAGS = [
+    {"name": "tracking", "description": "Segment-compatible calls, batches and the pixel API."},
+    {"name": "email", "description": "Open pixel and click redirect of tracked emails."},
+    {"name": "customers", "description": "Unified profiles, lookups and timelines."},
+    {"name": "crm", "description": "Contact upserts and the changes feed."},
+    {"name": "journey", "description": "A customer's journey, and the active journey model."},
+    {"name": "operations", "description": "Health, readiness and metrics."},
+]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # Parsed before start-up, so a typo in a setting stops the process instead of a request.
@@ -87,17 +98,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Percorso",
         version="0.1.0",
         description=DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
     )
     install_error_handlers(app)
     # Inside the CORS policy: the tracking calls' POST routes skip the router.
     app.add_middleware(DirectRoutes, routes=DIRECT_ROUTES, handlers=app.exception_handlers)
     app.add_middleware(TrackingCors, applies=is_tracking_path)
+    # Routes are matched in turn, and FastAPI tries every route of each router before:
+    # the busiest reads first (bench.readpath: timeline 3.94 M -> 3.54 M instructions a
+    # request, profile 2.08 M -> 1.81 M, against the tracking routers first). The tracking
+    # calls' POST routes do not come here (DirectRoutes); OpenAPI keeps TAGS' order.
+    app.include_router(timeline_router)
+    app.include_router(customers_router)
     app.include_router(ingest_router)
     app.include_router(email_router)
-    app.include_router(customers_router)
     app.include_router(contacts_router)
-    app.include_router(timeline_router)
     app.include_router(journey_router)
     app.include_router(health_router)
     return app
