@@ -11,7 +11,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from app.errors import InvalidRequest, install_error_handlers
 from app.ingest.endpoints import DIRECT_ROUTES, router
-from app.kit.direct import DirectRoutes
+from app.kit.direct import DirectRoutes, Fallback, exact
 from app.main import create_app
 
 
@@ -29,6 +29,10 @@ def _app(calls: list[str]) -> FastAPI:
             raise Unhandled
         return PlainTextResponse(body[::-1])
 
+    async def declines(request: Request) -> Response:
+        calls.append("declined")
+        raise Fallback
+
     app = FastAPI()
     install_error_handlers(app)
 
@@ -42,7 +46,16 @@ def _app(calls: list[str]) -> FastAPI:
         calls.append("router")
         return PlainTextResponse(b"get")
 
-    app.add_middleware(DirectRoutes, routes={"/echo": echo}, handlers=app.exception_handlers)
+    @app.get("/declined")
+    async def routed_declined() -> Response:
+        calls.append("router")
+        return PlainTextResponse(b"from the router")
+
+    app.add_middleware(
+        DirectRoutes,
+        routers=[exact("POST", {"/echo": echo}), exact("GET", {"/declined": declines})],
+        handlers=app.exception_handlers,
+    )
     return app
 
 
@@ -57,6 +70,15 @@ async def test_a_direct_route_answers_its_posts_and_leaves_the_rest_to_the_route
     assert (got.status_code, got.content) == (200, b"get")
     assert elsewhere.status_code in (307, 404)  # the router's answer, whatever it is
     assert calls[:2] == ["direct", "router"]
+
+
+async def test_a_direct_endpoint_can_leave_a_request_to_the_router() -> None:
+    calls: list[str] = []
+    transport = httpx.ASGITransport(app=_app(calls))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/declined")
+    assert (response.status_code, response.content) == (200, b"from the router")
+    assert calls == ["declined", "router"]
 
 
 async def test_errors_get_the_apps_own_handlers_and_unhandled_ones_propagate() -> None:

@@ -29,14 +29,10 @@ class _ReadToken(HTTPBearer):
         return await authenticator(request).token(secret, "read")
 
 
-ReadAccess = Annotated[
-    TokenInfo,
-    Depends(
-        _ReadToken(
-            scheme_name="HTTPBearer", description="A read (or admin) API token.", auto_error=False
-        )
-    ),
-]
+read_token = _ReadToken(
+    scheme_name="HTTPBearer", description="A read (or admin) API token.", auto_error=False
+)
+ReadAccess = Annotated[TokenInfo, Depends(read_token)]
 
 
 def presented_write_key(request: Request) -> str | None:

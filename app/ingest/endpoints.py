@@ -35,7 +35,7 @@ from app.ingest.schemas import (
     Rejection,
     SegmentMessage,
 )
-from app.kit.direct import Endpoint
+from app.kit.direct import Endpoint, exact
 from app.kit.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from app.kit.responses import json_response
 
@@ -233,6 +233,7 @@ async def batch(request: Request) -> Response:
 # The tracking calls' POST routes by full path, for `app.kit.direct.DirectRoutes`: their
 # endpoints take the bare request and return a response, so FastAPI's routing adds nothing.
 DIRECT_ROUTES: dict[str, Endpoint] = {}
+direct_route = exact("POST", DIRECT_ROUTES)
 
 for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path of /v1/batch.")):
     DIRECT_ROUTES[f"{router.prefix}/{_path}"] = batch

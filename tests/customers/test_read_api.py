@@ -14,8 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.customers.endpoints import direct_route as customers_direct
 from app.journey.model import load_model
+from app.kit.direct import DirectRoutes
 from app.main import create_app
+from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.schemas import TimelinePage
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer, scalar
@@ -196,6 +199,39 @@ async def test_a_timeline_page_is_what_its_response_model_writes(
     assert rest.json()["next_cursor"] is None
     assert page["items"][1]["event"] is None
     assert page["items"][1]["type"] == "identify"
+
+
+async def test_profiles_and_timeline_pages_served_directly_are_the_routes_answers(
+    app_client: httpx.AsyncClient,
+    settings: Settings,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+) -> None:
+    """`app.kit.direct` serves these reads without FastAPI's router: the same bytes."""
+    await handle([touchpoint(source_id, user_id="twin", at=at) for at in (0, 1, 2)])
+    cid = await _customer_id(app_client, read_token, "user_id", "twin")
+    routed = create_app(settings)
+    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not DirectRoutes]
+    reads = [
+        (f"/v1/customers/{cid}", {}),
+        (f"/v1/customers/{cid}/timeline", {}),
+        (f"/v1/customers/{cid}/timeline", {"limit": "2", "channel": ["web", "email"]}),
+        (f"/v1/customers/{str(cid).upper()}/timeline", {"type": "track", "until": "2031-01-01"}),
+    ]
+    async with (
+        LifespanManager(routed) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
+        ) as router_client,
+    ):
+        for path, params in reads:
+            assert timeline_direct("GET", path) or customers_direct("GET", path), path
+            direct = await app_client.get(path, params=params, headers=bearer(read_token))
+            via_router = await router_client.get(path, params=params, headers=bearer(read_token))
+            assert direct.status_code == 200, direct.text
+            assert direct.headers.raw == via_router.headers.raw
+            assert direct.content == via_router.content
 
 
 async def test_read_endpoints_refuse_missing_wrong_and_write_credentials(
