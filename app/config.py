@@ -34,7 +34,10 @@ class Settings(BaseSettings):
     kafka_consumer_group: str = "pipeline"
     # Tansu (and some managed brokers) reject the idempotent producer.
     kafka_enable_idempotence: bool = False
-    kafka_linger_ms: int = Field(default=5, ge=0)
+    # How long a produced batch waits for more messages before it may be sent. The API's
+    # publisher batches without it: a partition's batch fills while the one before it is on
+    # its way (one produce request in flight per broker), so waiting more only adds latency.
+    kafka_linger_ms: int = Field(default=0, ge=0)
     # Compression of produced batches (a consumer reads any). JSON events shrink several
     # times, so the API, the broker and the network each handle less; "none" or another
     # codec for brokers older than Kafka 2.1 (zstd). aiokafka's lz4 is its slow high level.

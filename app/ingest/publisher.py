@@ -104,8 +104,9 @@ class Publisher:
 
         What aiokafka's ``send`` does, minus a coroutine, a future, a partitioner call and
         a metadata lookup per message. The batch stays open while it waits for its turn
-        and lingers, so concurrent requests share produce requests; once the sender takes
-        it (closing it), ``append`` refuses and a new batch starts."""
+        (the partition's batch before it unsent, the broker's produce request in flight),
+        so concurrent requests share produce requests without a linger; once the sender
+        takes it (closing it), ``append`` refuses and a new batch starts."""
         current = self._open.get(partition)
         appended = current and current[0].append(key=key, value=value, timestamp=None)
         if current is not None and appended is not None:
