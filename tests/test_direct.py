@@ -3,6 +3,9 @@ included, and every other request left to the router."""
 
 from __future__ import annotations
 
+import uuid
+from functools import partial
+
 import httpx
 import pytest
 from fastapi import FastAPI, Request
@@ -11,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from app.errors import InvalidRequest, install_error_handlers
 from app.ingest.endpoints import DIRECT_ROUTES, router
-from app.kit.direct import DirectRoutes, Fallback, exact
+from app.kit.direct import DirectRoutes, Fallback, checks, exact, with_uuid
 from app.main import create_app
 
 
@@ -115,3 +118,30 @@ async def test_a_tracking_error_reads_as_the_routers_would(path: str) -> None:
     assert response.status_code == 415
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["instance"] == path
+
+
+def test_a_uuid_router_matches_its_template_only_and_passes_the_id() -> None:
+    async def endpoint(customer_id: uuid.UUID, request: Request) -> Response:
+        return PlainTextResponse(str(customer_id))
+
+    route = with_uuid("GET", "/v1/things/{}/parts", endpoint)
+    cid = uuid.uuid4()
+    found = route("GET", f"/v1/things/{str(cid).upper()}/parts")
+    assert isinstance(found, partial)
+    assert found.args == (cid,)
+    for method, path in [
+        ("POST", f"/v1/things/{cid}/parts"),
+        ("GET", f"/v1/things/{cid}/parts/"),
+        ("GET", f"/v1/things/{cid.hex}/parts"),  # the router reads other spellings
+        ("GET", "/v1/things/not-a-uuid/parts"),
+    ]:
+        assert route(method, path) is None, (method, path)
+
+
+def test_checks_turn_a_refusal_into_a_fallback_and_let_the_rest_through() -> None:
+    with pytest.raises(Fallback), checks(InvalidRequest):
+        raise InvalidRequest("refused")
+    with pytest.raises(Unhandled), checks(InvalidRequest):
+        raise Unhandled
+    with checks(InvalidRequest):
+        pass

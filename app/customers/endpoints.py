@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import uuid
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,7 +13,7 @@ from app.customers.schemas import Profile
 from app.db import read_connection
 from app.errors import ProblemError
 from app.identity.identifiers import IdentityConfig
-from app.kit.direct import UUID_PATTERN, Endpoint, Fallback
+from app.kit.direct import checks, with_uuid
 from app.kit.responses import json_response
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -53,19 +51,12 @@ async def _profile(request: Request, customer_id: uuid.UUID) -> Response:
     return json_response(found)
 
 
-_PROFILE = re.compile(f"{router.prefix}/({UUID_PATTERN})")
-
-
 async def _direct(customer_id: uuid.UUID, request: Request) -> Response:
     """:func:`get_profile` for a request that passes its checks, without FastAPI's routing
     and dependency solving (`app.kit.direct`)."""
-    try:
+    with checks(ProblemError):
         await read_token(request)
-    except ProblemError:
-        raise Fallback from None  # the route words the error
     return await _profile(request, customer_id)
 
 
-def direct_route(method: str, path: str) -> Endpoint | None:
-    found = _PROFILE.fullmatch(path) if method == "GET" else None
-    return partial(_direct, uuid.UUID(found[1])) if found else None
+direct_route = with_uuid("GET", f"{router.prefix}/{{}}", _direct)

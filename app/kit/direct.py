@@ -13,14 +13,18 @@ instructions instead of 3.54 M, a profile 1.35 M instead of 1.81 M (``bench.read
 an endpoint, calls it with the request, and answers what it raises with the app's own
 exception handlers, so the response is what the router would have given. An endpoint that
 would need FastAPI's help (a parameter to reject, a credential to refuse) raises
-:class:`Fallback` before it has read the body or answered, and the request goes to the
-router, which words the error. The routes stay declared in FastAPI (OpenAPI, other methods).
+:class:`Fallback` (:func:`checks`) before it has read the body or answered, and the request
+goes to the router, which words the error. :func:`exact` and :func:`with_uuid` make the
+routers. The routes stay declared in FastAPI (OpenAPI, other methods).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -33,7 +37,7 @@ Router = Callable[[str, str], Endpoint | None]
 
 # A UUID as FastAPI reads a ``uuid.UUID`` path parameter, in its usual spelling only (the
 # router reads the others).
-UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = "([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
 
 
 class Fallback(Exception):
@@ -101,3 +105,36 @@ def exact(method: str, routes: Mapping[str, Endpoint]) -> Router:
         return routes.get(path) if requested == method else None
 
     return route
+
+
+def with_uuid(
+    method: str, template: str, endpoint: Callable[[uuid.UUID, Request], Awaitable[Response]]
+) -> Router:
+    """A router for the paths of ``template`` (``{}`` where a UUID path parameter goes)
+    under ``method``: ``endpoint`` is called with the UUID and the request."""
+    before, after = template.split("{}")
+    pattern = re.compile(re.escape(before) + _UUID + re.escape(after))
+
+    def route(requested: str, path: str) -> Endpoint | None:
+        found = pattern.fullmatch(path) if requested == method else None
+        return partial(endpoint, uuid.UUID(found[1])) if found else None
+
+    return route
+
+
+class checks:  # lower case, as contextlib.suppress: `with checks(...):`
+    """Around a direct endpoint's checks (credential, parameters): one that refuses the
+    request raises :class:`Fallback` instead, and the router words the error. (A class,
+    not a generator: this runs on every direct read.)"""
+
+    __slots__ = ("refusals",)
+
+    def __init__(self, *refusals: type[Exception]) -> None:
+        self.refusals = refusals
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None and issubclass(kind, self.refusals):
+            raise Fallback from None

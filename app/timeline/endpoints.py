@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import uuid
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,7 +12,7 @@ from app.auth.dependencies import ReadAccess, read_token
 from app.customers.endpoints import READ_ERRORS
 from app.db import read_connection
 from app.errors import ProblemError
-from app.kit.direct import UUID_PATTERN, Endpoint, Fallback
+from app.kit.direct import checks, with_uuid
 from app.kit.query import parameters
 from app.kit.responses import json_response
 from app.timeline import service
@@ -57,20 +55,13 @@ async def _page(request: Request, customer_id: uuid.UUID, params: TimelineParams
     return json_response(page)
 
 
-_TIMELINE = re.compile(f"{router.prefix}/({UUID_PATTERN})/timeline")
-
-
 async def _direct(customer_id: uuid.UUID, request: Request) -> Response:
     """:func:`timeline` for a request that passes its checks, without FastAPI's routing and
     dependency solving (`app.kit.direct`): the same checks, in the same order."""
-    try:
+    with checks(ProblemError, RequestValidationError):
         await read_token(request)
         params = await TimelineParams.of(request)
-    except (ProblemError, RequestValidationError):
-        raise Fallback from None  # the route words the error
     return await _page(request, customer_id, params)
 
 
-def direct_route(method: str, path: str) -> Endpoint | None:
-    found = _TIMELINE.fullmatch(path) if method == "GET" else None
-    return partial(_direct, uuid.UUID(found[1])) if found else None
+direct_route = with_uuid("GET", f"{router.prefix}/{{}}/timeline", _direct)
