@@ -9,6 +9,12 @@ worker processes; 0: in the handler's process). The quickest loop for profiling 
 consumer (``py-spy record -- python -m bench.handler``); with ``--instructions``, the
 instructions the handler's process executes per event instead (`bench.callgrind`; a decode
 worker's are not counted: use ``--decode-workers 0`` to count the envelopes' building).
+It also prints the CPU each event cost the handler's process, its decode workers and, on a
+server on this machine, PostgreSQL (all of the server's processes), and how many of the
+machine's cores they kept busy together. With ``--statements``, the server's own time per
+statement (``pg_stat_statements``: the server must preload it), which the client cannot
+measure: a statement's round trip also holds the time the event loop spent on the other
+part's Python work.
 
 Records arrive in the order a consumer catching up on a full topic of ``--partitions``
 partitions gets them: ``--batch`` events a handler call, an equal share of each partition in
@@ -23,11 +29,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 import orjson
+import psutil
 
 from app.auth.service import SourceInfo
 from app.config import Settings
@@ -44,6 +54,7 @@ from bench import callgrind
 from bench.config import EVENTS_PER_PERSON
 from bench.phases import copy_again
 from bench.scratch import scratch_database
+from bench.stack import server_cpu_seconds
 from bench.workload import generate
 
 REQUEST_CALLS = 100  # calls per /v1/batch request, as the bench's ingest phase sends them
@@ -136,12 +147,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
         settings.pipeline_run_events,
         opener,
     )
-    started, cpu = time.perf_counter(), time.process_time()
+    server = await _local_server(pool)
+    statements = args.statements and await _reset_statements(pool)
+    before = _cpu(server)
+    started = time.perf_counter()
     with callgrind.counted("handler"):
         for records in calls:
             await handler.handle(records)
             collector.after_batch()
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    elapsed = time.perf_counter() - started
+    spent = await pool.fetch(_STATEMENTS) if statements else []
+    cpu = {k: v - before[k] for k, v in _cpu(server).items() if k in before}
     if opener is not None:
         opener.close()
     if callgrind.active():  # under valgrind: the parent reports the count, not these timings
@@ -154,10 +170,75 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
     await pool.close()
     rate = stored / elapsed
     print(f"handler  {stored:>8,} events in {elapsed:6.2f} s  {rate:>9,.0f} events/s")
-    busy = f"{cpu / elapsed:.2f} cores, {1e6 * cpu / stored:.0f} µs/event"
-    print(f"         the handler's process busy {busy}")
+    per_event = ", ".join(f"{k} {1e6 * v / stored:.0f}" for k, v in cpu.items())
+    busy = sum(cpu.values()) / elapsed
+    print(f"         CPU µs/event: {per_event}; {busy:.2f} cores busy")
     print(f"raw COPY {copied:>8,} rows                {copy_rate:>9,.0f} rows/s")
     print(f"ratio    {rate / copy_rate:.2f}")
+    if spent:
+        print(_statements_table(spent, stored))
+
+
+async def _local_server(pool: asyncpg.Pool[Any]) -> psutil.Process | None:
+    """The postmaster of the pool's server when it runs on this machine and its processes
+    can be read, else None."""
+    try:
+        backend = psutil.Process(await pool.fetchval("SELECT pg_backend_pid()"))
+        postmaster = backend.parent()
+        if postmaster is None or not backend.name().startswith("postgres"):
+            return None
+        server_cpu_seconds(postmaster)
+    except psutil.Error:
+        return None
+    return postmaster
+
+
+def _cpu(server: psutil.Process | None) -> dict[str, float]:
+    """CPU seconds so far of this process, its children (decode workers) and the server
+    (when it is local)."""
+    children = 0.0
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            children += times.user + times.system
+    used = {"handler": time.process_time(), "decode workers": children}
+    if server is not None:
+        with contextlib.suppress(psutil.Error):
+            used["postgres"] = server_cpu_seconds(server)
+    return used
+
+
+async def _reset_statements(pool: asyncpg.Pool[Any]) -> bool:
+    """Start counting the server's time per statement; False (with a hint) when the server
+    does not preload ``pg_stat_statements``."""
+    try:
+        await pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await pool.execute("SELECT pg_stat_statements_reset()")
+    except asyncpg.PostgresError as exc:
+        print(f"--statements: {exc}; start the server with"
+              " -c shared_preload_libraries=pg_stat_statements")  # fmt: skip
+        return False
+    return True
+
+
+# The statements of this database, by the server's time in them.
+_STATEMENTS = """
+    SELECT total_exec_time, calls, rows, regexp_replace(query, '\\s+', ' ', 'g') AS query
+    FROM pg_stat_statements
+    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    ORDER BY total_exec_time DESC LIMIT 15
+"""
+
+
+def _statements_table(rows: list[asyncpg.Record], events: int) -> str:
+    lines = ["server time  µs/event   calls     rows  statement"]
+    for r in rows:
+        seconds = r["total_exec_time"] / 1000
+        lines.append(
+            f"{seconds:9.2f} s {1e6 * seconds / events:9.1f} {r['calls']:7,} {r['rows']:8,}"
+            f"  {r['query'][:90]}"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -168,6 +249,11 @@ if __name__ == "__main__":
     parser.add_argument("--decode-workers", type=int, default=1)
     parser.add_argument(
         "--canonical", action="store_true", help="one canonical touchpoint per event"
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="the server's time per statement (needs pg_stat_statements preloaded)",
     )
     callgrind.add_option(parser)
     args = parser.parse_args()

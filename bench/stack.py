@@ -257,26 +257,15 @@ class Stack:
         return env
 
     def postgres_cpu_seconds(self) -> float | None:
-        """CPU time of the embedded server: the postmaster, its live backends, and the
-        backends it has reaped (their time stays in its children's times, so a connection
-        closing during a phase does not take its CPU out of the phase's); None for an
+        """CPU time of the embedded server (:func:`server_cpu_seconds`); None for an
         external server, whose processes the bench cannot see."""
         if self._postgres is None:
             return None
         pidfile = (Settings().data_dir / "bench-postgres" / "postmaster.pid").resolve()
         try:
-            master = psutil.Process(int(pidfile.read_text().split()[0]))
-            procs = [master, *master.children(recursive=True)]
+            return server_cpu_seconds(psutil.Process(int(pidfile.read_text().split()[0])))
         except (OSError, ValueError, IndexError, psutil.Error):
             return None
-        total = 0.0
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-                if proc is master:
-                    total += times.children_user + times.children_system
-        return total
 
     def pg_dsn(self) -> str:
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -335,6 +324,20 @@ class Stack:
 
     def stop(self, proc: Proc) -> None:
         proc.stop()
+
+
+def server_cpu_seconds(postmaster: psutil.Process) -> float:
+    """CPU time of a PostgreSQL server: the postmaster, its live processes (backends,
+    WAL writer, checkpointer…), and the backends it has reaped (their time stays in its
+    children's times, so a connection closing during a phase does not take its CPU out of
+    the phase's)."""
+    times = postmaster.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for proc in postmaster.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 async def _wait_http(proc: Proc, url: str, timeout_s: float = 60.0) -> None:

@@ -1,5 +1,6 @@
 """The benchmark's own arithmetic: a load measured in rounds adds up as one load would; the
-instruction counts of the in-process loops come from the blocks they name."""
+instruction counts of the in-process loops come from the blocks they name; the handler
+loop's CPU counts include the database server's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from bench import callgrind, phases
+from app.config import Settings
+from app.db import create_pool
+from bench import callgrind, handler, phases
 from bench.loadgen import LoadResult
 
 
@@ -92,3 +95,20 @@ def test_outside_callgrind_a_counted_block_only_runs() -> None:
     with callgrind.counted("block"):
         ran = True
     assert ran
+
+
+async def test_the_handler_loop_counts_the_local_servers_cpu(settings: Settings) -> None:
+    """bench.handler finds the server of its pool on this machine and adds up the CPU of
+    all its processes, which grows with the work the server does."""
+    pool = await create_pool(settings, size=1)
+    try:
+        server = await handler._local_server(pool)
+        assert server is not None
+        assert server.name().startswith("postgres")
+        before = handler._cpu(server)
+        await pool.fetchval("SELECT count(*) FROM generate_series(1, 2000000)")
+        after = handler._cpu(server)
+    finally:
+        await pool.close()
+    assert set(after) == {"handler", "decode workers", "postgres"}
+    assert after["postgres"] - before["postgres"] > 0.05  # that query alone, ~0.1-0.3 s
