@@ -28,7 +28,6 @@ create and drop a database.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import time
 import uuid
@@ -38,6 +37,7 @@ from typing import Any
 import asyncpg
 import orjson
 import psutil
+import uvloop
 
 from app.auth.service import SourceInfo
 from app.config import Settings
@@ -258,7 +258,7 @@ if __name__ == "__main__":
     callgrind.add_option(parser)
     args = parser.parse_args()
     if not callgrind.wanted(args):
-        asyncio.run(main(args))
+        uvloop.run(main(args))  # the consumer's event loop (app.cli)
     else:
         counts = callgrind.run("bench.handler")
         print(f"handler  {counts['handler'] / args.events:>12,.0f} instructions an event")
