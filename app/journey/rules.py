@@ -46,7 +46,9 @@ Scalar = str | int | float | bool
 _MISSING: Final = object()
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as StepResult (app.journey.model): built per event stepped, and a frozen
+# dataclass costs three times as much to construct. Rules only read it.
+@dataclass(slots=True)
 class EventFacts:
     """What a rule can see of one event. Built by the caller from a canonical touchpoint."""
 

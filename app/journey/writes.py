@@ -5,7 +5,7 @@ passed in (see `app.journey.service`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -218,22 +218,23 @@ _TIMELINES = f"""
 _TIMELINES_WITHOUT_PROPERTIES = _TIMELINES.replace("e.properties", "'{}'::jsonb AS properties", 1)
 
 
-async def timelines(
+def timelines(
     conn: asyncpg.Connection[Any],
     bounds: Sequence[Bound],
     *,
     with_properties: bool,
     prefetch: int = 5_000,
-) -> AsyncIterator[asyncpg.Record]:
+) -> AsyncIterable[asyncpg.Record]:
     """The customers' events after their bounds, ordered by (customer_id, occurred_at,
-    event_id), streamed.
+    event_id), streamed (``async for``).
 
     Needs a transaction (a server-side cursor). ``properties`` is the JSON text, or ``'{}'``
-    when the caller does not need it (a model without ``where`` predicates).
+    when the caller does not need it (a model without ``where`` predicates). The cursor
+    itself, not a generator around it: a replay reads tens of thousands of rows a batch,
+    and each pass through a generator costs a coroutine step.
     """
     query = _TIMELINES if with_properties else _TIMELINES_WITHOUT_PROPERTIES
-    async for row in conn.cursor(query, bulk.rows(bounds), prefetch=prefetch):
-        yield row
+    return conn.cursor(query, bulk.rows(bounds), prefetch=prefetch)
 
 
 async def lock_stale_customers(
