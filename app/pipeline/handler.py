@@ -31,7 +31,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -147,6 +147,7 @@ class BatchHandler:
         outcome = Outcome()
         touchpoints: list[Touchpoint] = []
         origin: dict[Any, Record] = {}
+        encoded: dict[Any, bytes] = {}  # event id -> own_fields, where a worker encoded them
         dead: list[DeadLetter] = []
         # A run is stored while the next one is decoded: its statements run in the
         # database while this process builds touchpoints. One run is stored at a time.
@@ -157,16 +158,20 @@ class BatchHandler:
         run = max(1, self._max_events // 4)
         try:
             async with aclosing(self._decoded(records)) as each:
-                async for record, built, letters in each:
+                async for record, built, letters, rows in each:
                     if len(touchpoints) >= run:
                         if storing is not None:
                             outcome.add(await storing)
-                        storing = asyncio.ensure_future(self._store(origin, touchpoints, dead))
-                        touchpoints, origin, dead = [], {}, []
+                        storing = asyncio.ensure_future(
+                            self._store(origin, touchpoints, dead, encoded)
+                        )
+                        touchpoints, origin, encoded, dead = [], {}, {}, []
                         run = min(2 * run, self._max_events)
                     touchpoints += built
                     for tp in built:
                         origin[tp.event_id] = record
+                    if rows is not None:
+                        encoded.update(zip((tp.event_id for tp in built), rows, strict=True))
                     dead += letters
                     decoded += len(built) + 1
                     if storing is not None and decoded >= _YIELD_EVERY:
@@ -174,7 +179,7 @@ class BatchHandler:
                         await asyncio.sleep(0)  # the run being stored takes its next step
             if storing is not None:
                 outcome.add(await storing)
-            outcome.add(await self._store(origin, touchpoints, dead))
+            outcome.add(await self._store(origin, touchpoints, dead, encoded))
         finally:
             if storing is not None and not storing.done():
                 storing.cancel()  # decoding failed: that run rolls back, the batch is retried
@@ -185,8 +190,9 @@ class BatchHandler:
 
     async def _decoded(
         self, records: Sequence[Record]
-    ) -> AsyncGenerator[tuple[Record, list[Touchpoint], list[DeadLetter]]]:
-        """Each record with its touchpoints and what cannot be built, in order. With an
+    ) -> AsyncGenerator[tuple[Record, list[Touchpoint], list[DeadLetter], list[bytes] | None]]:
+        """Each record with its touchpoints, what cannot be built, and the touchpoints'
+        `own_fields` if a worker encoded them, in order. With an
         opener, envelopes are opened ahead in its workers (about `_AHEAD_BYTES` of them),
         `_CHUNK_BYTES` of consecutive ones at a time, unless the batch is small."""
         opener = self._opener
@@ -215,7 +221,7 @@ class BatchHandler:
                 queued -= size
                 for record, opened in zip(chunk, await opening, strict=True):
                     if isinstance(opened, envelope.InvalidEnvelope):
-                        yield record, [], [_unopened(record, opened)]
+                        yield record, [], [_unopened(record, opened)], None
                     else:
                         yield (record, *_opened(record, opened))
         finally:
@@ -223,27 +229,34 @@ class BatchHandler:
                 if opening is not None:
                     opening.cancel()
 
-    def _decode(self, record: Record) -> tuple[list[Touchpoint], list[DeadLetter]]:
+    def _decode(
+        self, record: Record
+    ) -> tuple[list[Touchpoint], list[DeadLetter], list[bytes] | None]:
         """A record's touchpoints (one, or a batch envelope's, built here), and what cannot
         be built."""
         if envelope.is_envelope(record.value):
             try:
-                opened = envelope.open_envelope(record.value, self._identity)
+                built, failed = envelope.open_envelope(record.value, self._identity)
             except envelope.InvalidEnvelope as exc:
-                return [], [_unopened(record, exc)]
-            return _opened(record, opened)
+                return [], [_unopened(record, exc)], None
+            return _opened(record, (built, failed, None))
         try:
-            return [Touchpoint.from_bytes(record.value)], []
+            return [Touchpoint.from_bytes(record.value)], [], None
         except InvalidTouchpoint as exc:
-            return [], [DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}")]
+            return [], [DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}")], None
 
     async def _store(
-        self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
+        self,
+        origin: dict[Any, Record],
+        touchpoints: list[Touchpoint],
+        dead: list[DeadLetter],
+        encoded: Mapping[Any, bytes],
     ) -> Outcome:
         """The batch in independent parts, one transaction each, side by side: while one
-        waits on the database, the next one's Python work runs."""
+        waits on the database, the next one's Python work runs. ``encoded``: the
+        touchpoints' `own_fields` that a worker encoded, by event id."""
         if self._parts < 2 or len(touchpoints) < SPLIT_MIN:
-            return await self._store_or_isolate(origin, touchpoints, dead)
+            return await self._store_or_isolate(origin, touchpoints, dead, encoded)
         async with self._pool.acquire() as proxy, proxy.transaction():
             conn = cast("asyncpg.Connection[Any]", proxy)
             await conn.execute(f"SELECT {_NO_SEQSCAN}")  # index probes here too
@@ -251,7 +264,7 @@ class BatchHandler:
         parts = identity.independent_parts(touchpoints, owners, self._parts)
         done = await asyncio.gather(
             *(
-                self._store_or_isolate(origin, part, dead if i == 0 else [], owners)
+                self._store_or_isolate(origin, part, dead if i == 0 else [], encoded, owners)
                 for i, part in enumerate(parts)
             ),
             return_exceptions=True,
@@ -269,20 +282,22 @@ class BatchHandler:
         origin: dict[Any, Record],
         touchpoints: list[Touchpoint],
         dead: list[DeadLetter],
+        encoded: Mapping[Any, bytes],
         owners: identity.Owners | None = None,
     ) -> Outcome:
         try:
-            return await self._with_retries(touchpoints, dead, owners)
+            return await self._with_retries(touchpoints, dead, encoded, owners)
         except _REFUSED as exc:
             # Some message the database refuses (e.g. a NUL character in a JSON string):
             # store the others and dead-letter the culprits.
             log.warning("batch refused by the database (%s); isolating", type(exc).__name__)
-            return await self._isolate(origin, touchpoints, dead)
+            return await self._isolate(origin, touchpoints, dead, encoded)
 
     async def _with_retries(
         self,
         touchpoints: list[Touchpoint],
         dead: list[DeadLetter],
+        encoded: Mapping[Any, bytes],
         owners: identity.Owners | None = None,
     ) -> Outcome:
         """`owners` (read before the batch) serve the first attempt; a retry reads afresh."""
@@ -291,6 +306,7 @@ class BatchHandler:
                 return await self._transaction(
                     touchpoints,
                     dead,
+                    encoded,
                     owners if attempt == 1 else None,
                     alone=attempt >= ALONE_FROM_ATTEMPT,
                 )
@@ -306,17 +322,21 @@ class BatchHandler:
         raise AssertionError("unreachable")
 
     async def _isolate(
-        self, origin: dict[Any, Record], touchpoints: list[Touchpoint], dead: list[DeadLetter]
+        self,
+        origin: dict[Any, Record],
+        touchpoints: list[Touchpoint],
+        dead: list[DeadLetter],
+        encoded: Mapping[Any, bytes],
     ) -> Outcome:
         """Store what the database accepts, bisecting to find the messages it refuses:
         log2(batch) transactions per culprit instead of one per message."""
         total = Outcome(dead_letters=list(dead))
-        await self._with_retries([], dead)
+        await self._with_retries([], dead, encoded)
         pending = [touchpoints]
         while pending:
             part = pending.pop()
             try:
-                outcome = await self._with_retries(part, [])
+                outcome = await self._with_retries(part, [], encoded)
             except _REFUSED as exc:
                 if len(part) > 1:
                     middle = len(part) // 2
@@ -326,7 +346,7 @@ class BatchHandler:
                 # The culprit alone, not the whole envelope it came in.
                 payload = part[0].to_bytes() if envelope.is_envelope(record.value) else None
                 letter = DeadLetter.of(record, f"refused by the database: {_short(exc)}", payload)
-                await self._with_retries([], [letter])
+                await self._with_retries([], [letter], encoded)
                 total.dead_letters.append(letter)
                 continue
             total.stored += outcome.stored
@@ -337,6 +357,7 @@ class BatchHandler:
         self,
         touchpoints: list[Touchpoint],
         dead: list[DeadLetter],
+        encoded: Mapping[Any, bytes],
         owners: identity.Owners | None = None,
         *,
         alone: bool = False,
@@ -363,7 +384,7 @@ class BatchHandler:
             await insert_customers(conn, stitching.new, created)
             await stitching.write(conn)
             try:
-                await insert_events(conn, fresh, resolution.customer_of, plan.stage_of)
+                await insert_events(conn, fresh, resolution.customer_of, plan.stage_of, encoded)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name not in STORED_KEYS:
                     raise
@@ -465,9 +486,12 @@ def _unopened(record: Record, exc: envelope.InvalidEnvelope) -> DeadLetter:
     return DeadLetter.of(record, f"undecodable envelope: {_short(exc)}")
 
 
-def _opened(record: Record, opened: Opened) -> tuple[list[Touchpoint], list[DeadLetter]]:
-    built, failed = opened
-    return built, [DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed]
+def _opened(
+    record: Record, opened: Opened
+) -> tuple[list[Touchpoint], list[DeadLetter], list[bytes] | None]:
+    built, failed, rows = opened
+    letters = [DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed]
+    return built, letters, rows
 
 
 def _short(exc: Exception) -> str:

@@ -111,9 +111,9 @@ async def _run_sizes(
     sizes: list[int] = []
     store = small._store
 
-    async def counted(origin: Any, touchpoints: Any, dead: Any) -> Any:
+    async def counted(origin: Any, touchpoints: Any, *rest: Any) -> Any:
         sizes.append(len(touchpoints))
-        return await store(origin, touchpoints, dead)
+        return await store(origin, touchpoints, *rest)
 
     small._store = counted  # type: ignore[method-assign]
     try:

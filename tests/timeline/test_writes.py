@@ -1,0 +1,146 @@
+"""The pipeline's COPY of events, written in PostgreSQL's binary format by the application
+(app.timeline.writes): every column reads back as the touchpoint had it, whether its own
+fields were encoded when it is stored or ahead, in a decode worker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.service import SourceInfo
+from app.config import Settings
+from app.db import create_pool
+from app.identity.identifiers import IdentityConfig
+from app.ingest import envelope
+from app.pipeline import opener
+from app.timeline.writes import insert_events, own_fields
+from app.touchpoint import Touchpoint, new_event_id
+from tests.factories import touchpoint
+
+ROME = timezone(timedelta(hours=1))
+
+
+def _rich(source_id: uuid.UUID) -> Touchpoint:
+    tp = touchpoint(
+        source_id,
+        user_id="ada",
+        event="Ordine Completato ✓",
+        channel="in_store",
+        at=datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=ROME),  # before PostgreSQL's epoch
+        properties={"total": 19.99, "items": [{"sku": "ß-1", "qty": 2}], "gift": None, "n": 2**62},
+        traits={"email": "ada@example.com"},
+    )
+    tp.sent_at = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    tp.context = {"ip": "203.0.113.9", "page": {"title": "Negozio ☕"}}
+    tp.flags = ["invalid_phone"]
+    return tp
+
+
+def _bare(source_id: uuid.UUID) -> Touchpoint:
+    return touchpoint(source_id, anonymous_id="anon-1", type="page", event=None, at=1)
+
+
+async def _stored(pool: asyncpg.Pool[Any], event_id: uuid.UUID) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        "SELECT source_id, message_id, customer_id, type, event, channel, occurred_at, sent_at,"
+        " received_at, stage, properties, traits, context, flags FROM events WHERE event_id = $1",
+        event_id,
+    )
+    assert row is not None
+    return row
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["encoded when stored", "encoded ahead"])
+async def test_every_column_reads_back_as_the_touchpoint_had_it(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, ahead: bool
+) -> None:
+    pool = await create_pool(settings, size=1)
+    try:
+        customer = new_event_id()
+        await pool.execute(
+            "INSERT INTO customers (id, first_seen_at, last_seen_at) VALUES ($1, now(), now())",
+            customer,
+        )
+        rich, bare = _rich(source_id), _bare(source_id)
+        encoded = {tp.event_id: own_fields(tp) for tp in (rich, bare)} if ahead else None
+        async with pool.acquire() as conn, conn.transaction():
+            stages = ["purchase", None]
+            await insert_events(conn, [rich, bare], [customer, customer], stages, encoded)
+        for tp, stage in ((rich, "purchase"), (bare, None)):
+            row = await _stored(pool, tp.event_id)
+            assert (row["source_id"], row["message_id"], row["customer_id"]) == (
+                source_id, tp.message_id, customer,
+            )  # fmt: skip
+            assert (row["type"], row["event"], row["channel"]) == (
+                tp.type, tp.event, tp.channel.value,
+            )  # fmt: skip
+            assert row["occurred_at"] == tp.occurred_at  # the same instant, whatever the offset
+            assert row["sent_at"] == tp.sent_at
+            assert row["received_at"] == tp.received_at
+            assert row["stage"] == stage
+            for column in ("properties", "traits", "context", "flags"):
+                assert orjson.loads(row[column]) == getattr(tp, column)
+    finally:
+        await pool.close()
+
+
+async def test_an_event_stored_twice_violates_its_key(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    pool = await create_pool(settings, size=1)
+    try:
+        customer = new_event_id()
+        await pool.execute(
+            "INSERT INTO customers (id, first_seen_at, last_seen_at) VALUES ($1, now(), now())",
+            customer,
+        )
+        tp = _bare(source_id)
+        async with pool.acquire() as conn:
+            await insert_events(conn, [tp], [customer], [None])
+            with pytest.raises(asyncpg.UniqueViolationError) as caught:
+                await insert_events(conn, [tp], [customer], [None])
+        assert caught.value.constraint_name == "pk_events"
+    finally:
+        await pool.close()
+
+
+def test_a_worker_encodes_what_the_consumer_would_from_the_touchpoints_it_hands_over(
+    source_id: uuid.UUID,
+) -> None:
+    """The worker encodes the touchpoints it built; the consumer stores the ones it decodes
+    from the worker's JSON. Both encode to the same bytes, so encoding ahead stores nothing
+    different."""
+    body = orjson.dumps(
+        {
+            "batch": [
+                {"type": "track", "event": "Añadido", "userId": "u-1", "messageId": "m-1",
+                 "timestamp": "2025-03-01T10:00:00+05:30", "properties": {"price": 1e-7}},
+                {"type": "page", "anonymousId": "a-1", "messageId": "m-2",
+                 "context": {"page": {"title": "☕"}}},
+            ],
+            "sentAt": "2025-03-01T10:00:01Z",
+        }
+    )  # fmt: skip
+    arrival: Any = {
+        "source": SourceInfo(source_id, "web", "web", {}),
+        "received_at": datetime.now(UTC),
+        "identity": IdentityConfig(),
+        "request_context": {"ip": "203.0.113.7"},
+    }
+    whole = envelope.decode_batch(body)
+    assert whole is not None
+    keys = envelope.call_keys(body, whole.batch, arrival)
+    assert keys is not None
+    values = [value for _, _, value in envelope.seal(whole.batch, keys, 1, arrival)]
+    [(handed, failed, rows)] = opener._open_all(values)  # type: ignore[misc]
+    assert failed == []
+    assert rows is not None
+    decoded = opener._TOUCHPOINTS.decode(handed)
+    assert [own_fields(tp) for tp in decoded] == rows
+    assert len(rows) == 2
