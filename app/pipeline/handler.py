@@ -1,7 +1,8 @@
 """One batch of records → one Postgres transaction per independent part.
 
 decode (a batch envelope into its touchpoints, built as the API builds them, ahead in a
-worker process when there is an opener, `app.pipeline.opener`) → dedupe
+worker process when there is an opener, `app.pipeline.opener`, which also encodes their
+timeline rows' own columns) → dedupe
 (source, message_id) → resolve identity (locking the customers) → assign stages → insert
 new customers (with their final profile) and write the identity graph → write timeline →
 journey → update the known profiles → record dead letters. A batch is stored in runs of
