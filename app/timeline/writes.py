@@ -57,6 +57,7 @@ _TIMESTAMP = (8).to_bytes(4)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # PostgreSQL's, in microseconds
 _MICROSECOND = timedelta(microseconds=1)
 _NO_FLAGS = b"\x00\x00\x00\x03\x01[]"
+_CHUNK_ROWS = 1_000
 
 
 def own_fields(tp: Touchpoint) -> bytes:
@@ -113,13 +114,24 @@ async def insert_events(
     (encoded ahead, in a decode worker); the others are encoded here. The caller has
     dropped the keys already stored (:func:`existing_keys`); one stored since raises
     ``asyncpg.UniqueViolationError`` on one of :data:`STORED_KEYS`."""
-    if not touchpoints:
-        return
-    encoded = encoded or {}
-    rows = [_HEADER]
+    if touchpoints:
+        rows = _copy_data(touchpoints, customers, stages, encoded or {})
+        await conn.copy_to_table("events", source=rows, columns=_COPY_COLUMNS, format="binary")
+
+
+async def _copy_data(
+    touchpoints: Sequence[Touchpoint],
+    customers: Sequence[uuid.UUID],
+    stages: Sequence[str | None],
+    encoded: Mapping[Any, bytes],
+) -> AsyncIterator[bytes]:
+    """The COPY's data, `_CHUNK_ROWS` rows at a time (the driver sends each as written, so
+    a whole run's rows are never in memory at once). An error encoding a row aborts the
+    COPY and is raised as it is."""
+    chunk = [_HEADER]
     for tp, customer, stage in zip(touchpoints, customers, stages, strict=True):
         own = encoded.get(tp.event_id)
-        rows += (
+        chunk += (
             _ROW,
             own_fields(tp) if own is None else own,
             _UUID,
@@ -127,12 +139,8 @@ async def insert_events(
             _NULL if stage is None else _text(stage),
             _jsonb(tp.flags) if tp.flags else _NO_FLAGS,
         )
-    rows.append(_TRAILER)
-    await conn.copy_to_table(
-        "events", source=_once(b"".join(rows)), columns=_COPY_COLUMNS, format="binary"
-    )
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    """``data`` as COPY's source. (Bytes themselves would be taken for a file's path.)"""
-    yield data
+        if len(chunk) >= _CHUNK_ROWS * 6:
+            yield b"".join(chunk)
+            chunk = []
+    chunk.append(_TRAILER)
+    yield b"".join(chunk)

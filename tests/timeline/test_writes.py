@@ -144,3 +144,28 @@ def test_a_worker_encodes_what_the_consumer_would_from_the_touchpoints_it_hands_
     decoded = opener._TOUCHPOINTS.decode(handed)
     assert [own_fields(tp) for tp in decoded] == rows
     assert len(rows) == 2
+
+
+async def test_many_rows_go_in_chunks_and_a_row_that_cannot_be_encoded_aborts_the_copy(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    pool = await create_pool(settings, size=1)
+    try:
+        customer = new_event_id()
+        await pool.execute(
+            "INSERT INTO customers (id, first_seen_at, last_seen_at) VALUES ($1, now(), now())",
+            customer,
+        )
+        many = [touchpoint(source_id, anonymous_id="anon", at=i) for i in range(2_500)]
+        broken = touchpoint(source_id, anonymous_id="anon", event="lone \ud800 surrogate")
+        async with pool.acquire() as conn:
+            with pytest.raises(UnicodeEncodeError):
+                async with conn.transaction():
+                    await insert_events(conn, [*many, broken], [customer] * 2_501, [None] * 2_501)
+            assert await conn.fetchval("SELECT count(*) FROM events") == 0  # all or nothing
+            async with conn.transaction():
+                await insert_events(conn, many, [customer] * 2_500, ["awareness"] * 2_500)
+        stored = await pool.fetchval("SELECT count(*) FROM events WHERE stage = 'awareness'")
+        assert stored == 2_500
+    finally:
+        await pool.close()
