@@ -54,7 +54,7 @@ from bench import callgrind
 from bench.config import EVENTS_PER_PERSON
 from bench.phases import copy_again
 from bench.scratch import scratch_database
-from bench.stack import server_cpu_seconds
+from bench.stack import cpu_seconds, server_cpu_seconds
 from bench.workload import generate
 
 REQUEST_CALLS = 100  # calls per /v1/batch request, as the bench's ingest phase sends them
@@ -196,12 +196,8 @@ async def _local_server(pool: asyncpg.Pool[Any]) -> psutil.Process | None:
 def _cpu(server: psutil.Process | None) -> dict[str, float]:
     """CPU seconds so far of this process, its children (decode workers) and the server
     (when it is local)."""
-    children = 0.0
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            times = child.cpu_times()
-            children += times.user + times.system
-    used = {"handler": time.process_time(), "decode workers": children}
+    workers = cpu_seconds(psutil.Process().children(recursive=True))
+    used = {"handler": time.process_time(), "decode workers": workers}
     if server is not None:
         with contextlib.suppress(psutil.Error):
             used["postgres"] = server_cpu_seconds(server)

@@ -77,16 +77,10 @@ class Proc:
         used so far (0 once it is gone)."""
         if self._ps is None:
             return 0.0
-        total = 0.0
         try:
-            procs = [self._ps, *self._ps.children(recursive=True)]
+            return cpu_seconds([self._ps, *self._ps.children(recursive=True)])
         except psutil.Error:
             return 0.0
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        return total
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -332,8 +326,14 @@ def server_cpu_seconds(postmaster: psutil.Process) -> float:
     children's times, so a connection closing during a phase does not take its CPU out of
     the phase's)."""
     times = postmaster.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
-    for proc in postmaster.children(recursive=True):
+    own = times.user + times.system + times.children_user + times.children_system
+    return own + cpu_seconds(postmaster.children(recursive=True))
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU time of ``procs`` so far (one that has exited counts 0)."""
+    total = 0.0
+    for proc in procs:
         with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
             total += times.user + times.system

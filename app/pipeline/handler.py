@@ -169,10 +169,13 @@ class BatchHandler:
                         touchpoints, origin, encoded, dead = [], {}, {}, []
                         run = min(2 * run, self._max_events)
                     touchpoints += built
-                    for tp in built:
-                        origin[tp.event_id] = record
-                    if rows is not None:
-                        encoded.update(zip((tp.event_id for tp in built), rows, strict=True))
+                    if rows is None:
+                        for tp in built:
+                            origin[tp.event_id] = record
+                    else:  # one pass over the events for both
+                        for tp, row in zip(built, rows, strict=True):
+                            origin[tp.event_id] = record
+                            encoded[tp.event_id] = row
                     dead += letters
                     decoded += len(built) + 1
                     if storing is not None and decoded >= _YIELD_EVERY:

@@ -5,6 +5,7 @@ fields were encoded when it is stored or ahead, in a decode worker."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -46,6 +47,24 @@ def _bare(source_id: uuid.UUID) -> Touchpoint:
     return touchpoint(source_id, anonymous_id="anon-1", type="page", event=None, at=1)
 
 
+@pytest.fixture
+async def pool(settings: Settings, db: AsyncEngine) -> AsyncIterator[asyncpg.Pool[Any]]:
+    pool = await create_pool(settings, size=1)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def customer(pool: asyncpg.Pool[Any]) -> uuid.UUID:
+    """A customer for the events to belong to (events reference their customer)."""
+    customer = new_event_id()
+    await pool.execute(
+        "INSERT INTO customers (id, first_seen_at, last_seen_at) VALUES ($1, now(), now())",
+        customer,
+    )
+    return customer
+
+
 async def _stored(pool: asyncpg.Pool[Any], event_id: uuid.UUID) -> asyncpg.Record:
     row = await pool.fetchrow(
         "SELECT source_id, message_id, customer_id, type, event, channel, occurred_at, sent_at,"
@@ -58,56 +77,38 @@ async def _stored(pool: asyncpg.Pool[Any], event_id: uuid.UUID) -> asyncpg.Recor
 
 @pytest.mark.parametrize("ahead", [False, True], ids=["encoded when stored", "encoded ahead"])
 async def test_every_column_reads_back_as_the_touchpoint_had_it(
-    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, ahead: bool
+    pool: asyncpg.Pool[Any], customer: uuid.UUID, source_id: uuid.UUID, ahead: bool
 ) -> None:
-    pool = await create_pool(settings, size=1)
-    try:
-        customer = new_event_id()
-        await pool.execute(
-            "INSERT INTO customers (id, first_seen_at, last_seen_at) VALUES ($1, now(), now())",
-            customer,
-        )
-        rich, bare = _rich(source_id), _bare(source_id)
-        encoded = {tp.event_id: own_fields(tp) for tp in (rich, bare)} if ahead else None
-        async with pool.acquire() as conn, conn.transaction():
-            stages = ["purchase", None]
-            await insert_events(conn, [rich, bare], [customer, customer], stages, encoded)
-        for tp, stage in ((rich, "purchase"), (bare, None)):
-            row = await _stored(pool, tp.event_id)
-            assert (row["source_id"], row["message_id"], row["customer_id"]) == (
-                source_id, tp.message_id, customer,
-            )  # fmt: skip
-            assert (row["type"], row["event"], row["channel"]) == (
-                tp.type, tp.event, tp.channel.value,
-            )  # fmt: skip
-            assert row["occurred_at"] == tp.occurred_at  # the same instant, whatever the offset
-            assert row["sent_at"] == tp.sent_at
-            assert row["received_at"] == tp.received_at
-            assert row["stage"] == stage
-            for column in ("properties", "traits", "context", "flags"):
-                assert orjson.loads(row[column]) == getattr(tp, column)
-    finally:
-        await pool.close()
+    rich, bare = _rich(source_id), _bare(source_id)
+    encoded = {tp.event_id: own_fields(tp) for tp in (rich, bare)} if ahead else None
+    async with pool.acquire() as conn, conn.transaction():
+        stages = ["purchase", None]
+        await insert_events(conn, [rich, bare], [customer, customer], stages, encoded)
+    for tp, stage in ((rich, "purchase"), (bare, None)):
+        row = await _stored(pool, tp.event_id)
+        assert (row["source_id"], row["message_id"], row["customer_id"]) == (
+            source_id, tp.message_id, customer,
+        )  # fmt: skip
+        assert (row["type"], row["event"], row["channel"]) == (
+            tp.type, tp.event, tp.channel.value,
+        )  # fmt: skip
+        assert row["occurred_at"] == tp.occurred_at  # the same instant, whatever the offset
+        assert row["sent_at"] == tp.sent_at
+        assert row["received_at"] == tp.received_at
+        assert row["stage"] == stage
+        for column in ("properties", "traits", "context", "flags"):
+            assert orjson.loads(row[column]) == getattr(tp, column)
 
 
 async def test_an_event_stored_twice_violates_its_key(
-    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+    pool: asyncpg.Pool[Any], customer: uuid.UUID, source_id: uuid.UUID
 ) -> None:
-    pool = await create_pool(settings, size=1)
-    try:
-        customer = new_event_id()
-        await pool.execute(
-            "INSERT INTO customers (id, first_seen_at, last_seen_at) VALUES ($1, now(), now())",
-            customer,
-        )
-        tp = _bare(source_id)
-        async with pool.acquire() as conn:
+    tp = _bare(source_id)
+    async with pool.acquire() as conn:
+        await insert_events(conn, [tp], [customer], [None])
+        with pytest.raises(asyncpg.UniqueViolationError) as caught:
             await insert_events(conn, [tp], [customer], [None])
-            with pytest.raises(asyncpg.UniqueViolationError) as caught:
-                await insert_events(conn, [tp], [customer], [None])
-        assert caught.value.constraint_name == "pk_events"
-    finally:
-        await pool.close()
+    assert caught.value.constraint_name == "pk_events"
 
 
 def test_a_worker_encodes_what_the_consumer_would_from_the_touchpoints_it_hands_over(
@@ -147,25 +148,16 @@ def test_a_worker_encodes_what_the_consumer_would_from_the_touchpoints_it_hands_
 
 
 async def test_many_rows_go_in_chunks_and_a_row_that_cannot_be_encoded_aborts_the_copy(
-    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+    pool: asyncpg.Pool[Any], customer: uuid.UUID, source_id: uuid.UUID
 ) -> None:
-    pool = await create_pool(settings, size=1)
-    try:
-        customer = new_event_id()
-        await pool.execute(
-            "INSERT INTO customers (id, first_seen_at, last_seen_at) VALUES ($1, now(), now())",
-            customer,
-        )
-        many = [touchpoint(source_id, anonymous_id="anon", at=i) for i in range(2_500)]
-        broken = touchpoint(source_id, anonymous_id="anon", event="lone \ud800 surrogate")
-        async with pool.acquire() as conn:
-            with pytest.raises(UnicodeEncodeError):
-                async with conn.transaction():
-                    await insert_events(conn, [*many, broken], [customer] * 2_501, [None] * 2_501)
-            assert await conn.fetchval("SELECT count(*) FROM events") == 0  # all or nothing
+    many = [touchpoint(source_id, anonymous_id="anon", at=i) for i in range(2_500)]
+    broken = touchpoint(source_id, anonymous_id="anon", event="lone \ud800 surrogate")
+    async with pool.acquire() as conn:
+        with pytest.raises(UnicodeEncodeError):
             async with conn.transaction():
-                await insert_events(conn, many, [customer] * 2_500, ["awareness"] * 2_500)
-        stored = await pool.fetchval("SELECT count(*) FROM events WHERE stage = 'awareness'")
-        assert stored == 2_500
-    finally:
-        await pool.close()
+                await insert_events(conn, [*many, broken], [customer] * 2_501, [None] * 2_501)
+        assert await conn.fetchval("SELECT count(*) FROM events") == 0  # all or nothing
+        async with conn.transaction():
+            await insert_events(conn, many, [customer] * 2_500, ["awareness"] * 2_500)
+    stored = await pool.fetchval("SELECT count(*) FROM events WHERE stage = 'awareness'")
+    assert stored == 2_500
