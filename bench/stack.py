@@ -269,12 +269,19 @@ class Stack:
 
     # -- processes ------------------------------------------------------------------------
 
-    def _spawn(self, role: str, args: list[str], env: dict[str, str], port: int | None) -> Proc:
+    def _spawn(
+        self,
+        role: str,
+        args: list[str],
+        env: dict[str, str],
+        port: int | None,
+        cwd: Path = ROOT,
+    ) -> Proc:
         log_path = self.run_dir / f"{role}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
                 [sys.executable, *args],
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -285,17 +292,27 @@ class Stack:
         self.memory.watch(proc)
         return proc
 
-    async def start_api(self, workers: int = 1) -> Proc:
+    async def start_api(
+        self,
+        workers: int = 1,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
+        role: str = "api",
+    ) -> Proc:
+        """The API, from the checkout in ``cwd`` (``python -m`` imports ``app`` from there),
+        with the stack's settings and ``env``."""
         port = embedded.free_port()
         proc = self._spawn(
-            "api",
+            role,
             ["-m", "app.cli", "api"],
             self.child_env(
                 PERCORSO_HTTP_PORT=str(port),
                 PERCORSO_HTTP_HOST="127.0.0.1",
                 PERCORSO_HTTP_WORKERS=str(workers),
+                **(env or {}),
             ),
             port,
+            cwd,
         )
         await _wait_http(proc, f"http://127.0.0.1:{port}/readyz")
         return proc

@@ -1,9 +1,10 @@
 """The benchmark's own arithmetic: a load measured in rounds adds up as one load would; the
 instruction counts of the in-process loops come from the blocks they name; the handler
-loop's CPU counts include the database server's."""
+loop's CPU counts include the database server's; bench.ab's variants and medians."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from app.config import Settings
 from app.db import create_pool
-from bench import callgrind, handler, phases
+from bench import ab, callgrind, handler, phases
 from bench.loadgen import LoadResult
 
 
@@ -112,3 +113,52 @@ async def test_the_handler_loop_counts_the_local_servers_cpu(settings: Settings)
         await pool.close()
     assert set(after) == {"handler", "decode workers", "postgres"}
     assert after["postgres"] - before["postgres"] > 0.05  # that query alone, ~0.1-0.3 s
+
+
+def test_an_ab_variant_is_a_checkout_and_its_settings() -> None:
+    root = Path(__file__).resolve().parents[1]
+    variant = ab.parse_variant(f"zstd={root},PERCORSO_KAFKA_COMPRESSION_TYPE=zstd,PERCORSO_X=a=b")
+    assert (variant.name, variant.directory) == ("zstd", root)
+    assert variant.env == {"PERCORSO_KAFKA_COMPRESSION_TYPE": "zstd", "PERCORSO_X": "a=b"}
+    assert ab.parse_variant(f"plain={root}").env == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["nodir", "=.", "name=", "bare=.", "x=.,HOME=/tmp", "x=.,PERCORSO_X", "x=/nonexistent"],
+)
+def test_an_ab_variant_that_names_no_checkout_or_a_foreign_setting_is_refused(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with pytest.raises(argparse.ArgumentTypeError):
+        ab.parse_variant(text)
+
+
+def test_ab_variants_have_distinct_names_and_rounds_hold_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert [v.name for v in ab.parse(["a=.", "b=."]).variants] == ["a", "b"]
+    for argv in (["a=.", "a=."], ["a=.", "--rounds", "0"], ["a=.", "--events", "500"]):
+        with pytest.raises(SystemExit):
+            ab.parse(argv)
+
+
+def test_ab_reports_medians_of_rounds_and_cpu_per_request() -> None:
+    def measured(*rounds: tuple[int, float, float]) -> ab.Measured:
+        m = ab.Measured()
+        for requests, seconds, cpu in rounds:
+            m.add(LoadResult(requests=requests, events=100 * requests, seconds=seconds), cpu)
+        return m
+
+    before = measured((100, 1.0, 0.08), (100, 2.0, 0.10), (100, 1.0, 0.09))
+    after = measured((100, 0.5, 0.05), (100, 1.0, 0.07), (100, 1.0, 0.06))
+    assert before.median_events_per_s() == 10_000
+    assert before.median_cpu_ms_per_request() == pytest.approx(0.9)
+    assert after.median_events_per_s() == 10_000
+    assert after.median_cpu_ms_per_request() == pytest.approx(0.6)
+    lines = ab.summary({"before": before, "after": measured((100, 0.5, 0.05))})
+    assert "10,000 events/s (x1.00)" in lines[0]
+    assert "20,000 events/s (x2.00)" in lines[1]
+    assert "0.500 ms/request" in lines[1]
