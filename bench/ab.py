@@ -4,9 +4,9 @@ take turns.
 
 On a virtual machine the same code runs tens of percent faster or slower from one minute to
 the next, so two ``make bench`` runs rarely show a change of a few percent. Here every
-variant gets a slice of the same requests in each round, in turns (first to last, then last
-to first), so the drift reaches all of them alike, and the spread of the rounds shows how
-far to trust a difference.
+variant gets the same requests in each round (new people each round), in turns (first to
+last, then last to first), so the drift reaches all of them alike, and the spread of the
+rounds shows how far to trust a difference.
 
 A variant is ``python -m app.cli api`` run in DIR: a checkout of the version to measure
 (``git worktree add /tmp/before HEAD~1``; ``.`` for this one), with the stack's settings and
