@@ -1,6 +1,6 @@
-"""``python -m bench.ab NAME=DIR[,KEY=VALUE...] NAME=DIR... [--bare]``: versions or settings
-of the API side by side on one stack, under the same ``/v1/batch`` load, in rounds that
-take turns.
+"""``python -m bench.ab NAME=DIR[,KEY=VALUE...] NAME=DIR... [--bare | --pipeline]``: versions
+or settings of Percorso side by side under the same load, in rounds that take turns: the
+API under ``/v1/batch`` requests, or (``--pipeline``) the consumer's batch handling.
 
 On a virtual machine the same code runs tens of percent faster or slower from one minute to
 the next, so two ``make bench`` runs rarely show a change of a few percent. Here every
@@ -18,18 +18,28 @@ with. No consumer runs: the broker only collects.
 Per variant it prints events/s of each round and their median, the median CPU an API
 process used per request (its uvicorn workers included), latency p50/p99 over all rounds,
 and the ratio of its median events/s to the first variant's.
+
+With ``--pipeline``, the consumer's side instead: each round runs ``python -m bench.handler
+--events N --json`` in each variant's checkout, in turns (a scratch database each time, on
+the server of ``PERCORSO_DATABASE_URL``, migrated by that checkout), and it prints events/s
+of each round and their median, the medians of the CPU an event cost the handler's process,
+its decode workers and PostgreSQL, and of the ratio to each run's raw COPY.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 import uvloop
 
 from app.config import Settings
@@ -147,10 +157,64 @@ async def run(args: argparse.Namespace) -> dict[str, Measured]:
     return measured
 
 
+async def pipeline(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Each variant's ``bench.handler --json`` numbers, a run per round."""
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in args.variants}
+    for i in range(args.rounds):
+        for variant in args.variants if i % 2 == 0 else args.variants[::-1]:
+            runs[variant.name].append(await _handler_run(variant, args))
+    return runs
+
+
+async def _handler_run(variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
+    command = ["-m", "bench.handler", "--json", "--events", str(args.events)]
+    handler = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *command,
+        "--partitions",
+        str(args.partitions),
+        cwd=variant.directory,
+        env={**os.environ, **variant.env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await handler.communicate()
+    if handler.returncode != 0:
+        raise RuntimeError(
+            f"{variant.name}: bench.handler exited with {handler.returncode}\n"
+            + err.decode(errors="replace")[-2000:]
+        )
+    numbers: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    return numbers
+
+
+def pipeline_summary(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """A line per variant: medians over its runs; ratios are against the first one's."""
+    first = statistics.median(r["events_per_s"] for r in next(iter(runs.values())))
+    lines = []
+    for name, numbers in runs.items():
+        median = statistics.median(r["events_per_s"] for r in numbers)
+        cpu = {
+            process: statistics.median(r["cpu_us_per_event"].get(process, 0.0) for r in numbers)
+            for process in numbers[0]["cpu_us_per_event"]
+        }
+        of_copy = statistics.median(r["events_per_s"] / r["raw_copy_rows_per_s"] for r in numbers)
+        rounds = " ".join(f"{r['events_per_s']:,.0f}" for r in numbers)
+        lines.append(
+            f"{name:>10}  {median:>7,.0f} events/s (x{median / first:.2f})"
+            f"  CPU µs/event: {', '.join(f'{k} {v:.0f}' for k, v in cpu.items())}"
+            f"  of raw COPY {of_copy:.2f}  rounds: {rounds}"
+        )
+    return lines
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n")[0])
     parser.add_argument("variants", nargs="+", type=parse_variant, metavar="NAME=DIR[,K=V...]")
     parser.add_argument("--bare", action="store_true", help="add the bare endpoint")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="bench.handler in each checkout instead"
+    )
     parser.add_argument("--rounds", type=int, default=6)
     # A round of a second or more: CPU times count in ticks of 10 ms.
     parser.add_argument(
@@ -165,6 +229,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     names = [v.name for v in args.variants]
     if len(set(names)) != len(names):
         parser.error("variant names must differ")
+    if args.pipeline and args.bare:
+        parser.error("--bare is for the API's load, not --pipeline")
     if args.rounds < 1 or args.events < args.batch_size:
         parser.error("a round needs a request at least: --rounds >= 1, --events >= batch size")
     return args
@@ -172,8 +238,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    measured = uvloop.run(run(args))
-    print("\n".join(summary(measured)))
+    if args.pipeline:
+        print("\n".join(pipeline_summary(uvloop.run(pipeline(args)))))
+    else:
+        print("\n".join(summary(uvloop.run(run(args)))))
 
 
 if __name__ == "__main__":

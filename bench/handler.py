@@ -177,6 +177,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
     print(f"ratio    {rate / copy_rate:.2f}")
     if spent:
         print(_statements_table(spent, stored))
+    if args.json:  # the last line, for bench.ab --pipeline
+        cpu_per_event = {k: 1e6 * v / stored for k, v in cpu.items()}
+        numbers = {"events_per_s": rate, "raw_copy_rows_per_s": copy_rate}
+        print(orjson.dumps({**numbers, "cpu_us_per_event": cpu_per_event}).decode())
 
 
 async def _local_server(pool: asyncpg.Pool[Any]) -> psutil.Process | None:
@@ -251,6 +255,7 @@ if __name__ == "__main__":
         action="store_true",
         help="the server's time per statement (needs pg_stat_statements preloaded)",
     )
+    parser.add_argument("--json", action="store_true", help="the numbers as JSON, last")
     callgrind.add_option(parser)
     args = parser.parse_args()
     if not callgrind.wanted(args):

@@ -162,3 +162,39 @@ def test_ab_reports_medians_of_rounds_and_cpu_per_request() -> None:
     assert "10,000 events/s (x1.00)" in lines[0]
     assert "20,000 events/s (x2.00)" in lines[1]
     assert "0.500 ms/request" in lines[1]
+
+
+def test_ab_pipeline_reports_medians_of_the_handler_runs() -> None:
+    def run(events_per_s: float, handler_us: float) -> dict[str, Any]:
+        cpu = {"handler": handler_us, "decode workers": 30.0, "postgres": 60.0}
+        return {
+            "events_per_s": events_per_s,
+            "raw_copy_rows_per_s": 40_000.0,
+            "cpu_us_per_event": cpu,
+        }
+
+    lines = ab.pipeline_summary(
+        {
+            "before": [run(8_000, 60), run(9_000, 58), run(7_000, 70)],
+            "after": [run(10_000, 50), run(12_000, 45), run(11_000, 47)],
+        }
+    )
+    assert "8,000 events/s (x1.00)" in lines[0]
+    assert "handler 60, decode workers 30, postgres 60" in lines[0]
+    assert "of raw COPY 0.20" in lines[0]
+    assert "11,000 events/s (x1.38)" in lines[1]
+    assert "handler 47" in lines[1]
+    with pytest.raises(SystemExit):
+        ab.parse([f"a={Path(__file__).resolve().parents[1]}", "--pipeline", "--bare"])
+
+
+async def test_ab_runs_the_handler_loop_in_a_checkout(pg_admin_url: str) -> None:
+    """bench.handler --json, as bench.ab --pipeline runs it in a variant's checkout."""
+    root = Path(__file__).resolve().parents[1]
+    args = ab.parse([f"now={root}", "--pipeline", "--events", "2000", "--rounds", "1"])
+    variant = ab.Variant("now", root, {"PERCORSO_DATABASE_URL": pg_admin_url})
+    numbers = await ab._handler_run(variant, args)
+    assert numbers["events_per_s"] > 0
+    assert numbers["raw_copy_rows_per_s"] > 0
+    assert {"handler", "decode workers"} <= set(numbers["cpu_us_per_event"])
+    assert numbers["cpu_us_per_event"]["handler"] > 0
