@@ -11,7 +11,8 @@ instructions the handler's process executes per event instead (`bench.callgrind`
 worker's are not counted: use ``--decode-workers 0`` to count the envelopes' building).
 It also prints the CPU each event cost the handler's process, its decode workers and, on a
 server on this machine, PostgreSQL (all of the server's processes), and how many of the
-machine's cores they kept busy together. With ``--statements``, the server's own time per
+machine's cores they kept busy together (``--json``: as a JSON line too, last, which
+``bench.ab --pipeline`` reads). With ``--statements``, the server's own time per
 statement (``pg_stat_statements``: the server must preload it), which the client cannot
 measure: a statement's round trip also holds the time the event loop spent on the other
 part's Python work.
