@@ -5,10 +5,12 @@ API publishes for them (batch envelopes, one per partition per request; with
 ``--canonical``, one canonical touchpoint per event), then times `BatchHandler.handle` on
 them — no broker, no HTTP — on a fresh scratch database, next to a raw COPY of as many rows
 into ``events``. Envelopes are opened as the consumer opens them (``--decode-workers``
-worker processes; 0: in the handler's process). The quickest loop for profiling the
-consumer (``py-spy record -- python -m bench.handler``); with ``--instructions``, the
-instructions the handler's process executes per event instead (`bench.callgrind`; a decode
-worker's are not counted: use ``--decode-workers 0`` to count the envelopes' building).
+worker processes, by default ``PIPELINE_DECODE_WORKERS``; 0: in the handler's process), and
+the handler takes the consumer's other settings from the environment as the consumer does.
+The quickest loop for profiling the consumer (``py-spy record -- python -m bench.handler``);
+with ``--instructions``, the instructions the handler's process executes per event instead
+(`bench.callgrind`; a decode worker's are not counted: use ``--decode-workers 0`` to count
+the envelopes' building).
 It also prints the CPU each event cost the handler's process, its decode workers and, on a
 server on this machine, PostgreSQL (all of the server's processes), and how many of the
 machine's cores they kept busy together (``--json``: as a JSON line too, last, which
@@ -134,7 +136,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
     # As in the consumer, only the batch in hand is alive as objects: keeping every
     # touchpoint would make each garbage collection walk all of them.
     del topic, workload, bodies
-    opener = EnvelopeOpener(identity, args.decode_workers) if args.decode_workers else None
+    workers = (
+        settings.pipeline_decode_workers if args.decode_workers is None else args.decode_workers
+    )
+    opener = EnvelopeOpener(identity, workers) if workers else None
     if opener is not None:
         await opener.open_all([])  # start the workers before the clock does
     collector = gc.BetweenBatches()  # as in the consumer
@@ -247,7 +252,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=30_000, help="events per handler call")
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument(
+        "--decode-workers", type=int, help="default: PIPELINE_DECODE_WORKERS, as the consumer"
+    )
     parser.add_argument(
         "--canonical", action="store_true", help="one canonical touchpoint per event"
     )
