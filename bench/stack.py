@@ -324,13 +324,17 @@ class Stack:
         await _wait_http(proc, f"http://127.0.0.1:{port}/healthz")
         return proc
 
-    def start_consumer(self, index: int) -> Proc:
+    def start_consumer(
+        self, index: int, cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> Proc:
+        """A consumer, from the checkout in ``cwd``, with the stack's settings and ``env``."""
         port = embedded.free_port()
         return self._spawn(
             f"consumer-{index}",
             ["-m", "app.cli", "consume"],
-            self.child_env(PERCORSO_PIPELINE_METRICS_PORT=str(port)),
+            self.child_env(PERCORSO_PIPELINE_METRICS_PORT=str(port), **(env or {})),
             port,
+            cwd,
         )
 
     def stop(self, proc: Proc) -> None:

@@ -164,7 +164,7 @@ def test_ab_reports_medians_of_rounds_and_cpu_per_request() -> None:
     assert "0.500 ms/request" in lines[1]
 
 
-def test_ab_pipeline_reports_medians_of_the_handler_runs() -> None:
+def test_ab_reports_medians_of_the_handler_runs() -> None:
     def run(events_per_s: float, handler_us: float) -> dict[str, Any]:
         cpu = {"handler": handler_us, "decode workers": 30.0, "postgres": 60.0}
         return {
@@ -173,7 +173,7 @@ def test_ab_pipeline_reports_medians_of_the_handler_runs() -> None:
             "cpu_us_per_event": cpu,
         }
 
-    lines = ab.pipeline_summary(
+    lines = ab.runs_summary(
         {
             "before": [run(8_000, 60), run(9_000, 58), run(7_000, 70)],
             "after": [run(10_000, 50), run(12_000, 45), run(11_000, 47)],
@@ -184,14 +184,21 @@ def test_ab_pipeline_reports_medians_of_the_handler_runs() -> None:
     assert "of raw COPY 0.20" in lines[0]
     assert "11,000 events/s (x1.38)" in lines[1]
     assert "handler 47" in lines[1]
-    with pytest.raises(SystemExit):
-        ab.parse([f"a={Path(__file__).resolve().parents[1]}", "--pipeline", "--bare"])
+    root = Path(__file__).resolve().parents[1]
+    for modes in (["--pipeline", "--bare"], ["--handler", "--bare"], ["--handler", "--pipeline"]):
+        with pytest.raises(SystemExit):
+            ab.parse([f"a={root}", *modes])
+    consumer = ab.runs_summary(
+        {"now": [{"events_per_s": 9_000.0, "cpu_us_per_event": {"consumer": 90.0}}]}
+    )
+    assert consumer[0].startswith("       now    9,000 events/s (x1.00)  CPU µs/event: consumer 90")
+    assert "raw COPY" not in consumer[0]
 
 
 async def test_ab_runs_the_handler_loop_in_a_checkout(pg_admin_url: str) -> None:
-    """bench.handler --json, as bench.ab --pipeline runs it in a variant's checkout."""
+    """bench.handler --json, as bench.ab --handler runs it in a variant's checkout."""
     root = Path(__file__).resolve().parents[1]
-    args = ab.parse([f"now={root}", "--pipeline", "--events", "2000", "--rounds", "1"])
+    args = ab.parse([f"now={root}", "--handler", "--events", "2000", "--rounds", "1"])
     variant = ab.Variant("now", root, {"PERCORSO_DATABASE_URL": pg_admin_url})
     numbers = await ab._handler_run(variant, args)
     assert numbers["events_per_s"] > 0
