@@ -14,7 +14,7 @@ the envelopes' building).
 It also prints the CPU each event cost the handler's process, its decode workers and, on a
 server on this machine, PostgreSQL (all of the server's processes), and how many of the
 machine's cores they kept busy together (``--json``: as a JSON line too, last, which
-``bench.ab --pipeline`` reads). With ``--statements``, the server's own time per
+``bench.ab --handler`` reads). With ``--statements``, the server's own time per
 statement (``pg_stat_statements``: the server must preload it), which the client cannot
 measure: a statement's round trip also holds the time the event loop spent on the other
 part's Python work.
@@ -183,7 +183,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
     print(f"ratio    {rate / copy_rate:.2f}")
     if spent:
         print(_statements_table(spent, stored))
-    if args.json:  # the last line, for bench.ab --pipeline
+    if args.json:  # the last line, for bench.ab --handler
         cpu_per_event = {k: 1e6 * v / stored for k, v in cpu.items()}
         numbers = {"events_per_s": rate, "raw_copy_rows_per_s": copy_rate}
         print(orjson.dumps({**numbers, "cpu_us_per_event": cpu_per_event}).decode())
