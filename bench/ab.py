@@ -259,10 +259,10 @@ async def _time_consumer(
         while True:
             now = time.perf_counter()
             samples.append((now, consumer.cpu_seconds(), stack.postgres_cpu_seconds()))
-            done = await phases._handled(http, [consumer])
+            done = await phases.handled(http, [consumer])
             if first is None and done > 0:
                 # The first batch is done: back from now by the time it took.
-                first = now - await phases._counter([consumer], _BATCH_SECONDS)
+                first = now - await phases.counter([consumer], _BATCH_SECONDS)
             if done >= events:
                 break
             if now - started > timeout_s:
@@ -316,11 +316,10 @@ async def _copy_sources(stack: Stack, url: str) -> None:
 
 async def _handler_run(variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
     command = ["-m", "bench.handler", "--json", "--events", str(args.events)]
+    command += ["--partitions", str(args.partitions)]
     handler = await asyncio.create_subprocess_exec(
         sys.executable,
         *command,
-        "--partitions",
-        str(args.partitions),
         cwd=variant.directory,
         env={**os.environ, **variant.env},
         stdout=asyncio.subprocess.PIPE,

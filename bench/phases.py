@@ -311,14 +311,14 @@ async def pipeline(run: Run) -> None:
     async with aiohttp.ClientSession() as http:
         while True:
             now = time.perf_counter()
-            done = await _handled(http, run.consumers)
+            done = await handled(http, run.consumers)
             rss.append((done, sum(c.sample() for c in run.consumers) / MB))
             if first_at is None and done > 0:
                 # Timed from the start of the first batch (a quick run may be one batch):
                 # back by the longest any consumer has spent on batches so far.
                 first_at = now - max(
                     [
-                        await _counter([c], "percorso_pipeline_batch_seconds_sum")
+                        await counter([c], "percorso_pipeline_batch_seconds_sum")
                         for c in run.consumers
                     ]
                 )
@@ -367,9 +367,9 @@ async def pipeline(run: Run) -> None:
         await conn.close()
     for r in reasons:
         report.note(f"dead letters: {r['n']} x {r['reason']}")
-    retried = await _counter(run.consumers, "percorso_pipeline_retries_total")
-    batches = await _counter(run.consumers, "percorso_pipeline_batch_seconds_count")
-    batch_s = await _counter(run.consumers, "percorso_pipeline_batch_seconds_sum")
+    retried = await counter(run.consumers, "percorso_pipeline_retries_total")
+    batches = await counter(run.consumers, "percorso_pipeline_batch_seconds_count")
+    batch_s = await counter(run.consumers, "percorso_pipeline_batch_seconds_sum")
     if in_db < target:
         report.note(f"pipeline: consumers reported {done} handled but events holds {in_db}")
     report.durations_s["pipeline"] = finished - spawned
@@ -567,7 +567,7 @@ def _memory_trend(
     return ys[0], ys[-1], slope * 100_000
 
 
-async def _handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
+async def handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
     """Events the consumers have committed (stored + duplicates + dead letters), from their
     Prometheus endpoints; 0 for a consumer that is not serving metrics yet."""
     total = 0
@@ -579,7 +579,7 @@ async def _handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
     return total
 
 
-async def _counter(consumers: list[Proc], name: str) -> float:
+async def counter(consumers: list[Proc], name: str) -> float:
     """A Prometheus counter summed over the consumers (and over its labels)."""
     total = 0.0
     async with aiohttp.ClientSession() as http:
