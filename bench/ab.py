@@ -121,6 +121,13 @@ def _run_names() -> tuple[str, Path]:
     return run_id, Settings().data_dir / "bench" / run_id
 
 
+def _bodies(args: argparse.Namespace, *, seed: int, prefix: str) -> list[bytes]:
+    """``/v1/batch`` bodies of ``--events`` events of the bench's workload."""
+    people = max(1, args.events // EVENTS_PER_PERSON)
+    work = workload.generate(args.events, people, seed=seed, prefix=prefix)
+    return work.batch_bodies(args.batch_size)
+
+
 def _write_headers(stack: Stack) -> dict[str, str]:
     basic = base64.b64encode(f"{stack.write_key}:".encode()).decode()
     return {"authorization": f"Basic {basic}"}
@@ -143,7 +150,6 @@ def summary(measured: dict[str, Measured]) -> list[str]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Measured]:
-    people = max(1, args.events // EVENTS_PER_PERSON)
     warm = workload.generate(args.batch_size * 20, 50, seed=args.seed + 1, prefix="warmup")
     stack = Stack(*_run_names(), partitions=args.partitions)
     async with stack:
@@ -163,8 +169,7 @@ async def run(args: argparse.Namespace) -> dict[str, Measured]:
             for i in range(args.rounds):
                 # Fresh people each round, as in a real load: none of the API's caches
                 # (an identifier's verdict, say) knows them yet.
-                work = workload.generate(args.events, people, seed=args.seed + i, prefix=f"r{i}")
-                bodies = work.batch_bodies(args.batch_size)
+                bodies = _bodies(args, seed=args.seed + i, prefix=f"r{i}")
                 for name in list(servers) if i % 2 == 0 else list(servers)[::-1]:
                     proc = servers[name]
                     url = f"http://127.0.0.1:{proc.port}/v1/batch"
@@ -206,8 +211,7 @@ async def pipeline(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
 async def _fill(stack: Stack, args: argparse.Namespace) -> int:
     """Events the API accepted into the stack's topic."""
     api = await stack.start_api(args.workers)
-    people = max(1, args.events // EVENTS_PER_PERSON)
-    bodies = workload.generate(args.events, people, seed=args.seed).batch_bodies(args.batch_size)
+    bodies = _bodies(args, seed=args.seed, prefix="bench")
     url = f"http://127.0.0.1:{api.port}/v1/batch"
     async with loadgen.session(args.concurrency, _write_headers(stack)) as http:
         result = await loadgen.closed_loop(

@@ -30,11 +30,6 @@ async def existing_keys(
     return {(r["source_id"], r["message_id"]) for r in found}
 
 
-# Stored by the pipeline; ``seq`` (the arrival order) comes from its sequence.
-COLUMNS = (
-    "event_id", "source_id", "message_id", "customer_id", "type", "event", "channel",
-    "occurred_at", "sent_at", "received_at", "stage", "properties", "traits", "context", "flags",
-)  # fmt: skip
 # What a second copy of a stored event violates (its id and its source's message id are
 # both unique; the id is checked first).
 STORED_KEYS = frozenset({"pk_events", "uq_events_source_id_message_id"})
@@ -47,10 +42,12 @@ _OWN = (
     "occurred_at", "sent_at", "received_at", "properties", "traits", "context",
 )  # fmt: skip
 _DECIDED = ("customer_id", "stage", "flags")
-_COPY_COLUMNS = _OWN + _DECIDED
+# Stored by the pipeline, in its COPY's order; ``seq`` (the arrival order) comes from its
+# sequence.
+COLUMNS = _OWN + _DECIDED
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 _TRAILER = b"\xff\xff"
-_ROW = len(_COPY_COLUMNS).to_bytes(2)
+_ROW = len(COLUMNS).to_bytes(2)
 _NULL = b"\xff\xff\xff\xff"
 _UUID = (16).to_bytes(4)
 _TIMESTAMP = (8).to_bytes(4)
@@ -116,7 +113,7 @@ async def insert_events(
     ``asyncpg.UniqueViolationError`` on one of :data:`STORED_KEYS`."""
     if touchpoints:
         rows = _copy_data(touchpoints, customers, stages, encoded or {})
-        await conn.copy_to_table("events", source=rows, columns=_COPY_COLUMNS, format="binary")
+        await conn.copy_to_table("events", source=rows, columns=COLUMNS, format="binary")
 
 
 async def _copy_data(
@@ -129,7 +126,8 @@ async def _copy_data(
     a whole run's rows are never in memory at once). An error encoding a row aborts the
     COPY and is raised as it is."""
     chunk = [_HEADER]
-    for tp, customer, stage in zip(touchpoints, customers, stages, strict=True):
+    rows = zip(touchpoints, customers, stages, strict=True)
+    for count, (tp, customer, stage) in enumerate(rows, 1):
         own = encoded.get(tp.event_id)
         chunk += (
             _ROW,
@@ -139,7 +137,7 @@ async def _copy_data(
             _NULL if stage is None else _text(stage),
             _jsonb(tp.flags) if tp.flags else _NO_FLAGS,
         )
-        if len(chunk) >= _CHUNK_ROWS * 6:
+        if count % _CHUNK_ROWS == 0:
             yield b"".join(chunk)
             chunk = []
     chunk.append(_TRAILER)
