@@ -16,7 +16,16 @@ from app.timeline.writes import COLUMNS
 from bench import loadgen
 from bench.phases import CpuWindow, Run, cpu_rows, record
 
-_COPY_COLUMNS = ", ".join(COLUMNS)
+
+def copies(**changed: str) -> str:
+    """``INSERT INTO events … SELECT … FROM events``: copies of stored rows, each column as
+    stored unless ``changed`` gives its SQL expression. The columns are named, not counted,
+    so the two lists always agree, whatever the order of :data:`COLUMNS`."""
+    unknown = changed.keys() - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"not columns of events: {sorted(unknown)}")
+    selected = ", ".join(changed.get(c, c) for c in COLUMNS)
+    return f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {selected} FROM events"
 
 
 async def reads(run: Run) -> None:
@@ -106,14 +115,14 @@ async def _fill(conn: Any, run: Run, target: int, uuid_fn: str) -> None:
         round_ += 1
         want = min(base, target - current)
         status = await conn.execute(
-            f"""
-            INSERT INTO events ({_COPY_COLUMNS})
-            SELECT {uuid_fn}, $2, 'fill-' || $3::int::text || '-' || message_id, customer_id,
-                   type, event, channel, occurred_at - $3::int * interval '30 days', sent_at,
-                   received_at - $3::int * interval '30 days', stage, properties, traits,
-                   context, flags
-            FROM events WHERE source_id = $1 LIMIT $4
-            """,
+            copies(
+                event_id=uuid_fn,
+                source_id="$2",
+                message_id="'fill-' || $3::int::text || '-' || message_id",
+                occurred_at="occurred_at - $3::int * interval '30 days'",
+                received_at="received_at - $3::int * interval '30 days'",
+            )
+            + " WHERE source_id = $1 LIMIT $4",
             stack.source_id,
             stack.copy_source_id,
             round_,
@@ -140,14 +149,14 @@ async def _heavy_customers(conn: Any, run: Run, count: int, events: int, uuid_fn
         want = max(0, events - have)
         offset = (k * events) % max(1, base - want) if base > want else 0
         await conn.execute(
-            f"""
-            INSERT INTO events ({_COPY_COLUMNS})
-            SELECT {uuid_fn}, $2, 'heavy-' || $3::uuid::text || '-' || message_id, $3::uuid,
-                   type, event,
-                   channel, now() - random() * interval '365 days', sent_at, received_at, stage,
-                   properties, traits, context, flags
-            FROM events WHERE source_id = $1 ORDER BY event_id LIMIT $4 OFFSET $5
-            """,
+            copies(
+                event_id=uuid_fn,
+                source_id="$2",
+                message_id="'heavy-' || $3::uuid::text || '-' || message_id",
+                customer_id="$3::uuid",
+                occurred_at="now() - random() * interval '365 days'",
+            )
+            + " WHERE source_id = $1 ORDER BY event_id LIMIT $4 OFFSET $5",
             stack.source_id,
             stack.copy_source_id,
             cid,

@@ -13,8 +13,10 @@ import pytest
 
 from app.config import Settings
 from app.db import create_pool
-from bench import ab, callgrind, handler, phases
+from app.timeline.writes import COLUMNS
+from bench import ab, callgrind, handler, phases, reads
 from bench.loadgen import LoadResult
+from tests.factories import touchpoint
 
 
 def test_rounds_of_a_load_add_up() -> None:
@@ -113,6 +115,34 @@ async def test_the_handler_loop_counts_the_local_servers_cpu(settings: Settings)
         await pool.close()
     assert set(after) == {"handler", "decode workers", "postgres"}
     assert after["postgres"] - before["postgres"] > 0.05  # that query alone, ~0.1-0.3 s
+
+
+async def test_the_reads_phase_copies_every_column_into_its_own_place(
+    settings: Settings, handle: Any, source_id: Any
+) -> None:
+    """The fill of the reads phase copies stored rows by column name: a copy differs from
+    its row in the columns it changes and nowhere else (a copy by position broke when
+    the columns were reordered)."""
+    stored = touchpoint(source_id, user_id="u-1", properties={"sku": "A"}, traits={"plan": "x"})
+    await handle([stored])
+    pool = await create_pool(settings, size=1)
+    try:
+        await pool.execute(
+            reads.copies(event_id="gen_random_uuid()", message_id="'copy-' || message_id")
+            + " WHERE message_id = $1",
+            stored.message_id,
+        )
+        select = f"SELECT {', '.join(COLUMNS)} FROM events WHERE message_id = $1"
+        row = await pool.fetchrow(select, stored.message_id)
+        copy = await pool.fetchrow(select, f"copy-{stored.message_id}")
+    finally:
+        await pool.close()
+    assert row is not None
+    assert copy is not None
+    changed = {c for c in COLUMNS if copy[c] != row[c]}
+    assert changed == {"event_id", "message_id"}
+    with pytest.raises(ValueError, match="seq"):
+        reads.copies(seq="1")
 
 
 def test_an_ab_variant_is_a_checkout_and_its_settings() -> None:
