@@ -58,7 +58,8 @@ QUICK = {
     "events": 20_000,
     "track_requests": 1_000,
     "freshness_seconds": 10.0,
-    "read_db_events": 0,
+    # A small fill, so the quick run goes through every step of the full one.
+    "read_db_events": 100_000,
     "heavy_customers": 3,
     "read_requests": 500,
     "pipeline_timeout_s": 150.0,
