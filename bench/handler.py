@@ -158,8 +158,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
     before = _cpu(server)
     started = time.perf_counter()
     with callgrind.counted("handler"):
+        # As the consumer does: the next batch is begun (decoded) while the last run of the
+        # one before is stored.
+        pending = None
         for records in calls:
-            await handler.handle(records)
+            following = await handler.begin(records)
+            if pending is not None:
+                await pending
+                collector.after_batch(busy=True)
+            pending = following
+        if pending is not None:
+            await pending
             collector.after_batch()
     elapsed = time.perf_counter() - started
     spent = await pool.fetch(_STATEMENTS) if statements else []

@@ -41,3 +41,18 @@ def test_no_collection_while_a_batch_runs_young_ones_after_it_and_all_once_due(
 
     BetweenBatches(full_every_s=0).after_batch()  # a full collection is due
     assert _collections()[2] == young[2] + 1
+
+
+def test_with_the_next_batch_in_hand_only_a_full_collection_and_only_once_due(
+    restore_gc: None,
+) -> None:
+    """The next batch's objects are alive then: every collection would walk them all."""
+    collector = BetweenBatches(full_every_s=0, busy_full_every_s=3600)
+    collector.start()
+    before = _collections()
+    collector.after_batch(busy=True)
+    assert _collections() == before
+
+    BetweenBatches(busy_full_every_s=0).after_batch(busy=True)
+    after = _collections()
+    assert after[2] == before[2] + 1

@@ -13,7 +13,7 @@ PIPELINE_EVENTS = Counter(
 )
 PIPELINE_BATCH_SECONDS = Histogram(
     "percorso_pipeline_batch_seconds",
-    "Time to process and commit one batch.",
+    "Time from the start of a batch until every event of it is stored.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 PIPELINE_RETRIES = Counter(

@@ -7,10 +7,10 @@ timeline rows' own columns) → dedupe
 new customers (with their final profile) and write the identity graph → write timeline →
 journey → update the known profiles → record dead letters. A batch is stored in runs of
 about ``max_events`` events (the first two a quarter and a half of that), one after the
-other, each while the next is decoded; a large run is first split into parts that share
-no customer (`app.identity.service.independent_parts`), stored side by side. The caller
-commits Kafka offsets only after :meth:`BatchHandler.handle` returned (every part has
-committed by then).
+other, each while the next is decoded, and the last while the caller's next batch is
+(:meth:`BatchHandler.begin`); a large run is first split into parts that share no customer
+(`app.identity.service.independent_parts`), stored side by side. The caller commits Kafka
+offsets only once the batch's outcome is in (every part has committed by then).
 
 Guarantees:
 * all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is
@@ -118,6 +118,10 @@ class Outcome:
         self.dead_letters += other.dead_letters
 
 
+class RunAbandoned(Exception):
+    """A run not stored because a run queued before it failed."""
+
+
 class BatchHandler:
     """Stores batches of consumed records. Safe to call again with records it has already
     stored (they count as duplicates); one instance per consumer process."""
@@ -143,15 +147,28 @@ class BatchHandler:
         self._max_events = max_events
         # Opens envelopes in worker processes; without one, the handler builds them itself.
         self._opener = opener
+        # The run queued last (of any batch): the next one is stored after it.
+        self._queued: asyncio.Task[Outcome] | None = None
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
+        """Store a batch: returns once every run of it has committed."""
+        return await (await self.begin(records))
+
+    async def begin(self, records: Sequence[Record]) -> asyncio.Future[Outcome]:
+        """Decode a batch and store it in runs; returns once every record is decoded, with
+        the batch's outcome to come (every run committed). Runs are stored one at a time,
+        in the order they were queued, this batch's after those of any batch begun before:
+        so a consumer decodes its next batch while the last run of this one is stored, and
+        neither the database nor this process waits for the other at the batch's edges.
+        Should a run fail, the runs queued after it (this batch's and the next one's) are
+        not stored: each batch's outcome raises, and neither is acknowledged."""
         outcome = Outcome()
         touchpoints: list[Touchpoint] = []
         origin: dict[Any, Record] = {}
         encoded: dict[Any, bytes] = {}  # event id -> own_fields, where a worker encoded them
         dead: list[DeadLetter] = []
         # A run is stored while the next one is decoded: its statements run in the
-        # database while this process builds touchpoints. One run is stored at a time.
+        # database while this process builds touchpoints.
         storing: asyncio.Task[Outcome] | None = None
         decoded = 0
         # The first runs are smaller (a quarter, a half, then whole): the database starts on
@@ -163,9 +180,7 @@ class BatchHandler:
                     if len(touchpoints) >= run:
                         if storing is not None:
                             outcome.add(await storing)
-                        storing = asyncio.ensure_future(
-                            self._store(origin, touchpoints, dead, encoded)
-                        )
+                        storing = self._queue(origin, touchpoints, dead, encoded)
                         touchpoints, origin, encoded, dead = [], {}, {}, []
                         run = min(2 * run, self._max_events)
                     touchpoints += built
@@ -178,15 +193,60 @@ class BatchHandler:
                             encoded[tp.event_id] = row
                     dead += letters
                     decoded += len(built) + 1
-                    if storing is not None and decoded >= _YIELD_EVERY:
+                    if decoded >= _YIELD_EVERY:
                         decoded = 0
                         await asyncio.sleep(0)  # the run being stored takes its next step
-            if storing is not None:
-                outcome.add(await storing)
-            outcome.add(await self._store(origin, touchpoints, dead, encoded))
-        finally:
+        except BaseException:
             if storing is not None and not storing.done():
                 storing.cancel()  # decoding failed: that run rolls back, the batch is retried
+            raise
+        last = self._queue(origin, touchpoints, dead, encoded)
+        return asyncio.ensure_future(self._outcome(outcome, [t for t in (storing, last) if t]))
+
+    def _queue(
+        self,
+        origin: dict[Any, Record],
+        touchpoints: list[Touchpoint],
+        dead: list[DeadLetter],
+        encoded: Mapping[Any, bytes],
+    ) -> asyncio.Task[Outcome]:
+        """Store a run once every run queued before it and still pending has been stored."""
+        before = self._queued if self._queued is not None and not self._queued.done() else None
+        self._queued = asyncio.ensure_future(
+            self._store_after(before, origin, touchpoints, dead, encoded)
+        )
+        return self._queued
+
+    async def _store_after(
+        self,
+        before: asyncio.Future[Outcome] | None,
+        origin: dict[Any, Record],
+        touchpoints: list[Touchpoint],
+        dead: list[DeadLetter],
+        encoded: Mapping[Any, bytes],
+    ) -> Outcome:
+        if before is not None:
+            # Waited for, not awaited: this run being cancelled must not cancel that one.
+            await asyncio.wait({before})
+            if before.cancelled():
+                raise RunAbandoned("a run queued before this one was cancelled")
+            if (failure := before.exception()) is not None:
+                raise RunAbandoned("a run queued before this one failed") from failure
+        return await self._store(origin, touchpoints, dead, encoded)
+
+    @staticmethod
+    async def _outcome(outcome: Outcome, stores: list[asyncio.Task[Outcome]]) -> Outcome:
+        """The batch's outcome once its last runs are stored (``outcome`` holds the others)."""
+        try:
+            done = await asyncio.gather(*stores, return_exceptions=True)
+        except asyncio.CancelledError:
+            for task in stores:
+                task.cancel()
+            raise
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+            outcome.add(result)
         PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
         PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
         PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))

@@ -5,8 +5,13 @@ commit (``offset + 1``). A crash anywhere before the offset commit redelivers th
 and the handler's dedupe drops what was already stored: at-least-once in, exactly-once on
 the timeline.
 
-Rebalances: the batch in flight holds ``_in_flight``; ``on_partitions_revoked`` waits for it,
-so a batch is always finished and committed before its partitions move.
+Batches overlap: the next batch is decoded while the last run of the one before is stored
+(`BatchHandler.begin`); offsets are committed batch by batch, in order, each once its batch
+is stored. At most two batches are in hand.
+
+Rebalances: the batches in flight hold ``_in_flight``; ``on_partitions_revoked`` stops new
+ones and waits for them, so a batch is always finished and committed before its partitions
+move.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections import defaultdict
+import time
+from collections import deque
 from typing import Any
 
 import asyncpg
@@ -33,14 +39,22 @@ from app.pipeline.opener import EnvelopeOpener
 
 log = logging.getLogger(__name__)
 
+# What one poll gives: each partition's messages, in order.
+Batches = dict[TopicPartition, list[Any]]
+
 
 class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, in_flight: asyncio.Lock) -> None:
+    def __init__(self, in_flight: asyncio.Lock, revoking: asyncio.Event) -> None:
         self._in_flight = in_flight
+        self._revoking = revoking
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._in_flight:
-            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        self._revoking.set()  # the consumer begins no further batch until they have moved
+        try:
+            async with self._in_flight:
+                log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        finally:
+            self._revoking.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
@@ -72,6 +86,7 @@ class Pipeline:
             self._opener,
         )
         self._in_flight = asyncio.Lock()
+        self._revoking = asyncio.Event()
         self._stopping = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap(settings),
@@ -94,50 +109,80 @@ class Pipeline:
 
     async def run(self) -> None:
         await self._dlq.start()
-        self._consumer.subscribe(
-            [self._settings.kafka_topic], listener=_FinishBatchFirst(self._in_flight)
-        )
+        listener = _FinishBatchFirst(self._in_flight, self._revoking)
+        self._consumer.subscribe([self._settings.kafka_topic], listener=listener)
         await self._consumer.start()
         log.info(
             "pipeline consuming %s as group %s",
             self._settings.kafka_topic,
             self._settings.kafka_consumer_group,
         )
+        # Batches begun and not yet finished, oldest first: at most two, the newer one
+        # being decoded while the older one's last run is stored.
+        in_hand: deque[tuple[Batches, asyncio.Future[Outcome]]] = deque()
+        holding = False  # this loop holds _in_flight (exactly while batches are in hand)
         try:
             while not self._stopping.is_set():
-                batches = await self._consumer.getmany(
-                    timeout_ms=self._settings.pipeline_poll_timeout_ms,
-                    max_records=self._settings.pipeline_max_batch,
-                )
-                if batches:
-                    async with self._in_flight:
-                        await self._process(batches)
+                keep = 0
+                if not (in_hand and self._revoking.is_set()):
+                    batches = await self._consumer.getmany(
+                        # With a batch in hand, only what has been fetched already.
+                        timeout_ms=0 if in_hand else self._settings.pipeline_poll_timeout_ms,
+                        max_records=self._settings.pipeline_max_batch,
+                    )
+                    if batches:
+                        if not holding:
+                            await self._in_flight.acquire()
+                            holding = True
+                        in_hand.append((batches, await self._begin(batches)))
+                        keep = 1
+                while len(in_hand) > keep:
+                    await self._finish(*in_hand.popleft())
+                    if self._collector is not None:
+                        self._collector.after_batch(busy=bool(in_hand))
+                if holding and not in_hand:
+                    self._in_flight.release()
+                    holding = False
+            while in_hand:
+                await self._finish(*in_hand.popleft())
         finally:
+            for _, stored in in_hand:  # not acknowledged: redelivered to whoever goes on
+                if not stored.cancel() and not stored.cancelled():
+                    stored.exception()  # raised already, or the cause of what was
+            if holding:
+                self._in_flight.release()
             await self._consumer.stop()
             await self._dlq.stop()
             if self._opener is not None:
                 self._opener.close()
 
-    async def _process(self, batches: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
+    async def _begin(self, batches: Batches) -> asyncio.Future[Outcome]:
         records = [
             Record(tp.topic, tp.partition, m.offset, m.key, m.value)
             for tp, messages in batches.items()
             for m in messages
         ]
-        with PIPELINE_BATCH_SECONDS.time():
-            outcome = await self._handler.handle(records)
-            await self._publish_dead_letters(outcome)
-            offsets: dict[TopicPartition, int] = defaultdict(int)
-            for tp, messages in batches.items():
-                offsets[tp] = messages[-1].offset + 1
-            try:
-                await self._consumer.commit(dict(offsets))
-            except CommitFailedError:
-                # The group rebalanced under us; whoever gets these partitions re-reads
-                # the batch and the dedupe drops it.
-                log.warning("offset commit failed after a rebalance; the batch will be redelivered")
-        if self._collector is not None:
-            self._collector.after_batch()
+        started = time.perf_counter()
+        stored = await self._handler.begin(records)
+
+        def timed(done: asyncio.Future[Outcome]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                PIPELINE_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+        stored.add_done_callback(timed)
+        return stored
+
+    async def _finish(self, batches: Batches, stored: asyncio.Future[Outcome]) -> None:
+        """Once the batch is stored: its dead letters to their topic, then its offsets."""
+        outcome = await stored
+        await self._publish_dead_letters(outcome)
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError:
+            # The group rebalanced under us; whoever gets these partitions re-reads
+            # the batch and the dedupe drops it.
+            log.warning("offset commit failed after a rebalance; the batch will be redelivered")
         log.debug(
             "batch: %d stored, %d duplicates, %d dead",
             outcome.stored,
