@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     # transaction, side by side (one database connection each).
     pipeline_batch_parts: int = Field(default=2, ge=1, le=8)
     # Worker processes that build batch envelopes' touchpoints beside the consumer (the
-    # consumer's largest cost); 0 builds them in the consumer process.
-    pipeline_decode_workers: int = Field(default=1, ge=0, le=16)
+    # consumer's largest cost), for a consumer with cores to spare; 0 (the default) builds
+    # them in the consumer process (README).
+    pipeline_decode_workers: int = Field(default=0, ge=0, le=16)
     pipeline_poll_timeout_ms: int = Field(default=200, ge=1)
     # The longest a fetch waits on the broker for new records. Kafka answers as soon as there
     # are any; Tansu answers late (produce to fetched, measured: 214 ms at aiokafka's default

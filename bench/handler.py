@@ -2,7 +2,7 @@
 
 Turns the benchmark workload's ``/v1/batch`` requests (100 calls each) into the records the
 API publishes for them (batch envelopes, one per partition per request; with
-``--canonical``, one canonical touchpoint per event), then times `BatchHandler.handle` on
+``--canonical``, one canonical touchpoint per event), then times the batch handler on
 them — no broker, no HTTP — on a fresh scratch database, next to a raw COPY of as many rows
 into ``events``. Envelopes are opened as the consumer opens them (``--decode-workers``
 worker processes, by default ``PIPELINE_DECODE_WORKERS``; 0: in the handler's process), and
