@@ -229,6 +229,41 @@ def extract_identifiers(
     and an ``encoding`` other than ``none`` gives a separate kind (``email_sha256``)
     because a hash is not an address. ``None`` values are absent, not rejected.
     """
+    sources: list[Mapping[str, Any]] = []
+    if type == "identify" and _is_mapping(traits):
+        sources.append(traits)
+    context_traits = context.get("traits")
+    if _is_mapping(context_traits):
+        sources.append(context_traits)
+    candidates = (
+        user_id,
+        _first_trait(sources, ("crm_id", "crmId")),
+        _first_trait(sources, ("email",)),
+        _first_trait(sources, ("phone",)),
+        anonymous_id,
+    )
+    external_ids = context.get("externalIds")
+    # One person's calls name the same few ids again and again: without external ids, and
+    # with every candidate text or absent (so equal keys are equal inputs), the verdict is
+    # remembered.
+    known = external_ids is None and all(c is None or c.__class__ is str for c in candidates)
+    if known:
+        extracted = (_EXTRACTED if _EXTRACTED_FOR[0] is config else _extracted_for(config)).get(
+            candidates
+        )
+        if extracted is not None:
+            return Extracted(list(extracted.identifiers), list(extracted.rejected))
+    extracted = _extract(candidates, external_ids, config)
+    if known:
+        if len(_EXTRACTED) >= _MAX_EXTRACTED:
+            _EXTRACTED.clear()
+        _EXTRACTED[candidates] = Extracted(list(extracted.identifiers), list(extracted.rejected))
+    return extracted
+
+
+def _extract(
+    candidates: tuple[object, ...], external_ids: object, config: IdentityConfig
+) -> Extracted:
     found: dict[tuple[str, str], None] = {}  # (kind, value) pairs, an ordered set
     rejected: list[Rejected] = []
 
@@ -242,20 +277,9 @@ def extract_identifiers(
             return
         found[kind, value] = None
 
-    sources: list[Mapping[str, Any]] = []
-    if type == "identify" and _is_mapping(traits):
-        sources.append(traits)
-    context_traits = context.get("traits")
-    if _is_mapping(context_traits):
-        sources.append(context_traits)
-
-    add("user_id", user_id)
-    add("crm_id", _first_trait(sources, ("crm_id", "crmId")))
-    add("email", _first_trait(sources, ("email",)))
-    add("phone", _first_trait(sources, ("phone",)))
-    add("anonymous_id", anonymous_id)
+    for kind, raw in zip(_CANDIDATE_KINDS, candidates, strict=True):
+        add(kind, raw)
     pairs: Iterable[tuple[str, str]] = found
-    external_ids = context.get("externalIds")
     if external_ids is not None:
         _add_external_ids(external_ids, add, rejected)
         # Built-in kinds in their order, then custom kinds in the order they were found
@@ -263,6 +287,21 @@ def extract_identifiers(
         pairs = sorted(found, key=_kind_rank)
     identifiers = [_identifier(kind, value) for kind, value in pairs]
     return Extracted(identifiers, _unique(rejected) if rejected else [])
+
+
+# The kinds of extract_identifiers' candidates, in its order.
+_CANDIDATE_KINDS = ("user_id", "crm_id", "email", "phone", "anonymous_id")
+# Verdicts of _extract by candidates, for one identity config (a process has one): keyed
+# without hashing the config, which costs more than the lookup. Bounded.
+_EXTRACTED: dict[tuple[object, ...], Extracted] = {}
+_EXTRACTED_FOR: list[IdentityConfig | None] = [None]
+_MAX_EXTRACTED = 65_536
+
+
+def _extracted_for(config: IdentityConfig) -> dict[tuple[object, ...], Extracted]:
+    _EXTRACTED.clear()
+    _EXTRACTED_FOR[0] = config
+    return _EXTRACTED
 
 
 # Identifiers are frozen, and one person's ids ride along on each of their events: sharing

@@ -293,6 +293,37 @@ def test_phone_is_e164(raw: object, expected: str) -> None:
     assert normalise("phone", raw, CONFIG) == expected
 
 
+def test_a_call_naming_the_same_ids_again_gets_the_same_answer_of_its_own() -> None:
+    """The answer for a set of ids is remembered, per config: each call gets its own lists
+    (an alias call extends its identifiers), and another config is asked afresh."""
+    first = extract_identifiers(
+        type="track",
+        user_id="u-1",
+        anonymous_id="0",
+        traits={},
+        context={"traits": {"phone": "333 123 4567"}},
+        config=CONFIG,
+    )
+    first.identifiers.append(Identifier(kind="anonymous_id", value="extra"))
+    first.rejected.clear()
+    found, rejected = extract(
+        user_id="u-1", anonymous_id="0", context={"traits": {"phone": "333 123 4567"}}
+    )
+    assert found == [("user_id", "u-1"), ("phone", "+393331234567")]
+    assert rejected == [Rejected("anonymous_id", "0", "blocked value")]
+    uk = IdentityConfig(default_phone_region="gb")
+    found, _ = extract(user_id="u-1", context={"traits": {"phone": "020 7946 0958"}}, config=uk)
+    assert found == [("user_id", "u-1"), ("phone", "+442079460958")]
+    found, _ = extract(user_id="u-1", context={"traits": {"phone": "020 7946 0958"}})
+    assert ("phone", "+442079460958") not in found  # read as an Italian number
+
+
+def test_ids_that_only_compare_equal_are_not_taken_for_each_other() -> None:
+    assert extract(user_id=1)[0] == [("user_id", "1")]
+    assert extract(user_id=True)[0] == []  # True == 1, but is nobody's id
+    assert extract(user_id="1")[0] == [("user_id", "1")]
+
+
 def test_phone_region_is_configurable() -> None:
     uk = IdentityConfig(default_phone_region="gb")
     assert normalise("phone", "020 7946 0958", uk) == "+442079460958"
