@@ -243,18 +243,20 @@ def extract_identifiers(
         anonymous_id,
     )
     external_ids = context.get("externalIds")
-    # One person's calls name the same few ids again and again: without external ids, and
-    # with every candidate text or absent (so equal keys are equal inputs), the verdict is
-    # remembered.
-    known = external_ids is None and all(c is None or c.__class__ is str for c in candidates)
-    if known:
-        extracted = (_EXTRACTED if _EXTRACTED_FOR[0] is config else _extracted_for(config)).get(
-            candidates
-        )
+    # One person's calls name the same few ids again and again: without external ids, the
+    # answer is remembered for candidates that are all text or absent. So a remembered key
+    # matches only equal text: JSON's other values never equal a string (1 == True, but
+    # neither is stored), and its lists and objects cannot be looked up at all.
+    if external_ids is None:
+        remembered = _EXTRACTED if _EXTRACTED_FOR[0] is config else _extracted_for(config)
+        try:
+            extracted = remembered.get(candidates)
+        except TypeError:  # a list or an object among them
+            extracted = None
         if extracted is not None:
             return Extracted(list(extracted.identifiers), list(extracted.rejected))
     extracted = _extract(candidates, external_ids, config)
-    if known:
+    if external_ids is None and all(c is None or c.__class__ is str for c in candidates):
         if len(_EXTRACTED) >= _MAX_EXTRACTED:
             _EXTRACTED.clear()
         _EXTRACTED[candidates] = Extracted(list(extracted.identifiers), list(extracted.rejected))
