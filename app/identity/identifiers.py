@@ -250,16 +250,23 @@ def extract_identifiers(
     if external_ids is None:
         remembered = _EXTRACTED if _EXTRACTED_FOR[0] is config else _extracted_for(config)
         try:
-            extracted = remembered.get(candidates)
+            known = remembered.get(candidates)
         except TypeError:  # a list or an object among them
-            extracted = None
-        if extracted is not None:
-            return Extracted(list(extracted.identifiers), list(extracted.rejected))
+            known = None
+        if known is not None:
+            pairs, refused = known
+            return Extracted(
+                [_identifier(kind, value) for kind, value in pairs],
+                [Rejected(*r) for r in refused] if refused else [],
+            )
     extracted = _extract(candidates, external_ids, config)
     if external_ids is None and all(c is None or c.__class__ is str for c in candidates):
         if len(_EXTRACTED) >= _MAX_EXTRACTED:
             _EXTRACTED.clear()
-        _EXTRACTED[candidates] = Extracted(list(extracted.identifiers), list(extracted.rejected))
+        _EXTRACTED[candidates] = (
+            tuple((i.kind, i.value) for i in extracted.identifiers),
+            tuple((r.kind, r.raw, r.reason) for r in extracted.rejected),
+        )
     return extracted
 
 
@@ -294,13 +301,17 @@ def _extract(
 # The kinds of extract_identifiers' candidates, in its order.
 _CANDIDATE_KINDS = ("user_id", "crm_id", "email", "phone", "anonymous_id")
 # Verdicts of _extract by candidates, for one identity config (a process has one): keyed
-# without hashing the config, which costs more than the lookup. Bounded.
-_EXTRACTED: dict[tuple[object, ...], Extracted] = {}
+# without hashing the config, which costs more than the lookup. Bounded. Held as tuples of
+# text, which the garbage collector stops tracking once it has looked (a level of nesting
+# per collection): as objects, 60,000 entries added 120,000 to every full collection of the
+# consumer, 52-60 ms against 9 ms.
+_Remembered = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str], ...]]
+_EXTRACTED: dict[tuple[object, ...], _Remembered] = {}
 _EXTRACTED_FOR: list[IdentityConfig | None] = [None]
 _MAX_EXTRACTED = 65_536
 
 
-def _extracted_for(config: IdentityConfig) -> dict[tuple[object, ...], Extracted]:
+def _extracted_for(config: IdentityConfig) -> dict[tuple[object, ...], _Remembered]:
     _EXTRACTED.clear()
     _EXTRACTED_FOR[0] = config
     return _EXTRACTED

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 
+from app.identity import identifiers
 from app.identity.identifiers import (
     MAX_EXTERNAL_IDS,
     IdentityConfig,
@@ -316,6 +318,20 @@ def test_a_call_naming_the_same_ids_again_gets_the_same_answer_of_its_own() -> N
     assert found == [("user_id", "u-1"), ("phone", "+442079460958")]
     found, _ = extract(user_id="u-1", context={"traits": {"phone": "020 7946 0958"}})
     assert ("phone", "+442079460958") not in found  # read as an Italian number
+
+
+def test_remembered_answers_are_nothing_the_garbage_collector_walks() -> None:
+    """The consumer runs full collections between batches: a full cache must not add to
+    them (tuples of text, untracked once the collector has seen them: a level of nesting
+    per collection)."""
+    for n in range(100):
+        extract(user_id=f"u-{n}", anonymous_id="0", context={"traits": {"email": f"{n}@x.io"}})
+    for _ in range(3):
+        gc.collect()
+    assert identifiers._EXTRACTED
+    assert not any(
+        gc.is_tracked(e) for e in (*identifiers._EXTRACTED, *identifiers._EXTRACTED.values())
+    )
 
 
 def test_ids_that_only_compare_equal_are_not_taken_for_each_other() -> None:
