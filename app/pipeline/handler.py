@@ -147,7 +147,8 @@ class BatchHandler:
         self._max_events = max_events
         # Opens envelopes in worker processes; without one, the handler builds them itself.
         self._opener = opener
-        # The run queued last (of any batch): the next one is stored after it.
+        # The run queued last (of this batch, or of one begun before while its runs were
+        # pending): the next one is stored after it.
         self._queued: asyncio.Task[Outcome] | None = None
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
@@ -162,6 +163,10 @@ class BatchHandler:
         neither the database nor this process waits for the other at the batch's edges.
         Should a run fail, the runs queued after it (this batch's and the next one's) are
         not stored: each batch's outcome raises, and neither is acknowledged."""
+        if self._queued is not None and self._queued.done():
+            # Begun once the batches before are settled (stored, or failed and seen to):
+            # nothing to wait for, and an earlier failure abandons nothing of this one.
+            self._queued = None
         outcome = Outcome()
         touchpoints: list[Touchpoint] = []
         origin: dict[Any, Record] = {}
@@ -210,8 +215,8 @@ class BatchHandler:
         dead: list[DeadLetter],
         encoded: Mapping[Any, bytes],
     ) -> asyncio.Task[Outcome]:
-        """Store a run once every run queued before it and still pending has been stored."""
-        before = self._queued if self._queued is not None and not self._queued.done() else None
+        """Store a run once every run queued before it has been stored."""
+        before = self._queued
         self._queued = asyncio.ensure_future(
             self._store_after(before, origin, touchpoints, dead, encoded)
         )

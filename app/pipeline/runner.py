@@ -124,7 +124,9 @@ class Pipeline:
         try:
             while not self._stopping.is_set():
                 keep = 0
-                if not (in_hand and self._revoking.is_set()):
+                # No new batch while a revoke waits, nor beside one already settled: it is
+                # finished first (and should it have failed, nothing is begun after it).
+                if not (in_hand and (self._revoking.is_set() or in_hand[-1][1].done())):
                     batches = await self._consumer.getmany(
                         # With a batch in hand, only what has been fetched already.
                         timeout_ms=0 if in_hand else self._settings.pipeline_poll_timeout_ms,
