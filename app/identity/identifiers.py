@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, TypeGuard
 
 import phonenumbers
 
+from app.kit.memo import ConfigMemo
 from app.touchpoint import Identifier
 
 BUILTIN_KINDS: tuple[str, ...] = ("user_id", "crm_id", "email", "phone", "anonymous_id")
@@ -248,9 +249,8 @@ def extract_identifiers(
     # matches only equal text: JSON's other values never equal a string (1 == True, but
     # neither is stored), and its lists and objects cannot be looked up at all.
     if external_ids is None:
-        remembered = _EXTRACTED if _EXTRACTED_FOR[0] is config else _extracted_for(config)
         try:
-            known = remembered.get(candidates)
+            known = _EXTRACTED.answers(config).get(candidates)
         except TypeError:  # a list or an object among them
             known = None
         if known is not None:
@@ -261,11 +261,12 @@ def extract_identifiers(
             )
     extracted = _extract(candidates, external_ids, config)
     if external_ids is None and all(c is None or c.__class__ is str for c in candidates):
-        if len(_EXTRACTED) >= _MAX_EXTRACTED:
-            _EXTRACTED.clear()
-        _EXTRACTED[candidates] = (
-            tuple((i.kind, i.value) for i in extracted.identifiers),
-            tuple((r.kind, r.raw, r.reason) for r in extracted.rejected),
+        _EXTRACTED.remember(
+            candidates,
+            (
+                tuple((i.kind, i.value) for i in extracted.identifiers),
+                tuple((r.kind, r.raw, r.reason) for r in extracted.rejected),
+            ),
         )
     return extracted
 
@@ -300,21 +301,11 @@ def _extract(
 
 # The kinds of extract_identifiers' candidates, in its order.
 _CANDIDATE_KINDS = ("user_id", "crm_id", "email", "phone", "anonymous_id")
-# Verdicts of _extract by candidates, for one identity config (a process has one): keyed
-# without hashing the config, which costs more than the lookup. Bounded. Held as tuples of
-# text, which the garbage collector stops tracking once it has looked (a level of nesting
-# per collection): as objects, 60,000 entries added 120,000 to every full collection of the
-# consumer, 52-60 ms against 9 ms.
+# Verdicts of _extract by candidates. Held as tuples of text, which the garbage collector
+# stops tracking once it has looked (a level of nesting per collection): as objects, 60,000
+# entries added 120,000 to every full collection of the consumer, 52-60 ms against 9 ms.
 _Remembered = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str], ...]]
-_EXTRACTED: dict[tuple[object, ...], _Remembered] = {}
-_EXTRACTED_FOR: list[IdentityConfig | None] = [None]
-_MAX_EXTRACTED = 65_536
-
-
-def _extracted_for(config: IdentityConfig) -> dict[tuple[object, ...], _Remembered]:
-    _EXTRACTED.clear()
-    _EXTRACTED_FOR[0] = config
-    return _EXTRACTED
+_EXTRACTED: ConfigMemo[tuple[object, ...], _Remembered] = ConfigMemo(limit=65_536)
 
 
 # Identifiers are frozen, and one person's ids ride along on each of their events: sharing

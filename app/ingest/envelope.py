@@ -45,6 +45,7 @@ from app.ingest.schemas import (
     missing_field,
 )
 from app.ingest.service import CHANNELS, Arrival, build_all, partition_key_of
+from app.kit.memo import ConfigMemo
 from app.touchpoint import Touchpoint
 
 KIND: Literal["segment-batch"] = "segment-batch"
@@ -171,7 +172,7 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
     measured = 2 * _MAX_BRACKETS - 1
     if _shallow(body, min(max(map(len, calls)), _SURELY_FITS)):
         measured = _SURELY_FITS
-    verdicts = _VERDICTS if _VERDICTS_OF[0] is identity else _verdicts_of(identity)
+    verdicts = _VERDICTS.answers(identity)
     keys: list[bytes] = []
     # Per call, so written for speed: the verdict cache read here, helpers only on a miss.
     for raw, call in zip(calls, typed, strict=True):
@@ -183,11 +184,11 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
         if anonymous_id is not None:
             usable = verdicts.get(("anonymous_id", anonymous_id))
             if usable is None:
-                usable = _judge(verdicts, "anonymous_id", anonymous_id, identity)
+                usable = _judge("anonymous_id", anonymous_id, identity)
         if not usable and user_id is not None:
             usable = verdicts.get(("user_id", user_id))
             if usable is None:
-                usable = _judge(verdicts, "user_id", user_id, identity)
+                usable = _judge("user_id", user_id, identity)
         if not usable or missing_field(call, ids_optional=True):
             return None
         keys.append(
@@ -201,33 +202,20 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
     return keys
 
 
-def _judge(
-    verdicts: dict[tuple[str, Id], bool], kind: str, value: Id, identity: IdentityConfig
-) -> bool:
-    """Whether ``value`` is a usable identifier of ``kind``, remembered in ``verdicts``: a
+def _judge(kind: str, value: Id, identity: IdentityConfig) -> bool:
+    """Whether ``value`` is a usable identifier of ``kind``, remembered in `_VERDICTS`: a
     browser's batch names one anonymousId in every call; a server's, a few people."""
     try:
         normalise(kind, value, identity)
         verdict = True
     except InvalidIdentifier:
         verdict = False
-    if len(verdicts) >= _MAX_VERDICTS:
-        verdicts.clear()
-    verdicts[kind, value] = verdict
+    _VERDICTS.remember((kind, value), verdict)
     return verdict
 
 
-# Verdicts of _judge for one identity config (the process has one): keyed without hashing
-# the config, which costs more than the lookup.
-_VERDICTS: dict[tuple[str, Id], bool] = {}
-_VERDICTS_OF: list[IdentityConfig | None] = [None]
-_MAX_VERDICTS = 65_536
-
-
-def _verdicts_of(identity: IdentityConfig) -> dict[tuple[str, Id], bool]:
-    _VERDICTS.clear()
-    _VERDICTS_OF[0] = identity
-    return _VERDICTS
+# Verdicts of _judge for the process's identity config.
+_VERDICTS: ConfigMemo[tuple[str, Id], bool] = ConfigMemo(limit=65_536)
 
 
 def _shallow(body: bytes, longest: int) -> bool:
