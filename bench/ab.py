@@ -59,7 +59,6 @@ from bench.loadgen import LoadResult
 from bench.stack import Proc, Stack
 
 BARE = "bare"
-_BATCH_SECONDS = "percorso_pipeline_batch_seconds_sum"
 
 
 @dataclass(frozen=True)
@@ -266,7 +265,7 @@ async def _time_consumer(
             done = await phases.handled(http, [consumer])
             if first is None and done > 0:
                 # The first batch is done: back from now by the time it took.
-                first = now - await phases.counter([consumer], _BATCH_SECONDS)
+                first = await phases.first_batch_started([consumer], now)
             if done >= events:
                 break
             if now - started > timeout_s:

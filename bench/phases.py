@@ -314,14 +314,8 @@ async def pipeline(run: Run) -> None:
             done = await handled(http, run.consumers)
             rss.append((done, sum(c.sample() for c in run.consumers) / MB))
             if first_at is None and done > 0:
-                # Timed from the start of the first batch (a quick run may be one batch):
-                # back by the longest any consumer has spent on batches so far.
-                first_at = now - max(
-                    [
-                        await counter([c], "percorso_pipeline_batch_seconds_sum")
-                        for c in run.consumers
-                    ]
-                )
+                # Timed from the start of the first batch (a quick run may be one batch).
+                first_at = await first_batch_started(run.consumers, now)
                 # Profile the steady state, not imports and the group join.
                 recorder = record(run, run.consumers[0], "consumer-pipeline")
                 cpu = CpuWindow(stack, {f"consumer{i}": c for i, c in enumerate(run.consumers)})
@@ -369,7 +363,7 @@ async def pipeline(run: Run) -> None:
         report.note(f"dead letters: {r['n']} x {r['reason']}")
     retried = await counter(run.consumers, "percorso_pipeline_retries_total")
     batches = await counter(run.consumers, "percorso_pipeline_batch_seconds_count")
-    batch_s = await counter(run.consumers, "percorso_pipeline_batch_seconds_sum")
+    batch_s = await counter(run.consumers, BATCH_SECONDS)
     if in_db < target:
         report.note(f"pipeline: consumers reported {done} handled but events holds {in_db}")
     report.durations_s["pipeline"] = finished - spawned
@@ -567,6 +561,12 @@ def _memory_trend(
     return ys[0], ys[-1], slope * 100_000
 
 
+async def first_batch_started(consumers: list[Proc], now: float) -> float:
+    """When the consumers' first batch started, once one is done: back from ``now`` by the
+    longest any consumer has spent on batches so far."""
+    return now - max([await counter([c], BATCH_SECONDS) for c in consumers])
+
+
 async def handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
     """Events the consumers have committed (stored + duplicates + dead letters), from their
     Prometheus endpoints; 0 for a consumer that is not serving metrics yet."""
@@ -577,6 +577,9 @@ async def handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
         text = await _scrape(http, proc, "percorso_pipeline_events_total")
         total += sum(int(float(v)) for _, v in _STORED.findall(text))
     return total
+
+
+BATCH_SECONDS = "percorso_pipeline_batch_seconds_sum"
 
 
 async def counter(consumers: list[Proc], name: str) -> float:
