@@ -56,7 +56,7 @@ from app.kit import embedded
 from bench import loadgen, phases, workload
 from bench.config import EVENTS_PER_PERSON
 from bench.loadgen import LoadResult
-from bench.stack import Proc, Stack
+from bench.stack import MB, Proc, Stack
 
 BARE = "bare"
 
@@ -252,9 +252,9 @@ async def _time_consumer(
     stack: Stack, consumer: Proc, events: int, timeout_s: float
 ) -> dict[str, Any]:
     """From the start of the consumer's first batch until it handled ``events``, as ``make
-    bench`` times its pipeline phase: events/s, and the CPU per event the consumer and the
+    bench`` times its pipeline phase: events/s, the CPU per event the consumer and the
     embedded server used meanwhile (sampled as it runs: the first batch's start is known
-    only once that batch is done)."""
+    only once that batch is done), and the consumer's peak RSS (sampled as it runs)."""
     started = time.perf_counter()
     samples: list[tuple[float, float, float | None]] = []  # (when, consumer, server)
     first: float | None = None
@@ -262,6 +262,7 @@ async def _time_consumer(
         while True:
             now = time.perf_counter()
             samples.append((now, consumer.cpu_seconds(), stack.postgres_cpu_seconds()))
+            consumer.sample()
             done = await phases.handled(http, [consumer])
             if first is None and done > 0:
                 # The first batch is done: back from now by the time it took.
@@ -281,7 +282,11 @@ async def _time_consumer(
     server = stack.postgres_cpu_seconds()
     if server is not None and server_at is not None:
         cpu["postgres"] = 1e6 * (server - server_at) / done
-    return {"events_per_s": done / (finished - first), "cpu_us_per_event": cpu}
+    return {
+        "events_per_s": done / (finished - first),
+        "cpu_us_per_event": cpu,
+        "rss_mb_peak": consumer.peak_rss / MB,
+    }
 
 
 async def _migrate(variant: Variant, url: str) -> None:
@@ -356,6 +361,8 @@ def runs_summary(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         if "raw_copy_rows_per_s" in numbers[0]:
             copy = statistics.median(r["events_per_s"] / r["raw_copy_rows_per_s"] for r in numbers)
             line += f"  of raw COPY {copy:.2f}"
+        if "rss_mb_peak" in numbers[0]:
+            line += f"  peak RSS {statistics.median(r['rss_mb_peak'] for r in numbers):.0f} MB"
         lines.append(line + "  rounds: " + " ".join(f"{r['events_per_s']:,.0f}" for r in numbers))
     return lines
 

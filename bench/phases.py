@@ -233,6 +233,8 @@ async def ingest(run: Run) -> None:
         reference_label="p99",
     )
     cpu_rows(report, "1. ingest", "batch", batch_cpu)
+    if bare_batch is not None:
+        cpu_rows(report, "1. ingest", "bare_batch", rounds["bare"][1])
     report.row(
         "1. ingest",
         f"/v1/track ({cfg.track_concurrency} in flight)",

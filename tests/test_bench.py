@@ -219,10 +219,16 @@ def test_ab_reports_medians_of_the_handler_runs() -> None:
         with pytest.raises(SystemExit):
             ab.parse([f"a={root}", *modes])
     consumer = ab.runs_summary(
-        {"now": [{"events_per_s": 9_000.0, "cpu_us_per_event": {"consumer": 90.0}}]}
+        {
+            "now": [
+                {"events_per_s": e, "cpu_us_per_event": {"consumer": 90.0}, "rss_mb_peak": m}
+                for e, m in ((9_000.0, 410.0), (8_000.0, 450.0), (9_500.0, 430.0))
+            ]
+        }
     )
     assert consumer[0].startswith("       now    9,000 events/s (x1.00)  CPU µs/event: consumer 90")
     assert "raw COPY" not in consumer[0]
+    assert "peak RSS 430 MB" in consumer[0]
 
 
 async def test_ab_runs_the_handler_loop_in_a_checkout(pg_admin_url: str) -> None:
