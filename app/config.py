@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     pipeline_max_batch: int = Field(default=10_000, ge=1, le=50_000)
     # Events stored together (a run; batch envelopes hold up to 2,500 each): larger runs
     # share more per-customer work, at the cost of memory (README).
-    pipeline_run_events: int = Field(default=25_000, ge=1, le=100_000)
+    pipeline_run_events: int = Field(default=50_000, ge=1, le=100_000)
     # A batch is split into this many parts that share no customer, each stored in its own
     # transaction, side by side (one database connection each).
     pipeline_batch_parts: int = Field(default=2, ge=1, le=8)

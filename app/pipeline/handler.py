@@ -133,7 +133,7 @@ class BatchHandler:
         policy: MergePolicy,
         parts: int = 2,
         identity: IdentityConfig | None = None,
-        max_events: int = 25_000,
+        max_events: int = 50_000,
         opener: EnvelopeOpener | None = None,
     ) -> None:
         self._pool = pool
