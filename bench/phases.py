@@ -35,6 +35,8 @@ from bench.profiling import Recorder
 from bench.report import Report
 from bench.stack import MB, Proc, Stack
 
+# The consumers' summed batch time (from a batch's start until it is stored).
+BATCH_SECONDS = "percorso_pipeline_batch_seconds_sum"
 _STORED = re.compile(
     rb'^percorso_pipeline_events_total\{outcome="(stored|duplicate|dead_letter)"\} (\S+)$', re.M
 )
@@ -579,9 +581,6 @@ async def handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
         text = await _scrape(http, proc, "percorso_pipeline_events_total")
         total += sum(int(float(v)) for _, v in _STORED.findall(text))
     return total
-
-
-BATCH_SECONDS = "percorso_pipeline_batch_seconds_sum"
 
 
 async def counter(consumers: list[Proc], name: str) -> float:
