@@ -5,7 +5,8 @@ commit (``offset + 1``). A crash anywhere before the offset commit redelivers th
 and the handler's dedupe drops what was already stored: at-least-once in, exactly-once on
 the timeline.
 
-Batches overlap: the next batch is decoded while the last run of the one before is stored
+Behind a backlog, a batch is several fetches (`Pipeline._top_up`), so it is stored in large
+runs. Batches overlap: the next batch is decoded while the last run of the one before is stored
 (`BatchHandler.begin`); offsets are committed batch by batch, in order, each once its batch
 is stored. At most two batches are in hand.
 
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 # What one poll gives: each partition's messages, in order.
 Batches = dict[TopicPartition, list[Any]]
+# A fetch of at least this many records means a backlog: the batch takes the fetches that
+# follow too (`Pipeline._top_up`). A consumer that keeps up gets far fewer per fetch (a
+# request's envelopes, or single calls) and stores what it has at once.
+BACKLOG_RECORDS = 1_000
 
 
 class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -136,6 +141,7 @@ class Pipeline:
                         if not holding:
                             await self._in_flight.acquire()
                             holding = True
+                        await self._top_up(batches)
                         in_hand.append((batches, await self._begin(batches)))
                         keep = 1
                 while len(in_hand) > keep:
@@ -157,6 +163,22 @@ class Pipeline:
             await self._dlq.stop()
             if self._opener is not None:
                 self._opener.close()
+
+    async def _top_up(self, batches: Batches) -> None:
+        """Behind a backlog, add the fetches that follow to ``batches``, up to
+        ``PIPELINE_MAX_BATCH`` records: larger batches are stored in larger runs."""
+        count = added = sum(map(len, batches.values()))
+        limit = self._settings.pipeline_max_batch
+        while added >= BACKLOG_RECORDS and count < limit and not self._revoking.is_set():
+            more = await self._consumer.getmany(
+                # Behind a backlog the broker answers at once.
+                timeout_ms=self._settings.pipeline_fetch_max_wait_ms,
+                max_records=limit - count,
+            )
+            for tp, messages in more.items():
+                batches.setdefault(tp, []).extend(messages)
+            added = sum(map(len, more.values()))
+            count += added
 
     async def _begin(self, batches: Batches) -> asyncio.Future[Outcome]:
         records = [
