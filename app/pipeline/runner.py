@@ -5,10 +5,10 @@ commit (``offset + 1``). A crash anywhere before the offset commit redelivers th
 and the handler's dedupe drops what was already stored: at-least-once in, exactly-once on
 the timeline.
 
-Behind a backlog, a batch is several fetches (`Pipeline._top_up`), so it is stored in large
-runs. Batches overlap: the next batch is decoded while the last run of the one before is stored
-(`BatchHandler.begin`); offsets are committed batch by batch, in order, each once its batch
-is stored. At most two batches are in hand.
+Behind a backlog, a batch is several fetches (`Pipeline._top_up`), so it is stored in
+large runs. Batches overlap: the next batch is decoded while the last run of the one before
+is stored (`BatchHandler.begin`); offsets are committed batch by batch, in order, each once
+its batch is stored. At most two batches are in hand.
 
 Rebalances: the batches in flight hold ``_in_flight``; ``on_partitions_revoked`` stops new
 ones and waits for them, so a batch is always finished and committed before its partitions

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
@@ -17,17 +18,23 @@ from app.pipeline.handler import BatchHandler
 from app.pipeline.runner import Pipeline
 
 
-async def test_runs_are_as_large_as_pipeline_run_events(settings: Settings) -> None:
-    tuned = settings.model_copy(
-        update={"pipeline_run_events": 123, "pipeline_max_batch": 45, "pipeline_decode_workers": 0}
-    )
-    # Nothing connects before run(): the pool is only handed to the batch handler.
+@asynccontextmanager
+async def _unstarted(settings: Settings, **update: Any) -> AsyncIterator[Pipeline]:
+    """A consumer with these settings, never run: nothing connects before run() (the pool is
+    only handed to the batch handler). Its Kafka clients are stopped afterwards."""
+    tuned = settings.model_copy(update={"pipeline_decode_workers": 0, **update})
     consumer = Pipeline(tuned, cast(Any, None), load_model(tuned.journey_model))
+    kafka, dlq = consumer._consumer, consumer._dlq  # a test may stand in for the consumer
     try:
-        assert consumer._handler._max_events == 123
+        yield consumer
     finally:
-        await consumer._consumer.stop()
-        await consumer._dlq.stop()
+        await kafka.stop()
+        await dlq.stop()
+
+
+async def test_runs_are_as_large_as_pipeline_run_events(settings: Settings) -> None:
+    async with _unstarted(settings, pipeline_run_events=123, pipeline_max_batch=45) as consumer:
+        assert consumer._handler._max_events == 123
     # The handler's own default is the setting's.
     handler_default = inspect.signature(BatchHandler).parameters["max_events"].default
     assert Settings.model_fields["pipeline_run_events"].default == handler_default
@@ -52,12 +59,8 @@ async def topping_up(
 ) -> AsyncIterator[Pipeline]:
     """A consumer whose batches hold up to 10 records; 3 in a fetch mean a backlog."""
     monkeypatch.setattr(runner, "BACKLOG_RECORDS", 3)
-    tuned = settings.model_copy(update={"pipeline_max_batch": 10, "pipeline_decode_workers": 0})
-    consumer = Pipeline(tuned, cast(Any, None), load_model(tuned.journey_model))
-    kafka = consumer._consumer
-    yield consumer
-    await kafka.stop()
-    await consumer._dlq.stop()
+    async with _unstarted(settings, pipeline_max_batch=10) as consumer:
+        yield consumer
 
 
 P0, P1 = TopicPartition("touchpoints", 0), TopicPartition("touchpoints", 1)
