@@ -52,6 +52,13 @@ class _Fetches:
         self.asked.append(max_records)
         return self._fetches.pop(0) if self._fetches else {}
 
+    @classmethod
+    def standing_in(cls, consumer: Pipeline, *fetches: dict[TopicPartition, list[int]]) -> _Fetches:
+        """Scripted fetches, standing in for ``consumer``'s Kafka consumer."""
+        script = cls(*fetches)
+        consumer._consumer = cast(Any, script)
+        return script
+
 
 @pytest.fixture
 async def topping_up(
@@ -67,8 +74,7 @@ P0, P1 = TopicPartition("touchpoints", 0), TopicPartition("touchpoints", 1)
 
 
 async def test_a_backlog_batch_takes_the_fetches_that_follow(topping_up: Pipeline) -> None:
-    fetches = _Fetches({P0: [3, 4], P1: [7, 8]}, {P0: [5]})
-    topping_up._consumer = cast(Any, fetches)
+    fetches = _Fetches.standing_in(topping_up, {P0: [3, 4], P1: [7, 8]}, {P0: [5]})
     batch: dict[Any, list[Any]] = {P0: [1, 2], P1: [6]}
     await topping_up._top_up(batch)
     # Each partition's messages in order; the fetch of 1 record (no backlog) ended it.
@@ -77,8 +83,7 @@ async def test_a_backlog_batch_takes_the_fetches_that_follow(topping_up: Pipelin
 
 
 async def test_topping_up_stops_at_the_batch_limit(topping_up: Pipeline) -> None:
-    fetches = _Fetches({P0: [4, 5, 6, 7], P1: [8, 9, 10]}, {P0: [11]})
-    topping_up._consumer = cast(Any, fetches)
+    fetches = _Fetches.standing_in(topping_up, {P0: [4, 5, 6, 7], P1: [8, 9, 10]}, {P0: [11]})
     batch: dict[Any, list[Any]] = {P0: [1, 2, 3]}
     await topping_up._top_up(batch)
     assert batch == {P0: [1, 2, 3, 4, 5, 6, 7], P1: [8, 9, 10]}
@@ -86,8 +91,7 @@ async def test_topping_up_stops_at_the_batch_limit(topping_up: Pipeline) -> None
 
 
 async def test_a_consumer_that_keeps_up_stores_what_it_has(topping_up: Pipeline) -> None:
-    fetches = _Fetches({P0: [3, 4, 5]})
-    topping_up._consumer = cast(Any, fetches)
+    fetches = _Fetches.standing_in(topping_up, {P0: [3, 4, 5]})
     batch: dict[Any, list[Any]] = {P0: [1, 2]}  # fewer than BACKLOG_RECORDS: no backlog
     await topping_up._top_up(batch)
     assert batch == {P0: [1, 2]}
@@ -95,8 +99,7 @@ async def test_a_consumer_that_keeps_up_stores_what_it_has(topping_up: Pipeline)
 
 
 async def test_no_topping_up_while_partitions_are_being_revoked(topping_up: Pipeline) -> None:
-    fetches = _Fetches({P0: [4]})
-    topping_up._consumer = cast(Any, fetches)
+    fetches = _Fetches.standing_in(topping_up, {P0: [4]})
     topping_up._revoking.set()
     batch: dict[Any, list[Any]] = {P0: [1, 2, 3]}
     await topping_up._top_up(batch)
