@@ -6,13 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 import orjson
 
 from app.kit import bulk
-from app.touchpoint import Touchpoint
+from app.touchpoint import Channel, EventType, Touchpoint
 
 _KEYS = bulk.rows_from("$1", "source_id uuid, message_id text")
 _EXISTING = f"""
@@ -70,12 +70,12 @@ def own_fields(tp: Touchpoint) -> bytes:
             _UUID, tp.event_id.bytes,
             _UUID, tp.source_id.bytes,
             _text(tp.message_id),
-            _text(tp.type),
+            _TYPES.get(tp.type) or _text(tp.type),
             _NULL if tp.event is None else _text(tp.event),
-            _text(tp.channel.value),
+            _CHANNELS[tp.channel],
             _timestamp(tp.occurred_at),
             _NULL if tp.sent_at is None else _timestamp(tp.sent_at),
-            _timestamp(tp.received_at),
+            _received(tp.received_at),
             _jsonb(tp.properties),
             _jsonb(tp.traits),
             _jsonb(tp.context),
@@ -97,6 +97,23 @@ def _timestamp(value: datetime) -> bytes:
 def _jsonb(value: Any) -> bytes:
     data = orjson.dumps(value)
     return (len(data) + 1).to_bytes(4) + b"\x01" + data  # jsonb's binary format: version 1
+
+
+# The few values of two columns, encoded once.
+_TYPES = {t: _text(t) for t in get_args(EventType)}
+_CHANNELS = {c: _text(c.value) for c in Channel}
+# The receive time encoded last, with its encoding: an envelope's events share theirs.
+_last_received: tuple[datetime | None, bytes] = (None, b"")
+
+
+def _received(value: datetime) -> bytes:
+    """:func:`_timestamp` of a receive time, remembered (a whole tuple: threads see one
+    value and its encoding, never one with the other's)."""
+    global _last_received  # a one-entry cache
+    last = _last_received
+    if value is not last[0]:
+        last = _last_received = (value, _timestamp(value))
+    return last[1]
 
 
 async def insert_events(
