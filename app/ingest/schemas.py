@@ -64,9 +64,9 @@ class SegmentCall(msgspec.Struct):
     Same fields, types and limits; it may refuse more than :class:`SegmentMessage` (an
     ``int`` where pydantic would coerce a float, say), never less. A refused call goes
     on to pydantic, whose verdict and error messages stand. Timestamps pass msgspec
-    unchecked and are then parsed by pydantic's own datetime validator (msgspec rounds
-    fractions of a microsecond that pydantic truncates, and refuses Unix times).
-    ``tests/ingest/test_fast_validation.py`` holds the two models to each other."""
+    unchecked and are then parsed as pydantic parses them (``app.ingest.service._time``:
+    msgspec rounds fractions of a microsecond that pydantic truncates, and refuses Unix
+    times). ``tests/ingest/test_fast_validation.py`` holds the two models to each other."""
 
     type: CallType | None = None
     messageId: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | None = None
