@@ -188,19 +188,20 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
         config=arrival["identity"],
     )
     identifiers = extracted.identifiers  # a fresh list: _add_previous_id may extend it
-    flags: list[str] = []
-    if msg.type == "alias":
-        flags.extend(_add_previous_id(identifiers, msg, arrival["identity"]))
+    alias_flags = (
+        _add_previous_id(identifiers, msg, arrival["identity"]) if msg.type == "alias" else None
+    )
     if not identifiers:
         raise EventRejected(
             [FieldError(field=r.kind, message=r.reason) for r in extracted.rejected]
             or [FieldError(field="userId", message="no usable identifier")]
         )
-    when, time_flags = _occurred_at(
-        msg.originalTimestamp or msg.timestamp, message_sent_at, received_at
-    )
-    flags[:0] = time_flags
-    flags.extend(f"rejected_identifier:{r.kind}" for r in extracted.rejected)
+    # Time flags, alias flags, rejected identifiers, channel: in that order.
+    when, flags = _occurred_at(msg.originalTimestamp or msg.timestamp, message_sent_at, received_at)
+    if alias_flags:
+        flags += alias_flags
+    if extracted.rejected:
+        flags += [f"rejected_identifier:{r.kind}" for r in extracted.rejected]
     channel = arrival["source"].channel
     requested = context.get("channel")
     if isinstance(requested, str) and requested in CHANNELS:
