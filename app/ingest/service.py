@@ -167,9 +167,11 @@ class Arrival(TypedDict, total=False):
 
 
 def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
-    """The canonical touchpoint as a plain dict, in :class:`Touchpoint` field order:
-    ``Touchpoint.validate`` of it is the touchpoint, and :func:`wire_bytes` of it is
-    exactly that touchpoint's ``to_bytes()`` (the hot path skips building the model).
+    """The canonical touchpoint as a plain dict, in :class:`Touchpoint` field order, its
+    identifiers as :class:`Identifier`: ``Touchpoint.validate`` of it is the touchpoint
+    (which takes the identifiers as they are), and :func:`wire_bytes` of it with the
+    identifiers as JSON objects (:func:`_message`) is exactly that touchpoint's
+    ``to_bytes()`` (the hot path skips building the model).
     Raises :class:`EventRejected` when no usable identifier remains (every id blocked or
     malformed). ``source_id`` is ``arrival["source"].id`` as text, made once per request."""
     assert msg.type is not None
@@ -227,7 +229,7 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
         "event": msg.event if msg.type == "track" else msg.name,
         "user_id": None if msg.userId is None else str(msg.userId),
         "anonymous_id": None if msg.anonymousId is None else str(msg.anonymousId),
-        "identifiers": [{"kind": i.kind, "value": i.value} for i in identifiers],
+        "identifiers": identifiers,
         "traits": traits,
         "properties": properties,
         "context": context,
@@ -314,7 +316,9 @@ def _build_each(
 
 
 def _message(event: dict[str, Any]) -> tuple[bytes, bytes]:
-    return event_key(event), wire_bytes(event)
+    key = event_key(event)
+    event["identifiers"] = [{"kind": i.kind, "value": i.value} for i in event["identifiers"]]
+    return key, wire_bytes(event)
 
 
 def partition_key(tp: Touchpoint) -> bytes:
@@ -325,8 +329,8 @@ def partition_key(tp: Touchpoint) -> bytes:
 
 def event_key(event: dict[str, Any]) -> bytes:
     """:func:`partition_key` of a :func:`build_event` dict."""
-    identifiers = event["identifiers"]
-    first = identifiers[0]["value"] if identifiers else None
+    identifiers: list[Identifier] = event["identifiers"]
+    first = identifiers[0].value if identifiers else None
     return partition_key_of(event["anonymous_id"], event["user_id"], first, event["message_id"])
 
 
