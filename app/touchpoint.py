@@ -34,9 +34,11 @@ class Channel(StrEnum):
 EventType = Literal["track", "page", "screen", "identify", "alias", "group"]
 
 
-class Identifier(msgspec.Struct, frozen=True):
+class Identifier(msgspec.Struct, frozen=True, gc=False):
     """One normalised identifier, e.g. ``{"kind": "email", "value": "ada@example.com"}``.
-    Hashable: the pipeline keys dicts and sets by identifier."""
+    Hashable: the pipeline keys dicts and sets by identifier. Text only, so never part of a
+    reference cycle: not a type the garbage collector knows (``gc=False``), and a tuple of
+    identifiers is one it stops tracking (app.identity.identifiers remembers such tuples)."""
 
     kind: str
     value: str

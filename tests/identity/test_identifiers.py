@@ -322,8 +322,8 @@ def test_a_call_naming_the_same_ids_again_gets_the_same_answer_of_its_own() -> N
 
 def test_remembered_answers_are_nothing_the_garbage_collector_walks() -> None:
     """The consumer runs full collections between batches: a full cache must not add to
-    them (tuples of text, untracked once the collector has seen them: a level of nesting
-    per collection)."""
+    them (tuples of identifiers and text, untracked once the collector has seen them: a
+    level of nesting per collection)."""
     for n in range(100):
         extract(user_id=f"u-{n}", anonymous_id="0", context={"traits": {"email": f"{n}@x.io"}})
     for _ in range(3):
