@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 import asyncpg
@@ -52,7 +52,7 @@ _NULL = b"\xff\xff\xff\xff"
 _UUID = (16).to_bytes(4)
 _TIMESTAMP = (8).to_bytes(4)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # PostgreSQL's, in microseconds
-_MICROSECOND = timedelta(microseconds=1)
+_JSONB = b"\x01"  # jsonb's binary format: version 1, then the JSON text
 _NO_FLAGS = b"\x00\x00\x00\x03\x01[]"
 _CHUNK_ROWS = 1_000
 
@@ -65,20 +65,26 @@ def own_fields(tp: Touchpoint) -> bytes:
 
     Raises ``ValueError`` (``UnicodeEncodeError`` included) or ``TypeError`` for values that
     cannot be encoded (a lone surrogate, say), as the driver would."""
+    # Per event, so written for speed: each field's length and bytes go to the join as
+    # they are, not concatenated first.
+    message_id = tp.message_id.encode()
+    properties = orjson.dumps(tp.properties)
+    traits = orjson.dumps(tp.traits)
+    context = orjson.dumps(tp.context)
     return b"".join(
         (
             _UUID, tp.event_id.bytes,
             _UUID, tp.source_id.bytes,
-            _text(tp.message_id),
+            len(message_id).to_bytes(4), message_id,
             _TYPES.get(tp.type) or _text(tp.type),
             _NULL if tp.event is None else _text(tp.event),
             _CHANNELS[tp.channel],
             _timestamp(tp.occurred_at),
             _NULL if tp.sent_at is None else _timestamp(tp.sent_at),
             _received(tp.received_at),
-            _jsonb(tp.properties),
-            _jsonb(tp.traits),
-            _jsonb(tp.context),
+            (len(properties) + 1).to_bytes(4), _JSONB, properties,
+            (len(traits) + 1).to_bytes(4), _JSONB, traits,
+            (len(context) + 1).to_bytes(4), _JSONB, context,
         )
     )  # fmt: skip
 
@@ -91,12 +97,14 @@ def _text(value: str) -> bytes:
 def _timestamp(value: datetime) -> bytes:
     if value.tzinfo is None:  # as app.kit.bulk: a naive time is UTC
         value = value.replace(tzinfo=UTC)
-    return _TIMESTAMP + ((value - _EPOCH) // _MICROSECOND).to_bytes(8, signed=True)
+    since = value - _EPOCH  # in microseconds, without dividing timedeltas (a third slower)
+    micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    return _TIMESTAMP + micros.to_bytes(8, signed=True)
 
 
 def _jsonb(value: Any) -> bytes:
     data = orjson.dumps(value)
-    return (len(data) + 1).to_bytes(4) + b"\x01" + data  # jsonb's binary format: version 1
+    return (len(data) + 1).to_bytes(4) + _JSONB + data
 
 
 # The few values of two columns, encoded once.
