@@ -157,10 +157,12 @@ def independent_parts(
         for ident in tp.identifiers:
             key = (ident.kind, ident.value)
             linked.append(owner.get(key, key))
-        found = {component[n] for n in linked if n in component}
+        found = {c for n in linked if (c := component.get(n)) is not None}
         if not found:
             into = index
             nodes[into], members[into] = [], []
+        elif len(found) == 1:  # the common case: one person's next event
+            (into,) = found
         else:
             into = max(found, key=lambda c: len(nodes[c]))
             for other in found:
