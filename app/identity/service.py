@@ -90,8 +90,12 @@ async def current_owners(
     conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint]
 ) -> Owners:
     """The customer each of the touchpoints' identifiers belongs to now (if any)."""
-    keys = {(i.kind, i.value) for tp in touchpoints for i in tp.identifiers}
-    return await repository.owners(conn, list(keys))
+    keys = [(i.kind, i.value) for i in _unique_identifiers(touchpoints)]
+    return await repository.owners(conn, keys)
+
+
+def _unique_identifiers(touchpoints: Sequence[Touchpoint]) -> set[Identifier]:
+    return {i for tp in touchpoints for i in tp.identifiers}
 
 
 async def resolve(
@@ -109,8 +113,9 @@ async def resolve(
     them again. Like a read made here, it is validated under the locks: an owner merged
     away, or an identifier recorded meanwhile, raises :class:`StaleRead`, and the retry
     must read afresh (pass None)."""
-    # The batch's identifiers by (kind, value): the owner map reuses these objects.
-    batch = {(i.kind, i.value): i for tp in touchpoints for i in tp.identifiers}
+    # The batch's identifiers by (kind, value): the owner map reuses these objects. Made
+    # unique first: one person's ids ride on each of their events.
+    batch = {(i.kind, i.value): i for i in _unique_identifiers(touchpoints)}
     if owners is None:
         owners = await repository.owners(conn, list(batch))
     owner: dict[Identifier, uuid.UUID] = {
