@@ -41,6 +41,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -68,6 +69,9 @@ class StagePlan:
     earliest: dict[uuid.UUID, EventKey] = field(default_factory=dict)
 
 
+_EVENT_KEY = attrgetter("occurred_at", "event_id")
+
+
 def facts(tp: Touchpoint) -> EventFacts:
     return EventFacts(
         type=tp.type, event=tp.event, channel=tp.channel.value, properties=tp.properties
@@ -82,8 +86,9 @@ def plan_stages(
     for index, cid in enumerate(resolution.customer_of):
         by_customer[cid].append(index)
     plan = StagePlan(stage_of=[None] * len(touchpoints))
+    order = list(map(_EVENT_KEY, touchpoints))  # each event's (occurred_at, event_id)
     for cid, indexes in by_customer.items():
-        indexes.sort(key=lambda i: (touchpoints[i].occurred_at, touchpoints[i].event_id))
+        indexes.sort(key=order.__getitem__)
         state = JourneyState.from_json(resolution.customers[cid].journey_state)
         recorder = plan.recorders[cid] = Recorder(model, cid, state)
         first = touchpoints[indexes[0]]
