@@ -144,21 +144,17 @@ async def recompute(
 
     recorder: Recorder | None = None
     async for row in writes.timelines(conn, bounds, with_properties=_uses_properties(model)):
-        customer_id = row["customer_id"]
+        # Per replayed event, so unpacked at once (in writes.timelines' column order).
+        customer_id, event_id, type_, event, channel, occurred_at, stored, properties = row
         if recorder is None or recorder.customer_id != customer_id:
             if recorder is not None:
                 finish(recorder)
             recorder = start(customer_id)
-        properties = row["properties"]
-        facts = EventFacts(
-            type=row["type"],
-            event=row["event"],
-            channel=row["channel"],
-            properties=orjson.loads(properties) if isinstance(properties, str) else properties,
-        )
-        stage = recorder.apply(facts, row["occurred_at"], row["event_id"])
-        if stage != row["stage"]:
-            stage_changes.append((row["event_id"], stage))
+        if isinstance(properties, str):
+            properties = orjson.loads(properties)
+        stage = recorder.apply(EventFacts(type_, event, channel, properties), occurred_at, event_id)
+        if stage != stored:
+            stage_changes.append((event_id, stage))
         if len(stage_changes) >= FLUSH_ROWS:
             await writes.set_event_stages(conn, stage_changes)
             stage_changes.clear()

@@ -226,7 +226,8 @@ def timelines(
     prefetch: int = 5_000,
 ) -> AsyncIterable[asyncpg.Record]:
     """The customers' events after their bounds, ordered by (customer_id, occurred_at,
-    event_id), streamed (``async for``).
+    event_id), streamed (``async for``): rows of ``customer_id, event_id, type, event,
+    channel, occurred_at, stage, properties``, in that order (a replay unpacks them).
 
     Needs a transaction (a server-side cursor). ``properties`` is the JSON text, or ``'{}'``
     when the caller does not need it (a model without ``where`` predicates). The cursor
