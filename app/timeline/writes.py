@@ -151,15 +151,19 @@ async def _copy_data(
     a whole run's rows are never in memory at once). An error encoding a row aborts the
     COPY and is raised as it is."""
     chunk = [_HEADER]
+    stage_texts: dict[str | None, bytes] = {}  # a model has a few stages
     rows = zip(touchpoints, customers, stages, strict=True)
     for count, (tp, customer, stage) in enumerate(rows, 1):
-        own = encoded.get(tp.event_id)
+        own = encoded.get(tp.event_id) if encoded else None
+        text = stage_texts.get(stage)
+        if text is None:
+            text = stage_texts[stage] = _NULL if stage is None else _text(stage)
         chunk += (
             _ROW,
             own_fields(tp) if own is None else own,
             _UUID,
             customer.bytes,
-            _NULL if stage is None else _text(stage),
+            text,
             _jsonb(tp.flags) if tp.flags else _NO_FLAGS,
         )
         if count % _CHUNK_ROWS == 0:
