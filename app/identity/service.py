@@ -28,10 +28,12 @@ from typing import Any
 import asyncpg
 import msgspec
 import orjson
+import uuid_utils
+from asyncpg.pgproto.pgproto import UUID as DriverUUID
 
 from app.identity import repository
 from app.identity.policy import MergePolicy, plan_event
-from app.touchpoint import EventKey, Identifier, Touchpoint, new_event_id
+from app.touchpoint import EventKey, Identifier, Touchpoint
 
 
 class StaleRead(Exception):
@@ -136,6 +138,15 @@ async def resolve(
     return stitching
 
 
+def new_customer_id() -> uuid.UUID:
+    """A time-ordered (v7) id for a customer a batch creates, of asyncpg's own UUID type (a
+    ``uuid.UUID``, equal and equally hashed), as every id read from the database is: its
+    hash, comparisons and bytes run in C, where the standard library's run Python code in
+    every dict lookup, sort and COPY row of the batch (bench.handler: 3.8 % fewer
+    instructions an event)."""
+    return DriverUUID(uuid_utils.uuid7().bytes)
+
+
 def independent_parts(
     touchpoints: Sequence[Touchpoint], owners: Owners, parts: int
 ) -> list[list[Touchpoint]]:
@@ -235,7 +246,7 @@ class Stitching:
         if plan.customers:
             target = min(plan.customers, key=lambda c: self.customers[c].age)
         else:
-            target = new_event_id()
+            target = new_customer_id()
             self.customers[target] = CustomerState(target, (1, len(self.new), target), {})
             self.new.append((target, tp.occurred_at))
         for loser in plan.customers:
