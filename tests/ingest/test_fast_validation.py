@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from app.auth.service import SourceInfo
 from app.identity.identifiers import IdentityConfig
@@ -135,6 +136,47 @@ def test_timestamps_keep_pydantics_microseconds() -> None:
     fast = service._plainly_valid(raw, False)
     assert fast is not None
     assert fast.timestamp.microsecond == 123456
+
+
+@st.composite
+def near_rfc3339(draw: st.DrawFn) -> str:
+    """Times as Segment's libraries write them, and the near misses around them: each part
+    valid, out of range or oddly written."""
+    date = "-".join(
+        (
+            draw(st.sampled_from(["2025", "0001", "9999", "0000", "20250"])),
+            draw(st.sampled_from(["01", "02", "12", "13", "00", "1"])),
+            draw(st.sampled_from(["01", "28", "29", "31", "00"])),
+        )
+    )
+    separator = draw(st.sampled_from(["T", "t", " ", "_"]))
+    clock = ":".join(draw(st.sampled_from(["00", "23", "24", "59", "60", "1"])) for _ in "hms")
+    digits = draw(st.text(st.sampled_from("0123456789"), max_size=10))
+    fraction = draw(st.sampled_from(["", f".{digits}", ",5", ".\u0663"]))
+    offsets = ["", "Z", "z", "+00:00", "-00:00", "+01:30", "+0130", "+01", "-23:59", "+24:00"]
+    offset = draw(st.sampled_from(offsets))
+    return f"{date}{separator}{clock}{fraction}{offset}"
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(text=near_rfc3339())
+def test_times_are_parsed_as_pydantic_parses_them(text: str) -> None:
+    """service._time parses RFC 3339 text with msgspec: the same verdict, instant and
+    offset as pydantic's parser, which it stands in for."""
+    try:
+        expected: datetime | None = service._DATETIME.validate_python(text)
+    except ValidationError:
+        expected = None
+    try:
+        value: datetime | None = service._time(text)
+    except ValidationError:
+        value = None
+    if expected is None or value is None:
+        assert value is expected
+        return
+    assert value == expected
+    assert value.utcoffset() == expected.utcoffset()
+    assert (value.tzinfo is None) == (expected.tzinfo is None)
 
 
 def test_the_workloads_calls_all_take_the_fast_path() -> None:
