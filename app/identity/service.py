@@ -20,7 +20,7 @@ Guarantees (per batch, inside the caller's transaction):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -92,11 +92,16 @@ async def current_owners(
     conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint]
 ) -> Owners:
     """The customer each of the touchpoints' identifiers belongs to now (if any)."""
-    keys = [(i.kind, i.value) for i in _unique_identifiers(touchpoints)]
-    return await repository.owners(conn, keys)
+    return await _owners(conn, _unique_identifiers(touchpoints))
+
+
+async def _owners(conn: asyncpg.Connection[Any], identifiers: Iterable[Identifier]) -> Owners:
+    return await repository.owners(conn, [(i.kind, i.value) for i in identifiers])
 
 
 def _unique_identifiers(touchpoints: Sequence[Touchpoint]) -> set[Identifier]:
+    """The touchpoints' identifiers, each once: one person's ids ride on each of their
+    events."""
     return {i for tp in touchpoints for i in tp.identifiers}
 
 
@@ -115,13 +120,11 @@ async def resolve(
     them again. Like a read made here, it is validated under the locks: an owner merged
     away, or an identifier recorded meanwhile, raises :class:`StaleRead`, and the retry
     must read afresh (pass None)."""
-    # The batch's identifiers by (kind, value): the owner map reuses these objects. Made
-    # unique first: one person's ids ride on each of their events.
-    batch = {(i.kind, i.value): i for i in _unique_identifiers(touchpoints)}
+    batch = _unique_identifiers(touchpoints)
     if owners is None:
-        owners = await repository.owners(conn, list(batch))
+        owners = await _owners(conn, batch)
     owner: dict[Identifier, uuid.UUID] = {
-        ident: c for key, ident in batch.items() if (c := owners.get(key)) is not None
+        i: c for i in batch if (c := owners.get((i.kind, i.value))) is not None
     }
     rows = await repository.lock_customers(conn, owner.values())
     if len(rows) != len(set(owner.values())) or any(r["merged_into"] for r in rows):

@@ -91,8 +91,7 @@ def plan_stages(
         indexes.sort(key=order.__getitem__)
         state = JourneyState.from_json(resolution.customers[cid].journey_state)
         recorder = plan.recorders[cid] = Recorder(model, cid, state)
-        first = touchpoints[indexes[0]]
-        plan.earliest[cid] = (first.occurred_at, first.event_id)
+        plan.earliest[cid] = order[indexes[0]]
         for i in indexes:
             tp = touchpoints[i]
             plan.stage_of[i] = recorder.apply(facts(tp), tp.occurred_at, tp.event_id)

@@ -76,7 +76,7 @@ def own_fields(tp: Touchpoint) -> bytes:
             _UUID, tp.event_id.bytes,
             _UUID, tp.source_id.bytes,
             len(message_id).to_bytes(4), message_id,
-            _TYPES.get(tp.type) or _text(tp.type),
+            _TYPES[tp.type],
             _NULL if tp.event is None else _text(tp.event),
             _CHANNELS[tp.channel],
             _timestamp(tp.occurred_at),
