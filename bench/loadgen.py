@@ -58,7 +58,12 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def session(concurrency: int, headers: dict[str, str]) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=None, force_close=False)
+    # An idle connection is dropped here before the server drops it (uvicorn after 5 s):
+    # a request written to a connection the server is closing fails, and bench.ab's
+    # servers sit idle while the others take their turn.
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, ttl_dns_cache=None, force_close=False, keepalive_timeout=3
+    )
     return aiohttp.ClientSession(
         connector=connector,
         headers={"content-type": "application/json", **headers},
