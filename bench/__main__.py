@@ -82,7 +82,7 @@ def _memory(r: phases.Run) -> None:
     report.row("5. memory", "consumer peak RSS", consumer_peak, "MB")
     report.row(
         "5. memory",
-        "consumer RSS once warm (10% of events handled)",
+        "consumer RSS once warm (two batches and 10% of events handled)",
         report.values.get("consumer_rss_mb_start"),
         "MB",
         reference=report.values.get("consumer_rss_mb_end"),
