@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # times, so the API, the broker and the network each handle less; "none" or another
     # codec for brokers older than Kafka 2.1 (zstd). aiokafka's lz4 is its slow high level.
     kafka_compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    # zstd's level for produced batches, as the Java client's compression.zstd.level (same
+    # range; its default is 3): lower is faster, higher smaller. Events shrink as much at 1
+    # as at 3, for about a quarter less of the API's compression time (README).
+    kafka_zstd_level: int = Field(default=1, ge=-131_072, le=22)
     kafka_publish_timeout_s: float = Field(default=5.0, gt=0)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)

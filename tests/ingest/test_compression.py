@@ -1,23 +1,27 @@
 """Produced batches are compressed (``KAFKA_COMPRESSION_TYPE``): every codec the setting
-offers must be installed, accepted by the broker, and read back by a consumer unchanged."""
+offers must be installed, accepted by the broker, and read back by a consumer unchanged;
+zstd at ``KAFKA_ZSTD_LEVEL``."""
 
 from __future__ import annotations
 
 import typing
 import uuid
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition, codec
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from app.config import Settings
 from app.ingest.publisher import Publisher
-from app.kit.kafka import ensure_topics
+from app.kit.kafka import create_producer, ensure_topics
 
 CODECS = typing.get_args(Settings.model_fields["kafka_compression_type"].annotation)
 
 
 def test_zstd_is_the_default() -> None:
     assert Settings().kafka_compression_type == "zstd"
+    assert Settings().kafka_zstd_level == 1
     assert set(CODECS) == {"none", "gzip", "snappy", "lz4", "zstd"}
 
 
@@ -58,3 +62,31 @@ async def test_a_published_batch_reads_back_unchanged(settings: Settings, codec:
     finally:
         await consumer.stop()
     assert sorted(received) == sorted(sent)
+
+
+@pytest.mark.parametrize("level", [-1, 1, 19])
+async def test_zstd_batches_are_compressed_at_the_configured_level(
+    monkeypatch: pytest.MonkeyPatch, level: int
+) -> None:
+    """aiokafka has no level setting: the producer's batch builder must still use ours."""
+    levels: list[int | None] = []
+    compress = codec.zstd_encode
+
+    def spy(payload: Any, level: int | None = None) -> bytes:
+        levels.append(level)
+        compressed: bytes = compress(payload, level=level)
+        return compressed
+
+    monkeypatch.setattr(codec, "zstd_encode", spy)
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", kafka_zstd_level=level)
+    producer = create_producer(settings)  # not started: building a batch needs no broker
+    batch = producer.create_batch()
+    await producer.stop()
+    for i in range(100):
+        batch.append(key=b"k", value=b'{"event":"Order Completed","n":%d}' % i, timestamp=None)
+    built = batch._build()
+    assert levels == [level]
+    # It reads back: the records' values as appended.
+    records = DefaultRecordBatch(bytearray(built))
+    values = [r.value for r in records]
+    assert values == [b'{"event":"Order Completed","n":%d}' % i for i in range(100)]
