@@ -61,8 +61,10 @@ def use_zstd_level(level: int) -> None:
     ``zstd_encode`` by its module-level name, so the level goes in there. A consumer reads
     any level: a frame does not depend on the level that wrote it."""
 
-    def encode(payload: Any, level_: int | None = None) -> bytes:
-        compressed: bytes = codec.zstd_encode(payload, level=level)
+    chosen = level
+
+    def encode(payload: Any, level: int | None = None) -> bytes:  # aiokafka's signature
+        compressed: bytes = codec.zstd_encode(payload, level=chosen)
         return compressed
 
     for module in _RECORD_MODULES:

@@ -72,7 +72,7 @@ async def test_zstd_batches_are_compressed_at_the_configured_level(
     levels: list[int | None] = []
     compress = codec.zstd_encode
 
-    def spy(payload: Any, level: int | None = None) -> bytes:
+    def spy(payload: Any, level: int | None = None) -> bytes:  # as aiokafka's
         levels.append(level)
         compressed: bytes = compress(payload, level=level)
         return compressed
