@@ -80,7 +80,6 @@ with callgrind.counted("large"):
 """
 
 
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
 def test_consumer_memory_is_judged_from_its_second_batch_on() -> None:
     """The heap's warm-up (the first two batches) is no growth; later growth is."""
     # RSS per sample while 600 events are handled in 4 batches of 150: it rises through
@@ -101,6 +100,7 @@ def test_consumer_memory_is_judged_from_its_second_batch_on() -> None:
     assert phases._memory_trend([(0, 50.0), (200, 420.0)], 200) == (None, None, None)
 
 
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
 def test_instructions_are_counted_per_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
