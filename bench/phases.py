@@ -110,6 +110,14 @@ class CpuWindow:
         return {k: v / wall if v is not None and wall else None for k, v in self._used.items()}
 
 
+def cpu_us_per_request(cores: float | None, requests_per_s: float | None) -> float | None:
+    """The CPU time a request cost a process that kept ``cores`` busy serving
+    ``requests_per_s``, in microseconds."""
+    if cores is None or not requests_per_s:
+        return None
+    return 1e6 * cores / requests_per_s
+
+
 def cpu_rows(report: Report, section: str, prefix: str, cores: dict[str, float | None]) -> None:
     report.set(**{f"{prefix}_cpu_cores_{k}": v for k, v in cores.items()})
     shown = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if v is not None)
@@ -237,6 +245,23 @@ async def ingest(run: Run) -> None:
     cpu_rows(report, "1. ingest", "batch", batch_cpu)
     if bare_batch is not None:
         cpu_rows(report, "1. ingest", "bare_batch", rounds["bare"][1])
+    # The server's own cost of a request, which a change to it moves: the events/s ratio
+    # also moves with how busy the machine's other core is (load generator, broker).
+    api_us = cpu_us_per_request(batch_cpu.get("api"), batch.requests_per_s)
+    bare_us = (
+        cpu_us_per_request(rounds["bare"][1].get("bare"), bare_batch.requests_per_s)
+        if bare_batch is not None
+        else None
+    )
+    report.set(batch_cpu_us_per_request=api_us, bare_cpu_us_per_request=bare_us)
+    report.row(
+        "1. ingest",
+        "/v1/batch CPU a request (server process)",
+        api_us,
+        "µs",
+        reference=bare_us,
+        reference_label="bare",
+    )
     report.row(
         "1. ingest",
         f"/v1/track ({cfg.track_concurrency} in flight)",

@@ -31,6 +31,13 @@ def test_rounds_of_a_load_add_up() -> None:
     assert total.statuses == {200: 4, 503: 1}
 
 
+def test_cpu_a_request_is_the_busy_cores_over_the_request_rate() -> None:
+    # 0.85 cores busy serving 1,700 requests/s: half a millisecond of CPU each.
+    assert phases.cpu_us_per_request(0.85, 1_700) == pytest.approx(500)
+    assert phases.cpu_us_per_request(None, 1_700) is None  # the process was not sampled
+    assert phases.cpu_us_per_request(0.85, 0.0) is None  # no request was served
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
