@@ -172,9 +172,10 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
     measured = 2 * _MAX_BRACKETS - 1
     if _shallow(body, min(max(map(len, calls)), _SURELY_FITS)):
         measured = _SURELY_FITS
-    verdicts = _VERDICTS.answers(identity)
+    anonymous_ids = _ANONYMOUS_IDS.answers(identity)
+    user_ids = _USER_IDS.answers(identity)
     keys: list[bytes] = []
-    # Per call, so written for speed: the verdict cache read here, helpers only on a miss.
+    # Per call, so written for speed: the verdict caches read here, helpers only on a miss.
     for raw, call in zip(calls, typed, strict=True):
         if len(raw) > measured and not _within_limits(bytes(raw)):
             return None
@@ -182,13 +183,13 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
         # A usable anonymousId or userId first: missing_field need not look for one.
         usable: bool | None = False
         if anonymous_id is not None:
-            usable = verdicts.get(("anonymous_id", anonymous_id))
+            usable = anonymous_ids.get(anonymous_id)
             if usable is None:
-                usable = _judge("anonymous_id", anonymous_id, identity)
+                usable = _judge(_ANONYMOUS_IDS, "anonymous_id", anonymous_id, identity)
         if not usable and user_id is not None:
-            usable = verdicts.get(("user_id", user_id))
+            usable = user_ids.get(user_id)
             if usable is None:
-                usable = _judge("user_id", user_id, identity)
+                usable = _judge(_USER_IDS, "user_id", user_id, identity)
         if not usable or missing_field(call, ids_optional=True):
             return None
         keys.append(
@@ -202,20 +203,24 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
     return keys
 
 
-def _judge(kind: str, value: Id, identity: IdentityConfig) -> bool:
-    """Whether ``value`` is a usable identifier of ``kind``, remembered in `_VERDICTS`: a
-    browser's batch names one anonymousId in every call; a server's, a few people."""
+def _judge(verdicts: ConfigMemo[Id, bool], kind: str, value: Id, identity: IdentityConfig) -> bool:
+    """Whether ``value`` is a usable identifier of ``kind``, remembered in ``verdicts`` (that
+    kind's): a browser's batch names one anonymousId in every call; a server's, a few
+    people."""
     try:
         normalise(kind, value, identity)
         verdict = True
     except InvalidIdentifier:
         verdict = False
-    _VERDICTS.remember((kind, value), verdict)
+    verdicts.remember(value, verdict)
     return verdict
 
 
-# Verdicts of _judge for the process's identity config.
-_VERDICTS: ConfigMemo[tuple[str, Id], bool] = ConfigMemo(limit=65_536)
+# Verdicts of _judge for the process's identity config, a memo per kind: keyed by the value
+# alone, a lookup builds and hashes no tuple (call_keys on bench bodies of new people: 135-137
+# against 147-155 µs a request). A value is text or an integer, which never collide.
+_ANONYMOUS_IDS: ConfigMemo[Id, bool] = ConfigMemo(limit=65_536)
+_USER_IDS: ConfigMemo[Id, bool] = ConfigMemo(limit=65_536)
 
 
 def _shallow(body: bytes, longest: int) -> bool:

@@ -140,6 +140,20 @@ def test_a_batch_goes_per_event_unless_every_call_plainly_passes(
     assert _keys(good, odd) is None, why
 
 
+def test_remembered_verdicts_on_ids_give_the_first_answers() -> None:
+    # Each id's verdict is remembered (by kind): asked again, a batch gets the same answer,
+    # and the answer the per-event path gives.
+    kept = {"type": "track", "messageId": "m-1", "anonymousId": "null", "userId": 7, "event": "E"}
+    refused = {"type": "track", "messageId": "m-2", "anonymousId": "null", "event": "E"}
+    for _ in range(2):
+        assert _keys(kept) == [b"null"]  # the anonymousId keys the call, usable or not
+        assert _keys(refused) is None
+        assert _keys({**kept, "userId": "7"}) == [b"null"]  # text: a verdict of its own
+    messages, rejected = service.build_messages([kept, refused], call_type=None, **ARRIVAL)
+    assert [key for key, _ in messages] == [b"null"]
+    assert [r.messageId for r in rejected] == ["m-2"]
+
+
 @pytest.mark.parametrize(("numbers", "fits"), [(1_500, True), (1_800, False)])
 def test_the_size_limit_is_measured_as_the_per_event_path_measures_it(
     numbers: int, fits: bool
