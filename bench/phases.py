@@ -243,16 +243,14 @@ async def ingest(run: Run) -> None:
         reference_label="p99",
     )
     cpu_rows(report, "1. ingest", "batch", batch_cpu)
-    if bare_batch is not None:
-        cpu_rows(report, "1. ingest", "bare_batch", rounds["bare"][1])
     # The server's own cost of a request, which a change to it moves: the events/s ratio
     # also moves with how busy the machine's other core is (load generator, broker).
     api_us = cpu_us_per_request(batch_cpu.get("api"), batch.requests_per_s)
-    bare_us = (
-        cpu_us_per_request(rounds["bare"][1].get("bare"), bare_batch.requests_per_s)
-        if bare_batch is not None
-        else None
-    )
+    bare_us = None
+    if bare_batch is not None:
+        bare_cpu = rounds["bare"][1]
+        cpu_rows(report, "1. ingest", "bare_batch", bare_cpu)
+        bare_us = cpu_us_per_request(bare_cpu.get("bare"), bare_batch.requests_per_s)
     report.set(batch_cpu_us_per_request=api_us, bare_cpu_us_per_request=bare_us)
     report.row(
         "1. ingest",
