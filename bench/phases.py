@@ -68,9 +68,9 @@ class Run:
 
 class CpuWindow:
     """CPU used during a phase, in cores (1.0 = one core busy the whole time): by the given
-    processes, by the embedded Postgres, and by the whole machine (others' load included).
-    Measures from creation; :meth:`pause` and :meth:`resume` leave time out (a phase in
-    rounds, with other load in between)."""
+    processes, by the embedded Postgres and broker, and by the whole machine (others' load
+    included). Measures from creation; :meth:`pause` and :meth:`resume` leave time out (a
+    phase in rounds, with other load in between)."""
 
     def __init__(self, stack: Stack, procs: dict[str, Proc]) -> None:
         self._stack, self._procs = stack, procs
@@ -84,6 +84,7 @@ class CpuWindow:
         own = psutil.Process().cpu_times()
         sample["bench"] = own.user + own.system  # the load generator and pollers
         sample["postgres"] = self._stack.postgres_cpu_seconds()
+        sample["broker"] = self._stack.broker_cpu_seconds()
         times = psutil.cpu_times()
         sample["machine"] = sum(times) - times.idle - getattr(times, "iowait", 0.0)
         return sample
@@ -389,8 +390,7 @@ async def pipeline(run: Run) -> None:
     for r in reasons:
         report.note(f"dead letters: {r['n']} x {r['reason']}")
     retried = await counter(run.consumers, "percorso_pipeline_retries_total")
-    batches = await counter(run.consumers, "percorso_pipeline_batch_seconds_count")
-    batch_s = await counter(run.consumers, BATCH_SECONDS)
+    batches, batch_s = await _batches(run.consumers)
     if in_db < target:
         report.note(f"pipeline: consumers reported {done} handled but events holds {in_db}")
     report.durations_s["pipeline"] = finished - spawned
@@ -517,12 +517,16 @@ async def freshness(run: Run) -> None:
             await asyncio.sleep(0.02)
 
     conn = await stack.connect()
+    procs = {f"consumer{i}": c for i, c in enumerate(run.consumers)}
+    cpu = CpuWindow(stack, {"api": run.api, **procs} if run.api else procs)
+    batches_before, batch_s_before = await _batches(run.consumers)
     poller = asyncio.create_task(poll(conn))
     try:
         async with loadgen.session(64, run.write_headers()) as http:
             load = await loadgen.paced(
                 http, f"{run.base}/v1/batch", bodies, size, per_s / size, on_accepted
             )
+        freshness_cpu = cpu.cores()
         sending = False
         await poller
     finally:
@@ -560,6 +564,20 @@ async def freshness(run: Run) -> None:
         reference=loadgen.percentile(delays, 95),
         reference_label="p95",
     )
+    cpu_rows(report, "3. freshness", "freshness", freshness_cpu)
+    batches, batch_s = await _batches(run.consumers)
+    batches, batch_s = batches - batches_before, batch_s - batch_s_before
+    report.set(
+        freshness_batches=batches,
+        freshness_mean_batch_ms=1000 * batch_s / batches if batches else None,
+    )
+    if batches:
+        report.row(
+            "3. freshness",
+            f"batches: {batches:,.0f}, mean {load.events / batches:,.0f} events",
+            1000 * batch_s / batches,
+            "ms",
+        )
     if missing:
         report.note(
             f"freshness: {missing} sampled events were not visible {drain_s:.0f} s after the load"
@@ -610,6 +628,14 @@ async def handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
         text = await _scrape(http, proc, "percorso_pipeline_events_total")
         total += sum(int(float(v)) for _, v in _STORED.findall(text))
     return total
+
+
+async def _batches(consumers: list[Proc]) -> tuple[float, float]:
+    """Batches the consumers have stored so far, and the seconds they took."""
+    return (
+        await counter(consumers, "percorso_pipeline_batch_seconds_count"),
+        await counter(consumers, BATCH_SECONDS),
+    )
 
 
 async def counter(consumers: list[Proc], name: str) -> float:

@@ -261,6 +261,15 @@ class Stack:
         except (OSError, ValueError, IndexError, psutil.Error):
             return None
 
+    def broker_cpu_seconds(self) -> float | None:
+        """CPU time of the embedded broker (memory storage: its work per fetch grows with
+        the records it holds); None when it is not running."""
+        pid = self._broker.pid if self._broker is not None else None
+        try:
+            return None if pid is None else cpu_seconds([psutil.Process(pid)])
+        except psutil.Error:
+            return None
+
     def pg_dsn(self) -> str:
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 

