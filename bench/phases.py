@@ -66,18 +66,27 @@ class Run:
         return {"authorization": f"Bearer {self.stack.read_token}"}
 
 
+# When, and the CPU seconds each process had used by then.
+Mark = tuple[float, dict[str, float | None]]
+
+
 class CpuWindow:
     """CPU used during a phase, in cores (1.0 = one core busy the whole time): by the given
     processes, by the embedded Postgres and broker, and by the whole machine (others' load
     included). Measures from creation; :meth:`pause` and :meth:`resume` leave time out (a
     phase in rounds, with other load in between)."""
 
-    def __init__(self, stack: Stack, procs: dict[str, Proc]) -> None:
+    def __init__(self, stack: Stack, procs: dict[str, Proc], since: Mark | None = None) -> None:
+        """``since``: measure from an earlier :meth:`mark` (of a window over the same
+        processes) instead of from now."""
         self._stack, self._procs = stack, procs
         self._used: dict[str, float | None] = {}
         self._wall = 0.0
-        self._since: tuple[float, dict[str, float | None]] | None = None
-        self.resume()
+        self._since: Mark | None = since or self.mark()
+
+    def mark(self) -> Mark:
+        """Now, and the CPU time used so far."""
+        return time.perf_counter(), self._sample()
 
     def _sample(self) -> dict[str, float | None]:
         sample: dict[str, float | None] = {k: p.cpu_seconds() for k, p in self._procs.items()}
@@ -90,7 +99,7 @@ class CpuWindow:
         return sample
 
     def resume(self) -> None:
-        self._since = (time.perf_counter(), self._sample())
+        self._since = self.mark()
 
     def pause(self) -> None:
         assert self._since is not None, "not measuring"
@@ -331,7 +340,11 @@ async def pipeline(run: Run) -> None:
     spawned = time.perf_counter()
     run.consumers = [stack.start_consumer(i) for i in range(cfg.consumers)]
     recorder = None
-    cpu: CpuWindow | None = None
+    procs = {f"consumer{i}": c for i, c in enumerate(run.consumers)}
+    cpu = CpuWindow(stack, procs)
+    # Marks until the first batch is done, to measure the CPU from its start on: not the
+    # imports and the group join, and not without the first batch (a quick run is one).
+    marks: list[Mark] = []
     # (events handled, consumer RSS in MB) through the run: memory must not grow with events.
     rss: list[tuple[int, float]] = []
     first_at: float | None = None
@@ -341,12 +354,16 @@ async def pipeline(run: Run) -> None:
             now = time.perf_counter()
             done = await handled(http, run.consumers)
             rss.append((done, sum(c.sample() for c in run.consumers) / MB))
+            if first_at is None:
+                marks.append(cpu.mark())
             if first_at is None and done > 0:
                 # Timed from the start of the first batch (a quick run may be one batch).
                 first_at = await first_batch_started(run.consumers, now)
+                start = next((m for m in reversed(marks) if m[0] <= first_at), marks[0])
+                cpu = CpuWindow(stack, procs, since=start)
+                marks.clear()
                 # Profile the steady state, not imports and the group join.
                 recorder = record(run, run.consumers[0], "consumer-pipeline")
-                cpu = CpuWindow(stack, {f"consumer{i}": c for i, c in enumerate(run.consumers)})
             if done >= target:
                 break
             if now - spawned > cfg.pipeline_timeout_s:
@@ -356,7 +373,7 @@ async def pipeline(run: Run) -> None:
                 )
             await asyncio.sleep(0.1)
     finished = time.perf_counter()
-    pipeline_cpu = cpu.cores() if cpu else {}
+    pipeline_cpu = cpu.cores()
     rss_start, rss_end, rss_growth = _memory_trend(rss, target)
     if recorder:
         report.profiles["consumer, pipeline phase"] = recorder.stop()

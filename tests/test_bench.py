@@ -85,6 +85,23 @@ def test_a_paused_cpu_window_leaves_the_pause_out(monkeypatch: pytest.MonkeyPatc
     assert cores["postgres"] is None
 
 
+def test_a_cpu_window_can_count_from_an_earlier_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's window starts where its first batch started, found only once that
+    batch is done: from the mark taken then, not from when the window is made."""
+    clock, proc = _Clock(), _Proc()
+    monkeypatch.setattr("bench.phases.time.perf_counter", clock)
+    stack: Any = _Stack()
+    procs: dict[str, Any] = {"consumer0": proc}
+    probe = phases.CpuWindow(stack, procs)
+    clock.now, proc.cpu = 5.0, 2.0  # start-up: 2 s of CPU in 5 s
+    start = probe.mark()
+    clock.now, proc.cpu = 9.0, 6.0  # the first batch: 4 s of CPU in 4 s
+    window = phases.CpuWindow(stack, procs, since=start)
+    clock.now, proc.cpu = 10.0, 6.5  # then 0.5 s in 1 s
+    assert window.cores()["consumer0"] == pytest.approx(4.5 / 5.0)
+    assert probe.cores()["consumer0"] == pytest.approx(6.5 / 10.0)
+
+
 _LOOPS = """
 from bench import callgrind
 
