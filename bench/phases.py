@@ -73,12 +73,11 @@ Mark = tuple[float, dict[str, float | None]]
 class CpuWindow:
     """CPU used during a phase, in cores (1.0 = one core busy the whole time): by the given
     processes, by the embedded Postgres and broker, and by the whole machine (others' load
-    included). Measures from creation; :meth:`pause` and :meth:`resume` leave time out (a
-    phase in rounds, with other load in between)."""
+    included). Measures from creation, or from an earlier :meth:`mark`; :meth:`pause` and
+    :meth:`resume` leave time out (a phase in rounds, with other load in between)."""
 
     def __init__(self, stack: Stack, procs: dict[str, Proc], since: Mark | None = None) -> None:
-        """``since``: measure from an earlier :meth:`mark` (of a window over the same
-        processes) instead of from now."""
+        """``since``: a :meth:`mark` of a window over the same processes."""
         self._stack, self._procs = stack, procs
         self._used: dict[str, float | None] = {}
         self._wall = 0.0
