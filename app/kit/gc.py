@@ -16,6 +16,9 @@ import time
 # A young collection every 50,000 allocations: a batch's objects are freed by reference
 # counting long before the collector would look at them.
 THRESHOLDS = (50_000, 20, 10)
+# The share of its time an idle consumer spends on full collections, at most: the next one
+# waits until the last one's duration is this share of the time since.
+FULL_SHARE = 0.002
 
 
 def tune() -> None:
@@ -28,7 +31,7 @@ def tune() -> None:
 class BetweenBatches:
     """Collections for a process that works in batches (the consumer): none while a batch
     runs; after it, the young generations, or everything when the last full collection is
-    `full_every_s` old.
+    `full_every_s` old (or older, after a slow one).
 
     Even at `THRESHOLDS`, the older generations' collections walked a 10,000-record batch's
     live objects several times per batch (about a sixth of the consumer's time). Once a batch
@@ -37,6 +40,13 @@ class BetweenBatches:
     until the batch ends. A full collection then walks only the few objects alive between
     batches (about 1 ms after a 10,000-record batch), so it runs every second: garbage that
     outlived a young collection does not pile up in the oldest generation.
+
+    After a backlog, though, a full collection also walks what the process keeps between
+    batches, chiefly the identifier-extraction memo (up to 65,536 entries, a key and a value
+    each to visit): 12-30 ms each in make bench's freshness phase, once a second, with 0
+    objects of garbage found. So the next full collection waits until the last one's
+    duration is at most `FULL_SHARE` of the time since (a 20 ms one: 10 s), at least
+    `full_every_s` and at most `busy_full_every_s`, as while busy.
 
     A consumer catching up has the next batch in hand when one ends (decoded while the last
     run of the one before was stored), and any collection then walks all of its objects:
@@ -48,6 +58,7 @@ class BetweenBatches:
         self._full_every_s = full_every_s
         self._busy_full_every_s = busy_full_every_s
         self._last_full = time.monotonic()
+        self._next_full_s = full_every_s  # after the last full collection
 
     def start(self) -> None:
         """Call once the process has finished starting up."""
@@ -63,8 +74,10 @@ class BetweenBatches:
             if now - self._last_full >= self._busy_full_every_s:
                 gc.collect()
                 self._last_full = now
-        elif now - self._last_full >= self._full_every_s:
+        elif now - self._last_full >= self._next_full_s:
             gc.collect()
-            self._last_full = now
+            self._last_full = time.monotonic()
+            spaced = max(self._full_every_s, (self._last_full - now) / FULL_SHARE)
+            self._next_full_s = min(spaced, self._busy_full_every_s)
         else:
             gc.collect(1)
