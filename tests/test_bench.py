@@ -171,7 +171,7 @@ async def test_the_handler_loop_counts_the_local_servers_cpu(settings: Settings)
 
 async def test_the_bench_counts_the_brokers_cpu(broker: embedded.EmbeddedBroker) -> None:
     """The broker's CPU is its own process's: it grows with the requests the broker serves,
-    and there is none to read once the broker is gone."""
+    and there is none to read for a broker that is not running."""
     stack = Stack(run_id="test", run_dir=Path("unused"))
     stack._broker = broker
     before = stack.broker_cpu_seconds()
