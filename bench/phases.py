@@ -65,6 +65,10 @@ class Run:
     def read_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.stack.read_token}"}
 
+    def consumer_procs(self) -> dict[str, Proc]:
+        """The consumers by the names the CPU rows give them."""
+        return {f"consumer{i}": c for i, c in enumerate(self.consumers)}
+
 
 # When, and the CPU seconds each process had used by then.
 Mark = tuple[float, dict[str, float | None]]
@@ -81,7 +85,7 @@ class CpuWindow:
         self._stack, self._procs = stack, procs
         self._used: dict[str, float | None] = {}
         self._wall = 0.0
-        self._since: Mark | None = since or self.mark()
+        self._since: Mark | None = self.mark() if since is None else since
 
     def mark(self) -> Mark:
         """Now, and the CPU time used so far."""
@@ -339,7 +343,7 @@ async def pipeline(run: Run) -> None:
     spawned = time.perf_counter()
     run.consumers = [stack.start_consumer(i) for i in range(cfg.consumers)]
     recorder = None
-    procs = {f"consumer{i}": c for i, c in enumerate(run.consumers)}
+    procs = run.consumer_procs()
     cpu = CpuWindow(stack, procs)
     # Marks until the first batch is done, to measure the CPU from its start on: not the
     # imports and the group join, and not without the first batch (a quick run is one).
@@ -533,7 +537,7 @@ async def freshness(run: Run) -> None:
             await asyncio.sleep(0.02)
 
     conn = await stack.connect()
-    procs = {f"consumer{i}": c for i, c in enumerate(run.consumers)}
+    procs = run.consumer_procs()
     cpu = CpuWindow(stack, {"api": run.api, **procs} if run.api else procs)
     batches_before, batch_s_before = await _batches(run.consumers)
     poller = asyncio.create_task(poll(conn))
