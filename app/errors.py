@@ -12,12 +12,33 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://percorso.dev/problems/"
+
+
+class Problem(BaseModel):
+    """The body of every error answer (4xx and 5xx), as `application/problem+json` (RFC 9457)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(
+        description="What went wrong, as a stable URI: `https://percorso.dev/problems/<slug>`.",
+        examples=[TYPE_BASE + "invalid-request"],
+    )
+    title: str = Field(description="A short summary of the type.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="This occurrence, for humans.")
+    instance: str | None = Field(None, description="The request's path.")
+    errors: list[dict[str, Any]] | None = Field(
+        None,
+        description="What failed: a parameter's `field` and `message`, or for a request of "
+        "several events or contacts, each refused one's `index` and its `errors`.",
+    )
 
 
 class ProblemError(Exception):
@@ -106,6 +127,9 @@ def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as problem+json, and document it so: each error answer of the
+    OpenAPI document has the :class:`Problem` schema, as ``application/problem+json``."""
+
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProblemError)
         return problem_response(
@@ -162,3 +186,31 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, on_database)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
+
+
+# FastAPI documents its 422 as a JSON body of these schemas; the answer is a Problem.
+_FASTAPI_ERRORS = ("HTTPValidationError", "ValidationError")
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def _document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[0] in "45":
+                    response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+                    if status == "422" and response["description"] == "Validation Error":
+                        response["description"] = "A parameter is not valid (see `errors`)."
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in _FASTAPI_ERRORS:
+        schemas.pop(name, None)
+    schemas["Problem"] = Problem.model_json_schema()
+    return document

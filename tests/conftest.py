@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +33,7 @@ from app.migrate import upgrade
 from app.pipeline.handler import BatchHandler, Outcome, Record
 from app.pipeline.runner import Pipeline
 from app.touchpoint import Touchpoint
+from tests.helpers import serving
 
 RUN_ID = secrets.token_hex(4)
 
@@ -125,13 +125,8 @@ async def db(engine: AsyncEngine) -> AsyncEngine:
 
 @pytest.fixture
 async def app_client(settings: Settings, db: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://percorso.test"
-        ) as client:
-            yield client
+    async with serving(create_app(settings)) as client:
+        yield client
 
 
 @pytest.fixture

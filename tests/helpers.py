@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
 
 def basic(write_key: str) -> dict[str, str]:
@@ -39,3 +46,54 @@ async def scalar(engine: Any, sql: str, *params: Any) -> Any:
 
     async with engine.connect() as conn:
         return (await conn.execute(text(sql), params[0] if params else {})).scalar()
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of ``app`` over ASGI, the app's lifespan running. Every answer it gets
+    must be one the app's OpenAPI document gives for the operation (:class:`Documented`)."""
+    documented = Documented(app.openapi())
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://percorso.test",
+            event_hooks={"response": [documented.check]},
+        ) as client,
+    ):
+        yield client
+
+
+class Documented:
+    """Checks answers against an OpenAPI document: the status is one the operation lists,
+    an error (4xx, 5xx) is a problem+json body of its status, and a success has a media type
+    the document gives it. A request for no documented operation (an unknown path, a CORS
+    preflight) is the router's to answer, and not checked."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        # Literal paths before templated ones: /v1/customers/lookup is not a customer id.
+        paths = sorted(document["paths"].items(), key=lambda item: item[0].count("{"))
+        self._operations = [
+            (re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$"), path, operations)
+            for path, operations in paths
+        ]
+
+    async def check(self, response: httpx.Response) -> None:
+        method, path = response.request.method.lower(), response.request.url.path
+        found = next(((p, ops) for rx, p, ops in self._operations if rx.match(path)), None)
+        if found is None or method not in found[1]:
+            return
+        template, operation = found[0], found[1][method]
+        status = str(response.status_code)
+        name = f"{method.upper()} {template} answered {status}"
+        documented = operation["responses"]
+        assert status in documented, f"{name}, which is not documented: {sorted(documented)}"
+        media_type = response.headers.get("content-type", "").split(";")[0]
+        if status[0] in "45":
+            await response.aread()
+            assert media_type == "application/problem+json", f"{name} as {media_type}"
+            problem = response.json()
+            assert problem["status"] == response.status_code, f"{name}: {problem}"
+            assert {"type", "title", "detail"} <= problem.keys(), f"{name}: {problem}"
+        elif content := documented[status].get("content"):
+            assert media_type in content, f"{name} as {media_type}, not {sorted(content)}"

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import pytest
+
+from app.errors import PROBLEM_JSON
 from app.main import create_app
 from app.openapi import render
+from tests.helpers import Documented
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
@@ -22,3 +27,48 @@ def test_every_operation_is_in_a_declared_section() -> None:
         tag for path in document["paths"].values() for op in path.values() for tag in op["tags"]
     }
     assert used == set(declared)
+
+
+def test_every_error_answer_is_documented_as_a_problem() -> None:
+    document = create_app().openapi()
+    errors = {
+        f"{method.upper()} {path} {status}": response["content"]
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if status[0] in "45"
+    }
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    assert len(errors) > 100  # every operation's
+    assert {name: problem for name in errors} == errors
+    schemas = document["components"]["schemas"]
+    assert {"type", "title", "status", "detail"} <= set(schemas["Problem"]["required"])
+    assert "HTTPValidationError" not in schemas  # FastAPI's 422 body, which is not sent
+
+
+def _answer(method: str, path: str, status: int, media_type: str, body: bytes) -> httpx.Response:
+    request = httpx.Request(method, "http://percorso.test" + path)
+    headers = {"content-type": media_type}
+    return httpx.Response(status, headers=headers, content=body, request=request)
+
+
+_PROBLEM_404 = b'{"type": "t", "title": "t", "status": 404, "detail": "d"}'
+
+
+async def test_the_tests_check_each_answer_against_the_document() -> None:
+    """The test clients' check (tests.helpers.Documented), against this app's document."""
+    check = Documented(create_app().openapi()).check
+    customer = "/v1/customers/0b7e0c6c-3d0e-4d43-9c3e-8d0d5f8f8f8f"
+    await check(_answer("GET", customer, 404, PROBLEM_JSON, _PROBLEM_404))
+    await check(_answer("GET", "/v1/customers/lookup", 200, "application/json", b"{}"))
+    await check(_answer("GET", "/nowhere", 404, "text/plain", b""))  # no operation: unchecked
+    await check(_answer("OPTIONS", "/v1/track", 204, "text/plain", b""))  # a CORS preflight
+    wrong = [
+        (_answer("GET", customer + "/journey", 409, PROBLEM_JSON, b"{}"), "not documented"),
+        (_answer("GET", customer, 404, "application/json", _PROBLEM_404), "as application/json"),
+        (_answer("GET", customer, 404, PROBLEM_JSON, b'{"status": 404}'), "answered 404"),
+        (_answer("GET", "/v1/customers/lookup", 200, "text/html", b""), "as text/html"),
+    ]
+    for response, message in wrong:
+        with pytest.raises(AssertionError, match=message):
+            await check(response)

@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.kit.embedded import free_port
 from app.main import create_app
-from tests.helpers import basic, scalar
+from tests.helpers import basic, scalar, serving
 
 
 async def test_health_ready_and_metrics_need_no_credentials(app_client: httpx.AsyncClient) -> None:
@@ -35,13 +34,8 @@ async def brokerless_client(
             "kafka_publish_timeout_s": 1.0,
         }
     )
-    app = create_app(nowhere)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://percorso.test"
-        ) as client:
-            yield client
+    async with serving(create_app(nowhere)) as client:
+        yield client
 
 
 async def test_without_a_broker_events_get_503_with_retry_after_and_readiness_fails(

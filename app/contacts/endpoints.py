@@ -16,6 +16,7 @@ from app.contacts.schemas import (
     ContactsResponse,
     ContactVerdict,
 )
+from app.customers.endpoints import TOKEN_ERRORS
 from app.db import ReadSessionDep
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.ingest import service as ingest
@@ -31,10 +32,8 @@ MAX_CONTACTS_BYTES = 4 * 1024 * 1024
     "",
     response_model=ContactsResponse,
     responses={
-        400: {
-            "description": "Invalid body, or no valid contact (problem+json, per-contact errors)."
-        },
-        401: {"description": "Missing or unknown write key (problem+json)."},
+        400: {"description": "Invalid body, or no valid contact (each one's errors in `errors`)."},
+        401: {"description": "Missing or unknown write key."},
         429: {"description": "The source's rate limit; retry after `Retry-After` seconds."},
         503: {"description": "The broker did not acknowledge; retry after `Retry-After` seconds."},
     },
@@ -118,7 +117,11 @@ async def upsert_contacts(
     )
 
 
-@router.get("/changes", response_model=ChangesPage)
+@router.get(
+    "/changes",
+    response_model=ChangesPage,
+    responses={**TOKEN_ERRORS, 400: {"description": "`since` is not a cursor this API issued."}},
+)
 async def contact_changes(
     session: ReadSessionDep,
     _: ReadAccess,

@@ -18,11 +18,13 @@ from app.kit.responses import json_response
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
-READ_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or unknown token (problem+json)."},
-    403: {"description": "The credential may not read (e.g. a write key) (problem+json)."},
-    404: {"description": "No such customer (problem+json)."},
+# What any read may answer, and a read of one customer.
+TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or unknown token."},
+    403: {"description": "The credential may not read (e.g. a write key)."},
+    503: {"description": "The database could not be reached; retry after `Retry-After` seconds."},
 }
+READ_ERRORS = {**TOKEN_ERRORS, 404: {"description": "No such customer."}}
 
 
 @router.get("/lookup", response_model=Profile, responses=READ_ERRORS)

@@ -44,7 +44,7 @@ TokenParam = Annotated[
     ),
 ]
 _BAD_TOKEN: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Missing, forged or tampered token (problem+json); no redirect."}
+    400: {"description": "Missing, forged or tampered token; no redirect."}
 }
 
 

@@ -21,7 +21,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is down (problem+json)."}})
+@router.get("/readyz", responses={503: {"description": "A dependency is down."}})
 async def readyz(request: Request) -> Any:
     """Ready to accept events: the database answers and the broker is reachable."""
     checks = {"database": await _database_ok(request), "broker": await _broker_ok(request)}

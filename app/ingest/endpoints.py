@@ -42,10 +42,10 @@ from app.kit.responses import json_response
 router = APIRouter(prefix="/v1", tags=["tracking"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid JSON, no valid event, or a size limit exceeded (problem+json)."},
-    401: {"description": "Missing or unknown write key (problem+json)."},
-    403: {"description": "The browser origin is not allowed for this source (problem+json)."},
-    415: {"description": "A body that is neither JSON nor text/plain, or not gzip (problem+json)."},
+    400: {"description": "Invalid JSON, no valid event, or a size limit exceeded."},
+    401: {"description": "Missing or unknown write key."},
+    403: {"description": "The browser origin is not allowed for this source."},
+    415: {"description": "A body that is neither JSON nor text/plain, or not gzip."},
     429: {"description": "The source's rate limit; retry after `Retry-After` seconds."},
     503: {"description": "The broker did not acknowledge; retry after `Retry-After` seconds."},
 }

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from app.auth.dependencies import ReadAccess
-from app.customers.endpoints import READ_ERRORS
+from app.customers.endpoints import READ_ERRORS, TOKEN_ERRORS
 from app.db import ReadSessionDep
 from app.journey import service
 from app.journey.model import JourneyModel
@@ -40,7 +40,7 @@ async def customer_journey(
 @router.get(
     "/v1/journey/model",
     response_model=JourneyModelOut,
-    responses={k: v for k, v in READ_ERRORS.items() if k != 404},
+    responses=TOKEN_ERRORS,
 )
 async def journey_model(model: ActiveModel, _: ReadAccess) -> JourneyModelOut:
     """The active journey model: its stages in order and its rules."""

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import orjson
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,7 +20,7 @@ from app.main import create_app
 from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.schemas import TimelinePage
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer, scalar
+from tests.helpers import basic, bearer, scalar, serving
 
 
 async def _customer_id(client: httpx.AsyncClient, token: str, kind: str, value: str) -> str:
@@ -219,12 +218,7 @@ async def test_profiles_and_timeline_pages_served_directly_are_the_routes_answer
         (f"/v1/customers/{cid}/timeline", {"limit": "2", "channel": ["web", "email"]}),
         (f"/v1/customers/{str(cid).upper()}/timeline", {"type": "track", "until": "2031-01-01"}),
     ]
-    async with (
-        LifespanManager(routed) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
-        ) as router_client,
-    ):
+    async with serving(routed) as router_client:
         for path, params in reads:
             assert timeline_direct("GET", path) or customers_direct("GET", path), path
             direct = await app_client.get(path, params=params, headers=bearer(read_token))
@@ -431,12 +425,7 @@ async def test_the_timeline_query_on_a_lost_connection_answers_503_then_reads_re
     problem+json once, and the next read reconnects."""
     await handle([touchpoint(source_id, anonymous_id="anon-raw", event="Product Viewed")])
     app = create_app(settings.model_copy(update={"auth_cache_ttl_s": 300.0}))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
-        ) as client,
-    ):
+    async with serving(app) as client:
         customer = await _customer_id(client, read_token, "anonymous_id", "anon-raw")
         path = f"/v1/customers/{customer}/timeline"
         assert (await client.get(path, headers=bearer(read_token))).status_code == 200

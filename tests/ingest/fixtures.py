@@ -21,7 +21,6 @@ import httpx
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import SourceInfo, create_source
@@ -32,6 +31,7 @@ from app.ingest import envelope
 from app.kit.kafka import ensure_topics
 from app.main import create_app
 from app.touchpoint import Touchpoint
+from tests.helpers import serving
 
 SourceFactory = Callable[..., Awaitable[tuple[SourceInfo, str]]]
 
@@ -110,10 +110,8 @@ async def client(channel_settings: Settings, db: AsyncEngine) -> AsyncIterator[h
 @asynccontextmanager
 async def asgi_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app made with ``settings``, over ASGI, its lifespan running."""
-    async with LifespanManager(create_app(settings)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://percorso.test") as http:
-            yield http
+    async with serving(create_app(settings)) as http:
+        yield http
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
-from tests.helpers import basic
+from tests.helpers import basic, serving
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
 GIF_MAGIC = b"GIF89a"
@@ -136,12 +135,8 @@ async def proxied_client(
     app = create_app(
         channel_settings.model_copy(update={"trusted_proxies": "127.0.0.1, 10.0.0.0/8"})
     )
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://percorso.test"
-        ) as client:
-            yield client
+    async with serving(app) as client:
+        yield client
 
 
 async def test_behind_a_trusted_proxy_the_client_ip_comes_from_x_forwarded_for(

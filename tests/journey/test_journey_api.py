@@ -18,7 +18,7 @@ from app.journey.model import load_model
 from app.main import create_app
 from app.pipeline.runner import Pipeline
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer, wait_until
+from tests.helpers import basic, bearer, serving, wait_until
 from tests.journey.stored import customer_of, feed
 
 
@@ -171,12 +171,7 @@ async def test_a_file_model_is_served_and_journeys_from_another_model_are_flagge
     model_file('stages = ["seen", "bought"]\nfirst_touch = "seen"\n', name="mine.toml")
     app = create_app(settings.model_copy(update={"journey_model": str(tmp_path / "mine.toml")}))
 
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://percorso.test"
-        ) as client,
-    ):
+    async with serving(app) as client:
         model = (await client.get("/v1/journey/model", headers=bearer(read_token))).json()
         journey = (
             await client.get(f"/v1/customers/{ada}/journey", headers=bearer(read_token))
