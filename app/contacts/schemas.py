@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.customers.schemas import IdentityOut
+from app.ingest.schemas import Id
 
 MAX_CONTACTS = 1_000
 
@@ -16,7 +17,7 @@ MAX_CONTACTS = 1_000
 class ExternalId(BaseModel):
     """Segment's ``context.externalIds`` entry."""
 
-    id: str | int
+    id: Id
     type: str = Field(examples=["loyalty_card"])
     collection: str = "users"
     encoding: str = "none"
@@ -28,7 +29,7 @@ class Contact(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    crm_id: str | int | None = Field(default=None, examples=["0035e00000XyZ1A"])
+    crm_id: Id | None = Field(default=None, examples=["0035e00000XyZ1A"])
     email: str | None = Field(default=None, max_length=320, examples=["ada@example.com"])
     phone: str | None = Field(default=None, max_length=64, examples=["+39 333 123 4567"])
     traits: dict[str, Any] = Field(default_factory=dict, examples=[{"name": "Ada", "tier": "gold"}])

@@ -6,7 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -16,7 +23,18 @@ MAX_NAME = 200
 IDS_OPTIONAL = "ids_optional"
 
 CallType = Literal["track", "page", "screen", "identify", "group", "alias"]
-Id = str | int
+
+
+def _not_true_or_false(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("an id is a string or a number, not true or false")
+    return value
+
+
+# A person's or group's id: a string, or a whole number (kept as its digits). Not JSON's
+# true or false, which pydantic would take for 1 and 0: every call sending `"userId": false`
+# would be one person, "0". (msgspec, strict, refuses them as it is.)
+Id = Annotated[str | int, BeforeValidator(_not_true_or_false)]
 # An event, page, screen or category name, for the msgspec models.
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 

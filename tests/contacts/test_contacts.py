@@ -87,6 +87,21 @@ async def test_contact_requests_that_are_wholly_wrong_are_refused(
     ).status_code == 400
 
 
+async def test_true_or_false_is_no_contacts_id(
+    app_client: httpx.AsyncClient, write_key: str
+) -> None:
+    """Not read as 1 or 0, which would make every such contact one person."""
+    contacts = [{"crm_id": True}, {"external_ids": [{"id": False, "type": "card"}]}]
+    response = await app_client.post(
+        "/v1/contacts", json={"contacts": contacts}, headers=basic(write_key)
+    )
+    assert response.status_code == 400, response.text
+    verdicts = response.json()["errors"]
+    assert [(v["index"], v["status"]) for v in verdicts] == [(0, "rejected"), (1, "rejected")]
+    assert [v["errors"][0]["field"] for v in verdicts] == ["crm_id", "external_ids.0.id"]
+    assert "not true or false" in verdicts[0]["errors"][0]["message"]
+
+
 async def _all_changes(
     client: httpx.AsyncClient, token: str, since: str | None
 ) -> tuple[list[dict[str, Any]], str]:

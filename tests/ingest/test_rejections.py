@@ -55,6 +55,14 @@ CASES: dict[str, tuple[str, Any, int]] = {
         {"batch": [{"type": None, "userId": "u", "event": "E"}]},
         400,
     ),
+    # pydantic would read them as 1 and 0: every such call one person, "0" or "1".
+    "userId false": ("/v1/track", {"userId": False, "event": "E"}, 400),
+    "anonymousId true in a batch": (
+        "/v1/batch",
+        {"batch": [{"type": "page", "anonymousId": True, "name": "Home"}]},
+        400,
+    ),
+    "alias from previousId false": ("/v1/alias", {"previousId": False, "userId": "u"}, 400),
     "messageId over 100 characters": (
         "/v1/track",
         {"userId": "u", "event": "E", "messageId": "m" * 101},
