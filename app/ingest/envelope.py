@@ -44,7 +44,7 @@ from app.ingest.schemas import (
     Name,
     missing_field,
 )
-from app.ingest.service import CHANNELS, Arrival, build_all, partition_key_of
+from app.ingest.service import CHANNELS, Arrival, build_all, may_hold_nul, partition_key_of
 from app.kit.memo import ConfigMemo
 from app.touchpoint import Touchpoint
 
@@ -155,11 +155,11 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
     :func:`decode_batch` of ``body``.
 
     Accepted here: typed as :class:`_Call`, no required field missing, a usable ``userId``
-    or ``anonymousId``, within the size and nesting limits, from a source of a known
-    channel. Conservative: None sends the batch the per-event path, which gives the
+    or ``anonymousId``, within the size and nesting limits, no NUL character, from a source
+    of a known channel. Conservative: None sends the batch the per-event path, which gives the
     verdict."""
     identity = arrival["identity"]
-    if not calls or arrival["source"].channel not in CHANNELS:
+    if not calls or arrival["source"].channel not in CHANNELS or may_hold_nul(body):
         return None
     # The calls typed in one decode of the body: a decoder call per call costs a third more.
     try:

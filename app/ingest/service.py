@@ -296,14 +296,8 @@ def _build_each(
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
         try:
-            if not event_size_ok(item):
-                raise EventRejected(
-                    [
-                        FieldError(
-                            field=None, message=f"an event is at most {MAX_EVENT_BYTES // 1024} KB"
-                        )
-                    ]
-                )
+            if (problem := unstorable(item)) is not None:
+                raise EventRejected([problem])
             msg = validate_message(item, call_type, ids_optional=ids_optional)
             built.append(finish(build_event(msg, arrival, source_id)))
         except EventRejected as exc:
@@ -340,8 +334,46 @@ def partition_key_of(
     return (anonymous_id or user_id or first_identifier or message_id).encode()
 
 
-def event_size_ok(raw: Any) -> bool:
-    return len(orjson.dumps(raw)) <= MAX_EVENT_BYTES
+# How JSON writes NUL (U+0000), which Postgres text and jsonb cannot hold: an event with one
+# would be refused by the database, after its sender was told it was accepted.
+_NUL_ESCAPE = b"\\u0000"
+
+
+def may_hold_nul(data: bytes) -> bool:
+    """Whether JSON text may hold a NUL character. False at once for text without a
+    backslash, as most is (a one-byte search: 0.6 µs for a 58 KB batch, against 29 µs to
+    look for the escape); the escape can also be text after an escaped backslash."""
+    return b"\\" in data and _NUL_ESCAPE in data
+
+
+def unstorable(raw: Any) -> FieldError | None:
+    """Why an event cannot be stored, whatever its fields say: over the size limit (as
+    compact JSON), or a NUL character in any text of it. Raises ``orjson.JSONEncodeError``
+    for an event nested too deeply to write."""
+    data = orjson.dumps(raw)
+    if len(data) > MAX_EVENT_BYTES:
+        return FieldError(field=None, message=f"an event is at most {MAX_EVENT_BYTES // 1024} KB")
+    if may_hold_nul(data) and (where := _nul_at(raw, "")) is not None:
+        return FieldError(field=where or None, message="a NUL character (\\u0000) cannot be stored")
+    return None
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """Where the first NUL character of ``value`` is, as a dotted path; None if nowhere."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else key
+            if "\x00" in key:
+                return here
+            if (found := _nul_at(item, here)) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
+                return found
+    return None
 
 
 def rejection(index: int, raw: Any, errors: list[FieldError]) -> Rejection:

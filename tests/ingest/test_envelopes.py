@@ -164,7 +164,7 @@ def test_the_size_limit_is_measured_as_the_per_event_path_measures_it(
     call["properties"] = {"n": orjson.Fragment(b"[" + b",".join([b"1e15"] * numbers) + b"]")}
     calls = _calls(call)
     assert len(bytes(calls[0])) < 10_000
-    assert service.event_size_ok(orjson.loads(bytes(calls[0]))) is fits
+    assert (service.unstorable(orjson.loads(bytes(calls[0]))) is None) is fits
     assert (_keys(call) is not None) is fits
 
 
@@ -206,6 +206,24 @@ def test_a_body_dense_with_brackets_has_its_calls_counted_one_by_one() -> None:
     assert _keys(*items) is not None
     items[5] = _nested(254, 5)
     assert _keys(*items) is None
+
+
+def test_a_nul_character_sends_a_batch_per_event_which_refuses_that_call() -> None:
+    """Postgres cannot store NUL: the API refuses the call, and says where the NUL is."""
+    good = {"type": "track", "messageId": "m-1", "userId": "u-1", "event": "Viewed"}
+    nul = {**good, "messageId": "m-2", "properties": {"tags": ["ok", "a\x00"]}}
+    assert _keys(good, nul) is None
+    messages, rejected = service.build_messages([good, nul], call_type=None, **ARRIVAL)
+    assert len(messages) == 1
+    assert [(r.index, [e.field for e in r.errors]) for r in rejected] == [
+        (1, ["properties.tags.1"])
+    ]
+    assert "NUL character" in rejected[0].errors[0].message
+    # A backslash, then "u0000": written as "\\u0000", no NUL, stored as any text.
+    lookalike = {**good, "messageId": "m-3", "event": "\\u0000"}
+    assert _keys(lookalike) is None  # conservative: decided per event
+    messages, rejected = service.build_messages([lookalike], call_type=None, **ARRIVAL)
+    assert (len(messages), rejected) == (1, [])
 
 
 def test_an_unknown_source_channel_goes_per_event() -> None:

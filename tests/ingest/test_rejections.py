@@ -63,6 +63,13 @@ CASES: dict[str, tuple[str, Any, int]] = {
         400,
     ),
     "alias from previousId false": ("/v1/alias", {"previousId": False, "userId": "u"}, 400),
+    # Postgres text and jsonb cannot hold NUL: the database would refuse the event later.
+    "NUL in an event name": ("/v1/track", {"userId": "u", "event": "a\x00b"}, 400),
+    "NUL in a property name in a batch": (
+        "/v1/batch",
+        {"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"k\x00": 1}}]},
+        400,
+    ),
     "messageId over 100 characters": (
         "/v1/track",
         {"userId": "u", "event": "E", "messageId": "m" * 101},

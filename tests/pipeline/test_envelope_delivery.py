@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import SourceInfo
@@ -78,27 +80,43 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
 ) -> None:
     calls = [
         _track("m-1", "ada"),
-        _track("blocked", "undefined"),  # only another producer seals this
-        _track("nul", "ada", properties={"note": "a\u0000b"}),  # refused by jsonb
+        # Only another producer seals these two: the API refuses them.
+        _track("blocked", "undefined"),
+        _track("nul", "ada", properties={"note": "a\u0000b"}),  # jsonb cannot hold it
+        _track("poison", "ada"),  # built, then refused by the database (the check below)
         _track("m-2", "bob"),
     ]
     record = Record("touchpoints", 3, 17, b"ada", _sealed(source_id, calls))
-    outcome = await handler.handle([record])
+    async with _refusing(db, "message_id <> 'poison'"):
+        outcome = await handler.handle([record])
+        again = await handler.handle([record])  # redelivered after a crash
     assert outcome.stored == 2
+    assert (again.stored, again.duplicates) == (0, 2)
     letters = await _letters(db)
     assert [(row["reason"].split(":")[0], row["offset"]) for row in letters] == [
         ("call not built", 17),
+        ("call not built", 17),
         ("refused by the database", 17),
-    ]
-    # Each letter holds its own call, not the envelope.
+    ] * 2  # once each time: the redelivered batch has the same poison
+    assert "NUL character" in letters[1]["reason"]
+    # Each letter holds its own call (as sent, or as built), not the envelope.
     assert orjson.loads(letters[0]["payload"])["messageId"] == "blocked"
-    assert orjson.loads(letters[1]["payload"])["message_id"] == "nul"
+    assert orjson.loads(letters[1]["payload"])["messageId"] == "nul"
+    assert orjson.loads(letters[2]["payload"])["message_id"] == "poison"
     stored = "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM events"
     assert await scalar(db, stored) == "m-1,m-2"
 
-    again = await handler.handle([record])  # redelivered after a crash
-    assert (again.stored, again.duplicates) == (0, 2)
-    assert await scalar(db, "SELECT count(*) FROM events") == 2
+
+@asynccontextmanager
+async def _refusing(db: AsyncEngine, check: str) -> AsyncIterator[None]:
+    """``events`` refuses rows that fail ``check`` (SQL, a literal of the test's) meanwhile."""
+    async with db.begin() as conn:
+        await conn.execute(text(f"ALTER TABLE events ADD CONSTRAINT refusing CHECK ({check})"))
+    try:
+        yield
+    finally:
+        async with db.begin() as conn:
+            await conn.execute(text("ALTER TABLE events DROP CONSTRAINT refusing"))
 
 
 async def _run_sizes(
