@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.customers import repository
 from app.customers.schemas import answered_for
 from app.errors import NotFound
-from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
+from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
 from app.models import Customer
 
 if TYPE_CHECKING:
@@ -44,9 +44,11 @@ async def profile(connection: asyncpg.Connection[Any], customer_id: uuid.UUID) -
 async def lookup(
     connection: asyncpg.Connection[Any], kind: str, value: str, config: IdentityConfig
 ) -> dict[str, Any]:
-    """The profile owning identifier ``(kind, value)``; the value is normalised first, so
-    ``Ada@Example.com`` finds ``ada@example.com``."""
+    """The profile owning identifier ``(kind, value)``; both are normalised first, as the
+    pipeline stores them, so ``Ada@Example.com`` finds ``ada@example.com`` and
+    ``Loyalty Card`` finds ``loyalty_card``."""
     try:
+        kind = normalise_kind(kind)
         normalised = normalise(kind, value, config)
     except InvalidIdentifier as exc:
         raise NotFound(f"no customer with {kind} {value!r}: {exc}") from None

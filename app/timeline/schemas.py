@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from app.customers.schemas import Merged, RequestedId
 from app.kit.query import QueryModel
 from app.touchpoint import Channel, EventType
+
+
+def _storable(stage: str) -> str:
+    if "\x00" in stage:  # Postgres text cannot hold it (the query would fail)
+        raise ValueError("no stage holds a NUL character")
+    return stage
 
 
 class TimelineParams(QueryModel):
@@ -21,7 +27,7 @@ class TimelineParams(QueryModel):
     cursor: str | None = Field(None, max_length=200)
     channel: list[Channel] | None = None
     type: list[EventType] | None = None
-    stage: list[str] | None = Field(None, max_length=20)
+    stage: list[Annotated[str, AfterValidator(_storable)]] | None = Field(None, max_length=20)
     since: datetime | None = None
     until: datetime | None = None
 

@@ -282,6 +282,27 @@ async def test_unknown_customers_bad_ids_and_bad_cursors_are_client_errors(
     assert bad_limit.status_code == 422
 
 
+async def test_reads_name_kinds_as_events_do_and_refuse_text_postgres_cannot_hold(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    """A kind is normalised as an externalIds type is ("Loyalty Card" is loyalty_card); a
+    NUL character, which no stored text holds, is a client error, not a failed query."""
+    await handle([touchpoint(source_id, user_id="u-9", extra_ids=[("loyalty_card", "LC-9")])])
+    cid = await _customer_id(app_client, read_token, "Loyalty Card", "LC-9")
+    assert cid == await _customer_id(app_client, read_token, "userId", "u-9")
+    nul_kind = await app_client.get(
+        "/v1/customers/lookup", params={"kind": "a\x00b", "value": "x"}, headers=bearer(read_token)
+    )
+    assert nul_kind.status_code == 404, nul_kind.text
+    nul_stage = await app_client.get(
+        f"/v1/customers/{cid}/timeline",
+        params={"stage": ["awareness", "a\x00b"]},
+        headers=bearer(read_token),
+    )
+    assert nul_stage.status_code == 422, nul_stage.text
+    assert nul_stage.json()["errors"][0]["field"] == "query.stage.1"
+
+
 async def test_channel_counts_add_up_across_batches(
     app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
 ) -> None:
