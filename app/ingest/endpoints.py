@@ -9,7 +9,7 @@ each event. An answer of 200 means the accepted events are on the broker.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
@@ -29,6 +29,7 @@ from app.ingest.schemas import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
+    NEEDS,
     BatchRequest,
     CallType,
     IngestResponse,
@@ -177,6 +178,46 @@ _CALLS = {
 }
 
 
+# In the OpenAPI document, what a call must hold: present, and not blank.
+_ID: dict[str, Any] = {"anyOf": [{"type": "string", "pattern": r"\S"}, {"type": "integer"}]}
+_PRESENT: dict[str, dict[str, Any]] = {
+    "userId": _ID,
+    "anonymousId": _ID,
+    "groupId": _ID,
+    "previousId": _ID,
+    "event": {"type": "string", "pattern": r"\S"},
+}
+
+
+def _needing(fields: tuple[str, ...]) -> dict[str, Any]:
+    return {"required": list(fields), "properties": {f: _PRESENT[f] for f in fields}}
+
+
+def _call_schema(call_type: str | None) -> dict[str, Any]:
+    """A call's schema for the document: :class:`SegmentMessage`'s, with what a call of
+    ``call_type`` needs (None: a batch item, which needs a ``type`` and what that type
+    needs). Documentation only: the calls are checked by ``missing_field``."""
+    schema = SegmentMessage.model_json_schema()
+    rules: list[dict[str, Any]] = [{"anyOf": [_needing(("userId",)), _needing(("anonymousId",))]}]
+    if call_type is None:
+        schema["required"] = ["type"]
+        schema["properties"]["type"] = {"enum": list(get_args(CallType))}
+        rules += [
+            {"if": {"properties": {"type": {"const": kind}}}, "then": _needing(fields)}
+            for kind, fields in NEEDS.items()
+        ]
+    elif call_type in NEEDS:
+        rules.append(_needing(NEEDS[call_type]))
+    schema["allOf"] = rules
+    return schema
+
+
+def _batch_schema() -> dict[str, Any]:
+    schema = BatchRequest.model_json_schema()
+    schema["properties"]["batch"]["items"] = _call_schema(None)
+    return schema
+
+
 def _request_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
     content = {"schema": schema, "examples": examples}
     return {
@@ -244,7 +285,7 @@ for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path o
         response_model=IngestResponse,
         summary=_label,
         responses=ERRORS,
-        openapi_extra=_request_body(BatchRequest.model_json_schema(), BATCH_EXAMPLES),
+        openapi_extra=_request_body(_batch_schema(), BATCH_EXAMPLES),
     )
 
 
@@ -260,7 +301,7 @@ for _call, _summary in _CALLS.items():
             response_model=IngestResponse,
             summary=_label,
             responses=ERRORS,
-            openapi_extra=_request_body(SegmentMessage.model_json_schema(), CALL_EXAMPLES[_call]),
+            openapi_extra=_request_body(_call_schema(_call), CALL_EXAMPLES[_call]),
         )
 
 

@@ -126,6 +126,15 @@ class CallFields(Protocol):
     def previousId(self) -> Id | None: ...
 
 
+# The fields a call of each type needs, beside a userId or anonymousId, as missing_field
+# checks them (for the OpenAPI document; tests hold the two together).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "track": ("event",),
+    "group": ("groupId",),
+    "alias": ("previousId", "userId"),
+}
+
+
 def missing_field(call: CallFields, *, ids_optional: bool) -> str | None:
     """What a call lacks for its type (Segment's rules), or None."""
     if not ids_optional and _blank(call.userId) and _blank(call.anonymousId):

@@ -1,9 +1,12 @@
-"""Pure pieces of the tracking API: rate limiter, origins, pixel decoding, client IP."""
+"""Pure pieces of the tracking API: rate limiter, origins, pixel decoding, client IP, what a
+call needs."""
 
 from __future__ import annotations
 
 import base64
+from typing import get_args
 
+import msgspec
 import pytest
 from starlette.requests import Request
 
@@ -11,6 +14,7 @@ from app.errors import InvalidRequest, PayloadTooLarge
 from app.ingest import pixel
 from app.ingest.client import TrustedProxies, client_ip
 from app.ingest.ratelimit import RateLimited, RateLimiter
+from app.ingest.schemas import NEEDS, CallType, SegmentCall, missing_field
 from app.ingest.source_settings import SourceSettings, normalise_origin
 
 
@@ -114,3 +118,18 @@ def test_client_ip_believes_only_trusted_proxies() -> None:
     assert client_ip(_request("10.0.0.1", None), proxies) == "10.0.0.1"
     with pytest.raises(ValueError, match="does not appear to be"):
         TrustedProxies.parse("10.0.0.0/33")
+
+
+@pytest.mark.parametrize("kind", get_args(CallType))
+def test_what_the_document_says_a_call_needs_is_what_is_checked(kind: str) -> None:
+    """NEEDS (the OpenAPI document's) against missing_field (the check)."""
+    full = {"userId": "u", "anonymousId": "a", "event": "E", "groupId": "g", "previousId": "p"}
+
+    def missing(**fields: object) -> str | None:
+        call = msgspec.convert({"type": kind, **full, **fields}, SegmentCall)
+        return missing_field(call, ids_optional=False)
+
+    assert missing() is None
+    needed = {f for f in full if missing(**{f: None}) is not None}
+    assert needed == set(NEEDS.get(kind, ()))
+    assert missing(userId=None, anonymousId=None) is not None  # every call: one of the two
