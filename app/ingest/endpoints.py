@@ -249,6 +249,10 @@ async def batch(request: Request) -> Response:
         head = BatchRequest.model_validate({**raw, "batch": []})
     except ValueError as exc:
         raise InvalidRequest(f"invalid batch envelope: {exc}") from None
+    # Every event gets the batch's context: one that cannot be stored refuses them all.
+    nul = head.context and service.may_hold_nul(body) and service.nul_at(head.context, "context")
+    if nul:
+        raise InvalidRequest(f"{nul}: a NUL character (\\u0000) cannot be stored")
     admit(request, source, max(len(items), 1))
     arrival: service.Arrival = {
         "source": source,

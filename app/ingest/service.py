@@ -353,12 +353,12 @@ def unstorable(raw: Any) -> FieldError | None:
     data = orjson.dumps(raw)
     if len(data) > MAX_EVENT_BYTES:
         return FieldError(field=None, message=f"an event is at most {MAX_EVENT_BYTES // 1024} KB")
-    if may_hold_nul(data) and (where := _nul_at(raw, "")) is not None:
+    if may_hold_nul(data) and (where := nul_at(raw, "")) is not None:
         return FieldError(field=where or None, message="a NUL character (\\u0000) cannot be stored")
     return None
 
 
-def _nul_at(value: Any, path: str) -> str | None:
+def nul_at(value: Any, path: str) -> str | None:
     """Where the first NUL character of ``value`` is, as a dotted path; None if nowhere."""
     if isinstance(value, str):
         return path if "\x00" in value else None
@@ -367,11 +367,11 @@ def _nul_at(value: Any, path: str) -> str | None:
             here = f"{path}.{key}" if path else key
             if "\x00" in key:
                 return here
-            if (found := _nul_at(item, here)) is not None:
+            if (found := nul_at(item, here)) is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            if (found := _nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
+            if (found := nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
                 return found
     return None
 

@@ -70,6 +70,11 @@ CASES: dict[str, tuple[str, Any, int]] = {
         {"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"k\x00": 1}}]},
         400,
     ),
+    "NUL in a batch's context, which every event gets": (
+        "/v1/batch",
+        {"batch": [{"type": "track", "userId": "u", "event": "E"}], "context": {"k": "\x00"}},
+        400,
+    ),
     "messageId over 100 characters": (
         "/v1/track",
         {"userId": "u", "event": "E", "messageId": "m" * 101},
