@@ -85,7 +85,7 @@ class Touchpoint(msgspec.Struct, kw_only=True):
         """Raises :class:`InvalidTouchpoint` for bytes that are not a touchpoint."""
         try:
             return _DECODER.decode(raw)
-        except msgspec.DecodeError as exc:  # ValidationError included
+        except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included
             raise InvalidTouchpoint(str(exc)) from None
 
     @classmethod

@@ -250,9 +250,12 @@ async def batch(request: Request) -> Response:
     except ValueError as exc:
         raise InvalidRequest(f"invalid batch envelope: {exc}") from None
     # Every event gets the batch's context: one that cannot be stored refuses them all.
-    nul = head.context and service.may_hold_nul(body) and service.nul_at(head.context, "context")
-    if nul:
-        raise InvalidRequest(f"{nul}: a NUL character (\\u0000) cannot be stored")
+    if head.context and (problem := service.unstorable(head.context)) is not None:
+        field = "context" + (f".{problem.field}" if problem.field else "")
+        raise InvalidRequest(
+            f"the batch's context cannot be stored: {problem.message}",
+            errors=[{"field": field, "message": problem.message}],
+        )
     admit(request, source, max(len(items), 1))
     arrival: service.Arrival = {
         "source": source,

@@ -145,7 +145,7 @@ def decode_batch(body: bytes) -> Batch | None:
     """The body as a :class:`Batch`, or None when it is not plainly one."""
     try:
         return _BATCH.decode(body)
-    except msgspec.DecodeError:  # ValidationError included
+    except (msgspec.DecodeError, RecursionError):  # ValidationError included
         return None
 
 
@@ -307,7 +307,7 @@ def open_envelope(
     that could not be built: ``(call as sent, reason)``. Raises :class:`InvalidEnvelope`."""
     try:
         envelope = _ENVELOPE.decode(value)
-    except msgspec.DecodeError as exc:  # ValidationError included
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included
         raise InvalidEnvelope(str(exc)) from None
     if envelope.version != 1:
         raise InvalidEnvelope(f"envelope version {envelope.version} is newer than this consumer")

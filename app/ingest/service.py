@@ -302,10 +302,8 @@ def _build_each(
             built.append(finish(build_event(msg, arrival, source_id)))
         except EventRejected as exc:
             rejected.append(rejection(index, item, exc.errors))
-        except orjson.JSONEncodeError:
-            # The JSON parser accepts deeper nesting than the serialiser writes back.
-            too_deep = FieldError(field=None, message="an event is nested too deeply to store")
-            rejected.append(rejection(index, item, [too_deep]))
+        except orjson.JSONEncodeError:  # the batch's context merged in, say
+            rejected.append(rejection(index, item, [_TOO_DEEP]))
     return built, rejected
 
 
@@ -337,6 +335,9 @@ def partition_key_of(
 # How JSON writes NUL (U+0000), which Postgres text and jsonb cannot hold: an event with one
 # would be refused by the database, after its sender was told it was accepted.
 _NUL_ESCAPE = b"\\u0000"
+NUL_REFUSED = "a NUL character (\\u0000) cannot be stored"
+# The JSON parser accepts deeper nesting than the serialiser writes back.
+_TOO_DEEP = FieldError(field=None, message="an event is nested too deeply to store")
 
 
 def may_hold_nul(data: bytes) -> bool:
@@ -347,32 +348,37 @@ def may_hold_nul(data: bytes) -> bool:
 
 
 def unstorable(raw: Any) -> FieldError | None:
-    """Why an event cannot be stored, whatever its fields say: over the size limit (as
-    compact JSON), or a NUL character in any text of it. Raises ``orjson.JSONEncodeError``
-    for an event nested too deeply to write."""
-    data = orjson.dumps(raw)
+    """Why an event (or what every event of a batch gets: its context) cannot be stored,
+    whatever its fields say: nested too deeply to write, over the size limit (as compact
+    JSON), or a NUL character in any text of it."""
+    try:
+        data = orjson.dumps(raw)
+    except orjson.JSONEncodeError:
+        return _TOO_DEEP
     if len(data) > MAX_EVENT_BYTES:
         return FieldError(field=None, message=f"an event is at most {MAX_EVENT_BYTES // 1024} KB")
     if may_hold_nul(data) and (where := nul_at(raw, "")) is not None:
-        return FieldError(field=where or None, message="a NUL character (\\u0000) cannot be stored")
+        return FieldError(field=where or None, message=NUL_REFUSED)
     return None
 
 
 def nul_at(value: Any, path: str) -> str | None:
-    """Where the first NUL character of ``value`` is, as a dotted path; None if nowhere."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{path}.{key}" if path else key
-            if "\x00" in key:
-                return here
-            if (found := nul_at(item, here)) is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if (found := nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
-                return found
+    """Where a NUL character of ``value`` (JSON values) is, as a dotted path after ``path``;
+    None if nowhere. Without recursion: the value may be nested deeper than Python recurses."""
+    pending = [(value, path)]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                here = f"{path}.{key}" if path else key
+                if "\x00" in key:
+                    return here
+                pending.append((item, here))
+        elif isinstance(value, list):
+            pending += ((item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(value))
     return None
 
 

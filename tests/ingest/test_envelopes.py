@@ -20,7 +20,7 @@ from app.config import Settings
 from app.identity.identifiers import IdentityConfig
 from app.ingest import envelope, service
 from app.ingest.publisher import partition_for
-from app.touchpoint import Touchpoint
+from app.touchpoint import InvalidTouchpoint, Touchpoint
 from bench.workload import generate
 from tests.helpers import basic
 from tests.ingest.fixtures import SourceFactory, TopicReader, asgi_client
@@ -224,6 +224,17 @@ def test_a_nul_character_sends_a_batch_per_event_which_refuses_that_call() -> No
     assert _keys(lookalike) is None  # conservative: decided per event
     messages, rejected = service.build_messages([lookalike], call_type=None, **ARRIVAL)
     assert (len(messages), rejected) == (1, [])
+
+
+def test_what_is_nested_deeper_than_python_recurses_is_refused_not_raised() -> None:
+    """msgspec raises RecursionError there: the consumer dead-letters such a message."""
+    deep = b'{"a": ' * 3_000 + b"1" + b"}" * 3_000
+    with pytest.raises(envelope.InvalidEnvelope):
+        envelope.open_envelope(
+            b'{"envelope": "segment-batch", "context": ' + deep + b"}", IdentityConfig()
+        )
+    with pytest.raises(InvalidTouchpoint):
+        Touchpoint.from_bytes(b'{"schema_version": 1, "properties": ' + deep + b"}")
 
 
 def test_an_unknown_source_channel_goes_per_event() -> None:

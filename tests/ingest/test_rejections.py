@@ -75,6 +75,33 @@ CASES: dict[str, tuple[str, Any, int]] = {
         {"batch": [{"type": "track", "userId": "u", "event": "E"}], "context": {"k": "\x00"}},
         400,
     ),
+    "NUL deep in a batch's context": (
+        "/v1/batch",
+        b'{"batch": [{"type": "track", "userId": "u", "event": "E"}], "context": '
+        + b'{"a": ' * 3_000
+        + b'"\\u0000"'
+        + b"}" * 3_001,
+        400,
+    ),
+    # Deeper than Python recurses (msgspec raised RecursionError: a 500), and deeper than
+    # orjson writes (every event would have been dead-lettered).
+    "properties nested 3,000 deep in a batch": (
+        "/v1/batch",
+        b'{"batch": [{"type": "track", "userId": "u", "event": "E", "properties": '
+        + b'{"a": ' * 3_000
+        + b"1"
+        + b"}" * 3_002
+        + b"]}",
+        400,
+    ),
+    "a batch's context nested 300 deep": (
+        "/v1/batch",
+        b'{"batch": [{"type": "track", "userId": "u", "event": "E"}], "context": '
+        + b'{"a": ' * 300
+        + b"1"
+        + b"}" * 301,
+        400,
+    ),
     "messageId over 100 characters": (
         "/v1/track",
         {"userId": "u", "event": "E", "messageId": "m" * 101},
