@@ -68,6 +68,13 @@ def _occurred_at(
         except OverflowError:  # a device clock off by millennia: nothing to believe
             return received_at, ["timestamp_clamped"]
         flags.append("clock_skew_corrected")
+    if base.tzinfo is not UTC:
+        # The instant in UTC: PostgreSQL reads offsets of at most 15:59 (-23:30 is valid ISO
+        # 8601, and the pipeline's statements would refuse the event), and stores none.
+        try:
+            base = base.astimezone(UTC)
+        except OverflowError:  # before year 1 in UTC
+            return received_at, ["timestamp_clamped"]
     if base > received_at + MAX_FUTURE_SKEW:
         flags.append("timestamp_clamped")
         base = received_at

@@ -191,6 +191,33 @@ async def test_event_time_is_corrected_for_client_clock_skew_and_far_future_is_c
     assert beyond_stored.flags == ["timestamp_clamped"]
 
 
+async def test_event_times_are_kept_in_utc_whatever_offset_they_were_sent_with(
+    client: httpx.AsyncClient,
+    make_source: SourceFactory,
+    topic: TopicReader,
+    handle: Any,
+) -> None:
+    """ISO 8601 allows offsets to ±23:59, PostgreSQL's timestamptz to ±15:59: an event sent
+    at -23:30 was accepted, then refused by the pipeline's statements and dead-lettered."""
+    source, key = await make_source()
+    times = {"Far West": "2026-11-01T10:00:00-23:30", "Rome": "2026-11-01T10:00:00+01:00"}
+    for name, at in times.items():
+        body = {"userId": "ada", "event": name, "timestamp": at}
+        assert (await client.post("/v1/track", json=body, headers=basic(key))).status_code == 200
+    by_event = {tp.event: tp for tp in await topic.touchpoints(source.id, 2)}
+    for name, at in times.items():
+        occurred_at = by_event[name].occurred_at
+        assert occurred_at == datetime.fromisoformat(at)  # the same instant
+        assert occurred_at.tzinfo is UTC
+    # Before year 1 once in UTC: clamped, as a time corrected past year 1 is.
+    early = {"userId": "ada", "event": "Early", "timestamp": "0001-01-01T00:30:00+01:00"}
+    assert (await client.post("/v1/track", json=early, headers=basic(key))).status_code == 200
+    (clamped,) = [tp for tp in await topic.touchpoints(source.id, 3) if tp.event == "Early"]
+    assert clamped.flags == ["timestamp_clamped"]
+    outcome = await handle(list(by_event.values()))
+    assert (outcome.stored, outcome.dead_letters) == (2, [])
+
+
 async def test_a_batch_sent_at_corrects_every_event(
     client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
 ) -> None:
