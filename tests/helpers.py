@@ -14,6 +14,8 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from app.errors import PROBLEM_JSON
+
 
 def basic(write_key: str) -> dict[str, str]:
     """Segment's auth: the write key as the HTTP Basic user name, empty password."""
@@ -91,7 +93,7 @@ class Documented:
         media_type = response.headers.get("content-type", "").split(";")[0]
         if status[0] in "45":
             await response.aread()
-            assert media_type == "application/problem+json", f"{name} as {media_type}"
+            assert media_type == PROBLEM_JSON, f"{name} as {media_type}"
             problem = response.json()
             assert problem["status"] == response.status_code, f"{name}: {problem}"
             assert {"type", "title", "detail"} <= problem.keys(), f"{name}: {problem}"

@@ -56,8 +56,9 @@ class EventRejected(Exception):
 def _occurred_at(
     base: datetime | None, sent_at: datetime | None, received_at: datetime
 ) -> tuple[datetime, list[str]]:
-    """The event time, corrected for the sending device's clock as Segment does:
-    ``timestamp + (receivedAt - sentAt)``. Far-future results are clamped and flagged."""
+    """The event time in UTC, corrected for the sending device's clock as Segment does:
+    ``timestamp + (receivedAt - sentAt)``. Far-future results, and times before year 1 in
+    UTC, are clamped and flagged."""
     flags: list[str] = []
     if base is None:
         return received_at, flags
