@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -162,3 +163,103 @@ async def test_sources_refuse_invalid_settings(make_source: SourceFactory) -> No
         await make_source(settings={"allowed_origins": ["https://shop.example/path"]})
     with pytest.raises(InvalidRequest, match="rate_limit_per_s"):
         await make_source(settings={"rate_limit_per_s": -1})
+
+
+def _settings_path(write_key: str) -> str:
+    return f"/v1/projects/{write_key}/settings"
+
+
+async def test_analytics_js_settings_send_its_calls_here_and_nothing_to_segment(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    response = await client.get(_settings_path(key))
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "private, max-age=300"
+    document = response.json()
+    assert list(document["integrations"]) == ["Segment.io"]  # no destination to load
+    segment_io = document["integrations"]["Segment.io"]
+    assert segment_io["apiKey"] == key
+    assert (segment_io["protocol"], segment_io["apiHost"]) == ("http", "percorso.test/v1")
+    assert document["remotePlugins"] == []
+    assert document["metrics"]["sampleRate"] == 0  # else posted to api.segment.io/v1/m
+    # As analytics.js sends a track call with these settings: to {protocol}://{apiHost}/t,
+    # as text/plain with the write key in the body.
+    url = f"{segment_io['protocol']}://{segment_io['apiHost']}/t"
+    call = {"writeKey": segment_io["apiKey"], "anonymousId": "a-1", "event": "Product Viewed"}
+    text_plain = {"content-type": "text/plain"}
+    sent = await client.post(url, content=orjson.dumps(call), headers=text_plain)
+    assert sent.status_code == 200
+    (tp,) = await topic.touchpoints(source.id, 1)
+    assert tp.event == "Product Viewed"
+
+
+async def test_settings_for_an_unknown_write_key_are_404_without_a_login_challenge(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    response = await client.get(_settings_path("pw_nobody"))
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "www-authenticate" not in response.headers  # a browser would ask for a password
+    too_long = await client.get(_settings_path("pw_" + "x" * 300))
+    assert too_long.status_code == 422
+
+
+async def test_settings_name_the_public_url_when_it_is_set(
+    channel_settings: Settings, make_source: SourceFactory
+) -> None:
+    _, key = await make_source()
+    public = channel_settings.model_copy(update={"public_url": "https://Percorso.example:8443/in/"})
+    async with serving(create_app(public)) as client:
+        response = await client.get(_settings_path(key), headers={"host": "internal:8000"})
+    assert response.status_code == 200
+    segment_io = response.json()["integrations"]["Segment.io"]
+    assert (segment_io["protocol"], segment_io["apiHost"]) == (
+        "https",
+        "Percorso.example:8443/in/v1",
+    )
+    # The same for every request: shared caches may keep it.
+    assert response.headers["cache-control"] == "public, max-age=300"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "percorso.example",
+        "ftp://percorso.example",
+        "https://",
+        "https://p.example/?a=1",
+        "https://user:secret@p.example",
+    ],
+)
+def test_the_public_url_is_an_http_base_url(url: str) -> None:
+    with pytest.raises(ValidationError, match="public_url"):
+        Settings(public_url=url)
+
+
+async def test_settings_name_the_forwarded_address_behind_a_trusted_proxy_only(
+    proxied_client: httpx.AsyncClient, client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, key = await make_source()
+    forwarded = {"x-forwarded-proto": "https", "x-forwarded-host": "track.shop.example, proxy.lan"}
+    behind = (await proxied_client.get(_settings_path(key), headers=forwarded)).json()
+    segment_io = behind["integrations"]["Segment.io"]
+    assert (segment_io["protocol"], segment_io["apiHost"]) == ("https", "track.shop.example/v1")
+    direct = (await client.get(_settings_path(key), headers=forwarded)).json()
+    segment_io = direct["integrations"]["Segment.io"]
+    assert (segment_io["protocol"], segment_io["apiHost"]) == ("http", "percorso.test/v1")
+    bad_host = await client.get(_settings_path(key), headers={"host": "evil.example/x?"})
+    assert bad_host.status_code == 400
+    assert "PERCORSO_PUBLIC_URL" in bad_host.json()["detail"]
+
+
+async def test_settings_follow_the_sources_allowed_origins(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, key = await make_source(settings={"allowed_origins": ["https://shop.example"]})
+    allowed = await client.get(_settings_path(key), headers={"origin": "https://shop.example"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+    refused = await client.get(_settings_path(key), headers={"origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert "access-control-allow-origin" not in refused.headers
