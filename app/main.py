@@ -20,6 +20,7 @@ from app.email.keys import server_secret
 from app.email.tokens import TokenSigner
 from app.errors import install_error_handlers
 from app.health.endpoints import router as health_router
+from app.ingest.browser import router as browser_router
 from app.ingest.client import TrustedProxies
 from app.ingest.cors import TrackingCors
 from app.ingest.endpoints import direct_route as ingest_direct
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(timeline_router)
     app.include_router(customers_router)
     app.include_router(ingest_router)
+    app.include_router(browser_router)
     app.include_router(email_router)
     app.include_router(contacts_router)
     app.include_router(journey_router)

@@ -1,34 +1,60 @@
-"""The source settings analytics.js loads before it sends anything.
+"""The source settings browser libraries load before they send anything.
 
-``@segment/analytics-next`` fetches ``{cdnURL}/v1/projects/{writeKey}/settings`` (``cdnURL`` is
-Segment's CDN unless the site sets it) and sends its calls where that document's
-``Segment.io`` integration says. Served here, a site moves to Percorso by setting ``cdnURL``
-to Percorso's address, as with other Segment-compatible collectors. The document:
+* ``@segment/analytics-next`` fetches ``{cdnURL}/v1/projects/{writeKey}/settings``
+  (``cdnURL`` is Segment's CDN unless the site sets it) and sends its calls where that
+  document's ``Segment.io`` integration says. Served here, a site moves to Percorso by
+  setting ``cdnURL`` to Percorso's address, as with other Segment-compatible collectors.
+  The document points the ``Segment.io`` integration at this API (``apiHost`` and
+  ``protocol`` from ``PERCORSO_PUBLIC_URL`` when it is set, else from the address the
+  browser used; behind a trusted proxy, its ``X-Forwarded-Proto`` and ``X-Forwarded-Host``),
+  names no other destination and no remote plugin, and turns the library's usage metrics off
+  (``metrics.sampleRate`` 0): they would be posted to ``api.segment.io/v1/m``.
+* RudderStack's JavaScript SDK fetches ``{configUrl}/sourceConfig/?writeKey=…`` (its control
+  plane unless the site sets ``configUrl``; the key also as HTTP Basic) and sends to the data
+  plane URL it was loaded with. The config names the source, no device-mode destination,
+  and neither error nor metrics reporting to RudderStack.
 
-* points the ``Segment.io`` integration at this API: ``apiHost`` and ``protocol`` from
-  ``PERCORSO_PUBLIC_URL`` when it is set, else from the address the browser used (behind a
-  trusted proxy, its ``X-Forwarded-Proto`` and ``X-Forwarded-Host``);
-* names no other destination and no remote plugin, so the page loads nothing from Segment;
-* turns the library's usage metrics off (``metrics.sampleRate`` 0): they would be posted to
-  ``api.segment.io/v1/m``.
+Both answer only for an enabled source's write key (404 otherwise: a 401's Basic challenge
+would make a browser ask for a password), under the source's allowed origins, and may be
+cached for a few minutes.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
 
-from app.errors import InvalidRequest
+from app.auth.dependencies import authenticator, presented_write_key
+from app.auth.service import SourceInfo
+from app.config import Settings
+from app.errors import InvalidRequest, NotFound, Unauthorized
+from app.ingest import source_settings
 from app.ingest.client import TrustedProxies
+from app.ingest.cors import refuse_origin
+from app.kit.responses import json_response
+
+router = APIRouter(tags=["tracking"])
+
+SEGMENT_SETTINGS = "/v1/projects/{write_key}/settings"
+RUDDERSTACK_CONFIG = "/sourceConfig/"
+# Paths of this module's routes, for the tracking API's CORS policy.
+BROWSER_SETTINGS_PREFIXES = ("/v1/projects/", "/sourceConfig")
 
 # Browsers fetch the document on every page load; it changes only with the deployment.
 MAX_AGE_S = 300
 Protocol = Literal["http", "https"]
 _PROTOCOLS: dict[str, Protocol] = {"http": "http", "https": "https"}
+# Percorso's write keys are 38 characters.
+_MAX_WRITE_KEY = 256
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The browser origin is not allowed for this source."},
+    404: {"description": "No source has this write key."},
+    503: {"description": "The database is unavailable."},
+}
 # A host as a browser sends it: a name or IPv4 address, or an IPv6 one in brackets, and a
 # port.
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
@@ -123,3 +149,83 @@ def _first(header: str | None) -> str:
     """The first value of a comma-separated forwarding header (the proxy nearest the
     client), or ``""``."""
     return header.split(",", 1)[0].strip().lower() if header else ""
+
+
+class RudderStackSource(BaseModel):
+    id: str = Field(description="The source's id.")
+    writeKey: str
+    enabled: bool = True
+    config: dict[str, Any] = Field(
+        {}, description="Empty: no error or metrics reporting to RudderStack."
+    )
+    destinations: list[Any] = Field([], description="None: every call goes to the data plane.")
+
+
+class RudderStackConfig(BaseModel):
+    """The source configuration of RudderStack's control plane, as its SDKs read it."""
+
+    isHosted: bool = False
+    source: RudderStackSource
+
+
+@router.get(
+    SEGMENT_SETTINGS,
+    summary="The source settings analytics.js loads (as from Segment's CDN).",
+    response_model=BrowserSettings,
+    responses={
+        400: {"description": "A `Host` header that names no host (set `PUBLIC_URL`)."},
+        **_ERRORS,
+    },
+)
+async def segment_settings(
+    request: Request,
+    write_key: Annotated[str, Path(max_length=_MAX_WRITE_KEY, description="The write key.")],
+) -> Response:
+    """Point analytics.js (`@segment/analytics-next`) at Percorso by its `cdnURL` alone: it
+    loads its source's settings from `{cdnURL}/v1/projects/{writeKey}/settings`, and these
+    send its calls to this API, load nothing from Segment and turn its usage metrics off.
+    Cacheable for a few minutes (publicly when `PUBLIC_URL` is set)."""
+    await _browser_source(request, write_key)
+    settings: Settings = request.state.settings
+    protocol, api_host = tracking_api(request, settings.public_url, request.state.trusted_proxies)
+    # Without a configured address, the document names the one this request used.
+    return _cacheable(document(write_key, protocol, api_host), shared=bool(settings.public_url))
+
+
+@router.get(
+    RUDDERSTACK_CONFIG,
+    summary="The source configuration RudderStack's JavaScript SDK loads.",
+    response_model=RudderStackConfig,
+    responses=_ERRORS,
+)
+async def rudderstack_config(
+    request: Request,
+    writeKey: Annotated[
+        str | None, Query(max_length=_MAX_WRITE_KEY, description="The write key.")
+    ] = None,
+) -> Response:
+    """Point RudderStack's JavaScript SDK at Percorso for its source configuration too: load
+    it with `configUrl` set to Percorso's address (and the data plane URL, as before). The
+    write key comes as `writeKey` or as the HTTP Basic user name, as the SDK sends them."""
+    source, key = await _browser_source(request, writeKey or presented_write_key(request))
+    config = RudderStackConfig(source=RudderStackSource(id=str(source.id), writeKey=key))
+    # A key sent as a header does not change the URL: no shared cache may keep the answer.
+    return _cacheable(config.model_dump(), shared=writeKey is not None)
+
+
+async def _browser_source(request: Request, write_key: str | None) -> tuple[SourceInfo, str]:
+    """The enabled source of ``write_key``, and the key, if the request's origin may use it."""
+    if not write_key:
+        raise NotFound("send the source's write key")
+    try:
+        source = await authenticator(request).source(write_key)
+    except Unauthorized:
+        raise NotFound("no source has this write key") from None
+    refuse_origin(request, source_settings.parse(source.settings))
+    return source, write_key
+
+
+def _cacheable(content: dict[str, Any], *, shared: bool) -> Response:
+    response = json_response(content)
+    response.headers["Cache-Control"] = f"{'public' if shared else 'private'}, max-age={MAX_AGE_S}"
+    return response

@@ -16,15 +16,22 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import Forbidden
+from app.ingest.source_settings import SourceSettings
+
 _DENIED = "percorso.cors_denied"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 ALLOWED_HEADERS = "authorization, content-type, content-encoding, x-write-key"
 MAX_AGE_S = "86400"
 
 
-def deny_origin(request: Request) -> None:
-    """Mark the request's origin as refused: the response will carry no CORS grant."""
-    request.scope[_DENIED] = True
+def refuse_origin(request: Request, settings: SourceSettings) -> None:
+    """Refuse (403) a browser origin the source's ``settings`` do not allow; the response
+    carries no CORS grant."""
+    origin = request.headers.get("origin")
+    if origin is not None and not settings.allows_origin(origin):
+        request.scope[_DENIED] = True
+        raise Forbidden(f"origin {origin[:200]} is not allowed to send to this source")
 
 
 class TrackingCors:

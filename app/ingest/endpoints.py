@@ -16,19 +16,13 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from app.auth.dependencies import authenticator, presented_write_key
 from app.auth.service import SourceInfo
 from app.config import Settings
-from app.errors import (
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
-    ProblemError,
-    Unauthorized,
-)
+from app.errors import InvalidRequest, PayloadTooLarge, ProblemError
 from app.identity.identifiers import IdentityConfig
-from app.ingest import browser, envelope, pixel, service, source_settings
+from app.ingest import envelope, pixel, service, source_settings
 from app.ingest.body import parse_json, read_body, read_json
+from app.ingest.browser import BROWSER_SETTINGS_PREFIXES
 from app.ingest.client import TrustedProxies, request_context
-from app.ingest.cors import deny_origin
+from app.ingest.cors import refuse_origin
 from app.ingest.examples import BATCH_EXAMPLES, CALL_EXAMPLES
 from app.ingest.publisher import Publisher
 from app.ingest.ratelimit import RateLimiter
@@ -96,14 +90,6 @@ def admit(request: Request, source: SourceInfo, cost: int, *, check_origin: bool
     # the replica as a whole never admits more than configured.
     rate = settings.rate_limit_per_s or app_settings.ingest_rate_limit_per_s
     limiter.check(source.id, cost, rate / app_settings.http_workers)
-
-
-def refuse_origin(request: Request, settings: source_settings.SourceSettings) -> None:
-    """Refuse (403) a browser origin the source does not allow."""
-    origin = request.headers.get("origin")
-    if origin is not None and not settings.allows_origin(origin):
-        deny_origin(request)
-        raise Forbidden(f"origin {origin[:200]} is not allowed to send to this source")
 
 
 # Async wrappers: FastAPI runs a plain `def` dependency in its thread pool, a hand-off that
@@ -376,46 +362,6 @@ async def pixel_call(
     return Response(pixel.GIF, media_type="image/gif", headers=headers)
 
 
-# Percorso's write keys are 38 characters.
-_MAX_WRITE_KEY = 256
-
-
-@router.get(
-    "/projects/{write_key}/settings",
-    summary="The source settings analytics.js loads (as from Segment's CDN).",
-    response_model=browser.BrowserSettings,
-    responses={
-        400: {"description": "A `Host` header that names no host (set `PUBLIC_URL`)."},
-        403: {"description": "The browser origin is not allowed for this source."},
-        404: {"description": "No source has this write key."},
-        503: {"description": "The database is unavailable."},
-    },
-)
-async def browser_settings(
-    request: Request,
-    write_key: Annotated[str, Path(max_length=_MAX_WRITE_KEY, description="The write key.")],
-) -> Response:
-    """Point analytics.js (`@segment/analytics-next`) at Percorso by its `cdnURL` alone: it
-    loads its source's settings from `{cdnURL}/v1/projects/{writeKey}/settings`, and these
-    send its calls to this API, load nothing from Segment and turn its usage metrics off.
-    Cacheable for a few minutes (publicly when `PUBLIC_URL` is set)."""
-    try:
-        source = await authenticator(request).source(write_key)
-    except Unauthorized:
-        # A browser shows a login dialog for a 401 with a Basic challenge.
-        raise NotFound("no source has this write key") from None
-    refuse_origin(request, source_settings.parse(source.settings))
-    settings: Settings = request.state.settings
-    protocol, api_host = browser.tracking_api(
-        request, settings.public_url, request.state.trusted_proxies
-    )
-    response = json_response(browser.document(write_key, protocol, api_host))
-    # Without a configured address, the document names the one this request used.
-    shared = "public" if settings.public_url else "private"
-    response.headers["Cache-Control"] = f"{shared}, max-age={browser.MAX_AGE_S}"
-    return response
-
-
 def _header_safe(text: str) -> str:
     return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
 
@@ -427,7 +373,7 @@ TRACKING_PREFIXES = tuple(
 
 def is_tracking_path(path: str) -> bool:
     """Paths under the browser CORS policy of :mod:`app.ingest.cors`."""
-    return path.startswith(("/v1/pixel/", "/v1/projects/")) or path in _EXACT_PATHS
+    return path.startswith(("/v1/pixel/", *BROWSER_SETTINGS_PREFIXES)) or path in _EXACT_PATHS
 
 
 _EXACT_PATHS = frozenset(p for p in TRACKING_PREFIXES if not p.endswith("/"))

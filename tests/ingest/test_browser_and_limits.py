@@ -263,3 +263,40 @@ async def test_settings_follow_the_sources_allowed_origins(
     refused = await client.get(_settings_path(key), headers={"origin": "https://evil.example"})
     assert refused.status_code == 403
     assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_rudderstack_source_config_names_the_source_and_nothing_else(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    source, key = await make_source(settings={"allowed_origins": ["https://shop.example"]})
+    # As RudderStack's SDK asks: the key in the query and as HTTP Basic, from the page.
+    page = {"origin": "https://shop.example"}
+    sdk = {"p": "npm", "v": "3.11.0", "build": "modern", "writeKey": key}
+    preflight = await client.options(
+        "/sourceConfig/",
+        headers={**page, "access-control-request-method": "GET"},
+    )
+    assert preflight.status_code == 204
+    response = await client.get("/sourceConfig/", params=sdk, headers={**page, **basic(key)})
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://shop.example"
+    assert response.json()["source"] == {
+        "id": str(source.id),
+        "writeKey": key,
+        "enabled": True,
+        "config": {},  # no error or metrics reporting to RudderStack
+        "destinations": [],  # no device-mode destination to load
+    }
+    assert response.headers["cache-control"] == "public, max-age=300"
+    by_header = await client.get("/sourceConfig/", headers=basic(key))
+    assert by_header.json() == response.json()
+    # The URL does not name the key: a shared cache must not answer other keys with it.
+    assert by_header.headers["cache-control"] == "private, max-age=300"
+    refused = await client.get(
+        "/sourceConfig/", params=sdk, headers={"origin": "https://x.example"}
+    )
+    assert refused.status_code == 403
+    for unknown in ({"writeKey": "pw_nobody"}, {}):
+        answer = await client.get("/sourceConfig/", params=unknown)
+        assert answer.status_code == 404
+        assert "www-authenticate" not in answer.headers
