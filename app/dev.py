@@ -156,6 +156,9 @@ Then find the customer and their timeline:
   curl -s -H 'authorization: Bearer {read_token}' \\
     '{base}/v1/customers/lookup?kind=user_id&value=ada'
 
+From a web page (analytics.js loads its settings from Percorso, and sends only here):
+  AnalyticsBrowser.load({{ writeKey: '{write_key}', cdnURL: '{base}' }})
+
 Ctrl-C stops everything.
 """,
         flush=True,
