@@ -282,7 +282,11 @@ async def batch(request: Request) -> Response:
 DIRECT_ROUTES: dict[str, Endpoint] = {}
 direct_route = exact("POST", DIRECT_ROUTES)
 
-for _path, _label in (("batch", "Send many calls at once."), ("b", "Short path of /v1/batch.")):
+for _path, _label in (
+    ("batch", "Send many calls at once."),
+    ("b", "Short path of /v1/batch."),
+    ("import", "/v1/batch by the name Segment's classic mobile libraries post to."),
+):
     DIRECT_ROUTES[f"{router.prefix}/{_path}"] = batch
     router.add_api_route(
         f"/{_path}",
@@ -367,7 +371,7 @@ def _header_safe(text: str) -> str:
 
 
 TRACKING_PREFIXES = tuple(
-    f"/v1/{p}" for p in (*_CALLS, *SHORT_PATHS.values(), "batch", "b", "pixel/")
+    f"/v1/{p}" for p in (*_CALLS, *SHORT_PATHS.values(), "batch", "b", "import", "pixel/")
 )
 
 
