@@ -377,7 +377,8 @@ TRACKING_PREFIXES = tuple(
 
 def is_tracking_path(path: str) -> bool:
     """Paths under the browser CORS policy of :mod:`app.ingest.cors`."""
-    return path.startswith(("/v1/pixel/", *BROWSER_SETTINGS_PREFIXES)) or path in _EXACT_PATHS
+    return path in _EXACT_PATHS or path.startswith(_PREFIXES)
 
 
 _EXACT_PATHS = frozenset(p for p in TRACKING_PREFIXES if not p.endswith("/"))
+_PREFIXES = ("/v1/pixel/", *BROWSER_SETTINGS_PREFIXES)
