@@ -23,8 +23,8 @@ from app.health.endpoints import router as health_router
 from app.ingest.browser import router as browser_router
 from app.ingest.client import TrustedProxies
 from app.ingest.cors import TrackingCors
+from app.ingest.endpoints import beacon_router, is_tracking_path
 from app.ingest.endpoints import direct_route as ingest_direct
-from app.ingest.endpoints import is_tracking_path
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.publisher import Publisher
 from app.ingest.ratelimit import RateLimiter
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(ingest_router)
     app.include_router(browser_router)
+    app.include_router(beacon_router)
     app.include_router(email_router)
     app.include_router(contacts_router)
     app.include_router(journey_router)

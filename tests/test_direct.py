@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import PlainTextResponse, Response
 
 from app.errors import InvalidRequest, install_error_handlers
-from app.ingest.endpoints import DIRECT_ROUTES, router
+from app.ingest.endpoints import DIRECT_ROUTES, beacon_router, router
 from app.kit.direct import DirectRoutes, Fallback, checks, exact, with_uuid
 from app.main import create_app
 
@@ -100,11 +100,12 @@ async def test_errors_get_the_apps_own_handlers_and_unhandled_ones_propagate() -
 def test_the_direct_tracking_routes_are_the_routes_fastapi_declares() -> None:
     declared = {
         route.path: route.endpoint
-        for route in router.routes
+        for route in (*router.routes, *beacon_router.routes)
         if isinstance(route, APIRoute) and "POST" in route.methods
     }
     documented = create_app().openapi()["paths"]
-    assert len(DIRECT_ROUTES) == 14  # six calls and batch, each with its short path
+    # Six calls and batch, each with its short path; batch as /v1/import and for beacons.
+    assert len(DIRECT_ROUTES) == 16
     for path, endpoint in DIRECT_ROUTES.items():
         assert declared.get(path) is endpoint, path
         assert "post" in documented[path]

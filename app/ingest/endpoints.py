@@ -42,6 +42,11 @@ from app.kit.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from app.kit.responses import json_response
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
+# RudderStack's JavaScript SDK posts batches with `navigator.sendBeacon` (its `useBeacon`
+# option), which can set no header: the write key comes in the query, on this path alone
+# (anywhere else, a key in a URL would only end up in logs).
+BEACON_BATCH = "/beacon/v1/batch"
+beacon_router = APIRouter(tags=["tracking"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid JSON, no valid event, or a size limit exceeded."},
@@ -110,6 +115,8 @@ async def _source(request: Request, raw: Any) -> SourceInfo:
     key = presented_write_key(request)
     if key is None and isinstance(raw, dict) and isinstance(raw.get("writeKey"), str):
         key = raw["writeKey"]
+    if key is None and request.scope["path"] == BEACON_BATCH:
+        key = request.query_params.get("writeKey")
     return await authenticator(request).source(key)
 
 
@@ -299,6 +306,29 @@ for _path, _label in (
     )
 
 
+DIRECT_ROUTES[BEACON_BATCH] = batch
+beacon_router.add_api_route(
+    BEACON_BATCH,
+    batch,
+    methods=["POST"],
+    response_model=IngestResponse,
+    summary="/v1/batch as RudderStack's SDK sends it with sendBeacon.",
+    responses=ERRORS,
+    openapi_extra={
+        **_request_body(_batch_schema(), BATCH_EXAMPLES),
+        "parameters": [
+            {
+                "name": "writeKey",
+                "in": "query",
+                "required": False,
+                "description": "The write key, where the request carries none otherwise.",
+                "schema": {"type": "string"},
+            }
+        ],
+    },
+)
+
+
 # After /v1/batch: routes are matched in order, and the batch path is the busiest.
 for _call, _summary in _CALLS.items():
     _endpoint = _single(_call, _summary)
@@ -380,5 +410,5 @@ def is_tracking_path(path: str) -> bool:
     return path in _EXACT_PATHS or path.startswith(_PREFIXES)
 
 
-_EXACT_PATHS = frozenset(p for p in TRACKING_PREFIXES if not p.endswith("/"))
+_EXACT_PATHS = frozenset(p for p in (*TRACKING_PREFIXES, BEACON_BATCH) if not p.endswith("/"))
 _PREFIXES = ("/v1/pixel/", *BROWSER_SETTINGS_PREFIXES)

@@ -318,3 +318,25 @@ async def test_a_body_sent_in_chunks_is_read_whole(
     )
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 1
+
+
+async def test_rudderstack_beacon_batches_carry_the_write_key_in_the_query(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    source, key = await make_source()
+    # As RudderStack's SDK sends a batch with navigator.sendBeacon: text/plain, no header.
+    call = {"type": "track", "anonymousId": "b-1", "event": "Left Page", "messageId": "m-1"}
+    beacon = orjson.dumps({"batch": [call], "sentAt": datetime.now(UTC).isoformat()})
+    text = {"content-type": "text/plain;charset=UTF-8"}
+    sent = await client.post(
+        "/beacon/v1/batch", params={"writeKey": key}, content=beacon, headers=text
+    )
+    assert sent.status_code == 200, sent.text
+    (tp,) = await topic.touchpoints(source.id, 1)
+    assert tp.event == "Left Page"
+    assert (await client.post("/beacon/v1/batch", content=beacon, headers=text)).status_code == 401
+    # Nowhere else is a key in the URL read.
+    elsewhere = await client.post(
+        "/v1/batch", params={"writeKey": key}, content=beacon, headers=text
+    )
+    assert elsewhere.status_code == 401
