@@ -1,4 +1,5 @@
-"""Browsers (CORS, the pixel API), per-source rate limits and trusted proxies."""
+"""Browsers (CORS, the pixel API, the settings browser libraries load), per-source rate limits
+and trusted proxies."""
 
 from __future__ import annotations
 
