@@ -10,8 +10,9 @@
   names no other destination and no remote plugin, and turns the library's usage metrics off
   (``metrics.sampleRate`` 0): they would be posted to ``api.segment.io/v1/m``.
 * RudderStack's JavaScript SDK fetches ``{configUrl}/sourceConfig/?writeKey=…`` (its control
-  plane unless the site sets ``configUrl``; the key also as HTTP Basic) and sends to the data
-  plane URL it was loaded with. The config names the source, no device-mode destination,
+  plane unless the site sets ``configUrl``; the key also as HTTP Basic), its mobile SDKs
+  ``{controlPlaneUrl}/sourceConfig?p=…`` (the key as HTTP Basic), and they send to the data
+  plane URL they were given. The config names the source, no device-mode destination,
   and neither error nor metrics reporting to RudderStack.
 
 Both answer only for an enabled source's write key (404 otherwise: a 401's Basic challenge
@@ -194,19 +195,22 @@ async def segment_settings(
 
 @router.get(
     RUDDERSTACK_CONFIG,
-    summary="The source configuration RudderStack's JavaScript SDK loads.",
+    summary="The source configuration RudderStack's SDKs load.",
     response_model=RudderStackConfig,
     responses=_ERRORS,
 )
+# RudderStack's Android and iOS SDKs ask without the slash.
+@router.get(RUDDERSTACK_CONFIG.rstrip("/"), include_in_schema=False)
 async def rudderstack_config(
     request: Request,
     writeKey: Annotated[
         str | None, Query(max_length=_MAX_WRITE_KEY, description="The write key.")
     ] = None,
 ) -> Response:
-    """Point RudderStack's JavaScript SDK at Percorso for its source configuration too: load
-    it with `configUrl` set to Percorso's address (and the data plane URL, as before). The
-    write key comes as `writeKey` or as the HTTP Basic user name, as the SDK sends them."""
+    """Point RudderStack's SDKs at Percorso for their source configuration too: the
+    JavaScript SDK's `configUrl`, the mobile SDKs' control plane URL, set to Percorso's
+    address (and the data plane URL, as before). The write key comes as `writeKey` or as the
+    HTTP Basic user name, as the SDKs send them (`/sourceConfig` without the slash too)."""
     source, key = await _browser_source(request, writeKey or presented_write_key(request))
     config = RudderStackConfig(source=RudderStackSource(id=str(source.id), writeKey=key))
     # A key sent as a header does not change the URL: no shared cache may keep the answer.

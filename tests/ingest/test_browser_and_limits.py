@@ -291,6 +291,11 @@ async def test_rudderstack_source_config_names_the_source_and_nothing_else(
     assert response.headers["cache-control"] == "public, max-age=300"
     by_header = await client.get("/sourceConfig/", headers=basic(key))
     assert by_header.json() == response.json()
+    # As RudderStack's Android and iOS SDKs ask: no slash, the key as HTTP Basic only.
+    mobile = await client.get(
+        "/sourceConfig", params={"p": "android", "v": "1.20"}, headers=basic(key)
+    )
+    assert (mobile.status_code, mobile.json()) == (200, response.json())
     # The URL does not name the key: a shared cache must not answer other keys with it.
     assert by_header.headers["cache-control"] == "private, max-age=300"
     refused = await client.get(
