@@ -5,22 +5,19 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.identity.identifiers import IdentityConfig
+from app.kit.urls import absolute_http_url
 
 Environment = Literal["development", "test", "production"]
 
 
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL with a host: {value[:100]!r}")
-    if parts.username is not None or parts.query or parts.fragment:
-        raise ValueError("a base URL has no user name, query or fragment")
+def _base_url(value: str) -> str:
+    if (parts := absolute_http_url(value, "a base URL")).query or parts.fragment:
+        raise ValueError("a base URL has no query or fragment")
     return value
 
 
@@ -106,7 +103,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     # Public base URL of the API (http or https): for the links `percorso email link|pixel`
     # print, and where the settings analytics.js loads send browsers.
-    public_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    public_url: Annotated[str, AfterValidator(_base_url)] | None = None
     # A click this soon after the send time a token carries is a link scanner's.
     email_scanner_window_s: float = Field(default=2.0, ge=0)
 

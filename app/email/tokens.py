@@ -25,12 +25,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from app.email.keys import source_key
 from app.errors import InvalidRequest
+from app.kit.urls import absolute_http_url
 
 VERSION = 1
 TAG_BYTES = 16
@@ -136,13 +136,7 @@ def check_url(url: object) -> str:
     Raises ``ValueError``."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL:
         raise ValueError(f"a destination URL is 1 to {MAX_URL} characters")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
-        raise ValueError("a destination URL may not contain spaces or control characters")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("a destination URL must be absolute http:// or https://")
-    if parts.username or parts.password:
-        raise ValueError("a destination URL may not carry credentials")
+    absolute_http_url(url, "a destination URL")
     return url
 
 

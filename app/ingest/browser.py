@@ -43,7 +43,7 @@ router = APIRouter(tags=["tracking"])
 SEGMENT_SETTINGS = "/v1/projects/{write_key}/settings"
 RUDDERSTACK_CONFIG = "/sourceConfig/"
 # Paths of this module's routes, for the tracking API's CORS policy.
-BROWSER_SETTINGS_PREFIXES = ("/v1/projects/", "/sourceConfig")
+BROWSER_SETTINGS_PREFIXES = (SEGMENT_SETTINGS.split("{")[0], RUDDERSTACK_CONFIG.rstrip("/"))
 
 # Browsers fetch the document on every page load; it changes only with the deployment.
 MAX_AGE_S = 300
@@ -134,7 +134,7 @@ def tracking_api(
     :class:`InvalidRequest` for a ``Host`` header that names no host."""
     if public_url:  # an http(s) URL with a host (Settings checks)
         parts = urlsplit(public_url)
-        return _PROTOCOLS[parts.scheme.lower()], f"{parts.netloc}{parts.path.rstrip('/')}/v1"
+        return _PROTOCOLS[parts.scheme], f"{parts.netloc}{parts.path.rstrip('/')}/v1"
     protocol = _PROTOCOLS.get(request.url.scheme, "http")
     host = request.headers.get("host", "")
     peer = request.client.host if request.client else None
