@@ -17,6 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.kit import openapi
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://percorso.dev/problems/"
 
@@ -186,14 +188,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, on_database)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    generate = app.openapi
-
-    def document() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = _document_problems(generate())
-        return app.openapi_schema
-
-    app.openapi = document  # type: ignore[method-assign]
+    openapi.amend(app, _document_problems)
 
 
 # FastAPI documents its 422 as a JSON body of these schemas; the answer is a Problem.

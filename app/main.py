@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.auth.dependencies import document_write_keys
 from app.auth.service import Authenticator
 from app.config import Settings
 from app.contacts.endpoints import router as contacts_router
@@ -30,7 +31,7 @@ from app.ingest.publisher import Publisher
 from app.ingest.ratelimit import RateLimiter
 from app.journey.endpoints import router as journey_router
 from app.journey.model import load_model
-from app.kit import gc
+from app.kit import gc, openapi
 from app.kit.direct import DirectRoutes
 from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.endpoints import router as timeline_router
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    openapi.amend(app, document_write_keys)
     # Inside the CORS policy: the tracking calls' POSTs, timeline pages and profiles skip
     # FastAPI's routing (app.kit.direct).
     app.add_middleware(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -72,3 +73,37 @@ async def test_the_tests_check_each_answer_against_the_document() -> None:
     for response, message in wrong:
         with pytest.raises(AssertionError, match=message):
             await check(response)
+
+
+def test_operations_taking_a_write_key_declare_it() -> None:
+    """As HTTP Basic or X-Write-Key, or (the empty alternative) in the request itself; the
+    operations that take none, or a read token, declare no write key."""
+    document = create_app().openapi()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["WriteKey"]["type"] == "http"
+    assert schemes["WriteKey"]["scheme"] == "basic"
+    assert (schemes["WriteKeyHeader"]["in"], schemes["WriteKeyHeader"]["name"]) == (
+        "header",
+        "X-Write-Key",
+    )
+    declared = {
+        f"{method.upper()} {path}": operation.get("security")
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+    writes = {
+        name
+        for name in declared
+        if name.startswith("POST ") and "tracking" in _tags(document, name)
+    } | {"POST /v1/contacts", "GET /sourceConfig/"}
+    assert len(writes) == 18  # 6 calls, their short paths, 3 batch paths, the beacon, 2 more
+    either = [{"WriteKey": []}, {"WriteKeyHeader": []}, {}]
+    assert {name: declared[name] for name in writes} == dict.fromkeys(writes, either)
+    others = {declared[name] and tuple(declared[name][0]) for name in set(declared) - writes}
+    assert others == {None, ("HTTPBearer",)}
+
+
+def _tags(document: dict[str, Any], name: str) -> list[str]:
+    method, path = name.split(" ", 1)
+    tags: list[str] = document["paths"][path][method.lower()]["tags"]
+    return tags

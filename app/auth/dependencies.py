@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
@@ -46,3 +46,33 @@ def presented_write_key(request: Request) -> str | None:
         user, _, _password = decoded.partition(":")
         return user or None
     return request.headers.get("x-write-key") or None
+
+
+# The write key in the OpenAPI document, as `presented_write_key` reads it (no FastAPI
+# dependency checks it: the tracking calls skip FastAPI's routing, app.kit.direct). Every
+# operation that takes it also takes it in the request itself (the body's `writeKey`, or
+# the URL's), hence the last, empty alternative.
+WRITE_KEY_SCHEMES: dict[str, dict[str, str]] = {
+    "WriteKey": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "A source's write key as the user name, with no password, as Segment's"
+        " and RudderStack's libraries send it. Each operation that takes a write key also"
+        " takes it in the request: a `writeKey` in the body, or in the URL where it says so.",
+    },
+    "WriteKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Write-Key",
+        "description": "A source's write key.",
+    },
+}
+_IN_THE_REQUEST: dict[str, list[str]] = {}
+WRITE_KEY_SECURITY = [*({name: []} for name in WRITE_KEY_SCHEMES), _IN_THE_REQUEST]
+
+
+def document_write_keys(document: dict[str, Any]) -> dict[str, Any]:
+    """Declare the write key's schemes (for `app.kit.openapi.amend`)."""
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.update(WRITE_KEY_SCHEMES)
+    return document

@@ -7,7 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from app.auth.dependencies import ReadAccess, authenticator, presented_write_key
+from app.auth.dependencies import (
+    WRITE_KEY_SECURITY,
+    ReadAccess,
+    authenticator,
+    presented_write_key,
+)
 from app.contacts import service
 from app.contacts.schemas import (
     MAX_CONTACTS,
@@ -38,6 +43,7 @@ MAX_CONTACTS_BYTES = 4 * 1024 * 1024
         503: {"description": "The broker did not acknowledge; retry after `Retry-After` seconds."},
     },
     openapi_extra={
+        "security": WRITE_KEY_SECURITY,
         "requestBody": {
             "required": True,
             "content": {
@@ -56,7 +62,7 @@ MAX_CONTACTS_BYTES = 4 * 1024 * 1024
                     },
                 }
             },
-        }
+        },
     },
 )
 async def upsert_contacts(

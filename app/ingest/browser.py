@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth.dependencies import authenticator, presented_write_key
+from app.auth.dependencies import WRITE_KEY_SECURITY, authenticator, presented_write_key
 from app.auth.service import SourceInfo
 from app.config import Settings
 from app.errors import InvalidRequest, NotFound, Unauthorized
@@ -198,6 +198,7 @@ async def segment_settings(
     summary="The source configuration RudderStack's SDKs load.",
     response_model=RudderStackConfig,
     responses=_ERRORS,
+    openapi_extra={"security": WRITE_KEY_SECURITY},
 )
 # RudderStack's Android and iOS SDKs ask without the slash.
 @router.get(RUDDERSTACK_CONFIG.rstrip("/"), include_in_schema=False)

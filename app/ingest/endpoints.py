@@ -13,7 +13,7 @@ from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from app.auth.dependencies import authenticator, presented_write_key
+from app.auth.dependencies import WRITE_KEY_SECURITY, authenticator, presented_write_key
 from app.auth.service import SourceInfo
 from app.config import Settings
 from app.errors import InvalidRequest, PayloadTooLarge, ProblemError
@@ -224,13 +224,15 @@ def _batch_schema() -> dict[str, Any]:
     return schema
 
 
-def _request_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+def _operation(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
+    """A tracking call's body and credentials, for the OpenAPI document."""
     content = {"schema": schema, "examples": examples}
     return {
         "requestBody": {
             "required": True,
             "content": {"application/json": content, "text/plain": content},
-        }
+        },
+        "security": WRITE_KEY_SECURITY,
     }
 
 
@@ -302,7 +304,7 @@ for _path, _label in (
         response_model=IngestResponse,
         summary=_label,
         responses=ERRORS,
-        openapi_extra=_request_body(_batch_schema(), BATCH_EXAMPLES),
+        openapi_extra=_operation(_batch_schema(), BATCH_EXAMPLES),
     )
 
 
@@ -315,7 +317,7 @@ beacon_router.add_api_route(
     summary="/v1/batch as RudderStack's SDK sends it with sendBeacon.",
     responses=ERRORS,
     openapi_extra={
-        **_request_body(_batch_schema(), BATCH_EXAMPLES),
+        **_operation(_batch_schema(), BATCH_EXAMPLES),
         "parameters": [
             {
                 "name": "writeKey",
@@ -341,7 +343,7 @@ for _call, _summary in _CALLS.items():
             response_model=IngestResponse,
             summary=_label,
             responses=ERRORS,
-            openapi_extra=_request_body(_call_schema(_call), CALL_EXAMPLES[_call]),
+            openapi_extra=_operation(_call_schema(_call), CALL_EXAMPLES[_call]),
         )
 
 
