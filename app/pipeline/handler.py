@@ -386,7 +386,13 @@ class BatchHandler:
                     raise
                 PIPELINE_RETRIES.labels(_RETRY_REASON[type(exc)]).inc()
                 delay = min(2.0, 0.02 * 2**attempt) * (0.5 + random.random())  # noqa: S311
-                log.info("retrying batch after %s (attempt %d)", type(exc).__name__, attempt)
+                log.info(
+                    "retrying %d events after %s (%s; attempt %d)",
+                    len(touchpoints),
+                    type(exc).__name__,
+                    _short(exc),
+                    attempt,
+                )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -4,6 +4,7 @@ loses and duplicates nothing; poison messages are dead-lettered and the stream g
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -198,7 +199,11 @@ async def test_an_undecodable_message_is_dead_lettered_and_the_events_after_it_a
 
 
 async def test_events_stored_by_another_consumer_after_the_dedupe_read_are_retried_not_lost(
-    handle: Any, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+    handle: Any,
+    db: AsyncEngine,
+    source_id: uuid.UUID,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A redelivered batch can race the consumer that first stored it: the dedupe read
     misses its events, the COPY hits the unique key, and the batch is retried (the dedupe
@@ -217,9 +222,14 @@ async def test_events_stored_by_another_consumer_after_the_dedupe_read_are_retri
     retries = PIPELINE_RETRIES.labels("stale_read")
     before = retries._value.get()
     later = [touchpoint(source_id, user_id="u1", message_id="m-3", at=3)]
-    outcome = await handle(first + later)
+    with caplog.at_level(logging.INFO, logger=handler_module.__name__):
+        outcome = await handle(first + later)
     assert (outcome.stored, outcome.duplicates, outcome.dead_letters) == (1, 3, [])
     assert retries._value.get() == before + 1
+    # The log says why, for how many events.
+    assert [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()] == [
+        "retrying 4 events after StaleRead (events were stored concurrently; attempt 1)"
+    ]
     assert await scalar(db, "SELECT count(*) FROM events") == 4
     assert await scalar(db, "SELECT count(*) FROM dead_letters") == 0
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == 4
