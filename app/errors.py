@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.kit import openapi
+from app import openapi
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://percorso.dev/problems/"

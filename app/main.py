@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app import openapi
 from app.auth.dependencies import document_write_keys
 from app.auth.service import Authenticator
 from app.config import Settings
@@ -31,7 +32,7 @@ from app.ingest.publisher import Publisher
 from app.ingest.ratelimit import RateLimiter
 from app.journey.endpoints import router as journey_router
 from app.journey.model import load_model
-from app.kit import gc, openapi
+from app.kit import gc
 from app.kit.direct import DirectRoutes
 from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.endpoints import router as timeline_router

@@ -1,11 +1,30 @@
-"""The OpenAPI document, rendered deterministically (``percorso openapi``; a test compares
-it with ``openapi/openapi.json``)."""
+"""The OpenAPI document: edits made to it when FastAPI first builds it (:func:`amend`), and
+its deterministic rendering (``percorso openapi``; a test compares it with
+``openapi/openapi.json``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
 
 from app.config import Settings
+
+Document = dict[str, Any]
+
+
+def amend(app: FastAPI, edit: Callable[[Document], Document]) -> None:
+    """Pass ``app``'s OpenAPI document through ``edit`` (after any edit installed before)."""
+    generate = app.openapi
+
+    def document() -> Document:
+        if app.openapi_schema is None:
+            app.openapi_schema = edit(generate())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
 
 
 def render() -> str:

@@ -72,7 +72,7 @@ WRITE_KEY_SECURITY = [*({name: []} for name in WRITE_KEY_SCHEMES), _IN_THE_REQUE
 
 
 def document_write_keys(document: dict[str, Any]) -> dict[str, Any]:
-    """Declare the write key's schemes (for `app.kit.openapi.amend`)."""
+    """Declare the write key's schemes (for `app.openapi.amend`)."""
     schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
     schemes.update(WRITE_KEY_SCHEMES)
     return document
