@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -35,6 +36,19 @@ def _not_true_or_false(value: Any) -> Any:
 # true or false, which pydantic would take for 1 and 0: every call sending `"userId": false`
 # would be one person, "0". (msgspec, strict, refuses them as it is.)
 Id = Annotated[str | int, BeforeValidator(_not_true_or_false)]
+# A time as Segment's libraries send it (RFC 3339 text), or as pydantic's parser also takes
+# it (other ISO 8601 forms, and Unix times: `app.ingest.service._time`), as documented.
+Timestamp = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number", "description": "Unix time, in seconds or milliseconds"},
+            ]
+        }
+    ),
+]
 # An event, page, screen or category name, for the msgspec models.
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 
@@ -57,10 +71,10 @@ class SegmentMessage(BaseModel):
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
-    timestamp: datetime | None = None
-    originalTimestamp: datetime | None = None
-    sentAt: datetime | None = None
-    receivedAt: datetime | None = None
+    timestamp: Timestamp | None = None
+    originalTimestamp: Timestamp | None = None
+    sentAt: Timestamp | None = None
+    receivedAt: Timestamp | None = None
     writeKey: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -157,7 +171,7 @@ class BatchRequest(BaseModel):
 
     batch: list[dict[str, Any]] = Field(max_length=MAX_BATCH_EVENTS)
     context: dict[str, Any] | None = None
-    sentAt: datetime | None = None
+    sentAt: Timestamp | None = None
     writeKey: str | None = None
 
 

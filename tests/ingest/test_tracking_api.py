@@ -218,6 +218,27 @@ async def test_event_times_are_kept_in_utc_whatever_offset_they_were_sent_with(
     assert (outcome.stored, outcome.dead_letters) == (2, [])
 
 
+async def test_event_times_are_rfc_3339_text_or_unix_times_as_documented(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    """Segment's libraries send RFC 3339 text; a Unix time (seconds, or milliseconds) is
+    taken too, and the OpenAPI document says both."""
+    source, key = await make_source()
+    sent = {"Text": "2023-11-14T22:13:20Z", "Seconds": 1_700_000_000, "Millis": 1_700_000_000_000}
+    for name, at in sent.items():
+        body = {"userId": "ada", "event": name, "timestamp": at}
+        assert (await client.post("/v1/track", json=body, headers=basic(key))).status_code == 200
+    by_event = {tp.event: tp.occurred_at for tp in await topic.touchpoints(source.id, 3)}
+    assert by_event == dict.fromkeys(sent, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC))
+    document = (await client.get("/openapi.json")).json()
+    schema = document["paths"]["/v1/track"]["post"]["requestBody"]["content"]["application/json"]
+    assert schema["schema"]["properties"]["timestamp"]["anyOf"] == [
+        {"type": "string", "format": "date-time"},
+        {"type": "number", "description": "Unix time, in seconds or milliseconds"},
+        {"type": "null"},
+    ]
+
+
 async def test_a_batch_sent_at_corrects_every_event(
     client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
 ) -> None:
