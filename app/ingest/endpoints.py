@@ -212,8 +212,10 @@ def _call_schema(call_type: str | None) -> dict[str, Any]:
             {"if": {"properties": {"type": {"const": kind}}}, "then": _needing(fields)}
             for kind, fields in NEEDS.items()
         ]
-    elif call_type in NEEDS:
-        rules.append(_needing(NEEDS[call_type]))
+    else:
+        schema["properties"]["type"] = {"description": "Ignored: the path is the call's type."}
+        if call_type in NEEDS:
+            rules.append(_needing(NEEDS[call_type]))
     schema["allOf"] = rules
     return schema
 
