@@ -27,6 +27,26 @@ def amend(app: FastAPI, edit: Callable[[Document], Document]) -> None:
     app.openapi = document  # type: ignore[method-assign]
 
 
+def inline(schema: Document) -> Document:
+    """A pydantic model's JSON schema with its ``$defs`` written in place of their
+    references, for a request body documented by hand (``openapi_extra``), where a
+    reference to ``#/$defs/…`` would point at nothing."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: Document = resolve(schema)
+    return resolved
+
+
 def render() -> str:
     from app.main import create_app
 

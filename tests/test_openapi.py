@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.contacts.service import ContactRejected, contact_message
 from app.errors import PROBLEM_JSON
 from app.main import create_app
 from app.openapi import render
@@ -107,3 +108,25 @@ def _tags(document: dict[str, Any], name: str) -> list[str]:
     method, path = name.split(" ", 1)
     tags: list[str] = document["paths"][path][method.lower()]["tags"]
     return tags
+
+
+def test_a_contact_is_documented_as_the_api_checks_it() -> None:
+    """Its fields (no reference left dangling), no others, and at least one of the
+    identifiers that `contact_message` asks for: each one alone makes a valid contact."""
+    document = create_app().openapi()
+    body = document["paths"]["/v1/contacts"]["post"]["requestBody"]["content"]
+    contact = body["application/json"]["schema"]["properties"]["contacts"]["items"]
+    assert "$ref" not in str(contact)
+    assert contact["additionalProperties"] is False
+    assert contact["properties"]["external_ids"]["items"]["required"] == ["id", "type"]
+    alone = {
+        "crm_id": "CRM-1",
+        "email": "ada@example.com",
+        "phone": "+39 333 123 4567",
+        "external_ids": [{"id": "LC-1", "type": "loyalty_card"}],
+    }
+    assert [rule["required"] for rule in contact["anyOf"]] == [[name] for name in alone]
+    for name, value in alone.items():
+        contact_message({name: value})  # valid
+    with pytest.raises(ContactRejected):
+        contact_message({"traits": {"name": "Nobody"}})

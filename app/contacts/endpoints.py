@@ -17,9 +17,9 @@ from app.contacts import service
 from app.contacts.schemas import (
     MAX_CONTACTS,
     ChangesPage,
-    ContactsRequest,
     ContactsResponse,
     ContactVerdict,
+    contacts_request_schema,
 )
 from app.customers.endpoints import TOKEN_ERRORS
 from app.db import ReadSessionDep
@@ -48,7 +48,7 @@ MAX_CONTACTS_BYTES = 4 * 1024 * 1024
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": ContactsRequest.model_json_schema(),
+                    "schema": contacts_request_schema(),
                     "example": {
                         "contacts": [
                             {

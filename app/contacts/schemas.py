@@ -9,7 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.customers.schemas import IdentityOut
-from app.ingest.schemas import Id
+from app.ingest.schemas import Id, Timestamp
+from app.openapi import inline
 
 MAX_CONTACTS = 1_000
 
@@ -34,7 +35,7 @@ class Contact(BaseModel):
     phone: str | None = Field(default=None, max_length=64, examples=["+39 333 123 4567"])
     traits: dict[str, Any] = Field(default_factory=dict, examples=[{"name": "Ada", "tier": "gold"}])
     external_ids: list[ExternalId] = Field(default_factory=list, max_length=50)
-    updated_at: datetime | None = Field(
+    updated_at: Timestamp | None = Field(
         default=None, description="When the CRM last changed the contact (the event time)."
     )
     message_id: str | None = Field(
@@ -43,7 +44,23 @@ class Contact(BaseModel):
 
 
 class ContactsRequest(BaseModel):
+    # Each contact is validated on its own (a verdict each), so the request takes any objects.
     contacts: list[dict[str, Any]] = Field(max_length=MAX_CONTACTS)
+
+
+def contacts_request_schema() -> dict[str, Any]:
+    """:class:`ContactsRequest` for the document: its items are :class:`Contact`, which
+    needs at least one identifier (as ``app.contacts.service.contact_message`` checks)."""
+    schema = ContactsRequest.model_json_schema()
+    contact = inline(Contact.model_json_schema())
+    contact["anyOf"] = [
+        {"required": ["crm_id"], "properties": {"crm_id": {"not": {"type": "null"}}}},
+        *({"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+          for name in ("email", "phone")),
+        {"required": ["external_ids"], "properties": {"external_ids": {"minItems": 1}}},
+    ]  # fmt: skip
+    schema["properties"]["contacts"]["items"] = contact
+    return schema
 
 
 class ContactVerdict(BaseModel):
