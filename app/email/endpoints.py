@@ -21,7 +21,7 @@ from app.auth.dependencies import authenticator
 from app.config import Settings
 from app.email import machine
 from app.email.service import CLICKED, OPENED, email_touchpoint
-from app.email.tokens import EmailToken, InvalidToken, TokenSigner
+from app.email.tokens import MAX_TOKEN_CHARS, EmailToken, InvalidToken, TokenSigner
 from app.errors import ProblemError
 from app.ingest import pixel, service
 from app.ingest.endpoints import admit, identity_of, publisher_of, sender_context
@@ -40,7 +40,9 @@ TokenParam = Annotated[
     Query(
         alias="d",
         description="The signed token minted by `percorso email pixel` / `percorso email link`.",
-        examples=["AQGWx2k3…"],
+        examples=["AQGWx2k3Vn0tZXhhbXBsZQ"],
+        # Documented, not checked here: the token's own check words the 400 (no redirect).
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$", "maxLength": MAX_TOKEN_CHARS},
     ),
 ]
 _BAD_TOKEN: dict[int | str, dict[str, Any]] = {
