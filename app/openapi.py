@@ -27,24 +27,22 @@ def amend(app: FastAPI, edit: Callable[[Document], Document]) -> None:
     app.openapi = document  # type: ignore[method-assign]
 
 
-def inline(schema: Document) -> Document:
-    """A pydantic model's JSON schema with its ``$defs`` written in place of their
-    references, for a request body documented by hand (``openapi_extra``), where a
-    reference to ``#/$defs/…`` would point at nothing."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    resolved: Document = resolve(schema)
-    return resolved
+def inline(schema: Any, defs: Document | None = None) -> Any:
+    """``schema`` with its ``#/$defs/…`` references replaced by what they name (``defs``,
+    else the schema's own ``$defs``, which it then drops): for a schema that stands alone in
+    the document (a query parameter's, a request body documented by hand), where such a
+    reference would point at nothing."""
+    if defs is None and isinstance(schema, dict) and "$defs" in schema:
+        schema = dict(schema)
+        defs = schema.pop("$defs")
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and defs:
+            return inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: inline(value, defs) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [inline(value, defs) for value in schema]
+    return schema
 
 
 def render() -> str:

@@ -31,6 +31,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from app.openapi import inline
+
 
 class QueryModel(BaseModel):
     """Subclass it with one field per query parameter."""
@@ -79,7 +81,7 @@ def parameters(model: type[QueryModel]) -> dict[str, Any]:
             "in": "query",
             "name": name,
             "required": field.is_required(),
-            "schema": _inline(schema["properties"][name], defs),
+            "schema": inline(schema["properties"][name], defs),
         }
         if field.description:
             entry["description"] = entry["schema"].pop("description", field.description)
@@ -92,16 +94,3 @@ def _is_list(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_is_list(arg) for arg in typing.get_args(annotation))
     return origin is list
-
-
-def _inline(schema: Any, defs: dict[str, Any]) -> Any:
-    """``schema`` with its ``#/$defs/…`` references replaced by what they name: a
-    parameter's schema stands alone in the document."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
-        return {key: _inline(value, defs) for key, value in schema.items()}
-    if isinstance(schema, list):
-        return [_inline(value, defs) for value in schema]
-    return schema
