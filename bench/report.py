@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 import psutil
 
+from bench import targets
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # Keys every results file carries (null when a phase did not run; listed in not_measured).
@@ -89,6 +91,16 @@ class Report:
                     for i, (c, w) in enumerate(zip(shown, widths, strict=True))
                 ).rstrip()
             )
+        out += ["", "targets (issue 6)"]
+        judged = targets.judged(self.values)
+        goals = max(len(t["goal"]) for t in judged)
+        shown = [_fmt(t["value"], t["unit"]) for t in judged]
+        values = max(map(len, shown))
+        for target, value in zip(judged, shown, strict=True):
+            verdict = target["verdict"]
+            if target["why_not_judged"]:
+                verdict += f": {target['why_not_judged']}"
+            out.append(f"  {target['goal'].ljust(goals)}  {value.rjust(values)}  {verdict}")
         for role, views in self.profiles.items():
             for view, top in views.items():
                 out.append("")
@@ -109,6 +121,7 @@ class Report:
             "config": config,
             "machine": machine(),
             "table": [asdict(r) for r in self.rows],
+            "targets": targets.judged(values),
             "profiles": {
                 role: {
                     view: [{"frame": f, "pct": round(p, 2)} for f, p in top]

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -18,8 +19,9 @@ from app.config import Settings
 from app.db import create_pool
 from app.kit import embedded
 from app.timeline.writes import COLUMNS
-from bench import ab, callgrind, handler, phases, reads
+from bench import ab, callgrind, handler, phases, reads, targets
 from bench.loadgen import LoadResult
+from bench.report import Report
 from bench.stack import Stack
 from tests.factories import touchpoint
 
@@ -318,3 +320,93 @@ async def test_ab_runs_the_handler_loop_in_a_checkout(pg_admin_url: str) -> None
     assert numbers["raw_copy_rows_per_s"] > 0
     assert {"handler", "decode workers"} <= set(numbers["cpu_us_per_event"])
     assert numbers["cpu_us_per_event"]["handler"] > 0
+
+
+# A full run's results, at every target's condition.
+_AT_CONDITIONS: dict[str, Any] = {
+    "pipeline_ratio": 0.41,
+    "ingest_ratio": 0.45,
+    "track_p99_ms": 6.2,
+    "track_rate_per_s": 998.0,
+    "freshness_p95_ms": 171.0,
+    "freshness_achieved_events_per_s": 1_990.0,
+    "timeline_p99_ms": 19.7,
+    "events_in_db": 2_083_501,
+    "reads_heavy_customer_events": 10_000,
+    "consumer_rss_mb_per_100k_events": -9.5,
+}
+
+
+def _verdicts(values: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["verdict"] for t in targets.judged(values)}
+
+
+def test_each_target_is_met_or_missed_on_its_side_of_the_limit() -> None:
+    assert _verdicts(_AT_CONDITIONS) == {
+        "pipeline_ratio": "met",
+        "ingest_ratio": "missed",
+        "track_p99_ms": "met",
+        "freshness_p95_ms": "met",
+        "timeline_p99_ms": "met",
+        "consumer_rss_mb_per_100k_events": "met",
+    }
+    at_limits = {
+        **_AT_CONDITIONS,
+        "pipeline_ratio": 0.40,  # at least: met
+        "ingest_ratio": 0.60,
+        "track_p99_ms": 25.0,  # under: missed
+        "timeline_p99_ms": 20.0,
+        "freshness_p95_ms": 1_000.0,
+        "consumer_rss_mb_per_100k_events": 10.0,
+    }
+    assert set(_verdicts(at_limits).values()) == {"met", "missed"}
+    assert [k for k, v in _verdicts(at_limits).items() if v == "met"] == [
+        "pipeline_ratio",
+        "ingest_ratio",
+    ]
+
+
+def test_a_target_is_not_judged_away_from_its_condition_or_unmeasured() -> None:
+    quick = {
+        **_AT_CONDITIONS,
+        "events_in_db": 100_000,  # a quick run's reads
+        "freshness_achieved_events_per_s": 1_500.0,  # the machine fell behind the rate
+        "track_rate_per_s": None,
+        "pipeline_ratio": None,  # no bare or raw COPY measured
+    }
+    judged = {t["key"]: t for t in targets.judged(quick)}
+    assert judged["timeline_p99_ms"]["verdict"] == "not at its condition"
+    assert "100,000 events stored" in judged["timeline_p99_ms"]["why_not_judged"]
+    assert judged["freshness_p95_ms"]["verdict"] == "not at its condition"
+    assert "1,500 events/s, not 2,000" in judged["freshness_p95_ms"]["why_not_judged"]
+    assert judged["track_p99_ms"]["verdict"] == "not at its condition"
+    assert judged["pipeline_ratio"]["verdict"] == "not measured"
+    assert judged["ingest_ratio"]["verdict"] == "missed"
+
+
+def test_the_table_and_the_results_file_give_the_verdicts(tmp_path: Path) -> None:
+    report = Report()
+    report.set(**_AT_CONDITIONS)
+    table = report.table()
+    lines = table.splitlines()
+    shown = lines[lines.index("targets (issue 6)") + 1 :]
+    assert [[cell.strip() for cell in line.split("  ")[-2:]] for line in shown] == [
+        ["0.41", "met"],
+        ["0.45", "missed"],
+        ["6.2 ms", "met"],
+        ["171 ms", "met"],
+        ["19.7 ms", "met"],
+        ["-9.5 MB", "met"],
+    ]
+    assert shown[1].strip().startswith("/v1/batch ≥ 0.60 of the bare endpoint")
+    latest, _ = report.write({}, tmp_path)
+    written = orjson.loads(latest.read_bytes())["targets"]
+    assert [t["verdict"] for t in written] == list(_verdicts(_AT_CONDITIONS).values())
+    assert written[1] == {
+        "key": "ingest_ratio",
+        "goal": "/v1/batch ≥ 0.60 of the bare endpoint",
+        "value": 0.45,
+        "unit": "ratio",
+        "verdict": "missed",
+        "why_not_judged": None,
+    }
