@@ -91,16 +91,15 @@ class Report:
                     for i, (c, w) in enumerate(zip(shown, widths, strict=True))
                 ).rstrip()
             )
-        out += ["", "targets (issue 6)"]
+        out += ["", "targets"]
         judged = targets.judged(self.values)
-        goals = max(len(t["goal"]) for t in judged)
-        shown = [_fmt(t["value"], t["unit"]) for t in judged]
-        values = max(map(len, shown))
-        for target, value in zip(judged, shown, strict=True):
+        texts = [_fmt(t["value"], t["unit"]) for t in judged]
+        goals, values = max(len(t["goal"]) for t in judged), max(map(len, texts))
+        for target, text in zip(judged, texts, strict=True):
             verdict = target["verdict"]
             if target["why_not_judged"]:
                 verdict += f": {target['why_not_judged']}"
-            out.append(f"  {target['goal'].ljust(goals)}  {value.rjust(values)}  {verdict}")
+            out.append(f"  {target['goal'].ljust(goals)}  {text.rjust(values)}  {verdict}")
         for role, views in self.profiles.items():
             for view, top in views.items():
                 out.append("")

@@ -389,7 +389,7 @@ def test_the_table_and_the_results_file_give_the_verdicts(tmp_path: Path) -> Non
     report.set(**_AT_CONDITIONS)
     table = report.table()
     lines = table.splitlines()
-    shown = lines[lines.index("targets (issue 6)") + 1 :]
+    shown = lines[lines.index("targets") + 1 :]
     assert [[cell.strip() for cell in line.split("  ")[-2:]] for line in shown] == [
         ["0.41", "met"],
         ["0.45", "missed"],
