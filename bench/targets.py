@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 Values = Mapping[str, Any]
 Verdict = Literal["met", "missed", "not measured", "not at its condition"]
+Condition = Callable[[Values], str | None]
 
 # How far a steady load may fall short of the rate a target names and still be that load.
 RATE_TOLERANCE = 0.05
@@ -21,15 +22,18 @@ READ_DB_EVENTS = 2_000_000
 HEAVY_EVENTS = 10_000
 
 
-def _at_rate(key: str, rate: float, unit: str) -> Callable[[Values], str | None]:
+def _at_rate(key: str, rate: int, unit: str) -> dict[str, Any]:
+    """A target's condition of a steady load at ``rate`` (measured under ``key``): its text,
+    and the check."""
+
     def condition(values: Values) -> str | None:
         achieved = values.get(key)
         if achieved is None or achieved < rate * (1 - RATE_TOLERANCE):
             shown = "nothing" if achieved is None else f"{achieved:,.0f}"
-            return f"measured at {shown} {unit}, not {rate:,.0f}"
+            return f"measured at {shown} {unit}, not {rate:,}"
         return None
 
-    return condition
+    return {"at": f"at {rate:,} {unit}", "condition": condition}
 
 
 def _reads_at_size(values: Values) -> str | None:
@@ -45,12 +49,19 @@ def _reads_at_size(values: Values) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Target:
     key: str  # the results key judged
-    goal: str
+    name: str  # what is measured
     limit: float
     below: bool  # True: the value must stay under `limit`; False: reach it at least
     unit: str
+    at: str = ""  # the target's condition, as its goal states it
     # Why the run did not measure the value at the target's condition; None when it did.
-    condition: Callable[[Values], str | None] = lambda values: None
+    condition: Condition = lambda values: None
+
+    @property
+    def goal(self) -> str:
+        """The target as a sentence: "/v1/track p99 < 25 ms at 1,000 requests/s"."""
+        limit = f"{self.limit:.2f}" if self.unit == "ratio" else f"{self.limit:,.0f} {self.unit}"
+        return f"{self.name} {'<' if self.below else '≥'} {limit} {self.at}".rstrip()
 
     def judge(self, values: Values) -> tuple[Verdict, str | None]:
         """The verdict, and why a value was not judged."""
@@ -64,42 +75,17 @@ class Target:
 
 
 TARGETS = (
-    Target("pipeline_ratio", "pipeline ≥ 0.40 of a raw COPY", 0.40, below=False, unit="ratio"),
-    Target(
-        "ingest_ratio", "/v1/batch ≥ 0.60 of the bare endpoint", 0.60, below=False, unit="ratio"
-    ),
-    Target(
-        "track_p99_ms",
-        "/v1/track p99 < 25 ms at 1,000 requests/s",
-        25.0,
-        below=True,
-        unit="ms",
-        condition=_at_rate("track_rate_per_s", 1_000, "requests/s"),
-    ),
-    Target(
-        "freshness_p95_ms",
-        "accept → visible p95 < 1 s at 2,000 events/s",
-        1_000.0,
-        below=True,
-        unit="ms",
-        condition=_at_rate("freshness_achieved_events_per_s", 2_000, "events/s"),
-    ),
-    Target(
-        "timeline_p99_ms",
-        "timeline first page p99 < 20 ms, 2 M events stored",
-        20.0,
-        below=True,
-        unit="ms",
-        condition=_reads_at_size,
-    ),
-    Target(
-        "consumer_rss_mb_per_100k_events",
-        f"consumer RSS flat: grows < {FLAT_MB_PER_100K:.0f} MB per 100,000 events",
-        FLAT_MB_PER_100K,
-        below=True,
-        unit="MB",
-    ),
-)
+    Target("pipeline_ratio", "pipeline", 0.40, below=False, unit="ratio", at="of a raw COPY"),
+    Target("ingest_ratio", "/v1/batch", 0.60, below=False, unit="ratio", at="of the bare endpoint"),
+    Target("track_p99_ms", "/v1/track p99", 25, below=True, unit="ms",
+           **_at_rate("track_rate_per_s", 1_000, "requests/s")),
+    Target("freshness_p95_ms", "accept → visible p95", 1_000, below=True, unit="ms",
+           **_at_rate("freshness_achieved_events_per_s", 2_000, "events/s")),
+    Target("timeline_p99_ms", "timeline first page p99", 20, below=True, unit="ms",
+           at=f"with {READ_DB_EVENTS:,} events stored", condition=_reads_at_size),
+    Target("consumer_rss_mb_per_100k_events", "consumer RSS growth (flat)", FLAT_MB_PER_100K,
+           below=True, unit="MB", at="per 100,000 events"),
+)  # fmt: skip
 
 
 def judged(values: Values) -> list[dict[str, Any]]:
