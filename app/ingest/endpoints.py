@@ -292,6 +292,8 @@ async def batch(request: Request) -> Response:
 # endpoints take the bare request and return a response, so FastAPI's routing adds nothing.
 DIRECT_ROUTES: dict[str, Endpoint] = {}
 direct_route = exact("POST", DIRECT_ROUTES)
+# The batch paths' one document entry (FastAPI copies it into each operation it documents).
+_BATCH_OPERATION = _operation(_batch_schema(), BATCH_EXAMPLES)
 
 for _path, _label in (
     ("batch", "Send many calls at once."),
@@ -306,7 +308,7 @@ for _path, _label in (
         response_model=IngestResponse,
         summary=_label,
         responses=ERRORS,
-        openapi_extra=_operation(_batch_schema(), BATCH_EXAMPLES),
+        openapi_extra=_BATCH_OPERATION,
     )
 
 
@@ -319,7 +321,7 @@ beacon_router.add_api_route(
     summary="/v1/batch as RudderStack's SDK sends it with sendBeacon.",
     responses=ERRORS,
     openapi_extra={
-        **_operation(_batch_schema(), BATCH_EXAMPLES),
+        **_BATCH_OPERATION,
         "parameters": [
             {
                 "name": "writeKey",
