@@ -34,7 +34,7 @@ import orjson
 
 from app.auth.service import SourceInfo
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
-from app.ingest.publisher import partition_for
+from app.ingest.publisher import partitions_for
 from app.ingest.schemas import (
     MAX_EVENT_BYTES,
     MAX_MESSAGE_ID,
@@ -169,16 +169,19 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
     # Calls longer than this are measured against the size and nesting limits one by one.
     # A depth of 254 takes 508 bytes of brackets; when the body has too few brackets for any
     # of its calls to be that deep, only calls that might be too large are measured.
+    longest = max(map(len, calls))
     measured = 2 * _MAX_BRACKETS - 1
-    if _shallow(body, min(max(map(len, calls)), _SURELY_FITS)):
+    if _shallow(body, min(longest, _SURELY_FITS)):
         measured = _SURELY_FITS
+    if longest > measured and not all(
+        _within_limits(bytes(raw)) for raw in calls if len(raw) > measured
+    ):
+        return None
     anonymous_ids = _ANONYMOUS_IDS.answers(identity)
     user_ids = _USER_IDS.answers(identity)
     keys: list[bytes] = []
     # Per call, so written for speed: the verdict caches read here, helpers only on a miss.
-    for raw, call in zip(calls, typed, strict=True):
-        if len(raw) > measured and not _within_limits(bytes(raw)):
-            return None
+    for call in typed:
         anonymous_id, user_id = call.anonymousId, call.userId
         # A usable anonymousId or userId first: missing_field need not look for one.
         usable: bool | None = False
@@ -193,7 +196,10 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
         if not usable or missing_field(call, ids_optional=True):
             return None
         keys.append(
-            partition_key_of(
+            # Most calls carry an anonymousId as text: partition_key_of's answer, inline.
+            anonymous_id.encode()
+            if type(anonymous_id) is str and anonymous_id
+            else partition_key_of(
                 None if anonymous_id is None else str(anonymous_id),
                 None if user_id is None else str(user_id),
                 None,
@@ -269,8 +275,7 @@ def seal(
     partition, whatever path they took, and the pipeline's batches keep each person's events
     together."""
     groups: dict[int, tuple[bytes, list[msgspec.Raw]]] = {}
-    for raw, key in zip(calls, keys, strict=True):
-        partition = partition_for(key, partitions)
+    for raw, key, partition in zip(calls, keys, partitions_for(keys, partitions), strict=True):
         group = groups.get(partition)
         if group is None:
             groups[partition] = (key, [raw])
