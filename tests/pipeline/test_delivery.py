@@ -110,8 +110,7 @@ async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exa
 
     env = _consumer_env(settings, topic, group)
     command = [sys.executable, "-m", "app.cli", "consume"]
-    log = (tmp_path / "consumer.log").open("ab")
-    first = subprocess.Popen(command, env=env, stderr=log)
+    first = _started(command, env, tmp_path / "consumer.log")
     try:
 
         async def some_stored() -> bool:
@@ -126,7 +125,7 @@ async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exa
     stored_at_kill = await scalar(db, "SELECT count(*) FROM events")
     assert stored_at_kill < total, "the consumer finished before it could be killed; raise `total`"
 
-    second = subprocess.Popen(command, env=env, stderr=log)
+    second = _started(command, env, tmp_path / "consumer.log")
     try:
 
         async def all_stored() -> bool:
@@ -141,6 +140,13 @@ async def test_a_consumer_killed_mid_stream_and_restarted_stores_every_event_exa
     assert await scalar(db, "SELECT count(DISTINCT message_id) FROM events") == total
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == total
     assert await scalar(db, "SELECT count(*) FROM customers") == 200
+
+
+def _started(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The command running, its stderr appended to ``log`` (the child keeps its own copy of
+    the descriptor)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=env, stderr=out)
 
 
 async def test_an_undecodable_message_is_dead_lettered_and_the_events_after_it_are_stored(
