@@ -84,10 +84,10 @@ def published(
             for key, value in messages:
                 topic[partition_for(key, partitions)].append((value, 1))
             continue
-        keys = envelope.call_keys(body, whole.batch, arrival)
-        assert keys is not None, "the workload's requests all go as envelopes"
-        places = [partition_for(key, partitions) for key in keys]
-        for part, _, value in envelope.seal(whole.batch, keys, partitions, arrival):
+        admitted = envelope.admitted(body, whole.batch, arrival)
+        assert admitted is not None, "the workload's requests all go as envelopes"
+        places = [partition_for(key, partitions) for key in admitted.keys]
+        for part, _, value in envelope.seal(*admitted, partitions, arrival):
             topic[part].append((value, places.count(part)))
     return topic
 

@@ -276,10 +276,10 @@ async def batch(request: Request) -> Response:
         "sent_at": head.sentAt,
     }
     if whole is not None:
-        keys = envelope.call_keys(body, whole.batch, arrival)
-        if keys is not None:
+        admitted = envelope.admitted(body, whole.batch, arrival)
+        if admitted is not None:
             await publisher.publish_placed(
-                lambda partitions: envelope.seal(whole.batch, keys, partitions, arrival)
+                lambda partitions: envelope.seal(*admitted, partitions, arrival)
             )
             EVENTS_ACCEPTED.inc(len(items))
             return accepted(len(items))

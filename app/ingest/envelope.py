@@ -9,14 +9,15 @@ RudderStack's gateways stay near the HTTP stack's own speed.
 
 Guarantees:
 
-* :func:`call_keys` are only given for a batch whose every call the per-event path would
+* :func:`admitted` only admits a batch whose every call the per-event path would
   accept, so the client gets the answer that path would give (all accepted), and the
   pipeline builds every call. Anything else goes the per-event path, whose answer lists
   each rejection. A call the pipeline still cannot build is dead-lettered with the reason,
   never dropped.
 * Every call of an envelope carries its ``messageId``: a redelivered envelope builds the
   same events, and the dedupe key drops them. Only ``event_id`` (server-made) differs.
-* No write key travels: a call carrying one goes the per-event path, which drops it.
+* No write key travels: a call's own ``writeKey`` (analytics.js puts one in every call it
+  batches) is dropped from it first, as the per-event path drops it.
 * A call lands in the partition the per-event path would have given it: a request's
   calls go out as one envelope per partition (:func:`seal`).
 * Wire format: a JSON object whose first key is ``envelope`` (:func:`is_envelope`);
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 import orjson
@@ -88,8 +89,7 @@ class _Object(msgspec.Struct):
 
 class _Call(msgspec.Struct):
     """A call the per-event path accepts, as far as types and limits go: stricter than
-    :class:`app.ingest.schemas.SegmentCall` (a ``type``, a ``messageId``, RFC 3339 times,
-    no write key)."""
+    :class:`app.ingest.schemas.SegmentCall` (a ``type``, a ``messageId``, RFC 3339 times)."""
 
     type: CallType
     messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID)]
@@ -107,7 +107,7 @@ class _Call(msgspec.Struct):
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
     receivedAt: datetime | None = None
-    writeKey: None = None
+    writeKey: str | None = None
 
 
 class _Calls(msgspec.Struct):
@@ -149,10 +149,17 @@ def decode_batch(body: bytes) -> Batch | None:
         return None
 
 
-def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[bytes] | None:
-    """Each call's partition key, as the per-event path would key that call; or None unless
-    that path would accept every call, and there is one. ``calls`` are
-    :func:`decode_batch` of ``body``.
+class Admitted(NamedTuple):
+    """A batch's calls as they go out (:func:`seal`), and each one's partition key."""
+
+    calls: list[msgspec.Raw]
+    keys: list[bytes]
+
+
+def admitted(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> Admitted | None:
+    """The calls as they travel (as sent, less any ``writeKey`` of their own), each keyed as
+    the per-event path would key it; or None unless that path would accept every call, and
+    there is one. ``calls`` are :func:`decode_batch` of ``body``.
 
     Accepted here: typed as :class:`_Call`, no required field missing, a usable ``userId``
     or ``anonymousId``, within the size and nesting limits, no NUL character, from a source
@@ -206,7 +213,26 @@ def call_keys(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> list[b
                 call.messageId,
             )
         )
-    return keys
+    if all(call.writeKey is None for call in typed):
+        return Admitted(calls, keys)
+    travelling: list[msgspec.Raw] = []
+    for raw, call in zip(calls, typed, strict=True):
+        keyless = raw if call.writeKey is None else _without_write_key(raw)
+        if keyless is None:
+            return None
+        travelling.append(keyless)
+    return Admitted(travelling, keys)
+
+
+def _without_write_key(call: msgspec.Raw) -> msgspec.Raw | None:
+    """``call`` (a JSON object) less its ``writeKey``, as the per-event path reads it (both
+    parse with orjson), or None if orjson cannot read or write it."""
+    try:
+        fields = orjson.loads(memoryview(call))
+        fields.pop("writeKey", None)
+        return msgspec.Raw(orjson.dumps(fields))
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
 
 
 def _judge(verdicts: ConfigMemo[Id, bool], kind: str, value: Id, identity: IdentityConfig) -> bool:
@@ -223,7 +249,7 @@ def _judge(verdicts: ConfigMemo[Id, bool], kind: str, value: Id, identity: Ident
 
 
 # Verdicts of _judge for the process's identity config, a memo per kind: keyed by the value
-# alone, a lookup builds and hashes no tuple (call_keys on bench bodies of new people: 135-137
+# alone, a lookup builds and hashes no tuple (the check on bench bodies of new people: 135-137
 # against 147-155 µs a request). A value is text or an integer, which never collide.
 _ANONYMOUS_IDS: ConfigMemo[Id, bool] = ConfigMemo(limit=65_536)
 _USER_IDS: ConfigMemo[Id, bool] = ConfigMemo(limit=65_536)
@@ -270,7 +296,7 @@ def seal(
     calls: list[msgspec.Raw], keys: list[bytes], partitions: int, arrival: Arrival
 ) -> list[tuple[int, bytes, bytes]]:
     """The ``(partition, key, envelope)`` messages of ``calls`` that have
-    :func:`call_keys`: one per partition, holding the calls the per-event path would have
+    :func:`admitted`: one per partition, holding the calls the per-event path would have
     put there, in order, and keyed by the first of them. So a person's events share a
     partition, whatever path they took, and the pipeline's batches keep each person's events
     together."""

@@ -43,12 +43,20 @@ def _calls(*items: dict[str, Any]) -> list[msgspec.Raw]:
     return whole.batch
 
 
-def _keys(*items: dict[str, Any], arrival: service.Arrival = ARRIVAL) -> list[bytes] | None:
-    """:func:`envelope.call_keys` of a body holding ``items``."""
+def _admitted(
+    *items: dict[str, Any], arrival: service.Arrival = ARRIVAL
+) -> envelope.Admitted | None:
+    """:func:`envelope.admitted` of a body holding ``items``."""
     body = orjson.dumps({"batch": list(items)})
     whole = envelope.decode_batch(body)
     assert whole is not None
-    return envelope.call_keys(body, whole.batch, arrival)
+    return envelope.admitted(body, whole.batch, arrival)
+
+
+def _keys(*items: dict[str, Any], arrival: service.Arrival = ARRIVAL) -> list[bytes] | None:
+    """The partition keys :func:`envelope.admitted` gives a body holding ``items``."""
+    admitted = _admitted(*items, arrival=arrival)
+    return None if admitted is None else admitted.keys
 
 
 def _sealed(*items: dict[str, Any]) -> bytes:
@@ -68,16 +76,15 @@ def _comparable(tp: Touchpoint) -> dict[str, Any]:
 def test_an_envelope_holds_only_calls_the_per_event_path_accepts(raw: dict[str, Any]) -> None:
     body = msgspec.json.encode({"batch": [{"messageId": "m-1", **raw}]})
     whole = envelope.decode_batch(body)
-    keys = whole and envelope.call_keys(body, whole.batch, ARRIVAL)
-    if keys is None:
+    admitted = whole and envelope.admitted(body, whole.batch, ARRIVAL)
+    if admitted is None:
         return  # the per-event path decides; nothing to compare
     # What the API's per-event path would read of the same body.
     items = orjson.loads(body)["batch"]
     messages, rejected = service.build_messages(items, call_type=None, **ARRIVAL)
     assert rejected == []
-    assert keys == [key for key, _ in messages]  # the partition the call would have gone to
-    assert whole is not None
-    ((_, _, sealed),) = envelope.seal(whole.batch, keys, 6, ARRIVAL)
+    assert admitted.keys == [key for key, _ in messages]  # the partition it would have had
+    ((_, _, sealed),) = envelope.seal(*admitted, 6, ARRIVAL)
     built, failed = envelope.open_envelope(sealed, IdentityConfig())
     assert failed == []
     assert [_comparable(tp) for tp in built] == [
@@ -90,7 +97,7 @@ def test_the_workloads_batches_all_go_whole() -> None:
     for body in work.batch_bodies(100):
         whole = envelope.decode_batch(body)
         assert whole is not None
-        assert envelope.call_keys(body, whole.batch, ARRIVAL) is not None
+        assert envelope.admitted(body, whole.batch, ARRIVAL) is not None
 
 
 def test_a_batchs_calls_go_where_the_per_event_path_would_put_them() -> None:
@@ -127,7 +134,7 @@ def test_a_batchs_calls_go_where_the_per_event_path_would_put_them() -> None:
         ({"userId": "undefined", "anonymousId": None}, "a blocked id: the call is rejected"),
         ({"type": "track", "event": None}, "a required field missing"),
         ({"timestamp": 1_700_000_000}, "a Unix time: pydantic's parser decides"),
-        ({"writeKey": "pw_secret"}, "a write key never travels"),
+        ({"writeKey": 7}, "a write key that is not text: refused"),
         ({"properties": {"blob": "x" * 33_000}}, "over the 32 KB limit"),
     ],
 )
@@ -173,7 +180,7 @@ def test_a_call_nested_deeper_than_can_be_stored_goes_per_event() -> None:
     body = b'{"batch":[{"type":"page","messageId":"m","userId":"u","properties":{"d":%s}}]}' % deep
     whole = envelope.decode_batch(body)
     assert whole is not None
-    assert envelope.call_keys(body, whole.batch, ARRIVAL) is None
+    assert envelope.admitted(body, whole.batch, ARRIVAL) is None
     _, rejected = service.build_messages(orjson.loads(body)["batch"], call_type=None, **ARRIVAL)
     assert "nested too deeply" in rejected[0].errors[0].message
 
@@ -362,13 +369,26 @@ async def test_a_batch_with_a_rejected_call_is_answered_call_by_call(
 async def test_an_envelope_carries_no_write_key(
     client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
 ) -> None:
+    # As analytics.js batches (POST {apiHost}/b, text/plain): the write key in the body and
+    # again in every call, beside fields Percorso does not read.
     source, key = await make_source()
+    metadata = {"bundled": ["Segment.io"], "unbundled": [], "bundledIds": []}
     batch = {
         "writeKey": key,
-        "batch": [{"type": "page", "messageId": "m-1", "anonymousId": "a", "name": "Home"}],
+        "batch": [
+            {"type": "page", "messageId": "m-1", "anonymousId": "a", "name": "Home"},
+            {"type": "track", "messageId": "m-2", "anonymousId": "a", "event": "Viewed"},
+        ],
+        "sentAt": "2026-11-24T10:00:01.000Z",
     }
-    answer = await client.post("/v1/batch", json=batch)
-    assert answer.json()["accepted"] == 1
-    await topic.touchpoints(source.id, 1)
-    (sealed,) = topic.envelopes
+    for call in batch["batch"]:
+        call.update(writeKey=key, integrations={}, _metadata=metadata)
+    answer = await client.post(
+        "/v1/b", content=orjson.dumps(batch), headers={"Content-Type": "text/plain"}
+    )
+    assert answer.json() == {"success": True, "accepted": 2, "rejected": []}
+    built = await topic.touchpoints(source.id, 2)
+    assert sorted(tp.message_id for tp in built) == ["m-1", "m-2"]
+    (sealed,) = topic.envelopes  # whole: one envelope, the calls' anonymousId keying both
     assert key.encode() not in sealed
+    assert b"_metadata" in sealed  # the rest of each call as sent

@@ -136,9 +136,9 @@ def test_a_worker_encodes_what_the_consumer_would_from_the_touchpoints_it_hands_
     }
     whole = envelope.decode_batch(body)
     assert whole is not None
-    keys = envelope.call_keys(body, whole.batch, arrival)
-    assert keys is not None
-    values = [value for _, _, value in envelope.seal(whole.batch, keys, 1, arrival)]
+    admitted = envelope.admitted(body, whole.batch, arrival)
+    assert admitted is not None
+    values = [value for _, _, value in envelope.seal(*admitted, 1, arrival)]
     [(handed, failed, rows)] = opener._open_all(values)  # type: ignore[misc]
     assert failed == []
     assert rows is not None
