@@ -71,14 +71,12 @@ class Publisher:
         """Send ``(key, value)`` pairs and wait until the broker acknowledged all of them.
         A key always goes to the partition the Java client (and aiokafka's default
         partitioner) would choose, so other producers of the topic agree with this one."""
-        await self.publish_placed(
-            lambda partitions: [
-                (partition, key, value)
-                for partition, (key, value) in zip(
-                    partitions_for([key for key, _ in messages], partitions), messages, strict=True
-                )
-            ]
-        )
+
+        def place(partitions: int) -> list[tuple[int, bytes, bytes]]:
+            places = partitions_for([key for key, _ in messages], partitions)
+            return [(p, key, value) for p, (key, value) in zip(places, messages, strict=True)]
+
+        await self.publish_placed(place)
 
     async def publish_placed(
         self, place: Callable[[int], Sequence[tuple[int, bytes, bytes]]]
