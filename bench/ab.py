@@ -120,11 +120,17 @@ def _run_names() -> tuple[str, Path]:
     return run_id, Settings().data_dir / "bench" / run_id
 
 
-def _bodies(args: argparse.Namespace, *, seed: int, prefix: str) -> list[bytes]:
-    """``/v1/batch`` bodies of ``--events`` events of the bench's workload."""
+def _bodies(args: argparse.Namespace, work: workload.Workload, write_key: str) -> list[bytes]:
+    """``/v1/batch`` bodies of ``work``; with ``--write-key-in-calls``, each call carries the
+    write key, as analytics.js's batches do."""
+    fields = {"writeKey": write_key} if args.write_key_in_calls else {}
+    return work.batch_bodies(args.batch_size, **fields)
+
+
+def _workload(args: argparse.Namespace, *, seed: int, prefix: str) -> workload.Workload:
+    """``--events`` events of the bench's workload."""
     people = max(1, args.events // EVENTS_PER_PERSON)
-    work = workload.generate(args.events, people, seed=seed, prefix=prefix)
-    return work.batch_bodies(args.batch_size)
+    return workload.generate(args.events, people, seed=seed, prefix=prefix)
 
 
 def _write_headers(stack: Stack) -> dict[str, str]:
@@ -163,12 +169,13 @@ async def run(args: argparse.Namespace) -> dict[str, Measured]:
         async with loadgen.session(args.concurrency, _write_headers(stack)) as http:
             for proc in servers.values():
                 url = f"http://127.0.0.1:{proc.port}/v1/batch"
-                targets = [(url, b) for b in warm.batch_bodies(args.batch_size)]
+                targets = [(url, b) for b in _bodies(args, warm, stack.write_key)]
                 await loadgen.closed_loop(http, targets, args.batch_size, 2)
             for i in range(args.rounds):
                 # Fresh people each round, as in a real load: none of the API's caches
                 # (an identifier's verdict, say) knows them yet.
-                bodies = _bodies(args, seed=args.seed + i, prefix=f"r{i}")
+                work = _workload(args, seed=args.seed + i, prefix=f"r{i}")
+                bodies = _bodies(args, work, stack.write_key)
                 for name in list(servers) if i % 2 == 0 else list(servers)[::-1]:
                     proc = servers[name]
                     url = f"http://127.0.0.1:{proc.port}/v1/batch"
@@ -210,7 +217,7 @@ async def pipeline(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
 async def _fill(stack: Stack, args: argparse.Namespace) -> int:
     """Events the API accepted into the stack's topic."""
     api = await stack.start_api(args.workers)
-    bodies = _bodies(args, seed=args.seed, prefix="bench")
+    bodies = _bodies(args, _workload(args, seed=args.seed, prefix="bench"), stack.write_key)
     url = f"http://127.0.0.1:{api.port}/v1/batch"
     async with loadgen.session(args.concurrency, _write_headers(stack)) as http:
         result = await loadgen.closed_loop(
@@ -382,6 +389,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--events", type=int, default=100_000, help="events each variant gets in each round"
     )
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument(
+        "--write-key-in-calls",
+        action="store_true",
+        help="each call carries the write key, as analytics.js's batches (10 calls) do",
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="HTTP workers of each server")
     parser.add_argument("--partitions", type=int, default=6)

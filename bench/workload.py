@@ -67,8 +67,12 @@ class Workload:
     def batches(self, size: int) -> list[list[dict[str, Any]]]:
         return [self.items[i : i + size] for i in range(0, len(self.items), size)]
 
-    def batch_bodies(self, size: int) -> list[bytes]:
-        return [orjson.dumps({"batch": b}) for b in self.batches(size)]
+    def batch_bodies(self, size: int, **call_fields: Any) -> list[bytes]:
+        """``/v1/batch`` bodies of ``size`` calls, each call with ``call_fields`` added."""
+        return [
+            orjson.dumps({"batch": [{**c, **call_fields} for c in b] if call_fields else b})
+            for b in self.batches(size)
+        ]
 
     def mean_event_bytes(self) -> float:
         sample = self.items[:: max(1, len(self.items) // 2000)]

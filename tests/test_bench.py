@@ -19,7 +19,7 @@ from app.config import Settings
 from app.db import create_pool
 from app.kit import embedded
 from app.timeline.writes import COLUMNS
-from bench import ab, callgrind, handler, phases, reads, targets
+from bench import ab, callgrind, handler, phases, reads, targets, workload
 from bench.loadgen import LoadResult
 from bench.report import Report
 from bench.stack import Stack
@@ -252,6 +252,21 @@ def test_ab_variants_have_distinct_names_and_a_round_holds_a_request(
     for argv in (["a=.", "a=."], ["a=.", "--rounds", "0"], ["a=.", "--events", "50"]):
         with pytest.raises(SystemExit):
             ab.parse(argv)
+
+
+def test_ab_can_send_the_write_key_in_every_call_as_analyticsjs_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    work = workload.generate(30, 3, seed=1)
+    for argv, keys in (([], [None] * 3), (["--write-key-in-calls"], ["pw_k"] * 3)):
+        args = ab.parse(["a=.", "--batch-size", "10", "--events", "30", *argv])
+        bodies = [orjson.loads(b) for b in ab._bodies(args, work, "pw_k")]
+        assert [len(b["batch"]) for b in bodies] == [10, 10, 10]
+        assert [b["batch"][0].get("writeKey") for b in bodies] == keys
+        assert [{k: v for k, v in c.items() if k != "writeKey"} for c in bodies[0]["batch"]] == (
+            work.items[:10]
+        )
 
 
 def test_ab_reports_medians_of_rounds_and_cpu_per_request() -> None:
