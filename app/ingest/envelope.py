@@ -187,8 +187,11 @@ def admitted(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> Admitte
     anonymous_ids = _ANONYMOUS_IDS.answers(identity)
     user_ids = _USER_IDS.answers(identity)
     keys: list[bytes] = []
+    keyed: list[int] = []  # the calls carrying a write key of their own
     # Per call, so written for speed: the verdict caches read here, helpers only on a miss.
     for call in typed:
+        if call.writeKey is not None:
+            keyed.append(len(keys))
         anonymous_id, user_id = call.anonymousId, call.userId
         # A usable anonymousId or userId first: missing_field need not look for one.
         usable: bool | None = False
@@ -213,15 +216,14 @@ def admitted(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> Admitte
                 call.messageId,
             )
         )
-    if all(call.writeKey is None for call in typed):
-        return Admitted(calls, keys)
-    travelling: list[msgspec.Raw] = []
-    for raw, call in zip(calls, typed, strict=True):
-        keyless = raw if call.writeKey is None else _without_write_key(raw)
-        if keyless is None:
-            return None
-        travelling.append(keyless)
-    return Admitted(travelling, keys)
+    if keyed:
+        calls = calls.copy()  # the caller's list stays as decoded
+        for index in keyed:
+            keyless = _without_write_key(calls[index])
+            if keyless is None:
+                return None
+            calls[index] = keyless
+    return Admitted(calls, keys)
 
 
 def _without_write_key(call: msgspec.Raw) -> msgspec.Raw | None:
