@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +48,7 @@ from app.config import Settings
 from app.db import create_pool
 from app.identity.policy import MergePolicy
 from app.ingest import envelope
-from app.ingest.publisher import partition_for
+from app.ingest.publisher import partition_for, partitions_for
 from app.ingest.service import Arrival, build_messages
 from app.journey.model import load_model
 from app.kit import gc
@@ -86,9 +87,9 @@ def published(
             continue
         admitted = envelope.admitted(body, whole.batch, arrival)
         assert admitted is not None, "the workload's requests all go as envelopes"
-        places = [partition_for(key, partitions) for key in admitted.keys]
+        calls_in = Counter(partitions_for(admitted.keys, partitions))  # as seal places them
         for part, _, value in envelope.seal(*admitted, partitions, arrival):
-            topic[part].append((value, places.count(part)))
+            topic[part].append((value, calls_in[part]))
     return topic
 
 
