@@ -158,21 +158,10 @@ def test_keys_go_to_the_partition_kafkas_default_partitioner_chooses() -> None:
     rng = random.Random(7)
     keys = [f"anon-{n * 7919}".encode() for n in range(500)]
     keys += [rng.randbytes(length) for length in range(70) for _ in range(10)]  # every tail
-    for partitions in (1, 6, 12, 6):  # remembered per count: the count may change, and back
+    for partitions in (1, 6, 12):
         expected = [DefaultPartitioner()(key, list(range(partitions)), []) for key in keys]
         assert [partition_for(key, partitions) for key in keys] == expected
-        assert partitions_for(keys, partitions) == partitions_for(keys, partitions) == expected
-
-
-def test_remembered_partitions_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.ingest import publisher
-
-    monkeypatch.setattr(publisher, "_PLACES", {})
-    monkeypatch.setattr(publisher, "_PLACES_LIMIT", 10)
-    for n in range(5):
-        keys = [f"k-{n}-{i}".encode() for i in range(8)]
-        assert publisher.partitions_for(keys, 6) == [publisher.partition_for(k, 6) for k in keys]
-        assert len(publisher._PLACES[6]) <= 10 + len(keys)
+        assert partitions_for(keys, partitions) == expected
 
 
 def _one_touchpoint() -> Touchpoint:
