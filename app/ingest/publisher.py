@@ -73,8 +73,7 @@ class Publisher:
         partitioner) would choose, so other producers of the topic agree with this one."""
 
         def place(partitions: int) -> list[tuple[int, bytes, bytes]]:
-            places = partitions_for([key for key, _ in messages], partitions)
-            return [(p, key, value) for p, (key, value) in zip(places, messages, strict=True)]
+            return [(partition_for(key, partitions), key, value) for key, value in messages]
 
         await self.publish_placed(place)
 
