@@ -6,9 +6,10 @@ timeline rows' own columns) → dedupe
 (source, message_id) → resolve identity (locking the customers) → assign stages → insert
 new customers (with their final profile) and write the identity graph → write timeline →
 journey → update the known profiles → record dead letters. A batch is stored in runs of
-about ``max_events`` events (the first two a quarter and a half of that), one after the
-other, each while the next is decoded, and the last while the caller's next batch is
-(:meth:`BatchHandler.begin`); a large run is first split into parts that share no customer
+about ``max_events`` events (the first two a quarter and a half of that, unless a run of
+the batch before is still being stored), one after the other, each while the next is
+decoded, and the last while the caller's next batch is (:meth:`BatchHandler.begin`); a
+large run is first split into parts that share no customer
 (`app.identity.service.independent_parts`), stored side by side. The caller commits Kafka
 offsets only once the batch's outcome is in (every part has committed by then).
 
@@ -177,8 +178,9 @@ class BatchHandler:
         storing: asyncio.Task[Outcome] | None = None
         decoded = 0
         # The first runs are smaller (a quarter, a half, then whole): the database starts on
-        # them while the rest is decoded.
-        run = max(1, self._max_events // 4)
+        # them while the rest is decoded. Unless it is busy with a run of the batch before:
+        # then whole runs at once, as each run locks, plans and updates its customers once.
+        run = self._max_events if self._queued is not None else max(1, self._max_events // 4)
         try:
             async with aclosing(self._decoded(records)) as each:
                 async for record, built, letters, rows in each:

@@ -88,6 +88,30 @@ async def test_the_next_batch_is_begun_while_the_last_run_of_one_is_stored_and_s
     assert (people, counted) == (1, 13)
 
 
+async def test_a_batch_begun_while_the_one_before_is_stored_goes_in_whole_runs(
+    monkeypatch: pytest.MonkeyPatch, handler: BatchHandler, source_id: uuid.UUID
+) -> None:
+    def batch(prefix: str, size: int) -> list[Touchpoint]:
+        return [
+            touchpoint(source_id, anonymous_id=f"{prefix}-dev", message_id=f"{prefix}{n}", at=n)
+            for n in range(size)
+        ]
+
+    runs = _Runs(monkeypatch)
+    first = await handler.begin(_records(batch("a", 7)))
+    second = await handler.begin(_records(batch("b", 10)))  # the first's last run pending
+    await first
+    await second
+    third = await handler.handle(_records(batch("c", 7)))  # begun once all is stored
+
+    assert third.stored == 7
+    sizes = [len(run) for what, run in runs.log if what == "start"]
+    # A quarter and a half of 8 first, so the database starts early; the second batch
+    # goes whole, as the database is busy meanwhile (each run locks, plans and updates its
+    # customers once); the third starts small again.
+    assert sizes == [2, 4, 1, 8, 2, 2, 4, 1]
+
+
 async def test_a_run_that_fails_abandons_the_runs_queued_after_it(
     monkeypatch: pytest.MonkeyPatch, handler: BatchHandler, source_id: uuid.UUID, db: AsyncEngine
 ) -> None:
