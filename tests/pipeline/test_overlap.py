@@ -23,7 +23,8 @@ from tests.factories import touchpoint
 
 @pytest.fixture
 async def handler(settings: Settings, db: AsyncEngine) -> AsyncIterator[BatchHandler]:
-    """Runs of 2 events at first (a quarter of 8), so each batch below is several runs."""
+    """Runs of 2 events at first (a quarter of 8) for a batch begun while no run is being
+    stored, so such a batch below is several runs; one begun meanwhile goes in runs of 8."""
     pool = await create_pool(settings)
     policy = MergePolicy.parse(settings.merge_limits, settings.merge_priority)
     yield BatchHandler(pool, load_model(settings.journey_model), policy, max_events=8)
