@@ -378,12 +378,19 @@ def _coerce(raw: object) -> str:
             raise InvalidIdentifier(f"longer than {MAX_VALUE_LENGTH} characters")
         return str(raw)
     if isinstance(raw, float):
-        if not math.isfinite(raw) or not raw.is_integer():
-            raise InvalidIdentifier("not a whole number")
-        if abs(raw) >= _MAX_EXACT_FLOAT:
-            raise InvalidIdentifier("number too large to be exact")
-        return str(int(raw))
+        return str(whole_number(raw))
     raise InvalidIdentifier("not a string or integer")
+
+
+def whole_number(raw: float) -> int:
+    """A number sent as a float (``7.0``) as the whole number it stands for; refused unless
+    it is one, and small enough that the float holds it exactly (another id's digits
+    otherwise: 9007199254740993.0 reads as 9007199254740992)."""
+    if not math.isfinite(raw) or not raw.is_integer():
+        raise InvalidIdentifier("not a whole number")
+    if abs(raw) >= _MAX_EXACT_FLOAT:
+        raise InvalidIdentifier("number too large to be exact")
+    return int(raw)
 
 
 def _normalise_email(text: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import zlib
 from typing import Any
 
@@ -47,13 +49,62 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    """The JSON document of ``body``; never answers 500 for a client's bytes."""
+    """The JSON document of ``body`` (:func:`loads`); never answers 500 for a client's
+    bytes."""
     try:
-        return orjson.loads(body)
+        return loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             f"the body is not valid JSON: {exc.msg} at position {exc.pos}"
         ) from None
+
+
+def loads(data: bytes | memoryview) -> Any:
+    """``orjson.loads``, lenient where Segment's and RudderStack's own clients would be:
+    bytes that are not UTF-8 (a till writing Latin-1, a truncated character) become U+FFFD,
+    as Go's ``encoding/json`` reads them, and a number beyond a double's range (``1e400``)
+    is null, as JavaScript's ``JSON.parse`` then ``JSON.stringify`` leave it, rather than
+    refusing the whole document. The API's batch envelopes skip over what they do not read,
+    so the pipeline reads their calls the same way. Valid JSON costs nothing more: it is
+    repaired only after it failed to parse. Raises ``orjson.JSONDecodeError``."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    repaired = bytes(data).decode("utf-8", "replace")
+    if repaired.encode() != data:
+        try:
+            return orjson.loads(repaired)
+        except orjson.JSONDecodeError as exc:
+            error = exc
+    if not error.msg.startswith(_BEYOND_DOUBLE):
+        raise error
+    try:
+        value = json.loads(repaired, parse_int=_int, parse_float=_float, parse_constant=_not_json)
+        orjson.dumps(value)  # what else orjson refuses to read, it refuses to write
+    except (ValueError, RecursionError, orjson.JSONEncodeError):  # JSONDecodeError included
+        raise error from None
+    return value
+
+
+# What orjson says of a number beyond a double's range.
+_BEYOND_DOUBLE = "number is infinity"
+
+
+def _float(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _int(text: str) -> int | float | None:
+    """An integer as orjson reads it: exact within 64 bits, otherwise a double."""
+    if len(text) <= 20 and -(2**63) <= (number := int(text)) < 2**64:
+        return number
+    return _float(text)
+
+
+def _not_json(text: str) -> None:
+    raise ValueError(f"{text} is not JSON")
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:

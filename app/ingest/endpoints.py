@@ -259,12 +259,12 @@ async def batch(request: Request) -> Response:
         head = BatchRequest.model_validate({**raw, "batch": []})
     except ValueError as exc:
         raise InvalidRequest(f"invalid batch envelope: {exc}") from None
-    # Every event gets the batch's context: one that cannot be stored refuses them all.
-    if head.context and (problem := service.unstorable(head.context)) is not None:
-        field = "context" + (f".{problem.field}" if problem.field else "")
+    # Every event gets the batch's context: one that cannot be stored refuses them all. It
+    # is measured where it lands, one level down in each event.
+    if head.context and (problem := service.unstorable({"context": head.context})) is not None:
         raise InvalidRequest(
             f"the batch's context cannot be stored: {problem.message}",
-            errors=[{"field": field, "message": problem.message}],
+            errors=[{"field": problem.field or "context", "message": problem.message}],
         )
     admit(request, source, max(len(items), 1))
     arrival: service.Arrival = {

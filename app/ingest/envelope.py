@@ -11,7 +11,8 @@ Guarantees:
 
 * :func:`admitted` only admits a batch whose every call the per-event path would
   accept, so the client gets the answer that path would give (all accepted), and the
-  pipeline builds every call. Anything else goes the per-event path, whose answer lists
+  pipeline builds every call. What the check skips over unread (a call's ``properties``,
+  ``traits`` and ``context``), both paths read alike (:func:`app.ingest.body.loads`). Anything else goes the per-event path, whose answer lists
   each rejection. A call the pipeline still cannot build is dead-lettered with the reason,
   never dropped.
 * Every call of an envelope carries its ``messageId``: a redelivered envelope builds the
@@ -35,6 +36,7 @@ import orjson
 
 from app.auth.service import SourceInfo
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise
+from app.ingest.body import loads
 from app.ingest.publisher import partitions_for
 from app.ingest.schemas import (
     MAX_EVENT_BYTES,
@@ -62,6 +64,11 @@ _MAX_BRACKETS = 254
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"{[")))
 # `_shallow` counts a body's brackets in blocks of at least this many bytes.
 _BLOCK = 2048
+_NULL = msgspec.Raw(b"null")
+# A person's or group's id as the per-event path reads it: orjson reads an integer beyond
+# 64 bits as a float, which is no id (msgspec bounds only reach int64: the few integers
+# between go the per-event path, which decides).
+_Id = str | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class Batch(msgspec.Struct):
@@ -69,17 +76,19 @@ class Batch(msgspec.Struct):
     not plainly this shape; the per-event path then decides, and words the error."""
 
     batch: list[msgspec.Raw]
-    context: dict[str, Any] | None = None
-    sentAt: Any = None
-    writeKey: Any = None
+    # As sent: msgspec reads an integer beyond 64 bits as one, orjson as a float.
+    context: msgspec.Raw = _NULL
+    sentAt: msgspec.Raw = _NULL
+    writeKey: msgspec.Raw = _NULL
 
     def head(self) -> dict[str, Any]:
-        """The body's fields as plain JSON decoding gives them (calls still as sent)."""
+        """The body's fields as the per-event path's decoding (:func:`loads`) gives them
+        (calls still as sent)."""
         return {
             "batch": self.batch,
-            "context": self.context,
-            "sentAt": self.sentAt,
-            "writeKey": self.writeKey,
+            "context": loads(self.context),
+            "sentAt": loads(self.sentAt),
+            "writeKey": loads(self.writeKey),
         }
 
 
@@ -93,13 +102,13 @@ class _Call(msgspec.Struct):
 
     type: CallType
     messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID)]
-    userId: Id | None = None
-    anonymousId: Id | None = None
+    userId: _Id | None = None
+    anonymousId: _Id | None = None
     event: Name | None = None
     name: Name | None = None
     category: Name | None = None
-    groupId: Id | None = None
-    previousId: Id | None = None
+    groupId: _Id | None = None
+    previousId: _Id | None = None
     properties: _Object | None = None
     traits: _Object | None = None
     context: _Object | None = None
@@ -228,9 +237,9 @@ def admitted(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> Admitte
 
 def _without_write_key(call: msgspec.Raw) -> msgspec.Raw | None:
     """``call`` (a JSON object) less its ``writeKey``, as the per-event path reads it (both
-    parse with orjson), or None if orjson cannot read or write it."""
+    parse with :func:`loads`), or None if orjson cannot read or write it."""
     try:
-        fields = orjson.loads(memoryview(call))
+        fields = loads(memoryview(call))
         fields.pop("writeKey", None)
         return msgspec.Raw(orjson.dumps(fields))
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
@@ -289,7 +298,7 @@ def _fits(data: bytes) -> bool:
     """The size limit as the per-event path measures it (compact JSON, as orjson writes it);
     a call nested too deeply for orjson to write fails it too."""
     try:
-        return len(orjson.dumps(orjson.loads(data))) <= MAX_EVENT_BYTES
+        return len(orjson.dumps(loads(data))) <= MAX_EVENT_BYTES
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return False
 
@@ -351,7 +360,7 @@ def open_envelope(
     failed: list[tuple[bytes, str]] = []
     for raw in envelope.items:
         try:
-            calls.append(orjson.loads(bytes(raw)))
+            calls.append(loads(bytes(raw)))
             sent.append(raw)
         except orjson.JSONDecodeError as exc:
             failed.append((bytes(raw), f"not JSON: {exc}"))

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from app.errors import InvalidRequest, PayloadTooLarge
+from app.ingest.body import loads
 from app.ingest.schemas import MAX_EVENT_BYTES
 
 # A transparent 1x1 GIF (42 bytes).
@@ -42,7 +43,7 @@ def decode(query: Iterable[tuple[str, str]]) -> dict[str, Any]:
     except (binascii.Error, ValueError):
         raise InvalidRequest("`data` is not base64") from None
     try:
-        decoded = orjson.loads(raw)
+        decoded = loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("`data` is not base64-encoded JSON") from None
     if not isinstance(decoded, dict):

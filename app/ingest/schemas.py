@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from app.identity.identifiers import InvalidIdentifier, whole_number
+
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2_500
@@ -26,16 +28,22 @@ IDS_OPTIONAL = "ids_optional"
 CallType = Literal["track", "page", "screen", "identify", "group", "alias"]
 
 
-def _not_true_or_false(value: Any) -> Any:
+def _id(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("an id is a string or a number, not true or false")
+    if isinstance(value, float):
+        try:
+            return whole_number(value)
+        except InvalidIdentifier as exc:
+            raise ValueError(f"an id sent as a number: {exc}") from None
     return value
 
 
 # A person's or group's id: a string, or a whole number (kept as its digits). Not JSON's
 # true or false, which pydantic would take for 1 and 0: every call sending `"userId": false`
-# would be one person, "0". (msgspec, strict, refuses them as it is.)
-Id = Annotated[str | int, BeforeValidator(_not_true_or_false)]
+# would be one person, "0". Nor a float pydantic would round to an int: 9007199254740993.0
+# is read as another person's 9007199254740992. (msgspec, strict, refuses both as it is.)
+Id = Annotated[str | int, BeforeValidator(_id)]
 # A time as Segment's libraries send it (RFC 3339 text), or as pydantic's parser also takes
 # it (other ISO 8601 forms, and Unix times: `app.ingest.service._time`), as documented.
 Timestamp = Annotated[

@@ -392,3 +392,97 @@ async def test_an_envelope_carries_no_write_key(
     (sealed,) = topic.envelopes  # whole: one envelope, the calls' anonymousId keying both
     assert key.encode() not in sealed
     assert b"_metadata" in sealed  # the rest of each call as sent
+
+
+def test_ids_beyond_64_bits_go_per_event_which_decides() -> None:
+    # msgspec reads such an integer exactly, orjson (the per-event path) as a float.
+    call = {"type": "track", "messageId": "m-1", "event": "E"}
+    for user_id, kept in ((2**64, False), (-(2**63) - 1, False), (2**63, True)):
+        digits = orjson.Fragment(b"%d" % user_id)
+        assert _keys({**call, "userId": digits}) is None
+        items = orjson.loads(orjson.dumps({"batch": [{**call, "userId": digits}]}))["batch"]
+        messages, _ = service.build_messages(items, call_type=None, **ARRIVAL)
+        assert bool(messages) is kept
+    assert _keys({**call, "userId": 2**63 - 1}) == [b"9223372036854775807"]
+
+
+def _body(calls: str, context: str = "null") -> bytes:
+    return b'{"context": %s, "batch": [%s]}' % (context.encode("latin-1"), calls.encode("latin-1"))
+
+
+_CALL = '{"type":"track","messageId":"m-1","userId":"u-1","event":"E","properties":%s}'
+
+
+@pytest.mark.parametrize(
+    ("body", "properties", "context"),
+    [
+        (_body(_CALL % '{"shop":"Caffè"}'), {"shop": "Caff\ufffd"}, {}),
+        (_body(_CALL % '{"n":1e400,"m":-1e999}'), {"n": None, "m": None}, {}),
+        (_body(_CALL % ('{"n":1%s}' % ("0" * 400))), {"n": None}, {}),
+        (_body(_CALL % "{}", '{"big":18446744073709551616}'), {}, {"big": 2.0**64}),
+        (_body(_CALL % "{}", '{"till":"Caffè"}'), {}, {"till": "Caff\ufffd"}),
+    ],
+    ids=["latin-1 text", "beyond a double", "a 401-digit integer", "batch context", "both"],
+)
+async def test_what_plain_json_decoding_refuses_is_read_alike_on_both_paths(
+    client: httpx.AsyncClient,
+    per_event_client: httpx.AsyncClient,
+    make_source: SourceFactory,
+    topic: TopicReader,
+    body: bytes,
+    properties: dict[str, Any],
+    context: dict[str, Any],
+) -> None:
+    # Envelopes skip over what they do not read: the pipeline reads it as the per-event path
+    # does (non-UTF-8 bytes as U+FFFD, numbers beyond a double as null), never dead-letters it.
+    for http in (client, per_event_client):
+        source, key = await make_source()
+        answer = await http.post("/v1/batch", content=body, headers=basic(key))
+        assert answer.json() == {"success": True, "accepted": 1, "rejected": []}
+        (tp,) = await topic.touchpoints(source.id, 1)
+        assert tp.properties == properties
+        assert context.items() <= tp.context.items()
+
+
+@pytest.mark.parametrize(
+    ("user_id", "why"),
+    [(9007199254740993.0, "number too large to be exact"), (7.5, "not a whole number")],
+)
+async def test_an_id_sent_as_a_float_is_refused_unless_exact_on_both_paths(
+    client: httpx.AsyncClient,
+    per_event_client: httpx.AsyncClient,
+    make_source: SourceFactory,
+    topic: TopicReader,
+    user_id: float,
+    why: str,
+) -> None:
+    # pydantic would round 9007199254740993.0 to 9007199254740992: another person's id.
+    calls = [
+        {"type": "track", "messageId": "m-1", "userId": user_id, "event": "E"},
+        {"type": "track", "messageId": "m-2", "userId": 7.0, "event": "E"},
+    ]
+    for http in (client, per_event_client):
+        source, key = await make_source()
+        answer = (await http.post("/v1/batch", json={"batch": calls}, headers=basic(key))).json()
+        assert answer["accepted"] == 1
+        ((rejected, error),) = [(r["messageId"], r["errors"][0]) for r in answer["rejected"]]
+        assert rejected == "m-1"
+        assert (error["field"], why in error["message"]) == ("userId", True)
+        (tp,) = await topic.touchpoints(source.id, 1)
+        assert [i.value for i in tp.identifiers] == ["7"]
+
+
+async def test_a_batch_context_too_deep_to_store_in_each_event_is_refused_on_both_paths(
+    client: httpx.AsyncClient,
+    per_event_client: httpx.AsyncClient,
+    make_source: SourceFactory,
+) -> None:
+    # 254 levels measure as storable alone; in each event the context sits one level deeper.
+    call = '{"type":"track","messageId":"m-1","userId":"u-1","event":"E"}'
+    body = _body(call, '{"d":%s}' % ("[" * 253 + "]" * 253))
+    for http in (client, per_event_client):
+        _, key = await make_source()
+        answer = await http.post("/v1/batch", content=body, headers=basic(key))
+        assert answer.status_code == 400
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "the batch's context cannot be stored" in answer.json()["detail"]
