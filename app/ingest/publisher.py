@@ -154,7 +154,7 @@ class Publisher:
     def _unavailable() -> BrokerUnavailable:
         return BrokerUnavailable(
             "the event broker did not acknowledge the events; retry the request"
-            " (events that did get through are deduplicated)",
+            " (events that did get through are deduplicated by their messageId: send one)",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
