@@ -25,13 +25,31 @@ class ProfileDelta:
     last_seen: datetime
     events: int = 0
     channels: dict[str, int] = field(default_factory=dict)
+    # Trait values, each key's from its newest source, split against the stored traits'
+    # time (``traits_since``; one for the whole dict): from a source at or after it they
+    # overwrite (``traits``), from an older one they only fill a key the profile lacks
+    # (``fill``). Sources go in oldest first (:meth:`add_traits`).
     traits: dict[str, Any] = field(default_factory=dict)
-    traits_at: datetime | None = None
+    fill: dict[str, Any] = field(default_factory=dict)
+    traits_at: datetime | None = None  # the newest source's
     # The journey columns, when the journey step left them to this write (INSERT or UPDATE).
     journey: SavedJourney | None = None
     # The profile as the batch locked it (``first_seen_at``, ``last_seen_at``,
-    # ``event_count``, ``channel_counts``); None for a customer the batch created.
+    # ``event_count``, ``channel_counts``, ``traits_at``); None for a customer the batch
+    # created.
     stored: asyncpg.Record | None = None
+    traits_since: datetime | None = field(init=False)  # the stored ``traits_at``
+
+    def __post_init__(self) -> None:
+        self.traits_since = None if self.stored is None else self.stored["traits_at"]
+
+    def add_traits(self, traits: dict[str, Any], at: datetime) -> None:
+        """A source's traits, set at ``at``: no older than those added before. (The
+        pipeline's loop over events does the same inline.)"""
+        since = self.traits_since
+        (self.traits if since is None or at >= since else self.fill).update(traits)
+        if self.traits_at is None or at > self.traits_at:
+            self.traits_at = at
 
     def row(self) -> tuple[Any, ...]:
         """The profile's row for :data:`_APPLY` and :data:`_INSERT`. First and last seen,
@@ -48,20 +66,20 @@ class ProfileDelta:
             for channel, n in self.channels.items():
                 channels[channel] = channels.get(channel, 0) + n
         if journey is None:
-            return (self.customer_id, first, last, events, channels, self.traits, self.traits_at,
-                    False, None, None, None, None, None, None)  # fmt: skip
+            return (self.customer_id, first, last, events, channels, self.traits, self.fill,
+                    self.traits_at, False, None, None, None, None, None, None)  # fmt: skip
         state = journey.state
         return (
-            self.customer_id, first, last, events, channels, self.traits, self.traits_at,
-            True, state.current_stage, state.furthest_stage, state.to_json(), journey.model,
-            journey.at, journey.event_id,
+            self.customer_id, first, last, events, channels, self.traits, self.fill,
+            self.traits_at, True, state.current_stage, state.furthest_stage, state.to_json(),
+            journey.model, journey.at, journey.event_id,
         )  # fmt: skip
 
 
 _PROFILES = bulk.rows_from(
     "$1",
     "id uuid, first_seen timestamptz, last_seen timestamptz, n bigint, channels jsonb,"
-    " traits jsonb, traits_at timestamptz, has_journey bool, current_stage text,"
+    " traits jsonb, fill jsonb, traits_at timestamptz, has_journey bool, current_stage text,"
     " furthest_stage text, state jsonb, model text, journey_at timestamptz, journey_event_id uuid",
 )
 _APPLY = f"""
@@ -70,10 +88,8 @@ _APPLY = f"""
         last_seen_at = u.last_seen,
         event_count = u.n,
         channel_counts = u.channels,
-        traits = CASE
-            WHEN u.traits_at IS NULL THEN c.traits
-            WHEN c.traits_at IS NULL OR u.traits_at >= c.traits_at THEN c.traits || u.traits
-            ELSE u.traits || c.traits END,
+        traits = CASE WHEN u.traits_at IS NULL THEN c.traits
+                      ELSE u.fill || c.traits || u.traits END,
         traits_at = GREATEST(c.traits_at, u.traits_at),
         current_stage = CASE WHEN u.has_journey THEN u.current_stage ELSE c.current_stage END,
         furthest_stage = CASE WHEN u.has_journey THEN u.furthest_stage ELSE c.furthest_stage END,
@@ -119,9 +135,11 @@ async def apply_deltas(conn: asyncpg.Connection[Any], deltas: Sequence[ProfileDe
     """Fold the deltas into the profiles in one statement. The counts and times are folded
     here (:meth:`ProfileDelta.row`, from the rows the batch locked) rather than by a
     jsonb aggregate per row in SQL. Traits are merged by Postgres, so stored values Python
-    would not write back exactly (a numeric of 20 digits, say) stay untouched: the newer
-    event wins per key; traits from events older than the profile's newest only fill
-    missing keys.
+    would not write back exactly (a numeric of 20 digits, say) stay untouched: per key, the
+    newest source's value (an event's, or a merged-away profile's) wins; against the stored
+    traits, which have one time for them all (``traits_at``), it overwrites if it is no
+    older, and otherwise only fills a missing key (the split is made in Python, against
+    the locked row: :attr:`ProfileDelta.fill`). ``traits_at`` becomes the newest of all.
 
     Sets ``change_xid`` itself, which spares it the row trigger (see migration 0007)."""
     if deltas:

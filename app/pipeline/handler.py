@@ -507,20 +507,21 @@ def _profile_deltas(
             delta = deltas[cid] = ProfileDelta(cid, seen, seen, stored=customers[cid].row)
         return delta
 
+    # Survivor -> the traits of the profiles merged into it, newest first: each goes in
+    # among the survivor's events in time order, so that the newer value of a key wins.
+    pending: dict[Any, list[identity.Absorbed]] = {}
     for survivor, profiles in resolution.absorbed.items():
-        # Older traits first, so the newer value of a key wins.
-        for p in sorted(profiles, key=lambda p: p.traits_at or p.first_seen):
+        for p in profiles:
             delta = delta_for(survivor, p.first_seen)
             delta.first_seen = min(delta.first_seen, p.first_seen)
             delta.last_seen = max(delta.last_seen, p.last_seen)
             delta.events += p.events
             for channel, n in p.channels.items():
                 delta.channels[channel] = delta.channels.get(channel, 0) + n
-            if p.traits:
-                delta.traits.update(p.traits)
-                delta.traits_at = max(filter(None, (delta.traits_at, p.traits_at)), default=None)
-    # Per event, so written for speed: plain comparisons, no helper calls. In time order,
-    # so that the newer value of a trait wins.
+        if with_traits := [p for p in profiles if p.traits]:
+            pending[survivor] = sorted(with_traits, key=_traits_time, reverse=True)
+    # Per event, so written for speed: plain comparisons, no helper calls (but where a
+    # merge brought traits). In time order, so that the newer value of a trait wins.
     times = [tp.occurred_at for tp in touchpoints]
     for i in sorted(range(len(touchpoints)), key=times.__getitem__):
         tp, at, cid = touchpoints[i], times[i], resolution.customer_of[i]
@@ -538,10 +539,32 @@ def _profile_deltas(
         delta.channels[channel] = delta.channels.get(channel, 0) + 1
         traits = tp.traits if tp.type == "identify" else tp.context.get("traits")
         if isinstance(traits, dict) and traits:
-            delta.traits.update(traits)
+            if pending and (merged := pending.get(cid)):
+                _add_merged_traits(delta, merged, at)
+            # As ProfileDelta.add_traits.
+            if delta.traits_since is None or at >= delta.traits_since:
+                delta.traits.update(traits)
+            else:
+                delta.fill.update(traits)
             if delta.traits_at is None or at > delta.traits_at:
                 delta.traits_at = at
+    for cid, merged in pending.items():
+        _add_merged_traits(deltas[cid], merged, None)
     return list(deltas.values())
+
+
+def _traits_time(profile: identity.Absorbed) -> datetime:
+    return profile.traits_at or profile.first_seen
+
+
+def _add_merged_traits(
+    delta: ProfileDelta, merged: list[identity.Absorbed], until: datetime | None
+) -> None:
+    """Add the traits of the merged-away profiles (newest first) set no later than `until`
+    (all of them: None), taking them off `merged`."""
+    while merged and (until is None or _traits_time(merged[-1]) <= until):
+        profile = merged.pop()
+        delta.add_traits(profile.traits, _traits_time(profile))
 
 
 def _chunks(records: Sequence[Record]) -> list[tuple[list[Record], int]]:
