@@ -51,6 +51,21 @@ async def scalar(engine: Any, sql: str, *params: Any) -> Any:
 
 
 @asynccontextmanager
+async def refusing(engine: Any, check: str) -> AsyncIterator[None]:
+    """``events`` refuses rows that fail ``check`` (SQL, a literal of the test's) meanwhile:
+    the database refusing a message, as it does one it cannot store."""
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.execute(text(f"ALTER TABLE events ADD CONSTRAINT refusing CHECK ({check})"))
+    try:
+        yield
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE events DROP CONSTRAINT refusing"))
+
+
+@asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of ``app`` over ASGI, the app's lifespan running. Every answer it gets
     must be one the app's OpenAPI document gives for the operation (:class:`Documented`)."""

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import SourceInfo
@@ -26,7 +24,7 @@ from app.pipeline import handler as handler_module
 from app.pipeline.handler import BatchHandler, Record
 from app.pipeline.opener import EnvelopeOpener
 from tests.factories import touchpoint
-from tests.helpers import scalar
+from tests.helpers import refusing, scalar
 
 
 @pytest.fixture(scope="module", params=["in process", "in a worker"])
@@ -87,7 +85,7 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
         _track("m-2", "bob"),
     ]
     record = Record("touchpoints", 3, 17, b"ada", _sealed(source_id, calls))
-    async with _refusing(db, "message_id <> 'poison'"):
+    async with refusing(db, "message_id <> 'poison'"):
         outcome = await handler.handle([record])
         again = await handler.handle([record])  # redelivered after a crash
     assert outcome.stored == 2
@@ -105,18 +103,6 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
     assert orjson.loads(letters[2]["payload"])["message_id"] == "poison"
     stored = "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM events"
     assert await scalar(db, stored) == "m-1,m-2"
-
-
-@asynccontextmanager
-async def _refusing(db: AsyncEngine, check: str) -> AsyncIterator[None]:
-    """``events`` refuses rows that fail ``check`` (SQL, a literal of the test's) meanwhile."""
-    async with db.begin() as conn:
-        await conn.execute(text(f"ALTER TABLE events ADD CONSTRAINT refusing CHECK ({check})"))
-    try:
-        yield
-    finally:
-        async with db.begin() as conn:
-            await conn.execute(text("ALTER TABLE events DROP CONSTRAINT refusing"))
 
 
 async def _run_sizes(
