@@ -83,6 +83,10 @@ class Resolution:
     absorbed: dict[uuid.UUID, list[Absorbed]] = field(default_factory=dict)
     # loser -> final survivor
     merged: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    # Flags this resolution adds to events (``not_linked:<kind>``), by index in the batch:
+    # its own, not the touchpoints', which a retry or the isolation of a refused message
+    # resolves again, maybe otherwise.
+    flags: dict[int, list[str]] = field(default_factory=dict)
 
 
 Owners = dict[repository.IdentKey, uuid.UUID]
@@ -137,7 +141,7 @@ async def resolve(
         customers[r["customer_id"]].identities.setdefault(r["kind"], set()).add(r["value"])
 
     stitching = Stitching(customers, owner, policy)
-    stitching.conclude([stitching.process(tp) for tp in touchpoints])
+    stitching.conclude([stitching.process(tp, i) for i, tp in enumerate(touchpoints)])
     return stitching
 
 
@@ -237,7 +241,8 @@ class Stitching:
             customer = self.merged_into[customer]
         return customer
 
-    def process(self, tp: Touchpoint) -> uuid.UUID:
+    def process(self, tp: Touchpoint, index: int) -> uuid.UUID:
+        """The customer of `tp`, the batch's event at `index`."""
         event = list(dict.fromkeys(tp.identifiers))
         owners = {i: self.survivor(self.owner[i]) for i in event if i in self.owner}
         if len(owners) == len(event) and len(set(owners.values())) == 1:
@@ -262,12 +267,12 @@ class Stitching:
             self.owner[ident] = target
             if ident.kind in self.limited:
                 into.setdefault(ident.kind, set()).add(ident.value)
-        # The event says which identifiers merge protection kept from stitching (once,
-        # however often the batch is retried).
-        for ident in plan.dropped:
-            flag = f"not_linked:{ident.kind}"
-            if flag not in tp.flags:
-                tp.flags.append(flag)
+        # The event says which identifiers merge protection kept from stitching, once a
+        # kind (the touchpoint is left as it came: see Resolution.flags).
+        if plan.dropped:
+            kinds = dict.fromkeys(f"not_linked:{ident.kind}" for ident in plan.dropped)
+            if flags := [flag for flag in kinds if flag not in tp.flags]:
+                self.resolution.flags[index] = flags
         return target
 
     def _merge(self, loser: uuid.UUID, target: uuid.UUID, tp: Touchpoint) -> None:

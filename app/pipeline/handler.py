@@ -461,7 +461,9 @@ class BatchHandler:
             await insert_customers(conn, stitching.new, created)
             await stitching.write(conn)
             try:
-                await insert_events(conn, fresh, resolution.customer_of, plan.stage_of, encoded)
+                await insert_events(
+                    conn, fresh, resolution.customer_of, plan.stage_of, encoded, resolution.flags
+                )
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name not in STORED_KEYS:
                     raise

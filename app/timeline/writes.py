@@ -130,14 +130,16 @@ async def insert_events(
     customers: Sequence[uuid.UUID],
     stages: Sequence[str | None],
     encoded: Mapping[Any, bytes] | None = None,
+    flags: Mapping[int, list[str]] | None = None,
 ) -> None:
     """Store touchpoints on their customers' timelines, each with the stage it led to, with
     one binary COPY. ``encoded`` has :func:`own_fields` of some touchpoints by event id
-    (encoded ahead, in a decode worker); the others are encoded here. The caller has
+    (encoded ahead, in a decode worker); the others are encoded here. ``flags``: flags
+    to store after some touchpoints' own, by index (identity resolution's). The caller has
     dropped the keys already stored (:func:`existing_keys`); one stored since raises
     ``asyncpg.UniqueViolationError`` on one of :data:`STORED_KEYS`."""
     if touchpoints:
-        rows = _copy_data(touchpoints, customers, stages, encoded or {})
+        rows = _copy_data(touchpoints, customers, stages, encoded or {}, flags or {})
         await conn.copy_to_table("events", source=rows, columns=COLUMNS, format="binary")
 
 
@@ -146,6 +148,7 @@ async def _copy_data(
     customers: Sequence[uuid.UUID],
     stages: Sequence[str | None],
     encoded: Mapping[Any, bytes],
+    added: Mapping[int, list[str]],
 ) -> AsyncIterator[bytes]:
     """The COPY's data, `_CHUNK_ROWS` rows at a time (the driver sends each as written, so
     a whole run's rows are never in memory at once). An error encoding a row aborts the
@@ -158,13 +161,16 @@ async def _copy_data(
         text = stage_texts.get(stage)
         if text is None:
             text = stage_texts[stage] = _NULL if stage is None else _text(stage)
+        flags = tp.flags
+        if added and (more := added.get(count - 1)):
+            flags = flags + more
         chunk += (
             _ROW,
             own_fields(tp) if own is None else own,
             _UUID,
             customer.bytes,
             text,
-            _jsonb(tp.flags) if tp.flags else _NO_FLAGS,
+            _jsonb(flags) if flags else _NO_FLAGS,
         )
         if count % _CHUNK_ROWS == 0:
             yield b"".join(chunk)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.identity import repository
 from app.kit.metrics import PIPELINE_RETRIES
 from tests.factories import touchpoint
-from tests.helpers import bearer, scalar
+from tests.helpers import bearer, refusing, scalar
 
 
 async def _profile(client: httpx.AsyncClient, token: str, kind: str, value: str) -> dict[str, Any]:
@@ -256,3 +256,20 @@ async def test_an_identifier_recorded_by_another_consumer_meanwhile_retries_the_
     assert await scalar(db, "SELECT count(*) FROM customers") == 1
     assert await scalar(db, "SELECT count(*) FROM identities") == 1
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == 2
+
+
+async def test_an_identifier_linked_once_a_refused_event_is_isolated_carries_no_stale_flag(
+    handle: Any, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    """On the first attempt e1 gives the device to u1 and merge protection keeps it from u2
+    (e2); the database refuses e1, which is isolated and dead-lettered, and e2 is stored
+    with the device linked: its flags say what that attempt did, not the first one."""
+    e1 = touchpoint(source_id, user_id="u1", anonymous_id="a", message_id="e1", at=0)
+    e2 = touchpoint(source_id, user_id="u2", anonymous_id="a", message_id="e2", at=1)
+    async with refusing(db, "message_id <> 'e1'"):
+        outcome = await handle([e1, e2])
+    assert (outcome.stored, len(outcome.dead_letters)) == (1, 1)
+    owner = "SELECT customer_id FROM identities WHERE kind = :k AND value = :v"
+    device = await scalar(db, owner, {"k": "anonymous_id", "v": "a"})
+    assert device == await scalar(db, owner, {"k": "user_id", "v": "u2"})
+    assert await scalar(db, "SELECT flags FROM events WHERE message_id = 'e2'") == []

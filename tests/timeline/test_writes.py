@@ -100,6 +100,22 @@ async def test_every_column_reads_back_as_the_touchpoint_had_it(
             assert orjson.loads(row[column]) == getattr(tp, column)
 
 
+async def test_flags_passed_by_index_follow_the_touchpoints_own(
+    pool: asyncpg.Pool[Any], customer: uuid.UUID, source_id: uuid.UUID
+) -> None:
+    """Identity resolution's flags are its own, passed beside the touchpoints: stored after
+    theirs, on the event at their index, the touchpoints unchanged."""
+    rich, bare, other = _rich(source_id), _bare(source_id), _bare(source_id)
+    added = {0: ["not_linked:user_id"], 2: ["not_linked:anonymous_id"]}
+    async with pool.acquire() as conn, conn.transaction():
+        await insert_events(conn, [rich, bare, other], [customer] * 3, [None] * 3, flags=added)
+    stored = [
+        orjson.loads((await _stored(pool, tp.event_id))["flags"]) for tp in (rich, bare, other)
+    ]
+    assert stored == [["invalid_phone", "not_linked:user_id"], [], ["not_linked:anonymous_id"]]
+    assert (rich.flags, other.flags) == (["invalid_phone"], [])
+
+
 async def test_an_event_stored_twice_violates_its_key(
     pool: asyncpg.Pool[Any], customer: uuid.UUID, source_id: uuid.UUID
 ) -> None:
