@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.customers.endpoints import direct_route as customers_direct
+from app.errors import PROBLEM_JSON
 from app.journey.model import load_model
 from app.kit.direct import DirectRoutes
 from app.main import create_app
@@ -280,6 +282,43 @@ async def test_unknown_customers_bad_ids_and_bad_cursors_are_client_errors(
         f"/v1/customers/{uuid.uuid4()}/timeline", params={"limit": 0}, headers=bearer(read_token)
     )
     assert bad_limit.status_code == 422
+
+
+def _cursor(position: Any) -> str:
+    """``position`` written as the timeline writes its cursors: unpadded base64url JSON."""
+    return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
+
+
+async def test_a_cursor_of_any_other_json_is_the_400_of_a_cursor_not_issued(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    await handle([touchpoint(source_id, user_id="cursor", at=0)])
+    cid = await _customer_id(app_client, read_token, "user_id", "cursor")
+    url = f"/v1/customers/{cid}/timeline"
+    before = await app_client.get(url, headers=bearer(read_token))
+    at, event_id = "2026-11-01T09:00:00+00:00", str(uuid.uuid4())
+    positions: list[Any] = [
+        [at, 5],
+        [5, event_id],
+        [at, None],
+        [at],
+        [at, event_id, event_id],
+        [[at], [event_id]],
+        [[at, event_id]],
+        {"occurred_at": at, "event_id": event_id},
+        at,
+        None,
+    ]
+    for position in positions:
+        response = await app_client.get(
+            url, params={"cursor": _cursor(position)}, headers=bearer(read_token)
+        )
+        assert response.status_code == 400, (position, response.text)
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert response.json()["detail"] == "the cursor is not one this API issued"
+    after = await app_client.get(url, headers=bearer(read_token))
+    assert after.json() == before.json()
+    assert [i["event"] for i in after.json()["items"]] == ["Product Viewed"]
 
 
 async def test_reads_name_kinds_as_events_do_and_refuse_text_postgres_cannot_hold(
