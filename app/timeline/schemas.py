@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -19,6 +19,19 @@ def _storable(stage: str) -> str:
     return stage
 
 
+def utc_instant(value: datetime) -> datetime:
+    """The instant in UTC; a time without an offset is one in UTC. asyncpg converts a time
+    to UTC as it sends it, and at the ends of Python's range (year 1 or 9999 with an offset)
+    that overflows: such a time is refused here, not by a failed query."""
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time must fall within years 1 to 9999 in UTC") from None
+
+
+Instant = Annotated[datetime, AfterValidator(utc_instant)]
+
+
 class TimelineParams(QueryModel):
     """The timeline's query parameters. Filters combine with AND; repeat a filter to allow
     several values."""
@@ -28,8 +41,8 @@ class TimelineParams(QueryModel):
     channel: list[Channel] | None = None
     type: list[EventType] | None = None
     stage: list[Annotated[str, AfterValidator(_storable)]] | None = Field(None, max_length=20)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
 
 
 class TimelineItem(BaseModel):

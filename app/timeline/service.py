@@ -15,6 +15,7 @@ from app.customers.service import survivor_id
 from app.errors import InvalidRequest
 from app.timeline import repository
 from app.timeline.repository import TimelineQuery
+from app.timeline.schemas import utc_instant
 
 if TYPE_CHECKING:
     import asyncpg
@@ -32,7 +33,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         match orjson.loads(raw):
             case [str() as at, str() as event_id]:
-                return datetime.fromisoformat(at), uuid.UUID(event_id)
+                return utc_instant(datetime.fromisoformat(at)), uuid.UUID(event_id)
     except ValueError:  # not base64, not JSON (both ValueErrors), or not a time and an id
         pass
     raise InvalidRequest("the cursor is not one this API issued")

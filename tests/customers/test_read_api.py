@@ -321,6 +321,46 @@ async def test_a_cursor_of_any_other_json_is_the_400_of_a_cursor_not_issued(
     assert [i["event"] for i in after.json()["items"]] == ["Product Viewed"]
 
 
+async def test_times_beyond_the_instants_of_years_1_to_9999_are_client_errors(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    """`since`, `until` and a cursor's time are sent to PostgreSQL in UTC: one whose UTC is
+    outside Python's years 1 to 9999 is refused, not a failed query. Without an offset, a
+    time is in UTC."""
+    await handle([touchpoint(source_id, user_id="edges", at=0)])
+    cid = await _customer_id(app_client, read_token, "user_id", "edges")
+    url = f"/v1/customers/{cid}/timeline"
+    before = await app_client.get(url, headers=bearer(read_token))
+    for name, value in (
+        ("since", "0001-01-01T00:00:00+05:00"),
+        ("until", "9999-12-31T23:59:59-05:00"),
+    ):
+        response = await app_client.get(url, params={name: value}, headers=bearer(read_token))
+        assert response.status_code == 422, (value, response.text)
+        assert response.headers["content-type"] == PROBLEM_JSON
+        (error,) = response.json()["errors"]
+        assert error["field"] == f"query.{name}"
+        assert "within years 1 to 9999 in UTC" in error["message"]
+    event_id = before.json()["items"][0]["event_id"]
+    for at in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        response = await app_client.get(
+            url, params={"cursor": _cursor([at, event_id])}, headers=bearer(read_token)
+        )
+        assert response.status_code == 400, (at, response.text)
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert response.json()["detail"] == "the cursor is not one this API issued"
+    for params, events in (
+        ({"since": "0001-01-01T00:00:00", "until": "9999-12-31T23:59:59+00:00"}, 1),
+        ({"since": "2026-11-01T09:00:00"}, 1),
+        ({"since": "2026-11-01T09:00:01"}, 0),
+    ):
+        response = await app_client.get(url, params=params, headers=bearer(read_token))
+        assert response.status_code == 200, (params, response.text)
+        assert len(response.json()["items"]) == events, params
+    after = await app_client.get(url, headers=bearer(read_token))
+    assert after.json() == before.json()
+
+
 async def test_reads_name_kinds_as_events_do_and_refuse_text_postgres_cannot_hold(
     app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
 ) -> None:
