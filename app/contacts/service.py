@@ -54,6 +54,10 @@ def contact_message(raw: Any) -> dict[str, Any]:
     return message
 
 
+# A change's transaction id is PostgreSQL's xid8: an unsigned 64-bit integer.
+XID8_END = 2**64
+
+
 def encode_cursor(xid: int, customer_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(f"{xid}:{customer_id}".encode()).decode().rstrip("=")
 
@@ -62,10 +66,13 @@ def decode_cursor(cursor: str | None) -> tuple[int, uuid.UUID]:
     if not cursor:
         return 0, uuid.UUID(int=0)
     try:
-        xid, _, customer = (
+        text, _, customer = (
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
         )
-        return int(xid), uuid.UUID(customer)
+        xid = int(text)
+        if not 0 <= xid < XID8_END:  # PostgreSQL 16 refuses it (a failed query), 15 wraps it
+            raise ValueError(xid)
+        return xid, uuid.UUID(customer)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidRequest("`since` is not a cursor this API issued") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.errors import PROBLEM_JSON
 from app.pipeline.runner import Pipeline
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer, scalar, wait_until
@@ -155,6 +157,24 @@ async def test_the_changes_feed_returns_each_change_once_including_merges(
         "/v1/contacts/changes", params={"since": "%%%"}, headers=bearer(read_token)
     )
     assert bad.status_code == 400
+
+
+async def test_a_cursor_whose_xid_is_no_xid8_is_the_400_of_a_cursor_not_issued(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    await handle([touchpoint(source_id, user_id="u1", at=0)])
+    before = await _all_changes(app_client, read_token, None)
+    for xid in (2**64, -1, 10**30):
+        since = base64.urlsafe_b64encode(f"{xid}:{uuid.UUID(int=0)}".encode()).decode()
+        response = await app_client.get(
+            "/v1/contacts/changes", params={"since": since}, headers=bearer(read_token)
+        )
+        assert response.status_code == 400, (xid, response.text)
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert response.json()["detail"] == "`since` is not a cursor this API issued"
+    assert await _all_changes(app_client, read_token, None) == before
+    last = base64.urlsafe_b64encode(f"{2**64 - 1}:{uuid.UUID(int=0)}".encode()).decode()
+    assert await _all_changes(app_client, read_token, last) == ([], last)
 
 
 async def test_a_change_committed_late_is_not_skipped_by_the_feed(
