@@ -15,6 +15,8 @@ import orjson
 from app.imports.mapping import MappingError, csv_row_to_message
 
 FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
+# The largest field limit csv takes everywhere (a C long): a record's memory is its size.
+_NO_FIELD_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,11 @@ def raw_records(path: Path, delimiter: str) -> Iterator[tuple[int, str | dict[st
                 if text.strip():
                     yield number, text.strip()
         return
+    # csv raises at a field over its limit (128 KiB by default), and cannot go on at the next
+    # record: the rest of a quoted field would be read as records. Lifted (process-wide;
+    # nothing else here reads CSV), such a cell is the row's, which is refused as any event
+    # over the tracking API's size limit is (app.ingest.service.unstorable).
+    csv.field_size_limit(_NO_FIELD_LIMIT)
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter, restkey="__extra__")
         for record in reader:

@@ -104,6 +104,33 @@ async def test_ndjson_lines_are_calls_and_broken_lines_are_reported(
     assert touchpoints[0].context["library"]["name"] == "percorso-import"
 
 
+async def test_a_cell_over_the_csv_field_limit_is_one_rejected_row(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    """A cell over the csv module's field limit (128 KiB), quoted across lines, is its row's
+    alone: refused as any event over 32 KB, and the rows around it imported."""
+    source, _ = await make_source(name="notes")
+    big = "x" * (128 * 1024 + 1)
+    file = tmp_path / "notes.csv"
+    file.write_text(
+        f'userId,event,properties.note\nada,First,a\nada,Big,"{big}\nmore"\nada,Last,b\n'
+    )
+    result = await _import(channel_settings, monkeypatch, str(file), "--source", "notes")
+    assert result.exit_code == 0, result.output
+    assert "3 rows, accepted 2, rejected 1" in result.stdout
+    assert "line 4: an event is at most 32 KB" in result.stderr
+    imported = await topic.touchpoints(source.id, 2)
+    assert [(tp.event, tp.properties) for tp in imported] == [
+        ("First", {"note": "a"}),
+        ("Last", {"note": "b"}),
+    ]
+    assert len([tp for tp in topic.seen if tp.source_id == source.id]) == 2
+
+
 async def test_nothing_accepted_exits_1_and_usage_errors_exit_2(
     channel_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
