@@ -18,10 +18,11 @@ Any other column is an error for the row, so a typo does not silently drop data.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
+
+from app.kit.jsonvalues import json_number
 
 TOP_LEVEL = frozenset(
     {"type", "event", "name", "userId", "anonymousId", "groupId", "previousId", "messageId"}
@@ -29,7 +30,6 @@ TOP_LEVEL = frozenset(
 TIME_COLUMNS = frozenset({"timestamp"})
 PERSON_COLUMNS = {"email": "email", "phone": "phone", "crmId": "crm_id", "crm_id": "crm_id"}
 NESTED = ("properties", "traits", "context")
-_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 
 
 class MappingError(ValueError):
@@ -75,10 +75,10 @@ def typed(column: str, value: str) -> tuple[list[str], Any]:
     if not kind:
         return path, value
     if kind == "number":
-        if not _NUMBER.fullmatch(value):
-            raise MappingError(f"{column}: {value[:40]!r} is not a number")
-        number = float(value)
-        return path, int(number) if number.is_integer() and "." not in value else number
+        try:
+            return path, json_number(value)
+        except ValueError as exc:
+            raise MappingError(f"{column}: {value[:40]!r} {exc}") from None
     if kind == "bool":
         lowered = value.lower()
         if lowered not in ("true", "false", "1", "0", "yes", "no"):

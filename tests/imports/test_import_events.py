@@ -131,6 +131,68 @@ async def test_a_cell_over_the_csv_field_limit_is_one_rejected_row(
     assert len([tp for tp in topic.seen if tp.source_id == source.id]) == 2
 
 
+async def test_number_cells_are_stored_exactly_or_refused_saying_why(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    """A `:number` integer is stored digit for digit, a decimal as a finite float; one the
+    tracking API would round or refuse is its row's rejection, with the range."""
+    source, _ = await make_source(name="amounts")
+    file = tmp_path / "amounts.csv"
+    file.write_text(
+        "userId,event,properties.n:number\n"
+        "ada,Exact,12345678901234567\n"
+        "ada,Large,1e20\n"
+        "ada,Infinite,1e400\n"
+        "ada,Wide,18446744073709551616\n"
+    )
+    result = await _import(channel_settings, monkeypatch, str(file), "--source", "amounts")
+    assert result.exit_code == 0, result.output
+    assert "4 rows, accepted 2, rejected 2" in result.stdout
+    assert (
+        "line 4: properties.n:number: '1e400' is out of range"
+        " (numbers from about -1.8e308 to 1.8e308)"
+    ) in result.stderr
+    assert (
+        "line 5: properties.n:number: '18446744073709551616' is out of range"
+        " (whole numbers from -2^63 to 2^64 - 1)"
+    ) in result.stderr
+    imported = await topic.touchpoints(source.id, 2)
+    assert [(tp.event, tp.properties) for tp in imported] == [
+        ("Exact", {"n": 12345678901234567}),
+        ("Large", {"n": 1e20}),
+    ]
+    assert len([tp for tp in topic.seen if tp.source_id == source.id]) == 2
+
+
+@pytest.mark.parametrize(
+    ("cell", "number"),
+    [
+        ("18446744073709551615", 2**64 - 1),
+        ("-9223372036854775808", -(2**63)),
+        ("-0", 0),
+        ("42.50", 42.5),
+        ("1e2", 100.0),
+        ("1e-400", 0.0),
+    ],
+)
+def test_number_cells_read_as_the_tracking_api_reads_json(cell: str, number: float) -> None:
+    message = csv_row_to_message({"properties.n:number": cell})
+    assert message["properties"]["n"] == number
+    assert type(message["properties"]["n"]) is type(orjson.loads(cell))
+
+
+@pytest.mark.parametrize(
+    "cell", ["18446744073709551616", "-9223372036854775809", "9" * 5000, "-1e400", "1" * 400 + ".5"]
+)
+def test_number_cells_beyond_what_an_event_holds_are_refused(cell: str) -> None:
+    with pytest.raises(MappingError, match=r"is out of range \("):
+        csv_row_to_message({"properties.n:number": cell})
+
+
 async def test_nothing_accepted_exits_1_and_usage_errors_exit_2(
     channel_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
