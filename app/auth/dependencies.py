@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -41,7 +40,7 @@ def presented_write_key(request: Request) -> str | None:
     if header and header[:6].lower() == "basic ":
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8
             return None
         user, _, _password = decoded.partition(":")
         return user or None

@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from app.errors import PROBLEM_JSON
 from tests.helpers import basic
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
@@ -152,3 +153,33 @@ async def test_missing_or_wrong_write_keys_are_401_problems(
     response = await client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=headers)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_basic_header_that_is_not_ascii_is_as_malformed_as_any(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    """A byte beyond ASCII in an `Authorization: Basic` header is no write key: the calls
+    that take one answer as for any malformed header, the pixel with its GIF."""
+    source, key = await make_source()
+    not_ascii = {"authorization": b"Basic \xe9"}
+    track = await client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=not_ascii)
+    assert track.status_code == 401
+    assert track.headers["content-type"] == PROBLEM_JSON
+    assert track.json()["detail"] == "send the source's write key as the HTTP Basic user name"
+    pixel = await client.get(
+        "/v1/pixel/track", params={"userId": "u", "event": "E"}, headers=not_ascii
+    )
+    assert pixel.status_code == 200
+    assert pixel.headers["content-type"] == "image/gif"
+    assert pixel.headers["x-percorso-verdict"].startswith("unauthorized: ")
+    config = await client.get("/sourceConfig/", headers=not_ascii)
+    assert config.status_code == 404
+    assert config.headers["content-type"] == PROBLEM_JSON
+    assert config.json()["detail"] == "send the source's write key"
+
+    sentinel = await client.post(
+        "/v1/track", json={"userId": "sentinel", "event": "After"}, headers=basic(key)
+    )
+    assert sentinel.status_code == 200
+    await topic.touchpoints(source.id, 1)
+    assert [tp.user_id for tp in topic.seen if tp.source_id == source.id] == ["sentinel"]
