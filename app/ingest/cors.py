@@ -5,7 +5,8 @@ Preflights are answered for any origin: the write key, and so the source whose
 preflight does not carry. The actual request is then checked against the source's
 setting (:func:`deny_origin`); a refused origin gets a 403 without
 ``Access-Control-Allow-Origin``, so the browser hides the answer too. Responses to allowed
-origins echo the origin (no credentials: analytics.js sends none).
+origins echo the origin (no credentials: analytics.js sends none). Every response says it
+varies by ``Origin``, those to requests without one too.
 """
 
 from __future__ import annotations
@@ -47,19 +48,21 @@ class TrackingCors:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+        preflight = scope["method"] == "OPTIONS" and "access-control-request-method" in headers
+        if origin is not None and preflight:
             await self._preflight(origin, headers, send)
             return
 
         async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start" and not scope.get(_DENIED):
+            if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
-                out["Access-Control-Allow-Origin"] = origin
-                out["Access-Control-Expose-Headers"] = "Retry-After"
+                # Every answer, with an Origin or without, varies by it: a shared cache must
+                # not give a browser the copy that lacks its grant (the settings documents
+                # are public for minutes).
                 out.add_vary_header("Origin")
+                if origin is not None and not scope.get(_DENIED):
+                    out["Access-Control-Allow-Origin"] = origin
+                    out["Access-Control-Expose-Headers"] = "Retry-After"
             await send(message)
 
         await self.app(scope, receive, send_with_cors)

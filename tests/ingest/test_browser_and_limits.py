@@ -223,6 +223,43 @@ async def test_settings_name_the_public_url_when_it_is_set(
     assert response.headers["cache-control"] == "public, max-age=300"
 
 
+async def test_every_answer_of_a_cors_path_varies_by_origin(
+    channel_settings: Settings, make_source: SourceFactory
+) -> None:
+    """A shared cache keeps the public settings for minutes: the copy fetched without an
+    Origin, which has no CORS grant, must not be given to a browser that needs one."""
+    _, key = await make_source(settings={"allowed_origins": ["https://shop.example"]})
+    public = channel_settings.model_copy(update={"public_url": "https://percorso.example"})
+    shop, evil = {"origin": "https://shop.example"}, {"origin": "https://evil.example"}
+    async with serving(create_app(public)) as client:
+        for path, params in (
+            (_settings_path(key), {}),
+            ("/sourceConfig/", {"writeKey": key}),
+        ):
+            server_side = await client.get(path, params=params)
+            assert server_side.status_code == 200
+            assert server_side.headers["content-type"] == "application/json"
+            assert server_side.headers["cache-control"] == "public, max-age=300"
+            assert server_side.headers["vary"] == "Origin"
+            assert "access-control-allow-origin" not in server_side.headers
+            browser = await client.get(path, params=params, headers=shop)
+            assert browser.headers["vary"] == "Origin"
+            assert browser.headers["access-control-allow-origin"] == "https://shop.example"
+            assert browser.content == server_side.content
+            refused = await client.get(path, params=params, headers=evil)
+            assert refused.status_code == 403
+            assert refused.headers["vary"] == "Origin"
+            assert "access-control-allow-origin" not in refused.headers
+        call = await client.post(
+            "/v1/track", json={"userId": "u", "event": "E"}, headers=basic(key)
+        )
+        assert call.status_code == 200
+        assert call.headers["vary"] == "Origin"
+        unknown = await client.get(_settings_path("pw_nobody"))
+        assert unknown.status_code == 404
+        assert unknown.headers["vary"] == "Origin"
+
+
 @pytest.mark.parametrize(
     "url",
     [
