@@ -11,6 +11,7 @@ import orjson
 from fastapi import Request
 
 from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from app.kit.jsonvalues import INTEGERS
 
 _ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-json", "")
 
@@ -98,7 +99,7 @@ def _float(text: str) -> float | None:
 
 def _int(text: str) -> int | float | None:
     """An integer as orjson reads it: exact within 64 bits, otherwise a double."""
-    if len(text) <= 20 and -(2**63) <= (number := int(text)) < 2**64:
+    if len(text) <= 20 and (number := int(text)) in INTEGERS:
         return number
     return _float(text)
 

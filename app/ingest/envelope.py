@@ -12,9 +12,9 @@ Guarantees:
 * :func:`admitted` only admits a batch whose every call the per-event path would
   accept, so the client gets the answer that path would give (all accepted), and the
   pipeline builds every call. What the check skips over unread (a call's ``properties``,
-  ``traits`` and ``context``), both paths read alike (:func:`app.ingest.body.loads`). Anything else goes the per-event path, whose answer lists
-  each rejection. A call the pipeline still cannot build is dead-lettered with the reason,
-  never dropped.
+  ``traits`` and ``context``), both paths read alike (:func:`app.ingest.body.loads`).
+  Anything else goes the per-event path, whose answer lists each rejection. A call the
+  pipeline still cannot build is dead-lettered with the reason, never dropped.
 * Every call of an envelope carries its ``messageId``: a redelivered envelope builds the
   same events, and the dedupe key drops them. Only ``event_id`` (server-made) differs.
 * No write key travels: a call's own ``writeKey`` (analytics.js puts one in every call it

@@ -12,7 +12,7 @@ from typing import Any
 _NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 # The integers orjson writes, and reads as integers (a longer one it reads as a float,
 # rounded; it writes none).
-_INTEGERS = range(-(2**63), 2**64)
+INTEGERS = range(-(2**63), 2**64)
 
 
 def uuid_text(value: Any) -> str:
@@ -26,14 +26,15 @@ def uuid_text(value: Any) -> str:
 def json_number(text: str) -> int | float:
     """The number a JSON number's text says, as an event holds it: an integer exactly, one
     with a fraction or exponent as a float, as the tracking API reads them. Raises
-    ``ValueError``, saying why, for any other text, an integer outside ``_INTEGERS``
-    (which the API would round) and a number beyond a float's range (which it refuses)."""
+    ``ValueError``, saying why, for any other text, an integer outside :data:`INTEGERS`
+    (which the API would round) and a number beyond a float's range (which it would read as
+    null: :func:`app.ingest.body.loads`); a column typed as a number asks for one."""
     found = _NUMBER.fullmatch(text)
     if found is None:
         raise ValueError("is not a number")
     if found[2] is None and found[3] is None:
         # The digits counted first: int() refuses 4,300 or more, in its own words.
-        if len(found[1]) > 20 or int(text) not in _INTEGERS:
+        if len(found[1]) > 20 or int(text) not in INTEGERS:
             raise ValueError("is out of range (whole numbers from -2^63 to 2^64 - 1)")
         return int(text)
     number = float(text)
