@@ -146,18 +146,25 @@ class Event(Base):
 
 
 class DeadLetter(Base):
-    """A message the pipeline could not process, kept with the reason."""
+    """A message the pipeline could not process, kept with the reason; once per origin
+    (a redelivered record's letters are not stored again: migration 0008)."""
 
     __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("topic", "partition", "offset", "item"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(Text)
     partition: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
+    # The call's position among its envelope's items; -1 for a whole record; NULL for a
+    # letter stored before migration 0008 whose call is not known.
+    item: Mapped[int | None] = mapped_column(Integer)
     key: Mapped[bytes | None] = mapped_column(LargeBinary)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    # When it went on the dead-letter topic (NULL: not yet).
+    published_at: Mapped[datetime | None] = mapped_column(TZ)
 
 
 class StageTransition(Base):

@@ -41,3 +41,62 @@ def test_migrations_upgrade_an_empty_database_and_downgrade_cleanly(empty_databa
 
     upgrade(empty_database)  # and up again: downgrade left nothing behind that blocks it
     assert asyncio.run(_tables(empty_database)) == created
+
+
+async def _run(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def test_0008_keeps_the_first_of_each_dead_letter_stored_again(empty_database: str) -> None:
+    """Before 0008 a redelivered batch stored its dead letters again; a call the database
+    refused was rebuilt with another event_id each time."""
+
+    def refused(event_id: str) -> bytes:
+        return b'{"schema_version":1,"event_id":"%s","message_id":"poison"}' % event_id.encode()
+
+    letters = [
+        (7, b"\x00junk", "undecodable touchpoint: not JSON"),
+        (8, b'{"messageId":"a"}', "call not built: userId: blocked"),
+        (8, b'{"messageId":"b"}', "call not built: userId: blocked"),
+        (8, refused("01a21100-09e8-76a3-8a83-360ceedbfa6b"), "refused by the database: NUL"),
+        # The same batch again, and the first record once more by a consumer that words it
+        # differently.
+        (7, b"\x00junk", "undecodable touchpoint: not JSON"),
+        (8, b'{"messageId":"a"}', "call not built: userId: blocked"),
+        (8, b'{"messageId":"b"}', "call not built: userId: blocked"),
+        (8, refused("01a21100-09e8-76a3-8a83-ffffffffffff"), "refused by the database: NUL"),
+        (7, b"\x00junk", "undecodable touchpoint: unexpected byte"),
+    ]
+    upgrade(empty_database, "0007")
+    for offset, payload, reason in letters:
+        asyncio.run(
+            _run(
+                empty_database,
+                'INSERT INTO dead_letters (topic, partition, "offset", payload, reason)'
+                " VALUES ('touchpoints', 0, $1, $2, $3)",
+                offset,
+                payload,
+                reason,
+            )
+        )
+
+    upgrade(empty_database)
+    kept = asyncio.run(
+        _run(
+            empty_database,
+            'SELECT id, "offset", item, published_at IS NOT NULL AS published'
+            " FROM dead_letters ORDER BY id",
+        )
+    )
+    assert [tuple(r) for r in kept] == [
+        (1, 7, -1, True),  # a whole record
+        (2, 8, None, True),  # calls of an envelope, at places not known
+        (3, 8, None, True),
+        (4, 8, None, True),
+    ]
+    downgrade(empty_database, "0007")
+    assert asyncio.run(_run(empty_database, "SELECT count(*) FROM dead_letters"))[0][0] == 4

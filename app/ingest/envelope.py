@@ -380,5 +380,15 @@ def open_envelope(
     return touchpoints, failed
 
 
+def positions(value: bytes, calls: list[bytes]) -> list[int]:
+    """Where each of ``calls`` (as :func:`open_envelope` gives those it could not build) sits
+    among the items of the envelope ``value``. Calls of equal bytes take the items holding
+    them in turn: the same answer every time, and no position twice."""
+    free: dict[bytes, list[int]] = {}
+    for index, raw in enumerate(_ENVELOPE.decode(value).items):
+        free.setdefault(bytes(raw), []).append(index)
+    return [free[call].pop(0) for call in calls]
+
+
 def _reason(errors: list[FieldError]) -> str:
     return "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)

@@ -24,7 +24,9 @@ Guarantees:
 * a message that can never be stored (undecodable, or rejected by the database) is isolated
   and dead-lettered with its reason, and the rest of the batch is stored;
 * an event already stored (same source and message id) is skipped, so redelivery after a
-  crash stores nothing twice.
+  crash stores nothing twice; so is a dead letter already stored (same origin,
+  `app.pipeline.deadletter`), and the outcome names it again only until the caller has
+  published it (:meth:`BatchHandler.mark_published`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from app.ingest import envelope
 from app.journey import service as journey
 from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
-from app.pipeline.deadletter import DeadLetter, insert_dead_letters
+from app.pipeline.deadletter import DeadLetter, insert_dead_letters, mark_published
 from app.pipeline.opener import EnvelopeOpener, Opened
 from app.timeline.writes import STORED_KEYS, existing_keys, insert_events
 from app.touchpoint import InvalidTouchpoint, Touchpoint
@@ -111,6 +113,8 @@ class Record:
 class Outcome:
     stored: int = 0
     duplicates: int = 0
+    # For the dead-letter topic: the letters stored, and any stored before that it has not
+    # had yet (a redelivery's other letters were published already).
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def add(self, other: Outcome) -> None:
@@ -151,6 +155,13 @@ class BatchHandler:
         # The run queued last (of this batch, or of one begun before while its runs were
         # pending): the next one is stored after it.
         self._queued: asyncio.Task[Outcome] | None = None
+
+    async def mark_published(self, letters: Sequence[DeadLetter]) -> None:
+        """Note that ``letters`` (of an outcome) are on the dead-letter topic: a redelivery
+        of their batch leaves them out of its outcome."""
+        if letters:
+            async with self._pool.acquire() as proxy:
+                await mark_published(cast("asyncpg.Connection[Any]", proxy), letters)
 
     async def handle(self, records: Sequence[Record]) -> Outcome:
         """Store a batch: returns once every run of it has committed."""
@@ -407,8 +418,7 @@ class BatchHandler:
     ) -> Outcome:
         """Store what the database accepts, bisecting to find the messages it refuses:
         log2(batch) transactions per culprit instead of one per message."""
-        total = Outcome(dead_letters=list(dead))
-        await self._with_retries([], dead, encoded)
+        total = Outcome(dead_letters=(await self._with_retries([], dead, encoded)).dead_letters)
         pending = [touchpoints]
         while pending:
             part = pending.pop()
@@ -420,15 +430,30 @@ class BatchHandler:
                     pending += [part[middle:], part[:middle]]
                     continue
                 record = origin[part[0].event_id]
-                # The culprit alone, not the whole envelope it came in.
-                payload = part[0].to_bytes() if envelope.is_envelope(record.value) else None
-                letter = DeadLetter.of(record, f"refused by the database: {_short(exc)}", payload)
-                await self._with_retries([], [letter], encoded)
-                total.dead_letters.append(letter)
+                reason = f"refused by the database: {_short(exc)}"
+                if envelope.is_envelope(record.value):
+                    # The culprit alone, not the whole envelope it came in.
+                    item = self._item_of(origin, record, part[0])
+                    letter = DeadLetter.of(record, reason, part[0].to_bytes(), item)
+                else:
+                    letter = DeadLetter.of(record, reason)
+                kept = await self._with_retries([], [letter], encoded)
+                total.dead_letters += kept.dead_letters
                 continue
             total.stored += outcome.stored
             total.duplicates += outcome.duplicates
         return total
+
+    def _item_of(self, origin: dict[Any, Record], record: Record, tp: Touchpoint) -> int:
+        """The position among the envelope ``record``'s items of the call ``tp`` was built
+        from. Calls are built in order, skipping those that cannot be, and ``origin`` keeps
+        them in that order: the envelope is opened again to find which were skipped (for a
+        letter only, so rarely; a redelivery builds the same calls)."""
+        built, failed = envelope.open_envelope(record.value, self._identity)
+        skipped = set(envelope.positions(record.value, [call for call, _ in failed]))
+        places = [i for i in range(len(built) + len(skipped)) if i not in skipped]
+        ours = [event_id for event_id, came_in in origin.items() if came_in is record]
+        return places[ours.index(tp.event_id)]
 
     async def _transaction(
         self,
@@ -443,12 +468,12 @@ class BatchHandler:
             # The pool hands out a proxy that forwards every Connection method.
             conn = cast("asyncpg.Connection[Any]", proxy)
             await conn.execute(_ALONE if alone else _BESIDE_OTHERS, WRITERS_LOCK)
-            await insert_dead_letters(conn, dead)
+            letters = await insert_dead_letters(conn, dead)
             if not touchpoints:
-                return Outcome(dead_letters=list(dead))
+                return Outcome(dead_letters=letters)
             fresh = await _drop_duplicates(conn, touchpoints)
             if not fresh:
-                return Outcome(duplicates=len(touchpoints), dead_letters=list(dead))
+                return Outcome(duplicates=len(touchpoints), dead_letters=letters)
             stitching = await identity.resolve(conn, fresh, self._policy, owners)
             resolution = stitching.resolution
             plan = journey.plan_stages(self._model, fresh, resolution)
@@ -478,7 +503,7 @@ class BatchHandler:
                 delta.journey = saved.get(delta.customer_id)
             await apply_deltas(conn, known)
             return Outcome(
-                stored=len(fresh), duplicates=len(touchpoints) - len(fresh), dead_letters=list(dead)
+                stored=len(fresh), duplicates=len(touchpoints) - len(fresh), dead_letters=letters
             )
 
 
@@ -592,7 +617,13 @@ def _opened(
     record: Record, opened: Opened
 ) -> tuple[list[Touchpoint], list[DeadLetter], list[bytes] | None]:
     built, failed, rows = opened
-    letters = [DeadLetter.of(record, f"call not built: {r}", call) for call, r in failed]
+    if not failed:
+        return built, [], rows
+    items = envelope.positions(record.value, [call for call, _ in failed])
+    letters = [
+        DeadLetter.of(record, f"call not built: {reason}", call, item)
+        for (call, reason), item in zip(failed, items, strict=True)
+    ]
     return built, letters, rows
 
 

@@ -1,9 +1,10 @@
 """The consumer process: poll batches, hand them to the handler, then commit offsets.
 
-Order of effects per batch: database commit → dead letters on the DLQ topic → Kafka offset
-commit (``offset + 1``). A crash anywhere before the offset commit redelivers the batch,
-and the handler's dedupe drops what was already stored: at-least-once in, exactly-once on
-the timeline.
+Order of effects per batch: database commit → dead letters on the DLQ topic, then noted
+as published → Kafka offset commit (``offset + 1``). A crash anywhere before the offset
+commit redelivers the batch, and the handler's dedupe drops what was already stored:
+at-least-once in, exactly-once on the timeline and in ``dead_letters``. A letter goes on the
+topic again only if the crash came before it was noted as published.
 
 Behind a backlog, a batch is several fetches (`Pipeline._top_up`), so it is stored in
 large runs. Batches overlap: the next batch is decoded while the last run of the one before
@@ -205,7 +206,7 @@ class Pipeline:
             await self._consumer.commit(offsets)
         except CommitFailedError:
             # The group rebalanced under us; whoever gets these partitions re-reads
-            # the batch and the dedupe drops it.
+            # the batch and the dedupe drops it (its dead letters too: published already).
             log.warning("offset commit failed after a rebalance; the batch will be redelivered")
         log.debug(
             "batch: %d stored, %d duplicates, %d dead",
@@ -215,15 +216,17 @@ class Pipeline:
         )
 
     async def _publish_dead_letters(self, outcome: Outcome) -> None:
-        if not outcome.dead_letters:
+        letters = outcome.dead_letters
+        if not letters:
             return
         pending = [
             await self._dlq.send(
                 self._settings.kafka_dead_letter_topic, d.payload, key=d.key, headers=d.headers()
             )
-            for d in outcome.dead_letters
+            for d in letters
         ]
         await asyncio.gather(*pending)
+        await self._handler.mark_published(letters)
 
 
 async def consume(settings: Settings) -> None:

@@ -1,5 +1,6 @@
 """Delivery guarantees: duplicates die at (source, message id); a consumer killed mid-stream
-loses and duplicates nothing; poison messages are dead-lettered and the stream goes on."""
+loses and duplicates nothing; poison messages are dead-lettered and the stream goes on, each
+stored and published once however often it is delivered."""
 
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.service import create_source
 from app.config import Settings
-from app.db import create_session_factory
+from app.db import create_pool, create_session_factory
+from app.identity.policy import MergePolicy
+from app.journey.model import load_model
 from app.kit.kafka import create_producer, ensure_topics
 from app.kit.metrics import PIPELINE_RETRIES
 from app.pipeline import handler as handler_module
+from app.pipeline.handler import BatchHandler, Record
 from app.pipeline.runner import Pipeline
 from app.timeline.writes import existing_keys
 from tests.factories import touchpoint
@@ -239,3 +244,129 @@ async def test_events_stored_by_another_consumer_after_the_dedupe_read_are_retri
     assert await scalar(db, "SELECT count(*) FROM events") == 4
     assert await scalar(db, "SELECT count(*) FROM dead_letters") == 0
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == 4
+
+
+async def test_a_batch_redelivered_to_another_consumer_stores_and_publishes_its_dead_letters_once(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    """A new owner of the partitions re-reads a batch already stored (its offsets were not
+    committed: a rebalance, or a crash after the database commit): the events are
+    duplicates, and so are its dead letters, neither stored nor published again."""
+    topic = f"again-{uuid.uuid4().hex[:8]}"
+    isolated = settings.model_copy(
+        update={"kafka_topic": topic, "kafka_dead_letter_topic": f"{topic}-dlq"}
+    )
+    await ensure_topics(isolated)
+    source_id = await _source_id(db)
+    nul = touchpoint(source_id, user_id="ada", properties={"note": "a\u0000b"}, message_id="nul")
+    values = [
+        b"\x00not json at all",
+        nul.to_bytes(),
+        touchpoint(source_id, user_id="ada", message_id="good").to_bytes(),
+    ]
+    producer = create_producer(isolated)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, partition=0)
+    finally:
+        await producer.stop()
+
+    pool = await create_pool(isolated)
+    try:
+        # The second consumer group stands for the new owner: no offsets committed for it.
+        for group in (f"{topic}-first", f"{topic}-again"):
+            grouped = isolated.model_copy(update={"kafka_consumer_group": group})
+            await _consume_until_committed(grouped, pool, len(values))
+    finally:
+        await pool.close()
+
+    assert await scalar(db, "SELECT count(*) FROM events") == 1
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 2
+    assert await scalar(db, "SELECT count(*) FROM dead_letters WHERE published_at IS NOT NULL") == 2
+    # Both consumers have committed: whatever either published is on the topic by now.
+    assert sorted(await _all_of(isolated, isolated.kafka_dead_letter_topic)) == sorted(values[:2])
+
+
+async def _consume_until_committed(
+    settings: Settings, pool: asyncpg.Pool[Any], offset: int
+) -> None:
+    """Run a consumer until it has committed ``offset`` on partition 0 of its topic."""
+    consumer = Pipeline(settings, pool, load_model(settings.journey_model))
+    committed: list[int | None] = []
+    commit = consumer._consumer.commit
+
+    async def recorded(offsets: dict[TopicPartition, int]) -> None:
+        await commit(offsets)
+        committed.append(offsets.get(TopicPartition(settings.kafka_topic, 0)))
+
+    async def done() -> bool:
+        return offset in committed
+
+    consumer._consumer.commit = recorded  # type: ignore[method-assign]
+    running = asyncio.create_task(consumer.run())
+    try:
+        await wait_until(done)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(running, 30)
+
+
+async def _all_of(settings: Settings, topic: str) -> list[bytes]:
+    """Every message on partition 0 of ``topic`` now."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        end = (await consumer.end_offsets([partition]))[partition]
+        seen: list[bytes] = []
+        while await consumer.position(partition) < end:
+            batch = await consumer.getmany(partition, timeout_ms=500)
+            seen += [m.value for m in batch.get(partition, [])]
+        return seen
+    finally:
+        await consumer.stop()
+
+
+async def test_a_split_batch_redelivered_after_one_part_failed_stores_its_dead_letters_once(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first part of a split run records the run's dead letters and commits; another
+    part fails, so the batch is not acknowledged, and its letters were never published.
+    The redelivery stores them no second time, and names them for the dead-letter topic."""
+    monkeypatch.setattr(handler_module, "SPLIT_MIN", 2)
+    pool = await create_pool(settings)
+    handler = BatchHandler(pool, load_model(settings.journey_model), MergePolicy(), parts=2)
+    # ada's two events are the larger part, the first (which records the letters); bob's
+    # the second.
+    events = [
+        touchpoint(source_id, user_id="ada", at=0),
+        touchpoint(source_id, user_id="ada", at=1),
+        touchpoint(source_id, user_id="bob", at=2),
+    ]
+    values = [b"\x00not json", *(tp.to_bytes() for tp in events), b"{}"]
+    records = [Record("touchpoints", 1, offset, None, v) for offset, v in enumerate(values)]
+    insert_events = handler_module.insert_events
+
+    async def failing_for_bob(conn: Any, touchpoints: Any, *rest: Any) -> None:
+        if any(tp.user_id == "bob" for tp in touchpoints):
+            raise RuntimeError("bob's part fails")
+        await insert_events(conn, touchpoints, *rest)
+
+    try:
+        monkeypatch.setattr(handler_module, "insert_events", failing_for_bob)
+        with pytest.raises(RuntimeError, match="bob's part fails"):
+            await handler.handle(records)
+        assert await scalar(db, "SELECT count(*) FROM dead_letters") == 2
+        monkeypatch.setattr(handler_module, "insert_events", insert_events)
+        again = await handler.handle(records)
+    finally:
+        await pool.close()
+    assert (again.stored, again.duplicates) == (1, 2)
+    assert sorted(d.offset for d in again.dead_letters) == [0, 4]
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 2
+    assert await scalar(db, "SELECT count(*) FROM events") == 3

@@ -91,11 +91,11 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
     assert outcome.stored == 2
     assert (again.stored, again.duplicates) == (0, 2)
     letters = await _letters(db)
-    assert [(row["reason"].split(":")[0], row["offset"]) for row in letters] == [
-        ("call not built", 17),
-        ("call not built", 17),
-        ("refused by the database", 17),
-    ] * 2  # once each time: the redelivered batch has the same poison
+    assert [(row["reason"].split(":")[0], row["offset"], row["item"]) for row in letters] == [
+        ("call not built", 17, 1),
+        ("call not built", 17, 2),
+        ("refused by the database", 17, 3),
+    ]  # once: the redelivered batch has the same poison, each call at its place
     assert "NUL character" in letters[1]["reason"]
     # Each letter holds its own call (as sent, or as built), not the envelope.
     assert orjson.loads(letters[0]["payload"])["messageId"] == "blocked"
@@ -103,6 +103,32 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
     assert orjson.loads(letters[2]["payload"])["message_id"] == "poison"
     stored = "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM events"
     assert await scalar(db, stored) == "m-1,m-2"
+
+
+async def test_a_redelivered_envelopes_letters_go_to_the_topic_until_published_then_never(
+    handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    """Two calls alike to the byte, both refused, are two letters; a redelivery stores
+    neither again, and names them for the dead-letter topic only while it has not had them
+    (the consumer stopped between the database commit and publishing them)."""
+    calls = [_track("twin", "undefined"), _track("m-1", "ada"), _track("twin", "undefined")]
+    record = Record("touchpoints", 0, 5, None, _sealed(source_id, calls))
+    first = await handler.handle([record])
+    unpublished = await handler.handle([record])
+    await handler.mark_published(unpublished.dead_letters)
+    published = await handler.handle([record])
+
+    assert [d.origin for d in first.dead_letters] == [
+        ("touchpoints", 0, 5, 0),
+        ("touchpoints", 0, 5, 2),
+    ]
+    assert unpublished.dead_letters == first.dead_letters
+    assert (published.stored, published.duplicates, published.dead_letters) == (0, 1, [])
+    letters = await _letters(db)
+    assert [(row["item"], row["published_at"] is not None) for row in letters] == [
+        (0, True),
+        (2, True),
+    ]
 
 
 async def _run_sizes(
@@ -224,6 +250,6 @@ async def test_a_small_batch_is_opened_in_process_even_with_an_opener(
 async def _letters(db: AsyncEngine) -> list[Any]:
     async with db.connect() as conn:
         result = await conn.exec_driver_sql(
-            'SELECT reason, "offset", payload FROM dead_letters ORDER BY id'
+            'SELECT reason, "offset", item, payload, published_at FROM dead_letters ORDER BY id'
         )
         return list(result.mappings())
