@@ -70,6 +70,8 @@ class Customer(Base):
     """One person: the unified profile that identities, events and journey hang off."""
 
     __tablename__ = "customers"
+    # The customers merged into one (a merge re-points them to its survivor: migration 0008).
+    __table_args__ = (Index(None, "merged_into", postgresql_where=text("merged_into IS NOT NULL")),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
@@ -92,7 +94,7 @@ class Customer(Base):
     journey_model: Mapped[str | None] = mapped_column(Text)
     journey_at: Mapped[datetime | None] = mapped_column(TZ)
     journey_event_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    # Set when this customer was merged into another; reads follow it to the survivor.
+    # Set when this customer was merged into another: its survivor, one hop away.
     merged_into: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("customers.id")
     )

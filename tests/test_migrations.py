@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
+import uuid
 
 import asyncpg
 import pytest
@@ -100,3 +102,51 @@ def test_0008_keeps_the_first_of_each_dead_letter_stored_again(empty_database: s
     ]
     downgrade(empty_database, "0007")
     assert asyncio.run(_run(empty_database, "SELECT count(*) FROM dead_letters"))[0][0] == 4
+
+
+def test_0008_flattens_merge_chains_and_leaves_cycles(empty_database: str) -> None:
+    """Before 0008 a merge re-pointed only the loser, so customers merged in a row formed
+    chains; each now points at its survivor. A cycle (never written by Percorso) has none."""
+    upgrade(empty_database, "0007")
+    chain = [uuid.uuid4() for _ in range(20)]  # each merged into the one before it
+    branch, cycle, into_cycle = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()], uuid.uuid4()
+    merged_into = {
+        **{c: before for before, c in itertools.pairwise(chain)},
+        branch: chain[5],
+        cycle[0]: cycle[1],
+        cycle[1]: cycle[0],
+        into_cycle: cycle[0],
+    }
+    asyncio.run(
+        _run(
+            empty_database,
+            "INSERT INTO customers (id, first_seen_at, last_seen_at)"
+            " SELECT id, now(), now() FROM unnest($1::uuid[]) AS id",
+            [chain[0], *merged_into],
+        )
+    )
+    for customer, survivor in merged_into.items():
+        asyncio.run(
+            _run(
+                empty_database,
+                "UPDATE customers SET merged_into = $2 WHERE id = $1",
+                customer,
+                survivor,
+            )
+        )
+
+    upgrade(empty_database)
+    rows = asyncio.run(_run(empty_database, "SELECT id, merged_into FROM customers"))
+    flattened = {r["id"]: r["merged_into"] for r in rows}
+    assert flattened == {
+        chain[0]: None,
+        **dict.fromkeys([*chain[1:], branch], chain[0]),
+        cycle[0]: cycle[1],
+        cycle[1]: cycle[0],
+        into_cycle: cycle[0],
+    }
+    index = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_customers_merged_into'"
+    (found,) = asyncio.run(_run(empty_database, index))
+    assert found["indexdef"].endswith("WHERE (merged_into IS NOT NULL)")
+    downgrade(empty_database, "0007")
+    assert asyncio.run(_run(empty_database, index)) == []

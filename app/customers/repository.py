@@ -16,7 +16,10 @@ from app.models import Customer
 if TYPE_CHECKING:
     import asyncpg
 
-# A merge chain longer than this is a bug; reads stop following it rather than loop.
+# A merged id is one hop from its survivor: a merge re-points the customers merged into its
+# loser, and migration 0008 flattened the chains stored before. Reads still follow links, up
+# to this many: a consumer older than 0008, still running through an upgrade, writes chains,
+# and a corrupt cycle must not loop.
 MAX_MERGE_HOPS = 16
 
 # The id ($1), then each customer it was merged into, with its distance from the id.

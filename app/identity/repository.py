@@ -111,11 +111,24 @@ _MERGE_IDENTITIES = f"""
 _MERGE_EVENTS = f"""
     UPDATE events e SET customer_id = m.survivor FROM {_MERGES} AS m WHERE e.customer_id = m.loser
 """  # noqa: S608 (constant SQL: the rows are the parameter)
+# The losers, and the customers merged into them before, which would otherwise point at a
+# merged-away customer: every merged customer points at its survivor, one hop. The two sets
+# are apart (a loser was live when locked), so each row is updated once. The latter are
+# found by probing the partial index on merged_into for the losers (`= ANY`): joined on it
+# alone, a planner without statistics expects each loser to have hundreds and reads the
+# whole index (10 ms a statement with 50,000 merged customers, however few merges).
+# Measured with statistics, 2,000 merges of losers with none: 42 against 37 ms.
 _MERGE_CUSTOMERS = f"""
+    WITH m AS {_MERGES},
+    earlier AS (
+        UPDATE customers c SET merged_into = m.survivor, updated_at = now()
+        FROM m WHERE c.merged_into = m.loser
+          AND c.merged_into = ANY(ARRAY(SELECT loser FROM m)) AND c.merged_into IS NOT NULL
+    )
     UPDATE customers c
     SET merged_into = m.survivor, event_count = 0, channel_counts = '{{}}'::jsonb,
         updated_at = now()
-    FROM {_MERGES} AS m WHERE c.id = m.loser
+    FROM m WHERE c.id = m.loser
 """  # noqa: S608 (constant SQL: the rows are the parameter)
 _LOG_MERGES = f"""
     INSERT INTO merges (survivor_id, merged_id, event_id, identifiers)
@@ -129,8 +142,11 @@ async def merge_customers(
 ) -> None:
     """Apply merges ``(loser, survivor, event_id, identifiers as JSON)``: the loser's identities
     and events move to the survivor, the loser points at it and keeps no counts (its
-    profile was folded into the survivor's by the caller), and the merge is logged.
-    ``survivor`` must be final (never itself a loser in ``merges``)."""
+    profile was folded into the survivor's by the caller), so do the customers merged into
+    the loser before (no chains: a merged id is one hop from its survivor), and the merge is
+    logged. ``survivor`` must be final (never itself a loser in ``merges``), and the losers
+    locked and live. Those earlier customers' rows are updated without being locked first
+    (only a merge of their survivor writes them, and it holds that survivor's lock)."""
     if not merges:
         return
     final = bulk.rows(merges)

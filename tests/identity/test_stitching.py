@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.customers.repository import MAX_MERGE_HOPS
 from app.identity import repository
 from app.kit.metrics import PIPELINE_RETRIES
 from tests.factories import touchpoint
@@ -181,8 +182,8 @@ async def test_an_id_merged_twice_answers_with_the_last_survivor_on_every_read(
     source_id: uuid.UUID,
     db: AsyncEngine,
 ) -> None:
-    """The customer of a3 merges into a2's, then a2's into u1's: a3's row still points at
-    a2's, and every read of a3's id follows the chain to u1's."""
+    """The customer of a3 merges into a2's, then a2's into u1's: a3's row is re-pointed at
+    u1's, and every read of a3's id answers with u1's."""
     await handle([touchpoint(source_id, user_id="u1", at=0)])
     await handle([touchpoint(source_id, anonymous_id="a2", at=10)])
     await handle([touchpoint(source_id, anonymous_id="a3", at=20)])
@@ -197,7 +198,7 @@ async def test_an_id_merged_twice_answers_with_the_last_survivor_on_every_read(
 
     first, last = ids["u1"], ids["a3"]
     pointer = await scalar(db, "SELECT merged_into::text FROM customers WHERE id = :c", {"c": last})
-    assert pointer == ids["a2"], "a chain of two links"
+    assert pointer == first, "one hop, not a chain through a2's customer"
     headers = bearer(read_token)
     for path in ("", "/timeline", "/journey"):
         answer = (await app_client.get(f"/v1/customers/{last}{path}", headers=headers)).json()
@@ -206,6 +207,50 @@ async def test_an_id_merged_twice_answers_with_the_last_survivor_on_every_read(
     profile = (await app_client.get(f"/v1/customers/{last}", headers=headers)).json()
     assert profile["event_count"] == 6
     assert {i["value"] for i in profile["identities"]} == {"u1", "a2", "a3", "two@example.com"}
+
+
+async def test_an_id_at_the_end_of_a_longer_run_of_merges_than_reads_follow_reads_the_survivor(
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    """Twenty customers, then nineteen merges in a row, the newest customer into the one
+    before it, that one into the one before, and so on: every merged customer points at the
+    oldest, and the newest id reads its profile, timeline and journey (reads follow at most
+    MAX_MERGE_HOPS links)."""
+    count = MAX_MERGE_HOPS + 4
+    for n in range(count):
+        await handle([touchpoint(source_id, anonymous_id=f"a{n}", event="Signed Up", at=n)])
+    ids = [
+        (await _profile(app_client, read_token, "anonymous_id", f"a{n}"))["id"]
+        for n in range(count)
+    ]
+    for n in range(count - 1, 0, -1):
+        linking = [("anonymous_id", f"a{n - 1}")]
+        await handle([touchpoint(source_id, anonymous_id=f"a{n}", extra_ids=linking, at=100 - n)])
+
+    first, last = ids[0], ids[-1]
+    pointers = await scalar(
+        db,
+        "SELECT count(*) FILTER (WHERE merged_into = :c) || '/' || count(merged_into)"
+        " FROM customers",
+        {"c": uuid.UUID(first)},
+    )
+    assert pointers == f"{count - 1}/{count - 1}", "each merged customer one hop from the oldest"
+    headers = bearer(read_token)
+    for path in ("", "/timeline", "/journey"):
+        answer = (await app_client.get(f"/v1/customers/{last}{path}", headers=headers)).json()
+        survivor = answer.get("id") or answer["customer_id"]
+        assert (survivor, answer["merged"], answer["requested_id"]) == (first, True, last), path
+    profile = (await app_client.get(f"/v1/customers/{last}", headers=headers)).json()
+    assert profile["event_count"] == 2 * count - 1
+    assert len(profile["identities"]) == count
+    timeline = (await app_client.get(f"/v1/customers/{last}/timeline", headers=headers)).json()
+    assert len(timeline["items"]) == 2 * count - 1
+    journey = (await app_client.get(f"/v1/customers/{last}/journey", headers=headers)).json()
+    assert (journey["up_to_date"], journey["current_stage"]) == (True, "consideration"), journey
 
 
 async def test_a_corrupt_merge_cycle_answers_after_a_bounded_walk(

@@ -1,4 +1,5 @@
-"""Dead letters are known by their origin, stored once and published once.
+"""Dead letters are known by their origin, stored once and published once; a merged
+customer points at its survivor, one hop.
 
 A redelivered batch (a crash between the database and offset commits, an offset commit
 failed after a rebalance, a part that failed while another committed) has the same dead
@@ -12,6 +13,12 @@ that one stored again, and goes (a call the database refused was rebuilt with an
 published, as the consumer published each after its commit. Their ``item`` is not known,
 so it stays NULL (never equal to a new letter's), except for a letter of a record that
 could not be decoded, which is always whole.
+
+A merge re-pointed only the loser: customers merged into it before kept pointing at it, and
+reads, which follow at most 16 links, served a merged-away customer at the end of a longer
+chain. A merge now also re-points those (found by a partial index on ``merged_into``), and
+the chains already stored are flattened here. Merge cycles (never written by Percorso) are
+left as they are. A downgrade keeps the chains flat: one hop is a chain too.
 
 Revision ID: 0008
 Revises: 0007
@@ -33,6 +40,20 @@ _COMPARED = """regexp_replace(encode(payload, 'escape'), '"event_id":"[0-9a-f-]{
 
 
 def upgrade() -> None:
+    _dead_letters_once()
+    _merges_one_hop()
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_customers_merged_into"), table_name="customers")
+    op.drop_constraint(
+        op.f("uq_dead_letters_topic_partition_offset_item"), "dead_letters", type_="unique"
+    )
+    op.drop_column("dead_letters", "published_at")
+    op.drop_column("dead_letters", "item")
+
+
+def _dead_letters_once() -> None:
     op.add_column("dead_letters", sa.Column("item", sa.Integer(), nullable=True))
     op.add_column(
         "dead_letters", sa.Column("published_at", sa.DateTime(timezone=True), nullable=True)
@@ -70,9 +91,24 @@ def upgrade() -> None:
     )
 
 
-def downgrade() -> None:
-    op.drop_constraint(
-        op.f("uq_dead_letters_topic_partition_offset_item"), "dead_letters", type_="unique"
+def _merges_one_hop() -> None:
+    op.create_index(
+        op.f("ix_customers_merged_into"),
+        "customers",
+        ["merged_into"],
+        postgresql_where=sa.text("merged_into IS NOT NULL"),
     )
-    op.drop_column("dead_letters", "published_at")
-    op.drop_column("dead_letters", "item")
+    # Down from each live customer, through the customers merged into it (each has one
+    # `merged_into`, so each is reached once, and a cycle never).
+    op.execute(
+        """
+        WITH RECURSIVE merged (id, survivor) AS (
+            SELECT c.id, c.merged_into FROM customers c
+            JOIN customers s ON s.id = c.merged_into AND s.merged_into IS NULL
+            UNION ALL
+            SELECT c.id, merged.survivor FROM merged JOIN customers c ON c.merged_into = merged.id
+        )
+        UPDATE customers c SET merged_into = merged.survivor, updated_at = now()
+        FROM merged WHERE c.id = merged.id AND c.merged_into <> merged.survivor
+        """
+    )
