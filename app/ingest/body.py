@@ -68,24 +68,28 @@ def loads(data: bytes | memoryview) -> Any:
     refusing the whole document. The API's batch envelopes skip over what they do not read,
     so the pipeline reads their calls the same way. Valid JSON costs nothing more: it is
     repaired only after it failed to parse. Raises ``orjson.JSONDecodeError``."""
+    # The error's message and place, not the error: its traceback holds this frame, and so
+    # (a cycle) the request's body until the collector next runs.
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        error = exc
+        failed = exc.msg, exc.doc, exc.pos
     repaired = bytes(data).decode("utf-8", "replace")
     if repaired.encode() != data:
         try:
             return orjson.loads(repaired)
         except orjson.JSONDecodeError as exc:
-            error = exc
-    if not error.msg.startswith(_BEYOND_DOUBLE):
-        raise error
-    try:
-        value = json.loads(repaired, parse_int=_int, parse_float=_float, parse_constant=_not_json)
-        orjson.dumps(value)  # what else orjson refuses to read, it refuses to write
-    except (ValueError, RecursionError, orjson.JSONEncodeError):  # JSONDecodeError included
-        raise error from None
-    return value
+            failed = exc.msg, exc.doc, exc.pos
+    if failed[0].startswith(_BEYOND_DOUBLE):
+        try:
+            value = json.loads(
+                repaired, parse_int=_int, parse_float=_float, parse_constant=_not_json
+            )
+            orjson.dumps(value)  # what else orjson refuses to read, it refuses to write
+            return value
+        except (ValueError, RecursionError, orjson.JSONEncodeError):  # JSONDecodeError too
+            pass
+    raise orjson.JSONDecodeError(*failed)
 
 
 # What orjson says of a number beyond a double's range.

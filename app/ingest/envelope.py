@@ -86,9 +86,9 @@ class Batch(msgspec.Struct):
         (calls still as sent)."""
         return {
             "batch": self.batch,
-            "context": loads(self.context),
-            "sentAt": loads(self.sentAt),
-            "writeKey": loads(self.writeKey),
+            "context": loads(memoryview(self.context)),  # orjson reads no Raw
+            "sentAt": loads(memoryview(self.sentAt)),
+            "writeKey": loads(memoryview(self.writeKey)),
         }
 
 

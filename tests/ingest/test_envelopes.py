@@ -3,6 +3,7 @@ pipeline builds the touchpoints the per-event path would have published."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -486,3 +487,24 @@ async def test_a_batch_context_too_deep_to_store_in_each_event_is_refused_on_bot
         assert answer.status_code == 400
         assert answer.headers["content-type"] == "application/problem+json"
         assert "the batch's context cannot be stored" in answer.json()["detail"]
+
+
+def test_reading_a_batch_leaves_no_cycle_holding_its_body() -> None:
+    # An error caught and kept in a frame its traceback holds is a cycle: each request's
+    # body stayed alive until the collector ran (+22 MB of API peak RSS in the benchmark).
+    bodies = [
+        orjson.dumps({"batch": [{"type": "page", "messageId": "m", "anonymousId": "a"}]}),
+        _body(_CALL % '{"shop":"Caffè","n":1e400}', '{"till":"Caffè"}'),
+    ]
+    gc.collect()
+    gc.disable()
+    try:
+        for body in bodies:
+            whole = envelope.decode_batch(body)
+            assert whole is not None
+            assert whole.head()["sentAt"] is None
+            assert envelope.admitted(body, whole.batch, ARRIVAL) is not None
+            del whole
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
