@@ -22,7 +22,7 @@ left as they are. A downgrade keeps the chains flat: one hop is a chain too.
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2026-11-22
+Create Date: 2026-11-25
 """
 
 from collections.abc import Sequence
