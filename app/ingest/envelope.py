@@ -140,6 +140,11 @@ class Envelope(msgspec.Struct, kw_only=True):
     items: list[msgspec.Raw]
 
 
+# A call of an envelope that could not be built: its position among the envelope's items,
+# the call as sent, and why.
+Failed = tuple[int, bytes, str]
+
+
 class InvalidEnvelope(ValueError):
     """Bytes that start like an envelope but are not one."""
 
@@ -342,11 +347,10 @@ def is_envelope(value: bytes) -> bool:
     return value.startswith(_PREFIX)
 
 
-def open_envelope(
-    value: bytes, identity: IdentityConfig
-) -> tuple[list[Touchpoint], list[tuple[bytes, str]]]:
+def open_envelope(value: bytes, identity: IdentityConfig) -> tuple[list[Touchpoint], list[Failed]]:
     """The touchpoints of an envelope, built as the API builds a request's, and each call
-    that could not be built: ``(call as sent, reason)``. Raises :class:`InvalidEnvelope`."""
+    that could not be built (:data:`Failed`, in the order of the items). Raises
+    :class:`InvalidEnvelope`."""
     try:
         envelope = _ENVELOPE.decode(value)
     except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError included
@@ -355,15 +359,16 @@ def open_envelope(
         raise InvalidEnvelope(f"envelope version {envelope.version} is newer than this consumer")
     if envelope.channel not in CHANNELS:
         raise InvalidEnvelope(f"unknown channel {envelope.channel[:50]!r}")
-    sent: list[msgspec.Raw] = []
+    items = envelope.items
+    sent: list[int] = []  # the item of each call read
     calls: list[Any] = []
-    failed: list[tuple[bytes, str]] = []
-    for raw in envelope.items:
+    failed: list[Failed] = []
+    for index, raw in enumerate(items):
         try:
             calls.append(loads(bytes(raw)))
-            sent.append(raw)
+            sent.append(index)
         except orjson.JSONDecodeError as exc:
-            failed.append((bytes(raw), f"not JSON: {exc}"))
+            failed.append((index, bytes(raw), f"not JSON: {exc}"))
     # Building reads a source's id and channel only.
     source = SourceInfo(id=envelope.source_id, name="", channel=envelope.channel, settings={})
     touchpoints, rejected = build_all(
@@ -376,18 +381,12 @@ def open_envelope(
         batch_context=envelope.context,
         sent_at=envelope.sent_at,
     )
-    failed += [(bytes(sent[r.index]), _reason(r.errors)) for r in rejected]
+    if rejected:
+        for r in rejected:
+            index = sent[r.index]
+            failed.append((index, bytes(items[index]), _reason(r.errors)))
+        failed.sort()
     return touchpoints, failed
-
-
-def positions(value: bytes, calls: list[bytes]) -> list[int]:
-    """Where each of ``calls`` (as :func:`open_envelope` gives those it could not build) sits
-    among the items of the envelope ``value``. Calls of equal bytes take the items holding
-    them in turn: the same answer every time, and no position twice."""
-    free: dict[bytes, list[int]] = {}
-    for index, raw in enumerate(_ENVELOPE.decode(value).items):
-        free.setdefault(bytes(raw), []).append(index)
-    return [free[call].pop(0) for call in calls]
 
 
 def _reason(errors: list[FieldError]) -> str:

@@ -450,7 +450,7 @@ class BatchHandler:
         them in that order: the envelope is opened again to find which were skipped (for a
         letter only, so rarely; a redelivery builds the same calls)."""
         built, failed = envelope.open_envelope(record.value, self._identity)
-        skipped = set(envelope.positions(record.value, [call for call, _ in failed]))
+        skipped = {item for item, _, _ in failed}
         places = [i for i in range(len(built) + len(skipped)) if i not in skipped]
         ours = [event_id for event_id, came_in in origin.items() if came_in is record]
         return places[ours.index(tp.event_id)]
@@ -617,12 +617,9 @@ def _opened(
     record: Record, opened: Opened
 ) -> tuple[list[Touchpoint], list[DeadLetter], list[bytes] | None]:
     built, failed, rows = opened
-    if not failed:
-        return built, [], rows
-    items = envelope.positions(record.value, [call for call, _ in failed])
     letters = [
         DeadLetter.of(record, f"call not built: {reason}", call, item)
-        for (call, reason), item in zip(failed, items, strict=True)
+        for item, call, reason in failed
     ]
     return built, letters, rows
 

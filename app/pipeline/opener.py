@@ -33,7 +33,7 @@ from app.touchpoint import Touchpoint
 
 # The touchpoints, the calls that could not be built (``(call as sent, reason)``), and the
 # touchpoints' `own_fields` when encoded ahead (None: the consumer encodes them).
-Opened = tuple[list[Touchpoint], list[tuple[bytes, str]], list[bytes] | None]
+Opened = tuple[list[Touchpoint], list[envelope.Failed], list[bytes] | None]
 
 _TOUCHPOINTS = msgspec.json.Decoder(list[Touchpoint])
 _ENCODER = msgspec.json.Encoder()
@@ -76,7 +76,7 @@ def _start(identity: IdentityConfig) -> None:
     gc.tune()  # an envelope's objects die with it: rare collections, as in the consumer
 
 
-_Result = tuple[bytes, list[tuple[bytes, str]], list[bytes] | None] | envelope.InvalidEnvelope
+_Result = tuple[bytes, list[envelope.Failed], list[bytes] | None] | envelope.InvalidEnvelope
 
 
 def _open_all(values: list[bytes]) -> list[_Result]:

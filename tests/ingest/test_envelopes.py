@@ -267,8 +267,8 @@ def test_a_call_the_pipeline_cannot_build_is_reported_with_its_reason() -> None:
     # Only a producer other than the API puts such a call in an envelope.
     built, failed = envelope.open_envelope(_sealed(good, blocked), IdentityConfig())
     assert [tp.message_id for tp in built] == ["m-1"]
-    assert [orjson.loads(call)["messageId"] for call, _ in failed] == ["m-2"]
-    assert "blocked value" in failed[0][1]
+    assert [(item, orjson.loads(call)["messageId"]) for item, call, _ in failed] == [(1, "m-2")]
+    assert "blocked value" in failed[0][2]
 
 
 @pytest.fixture
