@@ -17,6 +17,7 @@ Guarantees of :func:`extract_identifiers`:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -113,17 +114,20 @@ class IdentityConfig:
     """
 
     default_phone_region: str = "IT"
-    # Compared after trim + casefold; stored that way, whatever the caller passed.
+    # Compared after trim + casefold; stored that way, whatever the caller passed, with the
+    # canonical form of each value that is an email address or a phone number of the
+    # default region (so "02 1234 5678" blocks +390212345678, however an event spells it).
     extra_blocked_values: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         region = self.default_phone_region.strip().upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown phone region {self.default_phone_region!r}")
-        blocked = frozenset(v.strip().casefold() for v in self.extra_blocked_values)
+        blocked = {v.strip().casefold() for v in self.extra_blocked_values}
+        blocked.update(_canonical_forms(self.extra_blocked_values, region))
         # Frozen dataclass: normalising the fields once here keeps the hot path simple.
         object.__setattr__(self, "default_phone_region", region)
-        object.__setattr__(self, "extra_blocked_values", blocked)
+        object.__setattr__(self, "extra_blocked_values", frozenset(blocked))
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,9 @@ def normalise(kind: str, raw: object, config: IdentityConfig) -> str:
     * any other kind: trimmed, case and internal spaces kept.
 
     Integers (and floats that are exact whole numbers) become their decimal string; any
-    other non-string is refused. Blocked values, values longer than
-    :data:`MAX_VALUE_LENGTH` and values with control characters are refused.
+    other non-string is refused. Blocked values (as sent, and for ``email`` and ``phone``
+    in canonical form too), values longer than :data:`MAX_VALUE_LENGTH` and values with
+    control characters are refused.
 
     Raises :class:`InvalidIdentifier` with a human-readable reason.
     """
@@ -184,10 +189,17 @@ def normalise(kind: str, raw: object, config: IdentityConfig) -> str:
     if _FORBIDDEN_CHARS.search(text):
         raise InvalidIdentifier("contains control characters")
     if kind == "email":
-        return _normalise_email(text)
-    if kind == "phone":
-        return _normalise_phone(text, config.default_phone_region)
-    return text
+        value = _normalise_email(text)
+    elif kind == "phone":
+        value = _normalise_phone(text, config.default_phone_region)
+    else:
+        return text
+    # Another spelling of a blocked address or number is that address or number (checked
+    # here, not in _normalise_phone, whose cache knows no config). Only the config's values
+    # need it: the built-in ones are ASCII words, compared above whatever their case.
+    if value in config.extra_blocked_values:
+        raise InvalidIdentifier("blocked value")
+    return value
 
 
 def normalise_kind(raw: object) -> str:
@@ -422,6 +434,19 @@ def _normalise_phone(text: str, region: str) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidIdentifier("not a valid phone number")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _canonical_forms(values: Iterable[str], region: str) -> set[str]:
+    """What :func:`normalise` makes of each of ``values`` that is a valid email address or
+    phone number (national numbers read as ``region``'s)."""
+    forms = set()
+    for value in values:
+        text = value.strip()
+        with contextlib.suppress(InvalidIdentifier):
+            forms.add(_normalise_email(text))
+        with contextlib.suppress(InvalidIdentifier):
+            forms.add(_normalise_phone(text, region))
+    return forms
 
 
 def _describe(raw: object) -> str:

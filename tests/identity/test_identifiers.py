@@ -447,3 +447,34 @@ def test_extra_blocked_values_from_config() -> None:
     assert not is_blocked("placeholder", CONFIG)
     found, _ = extract(user_id="Temp-User", anonymous_id="a", config=config)
     assert found == [("anonymous_id", "a")]
+
+
+SWITCHBOARD = IdentityConfig(extra_blocked_values=frozenset({"+390212345678"}))
+
+
+@pytest.mark.parametrize(
+    "raw", ["+390212345678", "02 1234 5678", "+39 02 1234 5678", "0039 02 12345678", 390212345678]
+)
+def test_a_blocked_phone_number_is_blocked_however_an_event_spells_it(raw: object) -> None:
+    """A company switchboard typed by many contacts: blocked once, in E.164."""
+    with pytest.raises(InvalidIdentifier, match="blocked value"):
+        normalise("phone", raw, SWITCHBOARD)
+    found, rejected = extract(
+        type="identify", anonymous_id="a1", traits={"phone": raw}, config=SWITCHBOARD
+    )
+    assert found == [("anonymous_id", "a1")]
+    assert [(r.kind, r.reason) for r in rejected] == [("phone", "blocked value")]
+    assert normalise("phone", "02 1234 5679", SWITCHBOARD) == "+390212345679"
+
+
+def test_a_phone_number_blocked_in_a_national_spelling_is_blocked_in_the_default_region() -> None:
+    milan = IdentityConfig(extra_blocked_values=frozenset({" 02 1234 5678 "}))
+    with pytest.raises(InvalidIdentifier, match="blocked value"):
+        normalise("phone", "+39 02 1234 5678", milan)
+    london = IdentityConfig(
+        default_phone_region="gb", extra_blocked_values=frozenset({"020 7946 0958"})
+    )
+    with pytest.raises(InvalidIdentifier, match="blocked value"):
+        normalise("phone", "+44 20 7946 0958", london)
+    assert normalise("phone", "+44 20 7946 0958", milan) == "+442079460958"
+    assert normalise("user_id", "02 1234 5679", milan) == "02 1234 5679"

@@ -12,11 +12,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import Settings
 from app.customers.repository import MAX_MERGE_HOPS
 from app.identity import repository
 from app.kit.metrics import PIPELINE_RETRIES
+from app.main import create_app
+from app.pipeline.runner import Pipeline
 from tests.factories import touchpoint
-from tests.helpers import bearer, refusing, scalar
+from tests.helpers import basic, bearer, refusing, scalar, serving, wait_until
 
 
 async def _profile(client: httpx.AsyncClient, token: str, kind: str, value: str) -> dict[str, Any]:
@@ -318,3 +321,39 @@ async def test_an_identifier_linked_once_a_refused_event_is_isolated_carries_no_
     device = await scalar(db, owner, {"k": "anonymous_id", "v": "a"})
     assert device == await scalar(db, owner, {"k": "user_id", "v": "u2"})
     assert await scalar(db, "SELECT flags FROM events WHERE message_id = 'e2'") == []
+
+
+@pytest.mark.pipeline
+async def test_contacts_giving_a_blocked_phone_number_in_other_spellings_stay_apart(
+    settings: Settings, write_key: str, read_token: str, db: AsyncEngine, pipeline: Pipeline
+) -> None:
+    """The operator blocks the company switchboard; two colleagues each give it, spelled
+    their own way. They stay two customers, and the number identifies nobody."""
+    switchboard = settings.model_copy(update={"blocked_identifier_values": "+390212345678"})
+    async with serving(create_app(switchboard)) as client:
+        for anonymous_id, email, phone in [
+            ("a1", "ada@example.com", "02 1234 5678"),
+            ("a2", "bob@example.com", "+39 02 1234 5678"),
+        ]:
+            call = {"anonymousId": anonymous_id, "traits": {"email": email, "phone": phone}}
+            response = await client.post("/v1/identify", json=call, headers=basic(write_key))
+            assert response.status_code == 200, response.text
+
+        async def both_stored() -> bool:
+            return await scalar(db, "SELECT count(*) FROM events") == 2
+
+        await wait_until(both_stored)
+        assert await scalar(db, "SELECT count(*) FROM customers WHERE merged_into IS NULL") == 2
+        ada = await _profile(client, read_token, "email", "ada@example.com")
+        assert {(i["kind"], i["value"]) for i in ada["identities"]} == {
+            ("anonymous_id", "a1"),
+            ("email", "ada@example.com"),
+        }
+        flags = "SELECT array_agg(DISTINCT f) FROM events, jsonb_array_elements_text(flags) f"
+        assert await scalar(db, flags) == ["rejected_identifier:phone"]
+        found = await client.get(
+            "/v1/customers/lookup",
+            params={"kind": "phone", "value": "+390212345678"},
+            headers=bearer(read_token),
+        )
+        assert found.status_code == 404
