@@ -150,3 +150,69 @@ def test_0008_flattens_merge_chains_and_leaves_cycles(empty_database: str) -> No
     assert found["indexdef"].endswith("WHERE (merged_into IS NOT NULL)")
     downgrade(empty_database, "0007")
     assert asyncio.run(_run(empty_database, index)) == []
+
+
+def test_0009_puts_email_identities_in_nfc_where_that_form_is_free(empty_database: str) -> None:
+    """Before 0009 an address typed with "e" and a combining accent (NFD) was stored so, and
+    made an identity apart from the same address typed with "é" (NFC)."""
+    upgrade(empty_database, "0008")
+    nfd = "jose\u0301@example.com"
+    taken = ("zoe\u0308@example.com", "zo\u00eb@example.com")  # NFD, and its NFC owned
+    # Two spellings, neither NFC, of "nguyễn@example.vn"; the older gets it.
+    twins = ("nguye\u0302\u0303n@example.vn", "nguy\u00ea\u0303n@example.vn")
+    identities = [
+        ("email", nfd, 0),
+        ("email", taken[0], 1),
+        ("email", taken[1], 0),
+        ("email", twins[0], 3),
+        ("email", twins[1], 2),
+        ("email", "ada@example.com", 0),
+        ("user_id", "jose\u0301", 0),  # an opaque id keeps its form
+    ]
+    customers = [uuid.uuid4() for _ in identities]
+    asyncio.run(
+        _run(
+            empty_database,
+            "INSERT INTO customers (id, first_seen_at, last_seen_at, updated_at)"
+            " SELECT id, now(), now(), '2026-01-01' FROM unnest($1::uuid[]) AS id",
+            customers,
+        )
+    )
+    for customer, (kind, value, day) in zip(customers, identities, strict=True):
+        asyncio.run(
+            _run(
+                empty_database,
+                "INSERT INTO identities (kind, value, customer_id, created_at)"
+                " VALUES ($1, $2, $3, '2026-01-01'::date + $4::int)",
+                kind,
+                value,
+                customer,
+                day,
+            )
+        )
+    xids = "SELECT id, change_xid::text AS xid FROM customers"
+    before = {r["id"]: r["xid"] for r in asyncio.run(_run(empty_database, xids))}
+
+    def stored() -> dict[uuid.UUID, tuple[str, str]]:
+        rows = asyncio.run(_run(empty_database, "SELECT kind, value, customer_id FROM identities"))
+        return {r["customer_id"]: (r["kind"], r["value"]) for r in rows}
+
+    upgrade(empty_database)
+    upgraded = stored()
+    assert upgraded == {
+        customers[0]: ("email", "jos\u00e9@example.com"),
+        customers[1]: ("email", taken[0]),  # left: the NFC form is another customer's
+        customers[2]: ("email", taken[1]),
+        customers[3]: ("email", twins[0]),  # left: the older twin took the NFC form
+        customers[4]: ("email", "nguy\u1ec5n@example.vn"),
+        customers[5]: ("email", "ada@example.com"),
+        customers[6]: ("user_id", "jose\u0301"),
+    }
+    touched = "SELECT id, change_xid::text AS xid, updated_at > '2026-01-01' AS touched"
+    after = asyncio.run(_run(empty_database, f"{touched} FROM customers"))
+    # The changes feed reports the customers whose identity changed, and only them.
+    assert {r["id"] for r in after if r["touched"]} == {customers[0], customers[4]}
+    assert {r["id"] for r in after if r["xid"] != before[r["id"]]} == {customers[0], customers[4]}
+
+    downgrade(empty_database, "0008")
+    assert stored() == upgraded  # the forms the values had are not kept

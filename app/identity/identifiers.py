@@ -21,6 +21,7 @@ import contextlib
 import functools
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
@@ -167,12 +168,14 @@ def is_blocked(value: str, config: IdentityConfig) -> bool:
 def normalise(kind: str, raw: object, config: IdentityConfig) -> str:
     """The canonical value of ``raw`` as an identifier of ``kind``.
 
-    * ``email``: trimmed, lower-cased, one ``@``, a non-empty local part, a dotted domain,
-      no whitespace. Deliberately not RFC 5322: the goal is catching junk, not validating.
+    * ``email``: trimmed, lower-cased, in Unicode NFC, one ``@``, a non-empty local part, a
+      dotted domain, no whitespace. Deliberately not RFC 5322: the goal is catching junk,
+      not validating.
     * ``phone``: E.164 (``+393331234567``). Numbers without ``+`` are read as national
       numbers of ``config.default_phone_region``; numbers ``phonenumbers`` considers
       invalid are refused.
-    * any other kind: trimmed, case and internal spaces kept.
+    * any other kind: trimmed, case, internal spaces and Unicode form kept (an id is
+      opaque: two spellings may be two ids).
 
     Integers (and floats that are exact whole numbers) become their decimal string; any
     other non-string is refused. Blocked values (as sent, and for ``email`` and ``phone``
@@ -406,7 +409,10 @@ def whole_number(raw: float) -> int:
 
 
 def _normalise_email(text: str) -> str:
-    email = text.lower()
+    # One address, one identity, however its accents were typed: "é" as one character (NFC)
+    # or as "e" and a combining accent (NFD, as some systems produce it). NFC last, as
+    # lower-casing can leave a string out of it ("İ" then a mark below).
+    email = unicodedata.normalize("NFC", text.lower())
     local, at, domain = email.partition("@")
     if (
         not at

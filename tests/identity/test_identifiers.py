@@ -272,6 +272,16 @@ def test_email_is_trimmed_and_lower_cased(raw: str, expected: str) -> None:
     assert normalise("email", raw, CONFIG) == expected
 
 
+def test_an_email_is_one_value_whatever_the_unicode_form_of_its_accents() -> None:
+    """ "é" typed as one character (NFC) or as "e" and a combining accent (NFD)."""
+    nfc, nfd = "jos\u00e9@example.com", "jose\u0301@example.com"
+    assert normalise("email", nfd, CONFIG) == normalise("email", nfc, CONFIG) == nfc
+    assert normalise("email", " JOSE\u0301@Example.com", CONFIG) == nfc
+    # Lower-cased, "İ" becomes "i" and a dot above, which NFC puts after a mark below.
+    assert normalise("email", "\u0130\u0316@example.com", CONFIG) == "i\u0316\u0307@example.com"
+    assert normalise("user_id", "jose\u0301", CONFIG) == "jose\u0301"  # ids are opaque
+
+
 @pytest.mark.parametrize(
     "raw", ["ada", "ada@", "@example.com", "ada@localhost", "a@b@c.com", "ada @x.com", "a@x..com"]
 )
@@ -465,6 +475,15 @@ def test_a_blocked_phone_number_is_blocked_however_an_event_spells_it(raw: objec
     assert found == [("anonymous_id", "a1")]
     assert [(r.kind, r.reason) for r in rejected] == [("phone", "blocked value")]
     assert normalise("phone", "02 1234 5679", SWITCHBOARD) == "+390212345679"
+
+
+def test_a_blocked_email_address_is_blocked_in_either_unicode_form() -> None:
+    config = IdentityConfig(extra_blocked_values=frozenset({"jos\u00e9@example.com"}))
+    with pytest.raises(InvalidIdentifier, match="blocked value"):
+        normalise("email", "jose\u0301@example.com", config)
+    config = IdentityConfig(extra_blocked_values=frozenset({"jose\u0301@example.com"}))
+    with pytest.raises(InvalidIdentifier, match="blocked value"):
+        normalise("email", "jos\u00e9@example.com", config)
 
 
 def test_a_phone_number_blocked_in_a_national_spelling_is_blocked_in_the_default_region() -> None:

@@ -357,3 +357,34 @@ async def test_contacts_giving_a_blocked_phone_number_in_other_spellings_stay_ap
             headers=bearer(read_token),
         )
         assert found.status_code == 404
+
+
+@pytest.mark.pipeline
+async def test_an_email_in_either_unicode_form_is_one_customer_found_by_either(
+    app_client: httpx.AsyncClient,
+    write_key: str,
+    read_token: str,
+    db: AsyncEngine,
+    pipeline: Pipeline,
+) -> None:
+    """ "josé" typed with one "é" (NFC) on one device and as "e" and a combining accent (NFD)
+    on another: one person, one customer, found by the address in either form."""
+    nfc, nfd = "jos\u00e9@example.com", "jose\u0301@example.com"
+    for anonymous_id, email in [("a1", nfc), ("a2", nfd)]:
+        call = {"anonymousId": anonymous_id, "traits": {"email": email}}
+        response = await app_client.post("/v1/identify", json=call, headers=basic(write_key))
+        assert response.status_code == 200, response.text
+
+    async def both_stored() -> bool:
+        return await scalar(db, "SELECT count(*) FROM events") == 2
+
+    await wait_until(both_stored)
+    assert await scalar(db, "SELECT count(*) FROM customers WHERE merged_into IS NULL") == 1
+    by_nfc = await _profile(app_client, read_token, "email", nfc)
+    by_nfd = await _profile(app_client, read_token, "email", nfd)
+    assert by_nfd["id"] == by_nfc["id"]
+    assert {(i["kind"], i["value"]) for i in by_nfc["identities"]} == {
+        ("anonymous_id", "a1"),
+        ("anonymous_id", "a2"),
+        ("email", nfc),
+    }
