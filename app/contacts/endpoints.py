@@ -26,7 +26,7 @@ from app.db import ReadSessionDep
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.ingest import service as ingest
 from app.ingest.body import read_json
-from app.ingest.endpoints import IdentityDep, PublisherDep, admit, sender_context
+from app.ingest.endpoints import ERRORS, IdentityDep, PublisherDep, admit, sender_context
 
 router = APIRouter(prefix="/v1/contacts", tags=["crm"])
 
@@ -36,11 +36,10 @@ MAX_CONTACTS_BYTES = 4 * 1024 * 1024
 @router.post(
     "",
     response_model=ContactsResponse,
+    # Read, authenticated and admitted as a tracking call is: its refusals, but for the 400.
     responses={
+        **ERRORS,
         400: {"description": "Invalid body, or no valid contact (each one's errors in `errors`)."},
-        401: {"description": "Missing or unknown write key."},
-        429: {"description": "The source's rate limit; retry after `Retry-After` seconds."},
-        503: {"description": "The broker did not acknowledge; retry after `Retry-After` seconds."},
     },
     openapi_extra={
         "security": WRITE_KEY_SECURITY,

@@ -10,6 +10,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.service import create_source
+from app.db import create_session_factory
 from app.errors import PROBLEM_JSON
 from app.pipeline.runner import Pipeline
 from tests.factories import touchpoint
@@ -87,6 +89,44 @@ async def test_contact_requests_that_are_wholly_wrong_are_refused(
     assert (
         await app_client.post("/v1/contacts", json=[1], headers=basic(write_key))
     ).status_code == 400
+
+
+async def test_a_body_not_json_and_a_refused_origin_are_documented_problems(
+    app_client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """Contacts are read and admitted as tracking calls are: a CSV body is a 415, a browser
+    origin the source does not allow a 403, each an answer the API documents (the client
+    checks every answer against the OpenAPI document)."""
+    async with create_session_factory(db)() as session:
+        _, key = await create_source(
+            session,
+            name="crm",
+            channel="crm",
+            settings={"allowed_origins": ["https://crm.example"]},
+        )
+        await session.commit()
+    csv = await app_client.post(
+        "/v1/contacts",
+        content=b"crm_id\nCRM-1\n",
+        headers={**basic(key), "content-type": "text/csv"},
+    )
+    assert csv.status_code == 415
+    assert csv.json()["type"].endswith("unsupported-media-type")
+    elsewhere = await app_client.post(
+        "/v1/contacts",
+        json={"contacts": [{"crm_id": "CRM-1"}]},
+        headers={**basic(key), "origin": "https://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+    assert "https://evil.example" in elsewhere.json()["detail"]
+    # An allowed origin goes on to the contacts' own checks (none valid here: nothing sent).
+    allowed = await app_client.post(
+        "/v1/contacts",
+        json={"contacts": [{}]},
+        headers={**basic(key), "origin": "https://crm.example"},
+    )
+    assert allowed.status_code == 400, allowed.text
+    assert allowed.json()["errors"][0]["status"] == "rejected"
 
 
 async def test_true_or_false_is_no_contacts_id(
