@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 
 from app.config import Settings
-from app.errors import ServiceUnavailable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -126,16 +125,6 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
-# What asyncpg raises for a connection that is gone or cannot be made.
-_LOST = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.CannotConnectNowError,
-)
-
-
 @asynccontextmanager
 async def read_connection(request: Request) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A connection of the API's asyncpg read pool (``request.state.read_pool``), for the
@@ -146,13 +135,8 @@ async def read_connection(request: Request) -> AsyncIterator[asyncpg.Connection[
     Autocommit, as the read sessions: each statement sees the latest committed data. A
     pooled connection seen closed is replaced at acquire; one lost under a statement (or
     closed by the server before asyncpg saw it), or a database that cannot be reached,
-    answers 503 with ``Retry-After``."""
+    answers 503 with ``Retry-After`` (:func:`app.errors.database_unavailable`)."""
     pool: asyncpg.Pool[Any] = request.state.read_pool
-    try:
-        async with pool.acquire() as proxy:
-            # The pool hands out a proxy that forwards every Connection method.
-            yield cast("asyncpg.Connection[Any]", proxy)
-    except _LOST as exc:
-        raise ServiceUnavailable(
-            "The connection to the database was lost; retry.", headers={"Retry-After": "1"}
-        ) from exc
+    async with pool.acquire() as proxy:
+        # The pool hands out a proxy that forwards every Connection method.
+        yield cast("asyncpg.Connection[Any]", proxy)

@@ -1,14 +1,19 @@
 """Domain errors and their rendering as ``application/problem+json`` (RFC 9457).
 
 Services raise :class:`ProblemError` subclasses; one set of handlers renders them. Nothing
-below the endpoints knows about HTTP beyond the status a domain error carries.
+below the endpoints knows about HTTP beyond the status a domain error carries. A database
+that cannot be reached is a 503 wherever it shows (:func:`database_unavailable`), and any
+other error a 500, each as problem+json.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app import openapi
+
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://percorso.dev/problems/"
@@ -91,6 +98,46 @@ class UnsupportedMediaType(ProblemError):
 
 class ServiceUnavailable(ProblemError):
     status, type, title = 503, "service-unavailable", "Temporarily unavailable"
+
+
+# SQLSTATEs of a connection the database refused or lost, which asyncpg's errors carry and
+# SQLAlchemy's wrappers of them too: a connection exception (class 08, asyncpg's
+# PostgresConnectionError), too many clients, no such database, and a server shutting down,
+# crashed or starting up (CannotConnectNowError).
+_UNREACHABLE_SQLSTATES = ("08", "53300", "3D000", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 to answer for ``exc`` if it says the database could not be reached, refused
+    the connection or lost it, whether SQLAlchemy wrapped it or not; None for any other
+    error, which stays what it is (a client's mistake, or a bug)."""
+    if not _unreachable(exc):
+        return None
+    return ServiceUnavailable(
+        "The database could not be reached; retry.", headers={"Retry-After": "1"}
+    )
+
+
+def as_problem(exc: Exception) -> ProblemError | None:
+    """The problem the handlers answer for ``exc`` short of a 500: ``exc`` itself, or the
+    503 of a database that could not be reached; None for anything else."""
+    return exc if isinstance(exc, ProblemError) else database_unavailable(exc)
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    if isinstance(exc, DBAPIError):
+        # The pool does not ping connections before use (app.db): a connection lost since
+        # (e.g. a database restart) fails one request, and the pool replaces every
+        # connection older than the failure.
+        return exc.connection_invalidated or _unreachable(exc.orig)
+    if isinstance(exc, OSError):
+        # Connecting raises these, which SQLAlchemy does not wrap: refused, reset, timed
+        # out, no such host, and asyncio's plain OSError for an unreachable network or for
+        # several addresses that all failed. A file's or a process's OSError is a bug.
+        network = (ConnectionError, TimeoutError, socket.gaierror)
+        return type(exc) is OSError or isinstance(exc, network)
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_UNREACHABLE_SQLSTATES)
 
 
 def problem_response(
@@ -169,25 +216,33 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_database(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DBAPIError)
-        if not exc.connection_invalidated:
+        problem = database_unavailable(exc)
+        if problem is None:
             raise exc
-        # The pool does not ping connections before use (app.db); a connection lost since
-        # (e.g. a database restart) fails one request, and the pool replaces every
-        # connection older than the failure.
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        log.warning(
+            "%s answered 503: the database could not be reached: %r", request.url.path, cause
+        )
+        return await on_problem(request, problem)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # Run by Starlette's ServerErrorMiddleware, which raises the error again once this
+        # answered: the server logs it with its traceback, once (and a test client raises it).
         return problem_response(
-            503,
-            ServiceUnavailable.type,
-            ServiceUnavailable.title,
-            "The connection to the database was lost; retry.",
+            500,
+            "internal-error",
+            "Internal server error",
+            "The request could not be answered; the error was logged.",
             instance=request.url.path,
-            headers={"Retry-After": "1"},
         )
 
     app.add_exception_handler(ProblemError, on_problem)
-    app.add_exception_handler(DBAPIError, on_database)
+    # The errors a database that cannot be reached raises, through SQLAlchemy or not.
+    for raised in (DBAPIError, OSError, asyncpg.PostgresError):
+        app.add_exception_handler(raised, on_database)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
     openapi.amend(app, _document_problems)
 
 

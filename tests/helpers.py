@@ -50,6 +50,17 @@ async def scalar(engine: Any, sql: str, *params: Any) -> Any:
         return (await conn.execute(text(sql), params[0] if params else {})).scalar()
 
 
+async def kill_api_connections(engine: Any) -> int:
+    """Terminate the API's connections to the test database (as a database restart or a
+    failover does); how many there were."""
+    killed = await scalar(
+        engine,
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name = 'percorso-api' AND datname = current_database()",
+    )
+    return int(killed or 0)
+
+
 @asynccontextmanager
 async def refusing(engine: Any, check: str) -> AsyncIterator[None]:
     """``events`` refuses rows that fail ``check`` (SQL, a literal of the test's) meanwhile:

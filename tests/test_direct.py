@@ -3,6 +3,7 @@ included, and every other request left to the router."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from functools import partial
 
@@ -29,7 +30,7 @@ def _app(calls: list[str]) -> FastAPI:
         if body == b"bad":
             raise InvalidRequest("a bad body")
         if body == b"boom":
-            raise Unhandled
+            raise Unhandled("a secret the answer must not show")
         return PlainTextResponse(body[::-1])
 
     async def declines(request: Request) -> Response:
@@ -48,6 +49,10 @@ def _app(calls: list[str]) -> FastAPI:
     async def get_echo() -> Response:
         calls.append("router")
         return PlainTextResponse(b"get")
+
+    @app.get("/boom")
+    async def routed_boom() -> Response:
+        raise Unhandled("a secret the answer must not show")
 
     @app.get("/declined")
     async def routed_declined() -> Response:
@@ -90,11 +95,35 @@ async def test_errors_get_the_apps_own_handlers_and_unhandled_ones_propagate() -
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         bad = await client.post("/echo", content=b"bad")
         boom = await client.post("/echo", content=b"boom")
+        routed = await client.get("/boom")
     assert bad.status_code == 400
     assert bad.headers["content-type"] == "application/problem+json"
     assert bad.json()["detail"] == "a bad body"
     assert bad.json()["instance"] == "/echo"
     assert boom.status_code == 500  # as from the router: Starlette's server error middleware
+    assert boom.headers["content-type"] == "application/problem+json"
+    assert boom.json() == {
+        "type": "https://percorso.dev/problems/internal-error",
+        "title": "Internal server error",
+        "status": 500,
+        "detail": "The request could not be answered; the error was logged.",
+        "instance": "/echo",
+    }
+    assert routed.status_code == 500
+    assert routed.json() == {**boom.json(), "instance": "/boom"}
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/echo"), ("GET", "/boom")])
+async def test_an_unexpected_error_reaches_the_server_to_be_logged_once(
+    method: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Served directly or routed, the error goes on after its 500 answer, to the server,
+    which logs it with its traceback (here the client raises it); nothing logs it before."""
+    transport = httpx.ASGITransport(app=_app([]))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with caplog.at_level(logging.DEBUG), pytest.raises(Unhandled):
+            await client.request(method, path, content=b"boom")
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
 
 
 def test_the_direct_tracking_routes_are_the_routes_fastapi_declares() -> None:

@@ -1,17 +1,21 @@
-"""Health, readiness, metrics, and what the API does when the broker is gone."""
+"""Health, readiness, metrics, and what the API does when the broker or the database is
+gone."""
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.kit.embedded import free_port
+from app.kit.embedded import free_port, with_database
 from app.main import create_app
-from tests.helpers import basic, scalar, serving
+from tests.helpers import basic, bearer, kill_api_connections, scalar, serving
 
 
 async def test_health_ready_and_metrics_need_no_credentials(app_client: httpx.AsyncClient) -> None:
@@ -51,3 +55,69 @@ async def test_without_a_broker_events_get_503_with_retry_after_and_readiness_fa
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": True, "broker": False}
     assert await scalar(db, "SELECT count(*) FROM events") == 0
+
+
+@pytest.mark.parametrize("database", ["down", "missing"])
+async def test_without_a_database_requests_get_503_with_retry_after_and_readiness_fails(
+    settings: Settings, write_key: str, read_token: str, database: str
+) -> None:
+    """A database that is down (connections refused) or that refuses the connection (no
+    such database) is the 503 problem of every request that needs it, credentials checked
+    or not; the pixel API still answers its GIF, with the verdict."""
+    url = (
+        f"postgresql://postgres@127.0.0.1:{free_port()}/percorso"
+        if database == "down"
+        else with_database(settings.database_url or "", "percorso_no_such_database")
+    )
+    # Validated anew: a copy would keep the SQLAlchemy URL cached from the database's.
+    unavailable = Settings.model_validate({**settings.model_dump(), "database_url": url})
+    customer = uuid.uuid4()
+    call = {"writeKey": write_key, "userId": "ada", "event": "Email Opened"}
+    async with serving(create_app(unavailable)) as client:
+        answers = [
+            await client.post(
+                "/v1/track", json={"userId": "ada", "event": "e"}, headers=basic(write_key)
+            ),
+            await client.post(
+                "/v1/contacts", json={"contacts": [{"crm_id": "C-1"}]}, headers=basic(write_key)
+            ),
+            await client.get(f"/v1/projects/{write_key}/settings"),
+        ]
+        for path in (
+            f"/v1/customers/{customer}",
+            f"/v1/customers/{customer}/timeline",
+            f"/v1/customers/{customer}/journey",
+            "/v1/customers/lookup?kind=email&value=ada@example.com",
+            "/v1/contacts/changes",
+            "/v1/journey/model",
+        ):
+            answers.append(await client.get(path, headers=bearer(read_token)))
+        pixel = await client.get(
+            "/v1/pixel/track", params={"data": base64.b64encode(orjson.dumps(call)).decode()}
+        )
+        ready = await client.get("/readyz")
+    for answer in answers:  # each a documented problem+json (serving checks)
+        assert answer.status_code == 503, (answer.request.url, answer.text)
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["type"].endswith("service-unavailable")
+        assert answer.json()["detail"] == "The database could not be reached; retry."
+    assert pixel.status_code == 200
+    assert pixel.content.startswith(b"GIF89a")
+    assert pixel.headers["x-percorso-verdict"].startswith("service-unavailable:")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"database": False, "broker": True}
+
+
+async def test_a_key_first_used_while_the_database_is_unavailable_works_once_it_is_back(
+    settings: Settings, db: AsyncEngine, write_key: str
+) -> None:
+    """A lookup that fails caches nothing: not the key as unknown, for the cache's time."""
+    cached = settings.model_copy(update={"auth_cache_ttl_s": 300.0})
+    path = f"/v1/projects/{write_key}/settings"  # the source of a write key, as every call
+    async with serving(create_app(cached)) as client:
+        assert (await client.get("/readyz")).status_code == 200  # a pooled connection
+        assert await kill_api_connections(db) >= 1  # a database restart, say
+        lost = await client.get(path)
+        assert lost.status_code == 503
+        again = await client.get(path)
+        assert again.status_code == 200, again.text

@@ -1,7 +1,9 @@
 """Sources, tokens, and checking the credentials that requests present.
 
 Guarantees: secrets are only compared by hash; a verified credential is cached for
-``auth_cache_ttl_s`` seconds, so a revoked key stops working within that time.
+``auth_cache_ttl_s`` seconds, so a revoked key stops working within that time. A lookup
+that fails (the database unavailable) raises and caches nothing, so a key works as soon as
+the database does again.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from app.auth.dependencies import WRITE_KEY_SECURITY, authenticator, presented_write_key
 from app.auth.service import SourceInfo
 from app.config import Settings
-from app.errors import InvalidRequest, PayloadTooLarge, ProblemError
+from app.errors import InvalidRequest, PayloadTooLarge, as_problem
 from app.identity.identifiers import IdentityConfig
 from app.ingest import envelope, pixel, service, source_settings
 from app.ingest.body import parse_json, read_body, read_json
@@ -54,7 +54,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The browser origin is not allowed for this source."},
     415: {"description": "A body that is neither JSON nor text/plain, or not gzip."},
     429: {"description": "The source's rate limit; retry after `Retry-After` seconds."},
-    503: {"description": "The broker did not acknowledge; retry after `Retry-After` seconds."},
+    503: {
+        "description": "The broker did not acknowledge, or the database could not be reached;"
+        " retry after `Retry-After` seconds."
+    },
 }
 
 SHORT_PATHS = {
@@ -396,8 +399,11 @@ async def pixel_call(
         raw = pixel.decode(request.query_params.multi_items())
         # An image request carries no Origin worth checking; the write key is the gate.
         await _ingest_one(request, raw, call_type, check_origin=False)
-    except ProblemError as exc:
-        verdict = f"{exc.type}: {exc.detail}"[:300]
+    except Exception as exc:
+        problem = as_problem(exc)
+        if problem is None:
+            raise
+        verdict = f"{problem.type}: {problem.detail}"[:300]
     headers = {**pixel.NO_CACHE, "X-Percorso-Verdict": _header_safe(verdict)}
     return Response(pixel.GIF, media_type="image/gif", headers=headers)
 

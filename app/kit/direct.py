@@ -49,7 +49,8 @@ class DirectRoutes:
     """ASGI middleware: requests that one of ``routers`` has an endpoint for are answered
     by it directly; every other request goes on to ``app``. ``handlers`` are the app's
     exception handlers (``FastAPI.exception_handlers``, read per error, so handlers added
-    later count); an exception none of them handles propagates, as from the router."""
+    later count); an exception none of them handles propagates, as from the router, to
+    Starlette's server error middleware (which runs the handler of ``Exception``)."""
 
     def __init__(
         self,
@@ -90,8 +91,12 @@ class DirectRoutes:
         return None
 
     def _handler_for(self, exc: Exception) -> HTTPExceptionHandler | None:
-        # As Starlette's exception middleware looks one up: the closest class first.
+        # As Starlette's exception middleware looks one up: the closest class first, short of
+        # Exception, whose handler Starlette's server error middleware runs (it answers, then
+        # raises the error again for the server to log).
         for cls in type(exc).__mro__:
+            if cls is Exception:
+                break
             handler = self.handlers.get(cls)
             if handler is not None:
                 return handler

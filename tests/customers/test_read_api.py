@@ -22,7 +22,7 @@ from app.main import create_app
 from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.schemas import TimelinePage
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer, scalar, serving
+from tests.helpers import basic, bearer, kill_api_connections, scalar, serving
 
 
 async def _customer_id(client: httpx.AsyncClient, token: str, kind: str, value: str) -> str:
@@ -535,21 +535,10 @@ async def test_the_timeline_query_on_a_lost_connection_answers_503_then_reads_re
             await locker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
             request = asyncio.create_task(client.get(path, headers=bearer(read_token)))
             await _until_a_read_waits_on_a_lock(db)
-            assert await _kill_api_connections(db) >= 1
+            assert await kill_api_connections(db) >= 1
             lost = await request
             await locker.rollback()
         await _unavailable_then_recovered(lost, client, path, read_token)
-
-
-async def _kill_api_connections(db: AsyncEngine) -> int:
-    async with db.connect() as conn:
-        killed = await conn.scalar(
-            text(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'percorso-api' AND datname = current_database()"
-            )
-        )
-    return int(killed or 0)
 
 
 async def _until_a_read_waits_on_a_lock(db: AsyncEngine) -> None:
@@ -575,7 +564,7 @@ async def _lost_once_then_recovered(
     customer = await _customer_id(client, read_token, "anonymous_id", anonymous_id)
     path = f"/v1/customers/{customer}/timeline"
     assert (await client.get(path, headers=bearer(read_token))).status_code == 200
-    assert await _kill_api_connections(db) >= 1
+    assert await kill_api_connections(db) >= 1
 
     lost = await client.get(path, headers=bearer(read_token))
     await _unavailable_then_recovered(lost, client, path, read_token)
