@@ -2,7 +2,8 @@
 
 The reader's experience comes first: once the token is verified, the GIF is served and
 the redirect happens even when recording fails (source disabled since the send, rate
-limit, broker down); such a lost event is logged and counted, never shown to the reader.
+limit, broker or database down); such a lost event is logged and counted, never shown to
+the reader.
 A missing, forged or tampered token is a 400 and never redirects: the destination is
 only ever the URL that was signed.
 """
@@ -22,7 +23,7 @@ from app.config import Settings
 from app.email import machine
 from app.email.service import CLICKED, OPENED, email_touchpoint
 from app.email.tokens import MAX_TOKEN_CHARS, EmailToken, InvalidToken, TokenSigner
-from app.errors import ProblemError
+from app.errors import as_problem
 from app.ingest import pixel, service
 from app.ingest.endpoints import admit, identity_of, publisher_of, sender_context
 
@@ -58,11 +59,11 @@ def _signer(request: Request) -> TokenSigner:
 async def _record(
     request: Request, token: EmailToken, event: str, machine_reason: str | None
 ) -> None:
-    source = await authenticator(request).source_by_id(token.source_id)
-    if source is None:
-        EMAIL_NOT_RECORDED.labels("source_gone").inc()
-        return
     try:
+        source = await authenticator(request).source_by_id(token.source_id)
+        if source is None:
+            EMAIL_NOT_RECORDED.labels("source_gone").inc()
+            return
         admit(request, source, 1, check_origin=False)
         touchpoint = email_touchpoint(
             token,
@@ -79,9 +80,13 @@ async def _record(
         await publisher_of(request).publish(
             [(service.partition_key(touchpoint), touchpoint.to_bytes())]
         )
-    except ProblemError as exc:
-        log.warning("email %s not recorded: %s", event, exc.type)
-        EMAIL_NOT_RECORDED.labels(exc.type).inc()
+    except Exception as exc:
+        # A refusal, or the database unavailable (service-unavailable; the broker has its own).
+        problem = as_problem(exc)
+        if problem is None:
+            raise
+        log.warning("email %s not recorded: %s", event, problem.type)
+        EMAIL_NOT_RECORDED.labels(problem.type).inc()
 
 
 @router.get(

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.config import Settings
 from app.email.keys import server_secret
+from app.email.service import CLICKED
 from app.email.tokens import EmailToken, TokenSigner
-from tests.ingest.fixtures import SourceFactory, TopicReader
+from app.kit.embedded import free_port
+from tests.helpers import kill_api_connections
+from tests.ingest.fixtures import SourceFactory, TopicReader, asgi_client
 
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Safari/605.1.15"
 GMAIL_PROXY = (
@@ -177,12 +183,65 @@ async def test_missing_forged_or_tampered_tokens_never_redirect(
 async def test_a_verified_click_still_redirects_when_its_source_is_gone(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
-    import uuid
-
     token = _mint(settings, uuid.uuid4(), url="https://shop.example/still-works")
     response = await client.get("/v1/email/click", params={"d": token})
     assert response.status_code == 302
     assert response.headers["location"] == "https://shop.example/still-works"
+
+
+def _not_recorded(reason: str) -> float:
+    sample = REGISTRY.get_sample_value(
+        "percorso_email_events_not_recorded_total", {"reason": reason}
+    )
+    return sample or 0.0
+
+
+async def test_a_verified_click_redirects_when_its_database_connection_was_lost(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    db: AsyncEngine,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    """After a database restart or failover, the click whose source lookup meets the lost
+    connection still redirects (its event lost and counted); the next click is recorded."""
+    source, _ = await make_source(channel="email")
+    url = "https://shop.example/after-a-restart"
+    token = _mint(settings, source.id, url=url, sent_at=datetime.now(UTC) - timedelta(hours=1))
+    params, headers = {"d": token}, {"user-agent": BROWSER}
+    assert (await client.get("/v1/email/click", params=params, headers=headers)).status_code == 302
+    await topic.touchpoints(source.id, 1)
+    lost_before = _not_recorded("service-unavailable")
+
+    assert await kill_api_connections(db) >= 1
+    lost = await client.get("/v1/email/click", params=params, headers=headers)
+    assert lost.status_code == 302, lost.text
+    assert lost.headers["location"] == url
+    assert _not_recorded("service-unavailable") == lost_before + 1
+
+    again = await client.get("/v1/email/click", params=params, headers=headers)
+    assert again.status_code == 302
+    assert [tp.event for tp in await topic.touchpoints(source.id, 2)] == [CLICKED, CLICKED]
+
+
+async def test_with_the_database_down_a_verified_open_and_click_still_answer(
+    channel_settings: Settings, db: AsyncEngine
+) -> None:
+    """The GIF and the redirect, whatever the source's lookup meets; nothing recorded."""
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/percorso"
+    # Validated anew: a copy would keep the SQLAlchemy URL cached from the database's.
+    unavailable = Settings.model_validate({**channel_settings.model_dump(), "database_url": down})
+    url = "https://shop.example/while-down"
+    open_token = _mint(channel_settings, uuid.uuid4())
+    click_token = _mint(channel_settings, uuid.uuid4(), url=url)
+    lost_before = _not_recorded("service-unavailable")
+    async with asgi_client(unavailable) as client:
+        opened = await client.get("/v1/email/open.gif", params={"d": open_token})
+        clicked = await client.get("/v1/email/click", params={"d": click_token})
+    assert opened.status_code == 200
+    assert opened.content.startswith(b"GIF89a")
+    assert (clicked.status_code, clicked.headers["location"]) == (302, url)
+    assert _not_recorded("service-unavailable") == lost_before + 2
 
 
 def test_cli_mints_links_and_pixels_for_a_source(
