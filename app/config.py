@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     dev_read_token: SecretStr | None = None
 
     @model_validator(mode="after")
+    def _refuse_self_feeding_dead_letters(self) -> Settings:
+        # The consumer publishes dead letters to that topic: were it the one it reads, a
+        # message it cannot store would come back to it, and be dead-lettered again, for ever.
+        if self.kafka_dead_letter_topic == self.kafka_topic:
+            raise ValueError(
+                "PERCORSO_KAFKA_DEAD_LETTER_TOPIC must differ from PERCORSO_KAFKA_TOPIC"
+                f" ({self.kafka_topic!r}): the pipeline would read its own dead letters"
+                " back and dead-letter them again, for ever"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":
             missing = [
