@@ -133,6 +133,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _refuse_heartbeats_slower_than_the_session(self) -> Settings:
+        # The group coordinator drops a member it has not heard from for a session timeout:
+        # beats that far apart would rebalance the group over and over.
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError(
+                f"PERCORSO_KAFKA_HEARTBEAT_INTERVAL_MS ({self.kafka_heartbeat_interval_ms})"
+                " must be below PERCORSO_KAFKA_SESSION_TIMEOUT_MS"
+                f" ({self.kafka_session_timeout_ms}), usually a third of it or less"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":
             missing = [

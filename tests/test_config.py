@@ -15,3 +15,12 @@ def test_a_dead_letter_topic_equal_to_the_topic_is_refused() -> None:
     with pytest.raises(ValidationError, match="'touchpoints'"):
         Settings(kafka_dead_letter_topic="touchpoints")
     assert Settings(kafka_topic="events").kafka_dead_letter_topic == "touchpoints.dead-letter"
+
+
+def test_heartbeats_as_far_apart_as_the_session_timeout_are_refused() -> None:
+    for interval in (10_000, 12_000):
+        with pytest.raises(ValidationError, match=r"HEARTBEAT_INTERVAL_MS .* must be below"):
+            Settings(kafka_session_timeout_ms=10_000, kafka_heartbeat_interval_ms=interval)
+    with pytest.raises(ValidationError, match=r"\(3000\).*\(2000\)"):
+        Settings(kafka_session_timeout_ms=2_000)  # the default interval is 3,000 ms
+    assert Settings(kafka_session_timeout_ms=6_000, kafka_heartbeat_interval_ms=2_000)
