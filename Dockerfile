@@ -1,7 +1,8 @@
 # One image, two processes: `percorso api` (the default) or `percorso consume`.
 # Build: docker build -t percorso .
 # Run:   docker run -e PERCORSO_ENVIRONMENT=production -e PERCORSO_DATABASE_URL=... \
-#          -e PERCORSO_KAFKA_BOOTSTRAP_SERVERS=... -e PERCORSO_SECRET_KEY=... -p 8000:8000 percorso
+#          -e PERCORSO_KAFKA_BOOTSTRAP_SERVERS=... -e PERCORSO_KAFKA_REPLICATION_FACTOR=3 \
+#          -e PERCORSO_SECRET_KEY=... -p 8000:8000 percorso
 # Migrations: docker run ... percorso migrate   (run once per release, before the API starts)
 
 FROM python:3.11-slim AS build

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     kafka_topic: str = "touchpoints"
     kafka_dead_letter_topic: str = "touchpoints.dead-letter"
     kafka_partitions: int = Field(default=6, ge=1)
+    # Replicas of each topic `percorso migrate` creates; production must say (below).
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_consumer_group: str = "pipeline"
     # Tansu (and some managed brokers) reject the idempotent producer.
@@ -158,6 +159,14 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(
                     f"production needs {', '.join(missing)}; embedded servers are for development"
+                )
+            # Kafka's acks=all waits for a topic's in-sync replicas only: on one, losing a
+            # broker loses events the API acknowledged. The right count is the cluster's.
+            if "kafka_replication_factor" not in self.model_fields_set:
+                raise ValueError(
+                    "production needs PERCORSO_KAFKA_REPLICATION_FACTOR: the copies of each"
+                    " topic `percorso migrate` creates (3 on a cluster of three brokers or"
+                    " more; 1 loses acknowledged events with a broker)"
                 )
             if self.dev_write_key or self.dev_read_token:
                 raise ValueError("PERCORSO_DEV_* credentials are refused in production")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -24,3 +27,26 @@ def test_heartbeats_as_far_apart_as_the_session_timeout_are_refused() -> None:
     with pytest.raises(ValidationError, match=r"\(3000\).*\(2000\)"):
         Settings(kafka_session_timeout_ms=2_000)  # the default interval is 3,000 ms
     assert Settings(kafka_session_timeout_ms=6_000, kafka_heartbeat_interval_ms=2_000)
+
+
+def _production(**overrides: Any) -> Settings:
+    return Settings(
+        environment="production",
+        database_url="postgresql://db.internal/percorso",
+        kafka_bootstrap_servers="kafka.internal:9092",
+        secret_key=secrets.token_urlsafe(32),
+        **overrides,
+    )
+
+
+def test_production_needs_the_replication_factor_of_its_topics_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left at 1, each topic lives on one broker, and losing it loses acknowledged events."""
+    with pytest.raises(ValidationError, match="production needs PERCORSO_KAFKA_REPLICATION"):
+        _production()
+    assert _production(kafka_replication_factor=1).kafka_replication_factor == 1  # said so
+    monkeypatch.setenv("PERCORSO_KAFKA_REPLICATION_FACTOR", "3")
+    assert _production().kafka_replication_factor == 3
+    monkeypatch.delenv("PERCORSO_KAFKA_REPLICATION_FACTOR")
+    assert Settings(environment="development").kafka_replication_factor == 1
