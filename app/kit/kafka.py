@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import NoError, TopicAlreadyExistsError, for_code
 from aiokafka.record import default_records
 
 from app.config import Settings
@@ -72,7 +72,11 @@ def use_zstd_level(level: int) -> None:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create the touchpoints and dead-letter topics if they do not exist (idempotent)."""
+    """Create the touchpoints and dead-letter topics if they do not exist (idempotent).
+
+    Raises :class:`RuntimeError` when the broker refuses one (too few brokers for the
+    replication factor, a policy): the API would otherwise publish to a topic the broker
+    creates on first use with its own defaults, or to none."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="percorso-admin")
     await admin.start()
     try:
@@ -85,9 +89,17 @@ async def ensure_topics(settings: Settings) -> None:
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            # Another process may create one between list and create.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
+            # The answer carries an error code per topic; aiokafka raises none of them.
+            response = await admin.create_topics(missing)
+            refused = [
+                # (topic, code) in CreateTopics v0, (topic, code, message) since.
+                " ".join([f"{name}:", for_code(code).__name__, *filter(None, detail)])
+                for name, code, *detail in response.topic_errors
+                # Another process may have created one between list and create.
+                if code not in (NoError.errno, TopicAlreadyExistsError.errno)
+            ]
+            if refused:
+                raise RuntimeError(f"the broker refused to create topics: {'; '.join(refused)}")
             log.info("created topics %s", [t.name for t in missing])
     finally:
         await admin.close()
