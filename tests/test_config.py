@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,3 +52,16 @@ def test_production_needs_the_replication_factor_of_its_topics_said(
     assert _production().kafka_replication_factor == 3
     monkeypatch.delenv("PERCORSO_KAFKA_REPLICATION_FACTOR")
     assert Settings(environment="development").kafka_replication_factor == 1
+
+
+def test_the_readme_configuration_table_lists_every_setting_and_no_other() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("\n## Configuration\n")[1].split("\n## ")[0]
+    # The first cell of each row names one variable, or several (`HTTP_HOST` / `HTTP_PORT`).
+    listed = {
+        name
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for name in re.findall(r"`([A-Z0-9_]+)`", row.split("|")[1])
+    }
+    assert listed == {name.upper() for name in Settings.model_fields}
