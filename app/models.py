@@ -24,7 +24,9 @@ from sqlalchemy import (
     Identity as Generated,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 from app.db import Base
 
@@ -32,6 +34,20 @@ CHANNELS = ("web", "email", "social", "in_store", "mobile", "crm", "call_center"
 TOKEN_SCOPES = ("read", "admin")
 
 TZ = DateTime(timezone=True)
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id, which SQLAlchemy does not know (asyncpg reads it
+    as an ``int``)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+# Reflection (Alembic's autogenerate and `alembic check`) then reads the column's type.
+ischema_names["xid8"] = Xid8
 
 
 class Source(Base):
@@ -70,8 +86,12 @@ class Customer(Base):
     """One person: the unified profile that identities, events and journey hang off."""
 
     __tablename__ = "customers"
-    # The customers merged into one (a merge re-points them to its survivor: migration 0008).
-    __table_args__ = (Index(None, "merged_into", postgresql_where=text("merged_into IS NOT NULL")),)
+    __table_args__ = (
+        # The customers merged into one (a merge re-points them to its survivor: 0008).
+        Index(None, "merged_into", postgresql_where=text("merged_into IS NOT NULL")),
+        # The CRM changes feed's keyset (migration 0003).
+        Index("ix_customers_change_xid", "change_xid", "id"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
@@ -98,6 +118,9 @@ class Customer(Base):
     merged_into: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("customers.id")
     )
+    # The transaction that last changed the row: the changes feed's cursor. Set by whoever
+    # writes the row, or else by the trigger of migrations 0003 and 0007.
+    change_xid: Mapped[int] = mapped_column(Xid8(), server_default=text("pg_current_xact_id()"))
 
 
 class Identity(Base):
