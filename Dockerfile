@@ -19,7 +19,8 @@ ENV PATH=/opt/percorso/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PERCORSO_HTTP_HOST=0.0.0.0 \
-    PERCORSO_HTTP_PORT=8000
+    PERCORSO_HTTP_PORT=8000 \
+    PERCORSO_PIPELINE_METRICS_PORT=8000
 RUN groupadd --system percorso && useradd --system --gid percorso --home /srv percorso
 WORKDIR /srv
 COPY --from=build /opt/percorso /opt/percorso
@@ -27,7 +28,8 @@ COPY alembic.ini ./
 COPY migrations ./migrations
 USER percorso
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
+# Checks the process the container runs, on the ports its settings name: `api` answers
+# /healthz, `consume` its metrics (port 8000 as well, set above); `migrate` and the others pass.
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["percorso", "healthcheck"]
 ENTRYPOINT ["percorso"]
 CMD ["api"]

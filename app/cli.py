@@ -7,12 +7,11 @@ import json
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from app.config import Settings
-from app.db import one_off_session
 from app.email.cli import email as email_cli
 from app.imports.cli import imports as imports_cli
 from app.journey.cli import journey as journey_cli
@@ -88,6 +87,21 @@ def migrate() -> None:
 
 
 @cli.command()
+def healthcheck(
+    process: Annotated[
+        Literal["api", "consume"] | None,
+        typer.Argument(help="The process to check; default: the one this container runs."),
+    ] = None,
+) -> None:
+    """Exit 0 if the process answers, 1 if not (the Docker image's HEALTHCHECK)."""
+    from app.health.check import check, container_command
+
+    healthy, found = check(process or container_command(), Settings())
+    typer.echo(found)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@cli.command()
 def dev() -> None:
     """Run everything on embedded servers (what `make run` does)."""
     from app.dev import run
@@ -133,6 +147,7 @@ def sources_create(
 ) -> None:
     """Create a source and print its write key (shown once)."""
     from app.auth.service import create_source
+    from app.db import one_off_session
 
     settings: dict[str, Any] = {}
     if allowed_origin:
@@ -169,6 +184,7 @@ def tokens_create(
 ) -> None:
     """Create an API token and print it (shown once)."""
     from app.auth.service import create_token
+    from app.db import one_off_session
 
     async def run() -> str:
         async with one_off_session(Settings()) as session:

@@ -3,9 +3,15 @@ gone."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import orjson
@@ -13,7 +19,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.kit.embedded import free_port, with_database
+from app.health.check import container_command
+from app.kit.embedded import free_port, port_open, with_database
 from app.main import create_app
 from tests.helpers import basic, bearer, kill_api_connections, scalar, serving
 
@@ -121,3 +128,93 @@ async def test_a_key_first_used_while_the_database_is_unavailable_works_once_it_
         assert lost.status_code == 503
         again = await client.get(path)
         assert again.status_code == 200, again.text
+
+
+async def _percorso(*args: str, env: dict[str, str], output: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "app.cli", *args),
+        env={**os.environ, "PERCORSO_ENVIRONMENT": "test", **env},
+        stdout=output,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _healthcheck(process: str, env: dict[str, str]) -> tuple[int | None, str]:
+    check = await _percorso("healthcheck", process, env=env, output=asyncio.subprocess.PIPE)
+    found, _ = await asyncio.wait_for(check.communicate(), 30)
+    return check.returncode, found.decode().strip()
+
+
+@asynccontextmanager
+async def _running(command: str, env: dict[str, str], port: int) -> AsyncIterator[None]:
+    """``percorso <command>`` in its own process, once it listens on ``port``."""
+    process = await _percorso(command, env=env, output=asyncio.subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            assert process.returncode is None, f"percorso {command} exited"
+            assert time.monotonic() < deadline, f"percorso {command} never listened"
+            await asyncio.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def _servers(settings: Settings) -> dict[str, str]:
+    return {
+        "PERCORSO_DATABASE_URL": settings.database_url or "",
+        "PERCORSO_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+    }
+
+
+async def test_healthcheck_passes_while_the_api_answers_on_its_port_and_fails_elsewhere(
+    settings: Settings,
+    engine: AsyncEngine,  # the broker answers
+) -> None:
+    port = free_port()
+    env = {**_servers(settings), "PERCORSO_HTTP_PORT": str(port)}
+    async with _running("api", env, port):
+        assert await _healthcheck("api", env) == (0, f"http://127.0.0.1:{port}/healthz: 200")
+    nowhere = {**env, "PERCORSO_HTTP_PORT": str(free_port())}
+    code, found = await _healthcheck("api", nowhere)
+    assert (code, found.endswith("Connection refused")) == (1, True)
+
+
+async def test_healthcheck_of_a_consumer_asks_its_metrics_server(
+    settings: Settings,
+    engine: AsyncEngine,  # the broker answers
+) -> None:
+    port = free_port()
+    env = {
+        **_servers(settings),
+        "PERCORSO_PIPELINE_METRICS_PORT": str(port),
+        # A group and topics of its own: this consumer must take no other test's events.
+        "PERCORSO_KAFKA_TOPIC": f"healthcheck-{port}",
+        "PERCORSO_KAFKA_DEAD_LETTER_TOPIC": f"healthcheck-{port}.dead-letter",
+        "PERCORSO_KAFKA_CONSUMER_GROUP": f"healthcheck-{port}",
+    }
+    async with _running("consume", env, port):
+        assert await _healthcheck("consume", env) == (0, f"http://127.0.0.1:{port}/metrics: 200")
+    assert (await _healthcheck("consume", env))[0] == 1  # stopped: nothing listens
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "command"),
+    [
+        # docker run percorso consume: the entry point's script, run by its interpreter
+        (b"/opt/percorso/bin/python\0/opt/percorso/bin/percorso\0consume\0", "consume"),
+        (b"/sbin/docker-init\0--\0percorso\0api\0", "api"),  # docker run --init
+        (b"/usr/local/bin/python\0-m\0app.cli\0migrate\0", "migrate"),
+        (b"/sbin/init\0", None),
+    ],
+)
+def test_healthcheck_checks_the_process_the_container_runs(
+    tmp_path: Path, cmdline: bytes, command: str | None
+) -> None:
+    (tmp_path / "cmdline").write_bytes(cmdline)
+    assert container_command(tmp_path / "cmdline") == command
