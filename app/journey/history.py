@@ -145,14 +145,15 @@ async def recompute(
     recorder: Recorder | None = None
     async for row in writes.timelines(conn, bounds, with_properties=_uses_properties(model)):
         # Per replayed event, so unpacked at once (in writes.timelines' column order).
-        customer_id, event_id, type_, event, channel, occurred_at, stored, properties = row
+        customer_id, event_id, type_, event, channel, occurred_at, stored, properties, flags = row
         if recorder is None or recorder.customer_id != customer_id:
             if recorder is not None:
                 finish(recorder)
             recorder = start(customer_id)
         if isinstance(properties, str):
             properties = orjson.loads(properties)
-        stage = recorder.apply(EventFacts(type_, event, channel, properties), occurred_at, event_id)
+        facts = EventFacts(type_, event, channel, properties, orjson.loads(flags))
+        stage = recorder.apply(facts, occurred_at, event_id)
         if stage != stored:
             stage_changes.append((event_id, stage))
         if len(stage_changes) >= FLUSH_ROWS:

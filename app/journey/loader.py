@@ -35,6 +35,10 @@ its stage.
 *First touch.* A brand-new customer's first event gets ``first_touch`` unless the rule that
 matched it names a later stage (then that stage).
 
+*Machine activity.* An event flagged ``machine_activity`` (an email open by a privacy proxy, a
+click by a link scanner) is not the person's doing, in every model: no rule matches or
+counts it, and it is no first touch.
+
 Loading fails with `JourneyModelError` (file, line, problem) on anything questionable:
 syntax errors, unknown keys (typos), unknown stages, types, channels or ops, duplicate
 stages or rule ids, malformed counts and predicate values. Preset models live next to this

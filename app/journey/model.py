@@ -12,6 +12,9 @@ Guarantees of `JourneyModel.step`:
   what `replay` gives for the same events (the state is the whole memory of the engine).
 - ``current_stage`` is the stage of the latest stage-bearing event (it may go down: people
   go back); ``furthest_stage`` is the highest-ranked stage ever assigned and never goes down.
+- An event flagged ``machine_activity`` (an email open by a privacy proxy, a click by a
+  link scanner: `app.email.machine`) is not the person's doing: it leaves the state as it
+  was (no stage, no counter, no first touch).
 - The caller must step a customer's events in ``occurred_at`` order. A late event needs a
   `replay` of that customer's events; this module does no I/O and cannot do that itself.
 """
@@ -24,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from app.email.machine import MACHINE_FLAG
 from app.journey.errors import JourneyModelError
 from app.journey.loader import FIRST_TOUCH_RULE_ID, PRESETS, read_model
 from app.journey.rules import EventFacts, Rule
@@ -42,7 +46,8 @@ __all__ = [
 
 # Bump when the meaning of an unchanged model file changes (matching semantics, counters),
 # so stored fingerprints stop matching and stages get recomputed.
-ENGINE_VERSION: Final = 1
+# 2: events flagged machine_activity are no longer stage-bearing.
+ENGINE_VERSION: Final = 2
 
 # Distinct event names remembered per model. Names are client-controlled, so the cache is
 # bounded; real sources send a few hundred distinct names at most.
@@ -54,7 +59,8 @@ class JourneyState:
     """One customer's journey state. Mutated by `JourneyModel.step`; JSON round-trips exactly."""
 
     counters: dict[str, int] = field(default_factory=dict)  # rule id -> events matched
-    seen_events: int = 0  # events stepped so far; 0 means the next event is the first touch
+    # Events stepped so far, machine activity aside; 0 means the next event is the first touch.
+    seen_events: int = 0
     current_stage: str | None = None
     furthest_stage: str | None = None
 
@@ -160,8 +166,11 @@ class JourneyModel:
         first rule (in file order) that matches and whose count condition holds wins. On a
         customer's first event `first_touch` applies unless the winner's stage ranks later.
         A stage stored in `state` that this model does not know (the model changed) ranks
-        below every stage, so the next stage-bearing event replaces it.
+        below every stage, so the next stage-bearing event replaces it. An event flagged
+        ``machine_activity`` changes nothing: no rule counts it and it is no first touch.
         """
+        if MACHINE_FLAG in facts.flags:
+            return StepResult(None, None, False, state.current_stage)
         counters = state.counters
         winner: Rule | None = None
         for rule in self._candidates(facts.event):

@@ -50,12 +50,15 @@ _MISSING: Final = object()
 # dataclass costs three times as much to construct. Rules only read it.
 @dataclass(slots=True)
 class EventFacts:
-    """What a rule can see of one event. Built by the caller from a canonical touchpoint."""
+    """What the engine sees of one event. Built by the caller from a canonical touchpoint
+    (live) or its stored timeline row (a replay), with the same values either way: the
+    flags are the event's stored ``flags``."""
 
     type: str
     event: str | None
     channel: str
     properties: Mapping[str, Any]
+    flags: Sequence[str]
 
 
 def compile_globs(globs: Sequence[str]) -> re.Pattern[str]:

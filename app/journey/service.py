@@ -72,12 +72,6 @@ class StagePlan:
 _EVENT_KEY = attrgetter("occurred_at", "event_id")
 
 
-def facts(tp: Touchpoint) -> EventFacts:
-    return EventFacts(
-        type=tp.type, event=tp.event, channel=tp.channel.value, properties=tp.properties
-    )
-
-
 def plan_stages(
     model: JourneyModel, touchpoints: Sequence[Touchpoint], resolution: Resolution
 ) -> StagePlan:
@@ -87,6 +81,8 @@ def plan_stages(
         by_customer[cid].append(index)
     plan = StagePlan(stage_of=[None] * len(touchpoints))
     order = list(map(_EVENT_KEY, touchpoints))  # each event's (occurred_at, event_id)
+    # Flags the identity step gives events: stored with their own, so a replay sees them too.
+    added = resolution.flags
     for cid, indexes in by_customer.items():
         indexes.sort(key=order.__getitem__)
         state = JourneyState.from_json(resolution.customers[cid].journey_state)
@@ -94,7 +90,9 @@ def plan_stages(
         plan.earliest[cid] = order[indexes[0]]
         for i in indexes:
             tp = touchpoints[i]
-            plan.stage_of[i] = recorder.apply(facts(tp), tp.occurred_at, tp.event_id)
+            flags = tp.flags + added[i] if i in added else tp.flags
+            facts = EventFacts(tp.type, tp.event, tp.channel.value, tp.properties, flags)
+            plan.stage_of[i] = recorder.apply(facts, tp.occurred_at, tp.event_id)
     return plan
 
 

@@ -203,7 +203,7 @@ async def set_event_stages(
 
 _TIMELINES = f"""
     SELECT b.id AS customer_id, e.event_id, e.type, e.event, e.channel, e.occurred_at,
-           e.stage, e.properties
+           e.stage, e.properties, e.flags
     FROM {_AT_EVENT} AS b
     CROSS JOIN LATERAL (
         SELECT * FROM events e
@@ -227,12 +227,13 @@ def timelines(
 ) -> AsyncIterable[asyncpg.Record]:
     """The customers' events after their bounds, ordered by (customer_id, occurred_at,
     event_id), streamed (``async for``): rows of ``customer_id, event_id, type, event,
-    channel, occurred_at, stage, properties``, in that order (a replay unpacks them).
+    channel, occurred_at, stage, properties, flags``, in that order (a replay unpacks them).
 
     Needs a transaction (a server-side cursor). ``properties`` is the JSON text, or ``'{}'``
-    when the caller does not need it (a model without ``where`` predicates). The cursor
-    itself, not a generator around it: a replay reads tens of thousands of rows a batch,
-    and each pass through a generator costs a coroutine step.
+    when the caller does not need it (a model without ``where`` predicates); ``flags`` is the
+    JSON text of the event's flags. The cursor itself, not a generator around it: a replay
+    reads tens of thousands of rows a batch, and each pass through a generator costs a
+    coroutine step.
     """
     query = _TIMELINES if with_properties else _TIMELINES_WITHOUT_PROPERTIES
     return conn.cursor(query, bulk.rows(bounds), prefetch=prefetch)

@@ -110,7 +110,7 @@ def expected(model: JourneyModel, touchpoints: Iterable[Touchpoint]) -> dict[str
     and the transitions that follow from it."""
     ordered = sorted(touchpoints, key=lambda tp: (tp.occurred_at, tp.event_id))
     state, results = model.replay(
-        EventFacts(tp.type, tp.event, tp.channel.value, tp.properties) for tp in ordered
+        EventFacts(tp.type, tp.event, tp.channel.value, tp.properties, tp.flags) for tp in ordered
     )
     stages: list[tuple[str | None, str | None]] = []
     transitions: list[list[Any]] = []

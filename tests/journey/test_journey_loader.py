@@ -198,7 +198,9 @@ def test_yaml_model_equals_its_toml_twin(tmp_path: Path) -> None:
     (tmp_path / "b.toml").write_text(GOOD, encoding="utf-8")
     from_yaml = load_model(str(tmp_path / "a.yaml"))
     assert from_yaml.fingerprint() == load_model(str(tmp_path / "b.toml")).fingerprint()
-    facts = EventFacts("track", "order completed", "in_store", {"revenue": 5, "currency": "EUR"})
+    facts = EventFacts(
+        "track", "order completed", "in_store", {"revenue": 5, "currency": "EUR"}, []
+    )
     assert from_yaml.replay([facts])[1][0].stage == "purchase"
 
 

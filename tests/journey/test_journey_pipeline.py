@@ -380,7 +380,7 @@ def checkpoint_states(model: JourneyModel, touchpoints: list[Touchpoint]) -> lis
     """The oracle's journey state right after each transition's event, oldest first."""
     state, states = JourneyState(), []
     for tp in sorted(touchpoints, key=lambda tp: (tp.occurred_at, tp.event_id)):
-        facts = EventFacts(tp.type, tp.event, tp.channel.value, tp.properties)
+        facts = EventFacts(tp.type, tp.event, tp.channel.value, tp.properties, tp.flags)
         if model.step(state, facts).changed:
             states.append(state.to_json())
     return states
@@ -481,3 +481,39 @@ async def test_a_merge_replays_from_the_last_transition_before_the_events_it_bri
     await feed(pool, model, [login])
 
     await assert_replayed_after_the_first_event(pool, model, [*known, *visitor, login])
+
+
+def scanner_click(source_id: uuid.UUID, user_id: str, minute: int) -> Touchpoint:
+    """An email link click by a mail gateway's link scanner, flagged as app.email records it."""
+    click = touchpoint(
+        source_id, user_id=user_id, event="Email Link Clicked", channel="email", at=minute * 60
+    )
+    click.flags.extend(["machine_activity", "machine:barracuda"])
+    return click
+
+
+async def test_a_link_scanner_click_does_not_move_a_buyer_back(
+    pool: asyncpg.Pool[Any], source_id: uuid.UUID
+) -> None:
+    model = load_model("default")
+    order = touchpoint(source_id, user_id="ada", event="Order Completed", at=0)
+    await feed(pool, model, [order], [scanner_click(source_id, "ada", 1)])
+
+    found = await journey(pool, "ada")
+    assert (found.current_stage, found.path) == ("purchase", ["purchase"])
+    assert found.stages == [("Order Completed", "purchase"), ("Email Link Clicked", "purchase")]
+
+
+async def test_a_replay_leaves_stored_link_scanner_clicks_out_as_well(
+    pool: asyncpg.Pool[Any], source_id: uuid.UUID
+) -> None:
+    model = load_model("default")
+    order = touchpoint(source_id, user_id="ada", event="Order Completed", at=0)
+    scan = scanner_click(source_id, "ada", 2)
+    # Late: the replay resumes from the order's transition and reads the click back.
+    opened = touchpoint(source_id, user_id="ada", event="Email Opened", channel="email", at=60)
+    await feed(pool, model, [order, scan], [opened])
+
+    found = await journey(pool, "ada")
+    assert found.path == ["purchase"]
+    assert_matches(found, expected(model, [order, scan, opened]), model)

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.journey import EventFacts, JourneyState, load_model
+from app.journey import EventFacts, JourneyState, StepResult, load_model
 from app.journey.loader import PRESETS
 from app.journey.rules import CHANNELS, EVENT_TYPES
 
@@ -53,6 +53,8 @@ events = st.builds(
     event=st.one_of(st.none(), st.sampled_from(EVENT_NAMES), st.text(max_size=12)),
     channel=st.sampled_from(sorted(CHANNELS)),
     properties=properties,
+    # Flags that say nothing about who acted; machine activity has a property of its own.
+    flags=st.lists(st.sampled_from(["clock_skew_corrected", "not_linked:user_id"]), max_size=2),
 )
 
 
@@ -87,3 +89,32 @@ def test_stepping_with_stored_state_matches_replay_and_ranks_are_consistent(
     for rule in model.rules:
         expected_count = sum(1 for facts in history if rule.matches(facts))
         assert replayed_state.counters.get(rule.id, 0) == expected_count
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    preset=st.sampled_from(PRESETS),
+    history=st.lists(st.tuples(events, st.booleans()), max_size=40),
+)
+def test_machine_activity_leaves_every_journey_as_the_persons_own_events_make_it(
+    preset: str, history: list[tuple[EventFacts, bool]]
+) -> None:
+    """Flagging any events of a history machine_activity gives the journey of the others
+    alone, and each flagged event assigns nothing."""
+    model = MODELS[preset]
+    marked = [
+        EventFacts(f.type, f.event, f.channel, f.properties, [*f.flags, "machine_activity"])
+        if machine
+        else f
+        for f, machine in history
+    ]
+    state, results = model.replay(marked)
+    own_state, own_results = model.replay([f for f, machine in history if not machine])
+
+    assert state == own_state
+    assert [r for r, (_, machine) in zip(results, history, strict=True) if not machine] == (
+        own_results
+    )
+    for result, (_, machine) in zip(results, history, strict=True):
+        if machine:
+            assert result == StepResult(None, None, False, result.previous_stage)

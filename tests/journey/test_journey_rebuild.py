@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from app.config import Settings
+from app.journey import model as model_module
 from app.journey import rebuild
 from app.journey.model import JourneyModel, load_model
 from app.touchpoint import Touchpoint
@@ -78,6 +79,41 @@ async def test_rebuild_recomputes_every_journey_after_a_model_change(
         assert_matches(found, expected(new, events), new)
     assert await rebuild.pending(pool, new) == 0
     assert await rebuild.rebuild_stale(pool, new) == 0
+
+
+async def test_journeys_that_link_scanner_clicks_moved_are_recomputed_after_the_upgrade(
+    pool: asyncpg.Pool[Any], source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def scan(user: str) -> Touchpoint:
+        click = touchpoint(
+            source_id, user_id=user, event="Email Link Clicked", channel="email", at=60
+        )
+        click.flags.extend(["machine_activity", "machine:barracuda"])
+        return click
+
+    streams = {
+        user: [touchpoint(source_id, user_id=user, event="Order Completed"), scan(user)]
+        for user in ("ada", "bob")
+    }
+    with monkeypatch.context() as engine_1:  # as the engine before version 2 stored them
+        engine_1.setattr(model_module, "ENGINE_VERSION", 1)
+        engine_1.setattr(model_module, "MACHINE_FLAG", "(engine 1 read no flags)")
+        await feed(pool, load_model("default"), *zip(*streams.values(), strict=True))
+    assert (await journey(pool, "ada")).path == ["purchase", "interest"]
+
+    model = load_model("default")
+    assert await rebuild.pending(pool, model) == 2
+    # Ada's next event recomputes her whole journey; the rebuild does Bob's.
+    opened = touchpoint(source_id, user_id="ada", event="Email Opened", channel="email", at=120)
+    streams["ada"].append(opened)
+    await feed(pool, model, [opened])
+    assert await rebuild.pending(pool, model) == 1
+    assert await rebuild.rebuild_stale(pool, model) == 1
+
+    for user, events in streams.items():
+        found = await journey(pool, user)
+        assert (found.current_stage, found.path) == ("purchase", ["purchase"])
+        assert_matches(found, expected(model, events), model)
 
 
 async def test_an_interrupted_rebuild_resumes_where_it_stopped(

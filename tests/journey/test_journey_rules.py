@@ -26,7 +26,9 @@ def matches(tmp_path: Path, prop: str, op: str, value: str, properties: dict[str
     path = tmp_path / "journey.toml"
     path.write_text(PREDICATE_MODEL.format(prop=prop, op=op, value=value), encoding="utf-8")
     model = load_model(str(path))
-    facts = EventFacts(type="track", event="Anything", channel="web", properties=properties)
+    facts = EventFacts(
+        type="track", event="Anything", channel="web", properties=properties, flags=[]
+    )
     return model.replay([facts])[1][0].stage == "hit"
 
 
@@ -114,7 +116,7 @@ value = 100
     model = load_model(str(path))
 
     def stage(**properties: Any) -> str | None:
-        facts = EventFacts("track", "Order Completed", "web", properties)
+        facts = EventFacts("track", "Order Completed", "web", properties, [])
         return model.replay([facts])[1][0].stage
 
     assert stage(currency="EUR", revenue=150) == "big-eur"

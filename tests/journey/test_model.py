@@ -9,18 +9,19 @@ from typing import Any
 import pytest
 
 from app.journey import EventFacts, JourneyModel, JourneyState, StepResult, load_model
+from app.journey import model as model_module
 
 
 def track(event: str, channel: str = "web", **properties: Any) -> EventFacts:
-    return EventFacts(type="track", event=event, channel=channel, properties=properties)
+    return EventFacts(type="track", event=event, channel=channel, properties=properties, flags=[])
 
 
 def page(name: str | None = None, channel: str = "web", **properties: Any) -> EventFacts:
-    return EventFacts(type="page", event=name, channel=channel, properties=properties)
+    return EventFacts(type="page", event=name, channel=channel, properties=properties, flags=[])
 
 
 def identify(channel: str = "crm") -> EventFacts:
-    return EventFacts(type="identify", event=None, channel=channel, properties={})
+    return EventFacts(type="identify", event=None, channel=channel, properties={}, flags=[])
 
 
 def stages_of(model: JourneyModel, events: list[EventFacts]) -> list[str | None]:
@@ -279,6 +280,27 @@ def test_first_touch_applies_to_the_first_event_only(tmp_path: Path) -> None:
     assert stages_of(model, events) == ["consideration", "awareness", None]
 
 
+def by_machine(event: EventFacts) -> EventFacts:
+    """The event as recorded when a mail privacy proxy or link scanner made it."""
+    return EventFacts(
+        event.type, event.event, event.channel, event.properties, ["machine_activity", "machine:x"]
+    )
+
+
+def test_machine_activity_assigns_no_stage_counts_for_no_rule_and_is_no_first_touch() -> None:
+    model = load_model("default")
+    click = track("Email Link Clicked", channel="email")
+    state, results = model.replay(
+        [by_machine(click), track("Ad Clicked", "ads"), by_machine(click)]
+    )
+    assert [(r.stage, r.rule_id) for r in results] == [
+        (None, None),
+        ("awareness", "first_touch"),
+        (None, None),
+    ]
+    assert (state.current_stage, state.counters) == ("awareness", {})
+
+
 def test_without_first_touch_an_unmatched_first_event_has_no_stage(tmp_path: Path) -> None:
     model = model_from(tmp_path, FIRST_TOUCH_MODEL.replace('first_touch = "interest"', ""))
     state, results = model.replay([track("Something Else"), track("Ad Clicked")])
@@ -418,6 +440,13 @@ def test_fingerprint_is_stable_and_tracks_content(tmp_path: Path) -> None:
     assert recount.fingerprint() != base.fingerprint()
     assert reordered.fingerprint() != base.fingerprint()
     assert len(base.fingerprint()) == 64
+
+
+def test_the_engine_version_is_part_of_the_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stored journeys of engine 1 (which let machine activity assign stages) are stale."""
+    current = load_model("default").fingerprint()
+    monkeypatch.setattr(model_module, "ENGINE_VERSION", 1)
+    assert load_model("default").fingerprint() != current
 
 
 def test_to_json_describes_the_model() -> None:
