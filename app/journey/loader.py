@@ -41,8 +41,9 @@ counts it, and it is no first touch.
 
 Loading fails with `JourneyModelError` (file, line, problem) on anything questionable:
 syntax errors, unknown keys (typos), unknown stages, types, channels or ops, duplicate
-stages or rule ids, malformed counts and predicate values. Preset models live next to this
-module in ``presets/`` and are read as package data.
+stages or rule ids, malformed counts and predicate values, and a NUL character (``\u0000``)
+in any string, which PostgreSQL cannot store. Preset models live next to this module in
+``presets/`` and are read as package data.
 """
 
 from __future__ import annotations
@@ -189,6 +190,25 @@ class _Validator:
     ) -> NoReturn:
         raise JourneyModelError(self.file, self.smap.line(key, rule=rule, where=where), problem)
 
+    def refuse_nul(
+        self,
+        value: Any,
+        what: str,
+        key: str | None = None,
+        *,
+        rule: int | None = None,
+        where: int | None = None,
+    ) -> None:
+        # PostgreSQL's text and jsonb cannot hold U+0000: a model that names a stage or rule
+        # with one would load, then every event it is written for would be dead-lettered.
+        if isinstance(value, str) and "\x00" in value:
+            self.fail(
+                f"{what} contains a NUL character (\\u0000), which PostgreSQL cannot store",
+                key,
+                rule=rule,
+                where=where,
+            )
+
     def check_keys(
         self,
         table: dict[Any, Any],
@@ -213,12 +233,15 @@ class _Validator:
         name = data.get("name", default_name)
         if not isinstance(name, str) or not name.strip():
             self.fail("'name' must be a non-empty string", "name")
+        self.refuse_nul(name, "'name'", "name")
         description = data.get("description")
         if description is not None and not isinstance(description, str):
             self.fail("'description' must be a string", "description")
+        self.refuse_nul(description, "'description'", "description")
         stages = self.stages(data.get("stages"))
 
         first_touch = data.get("first_touch")
+        self.refuse_nul(first_touch, "first_touch", "first_touch")
         if first_touch is not None and first_touch not in stages:
             self.fail(
                 f"first_touch: unknown stage {first_touch!r} (stages: {', '.join(stages)})",
@@ -253,6 +276,7 @@ class _Validator:
         for stage in raw:
             if not isinstance(stage, str) or not stage.strip() or stage != stage.strip():
                 self.fail(f"stage {stage!r}: a stage must be a non-empty, trimmed string", "stages")
+            self.refuse_nul(stage, f"stage {stage!r}", "stages")
             if len(stage) > _MAX_STAGE_LENGTH:
                 self.fail(f"stage {stage!r}: longer than {_MAX_STAGE_LENGTH} characters", "stages")
             # Stages differing only in case would be indistinguishable on dashboards.
@@ -267,12 +291,14 @@ class _Validator:
         rule_id = raw.get("id", f"rule-{index + 1}")
         if not isinstance(rule_id, str) or not rule_id.strip():
             self.fail(f"rule {index + 1}: 'id' must be a non-empty string", "id", rule=index)
+        self.refuse_nul(rule_id, f"rule {index + 1}: 'id'", "id", rule=index)
         prefix = f"rule {rule_id!r}: "
         if rule_id == FIRST_TOUCH_RULE_ID:
             self.fail(f"{prefix}the id {FIRST_TOUCH_RULE_ID!r} is reserved", "id", rule=index)
         self.check_keys(raw, _RULE_KEYS, prefix, rule=index)
         if "description" in raw and not isinstance(raw["description"], str):
             self.fail(f"{prefix}'description' must be a string", "description", rule=index)
+        self.refuse_nul(raw.get("description"), f"{prefix}'description'", "description", rule=index)
 
         stage = raw.get("stage")
         if stage is None:
@@ -325,6 +351,8 @@ class _Validator:
             self.fail(
                 f"{prefix}{key!r} must be a non-empty string or list of strings", key, rule=index
             )
+        for v in values:
+            self.refuse_nul(v, f"{prefix}{key!r}", key, rule=index)
         if allowed is not None:
             options = sorted(allowed)
             for v in values:
@@ -384,6 +412,7 @@ class _Validator:
                 rule=index,
                 where=j,
             )
+        self.refuse_nul(prop, f"{prefix}'property'", "property", rule=index, where=j)
         op = raw.get("op")
         if op not in OPS:
             close = difflib.get_close_matches(str(op), OPS, n=1)
@@ -424,4 +453,6 @@ class _Validator:
             )
         if op in LIST_OPS:
             value = tuple(value)
+        for v in value if op in LIST_OPS else (value,):
+            self.refuse_nul(v, f"{prefix}'value'", "value", rule=index, where=j)
         return Predicate(prop, cast(Op, op), value)

@@ -120,6 +120,33 @@ def test_semantic_errors_name_line_and_problem(
     assert f"journey.toml, line {error.line}: " in str(error)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ('name = "shop"', 'name = "sh\\u0000op"', "'name'"),
+        ('name = "shop"', 'name = "shop"\ndescription = "\\u0000"', "'description'"),
+        ('"interest", "purchase"]', '"inte\\u0000rest", "purchase"]', "stage 'inte\\x00rest'"),
+        ('first_touch = "awareness"', 'first_touch = "awareness\\u0000"', "first_touch"),
+        ('id = "signup"', 'id = "sign\\u0000up"', "rule 1: 'id'"),
+        ('id = "signup"', 'id = "signup"\ndescription = "\\u0000"', "rule 'signup': 'description'"),
+        ('event = "Signed Up"', 'event = ["Signed Up", "\\u0000*"]', "rule 'signup': 'event'"),
+        ('property = "revenue"', 'property = "reve\\u0000nue"', "where #1: 'property'"),
+        ('op = "gt"\nvalue = 0', 'op = "eq"\nvalue = "\\u0000"', "rule 'order': where #1: 'value'"),
+        ('value = ["EUR", "USD"]', 'value = ["EUR", "US\\u0000D"]', "where #2: 'value'"),
+    ],
+)  # fmt: skip
+def test_a_nul_character_postgresql_cannot_store_is_refused_with_its_line(
+    tmp_path: Path, old: str, new: str, problem: str
+) -> None:
+    """A stage or rule id with a NUL would load, then every event it is written for would
+    be dead-lettered ("unsupported Unicode escape sequence")."""
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    error = load_error(tmp_path, text)
+    assert f"{problem} contains a NUL character" in error.problem
+    assert error.line == line_of(text, "\\u0000")
+
+
 def test_rule_without_stage_points_at_its_header(tmp_path: Path) -> None:
     text = GOOD.replace('stage = "interest"\n', "")
     error = load_error(tmp_path, text)
@@ -213,6 +240,14 @@ def test_yaml_errors_name_the_line(tmp_path: Path) -> None:
     syntax = load_error(tmp_path, YAML_MODEL + "  - [unclosed\n", "broken.yaml")
     assert syntax.problem.startswith("invalid YAML")
     assert syntax.line is not None
+
+
+def test_yaml_nul_characters_are_refused_with_their_line(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    text = YAML_MODEL.replace("- id: order", '- id: "or\\0der"')
+    error = load_error(tmp_path, text, "journey.yaml")
+    assert "rule 2: 'id' contains a NUL character" in error.problem
+    assert error.line == line_of(text, "or\\0der")
 
 
 def test_yaml_without_pyyaml_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -243,3 +243,27 @@ async def test_check_validates_a_model_and_prints_its_rules(tmp_path: Path) -> N
     code, _, err = await run_cli("journey", "check", str(tmp_path / "missing.toml"), env={})
     assert code == 2
     assert "missing.toml: no such file" in err
+
+
+# Models that would load, or crash the loader, and then fail the pipeline or the command.
+REFUSED_BY_CHECK = {
+    "nul.toml": (
+        'stages = ["seen", "b\\u0000ught"]\nfirst_touch = "seen"\n',
+        "line 1: stage 'b\\x00ught' contains a NUL character (\\u0000), which PostgreSQL",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_BY_CHECK))
+async def test_check_refuses_a_model_the_pipeline_could_not_run_with(
+    tmp_path: Path, name: str
+) -> None:
+    text, problem = REFUSED_BY_CHECK[name]
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+
+    code, out, err = await run_cli("journey", "check", str(path), env={})
+
+    assert (code, out) == (2, "")
+    assert f"error: invalid journey model: {path}, {problem}" in err
+    assert "Traceback" not in err
