@@ -41,9 +41,10 @@ counts it, and it is no first touch.
 
 Loading fails with `JourneyModelError` (file, line, problem) on anything questionable:
 syntax errors, unknown keys (typos), unknown stages, types, channels or ops, duplicate
-stages or rule ids, malformed counts and predicate values, and a NUL character (``\u0000``)
-in any string, which PostgreSQL cannot store. Preset models live next to this module in
-``presets/`` and are read as package data.
+stages or rule ids, malformed counts and predicate values (a number must be finite: no
+``inf``, ``nan`` or integer beyond ±1.8e308), nesting deeper than the parser follows, and a
+NUL character (``\u0000``) in any string, which PostgreSQL cannot store. Preset models live
+next to this module in ``presets/`` and are read as package data.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import difflib
 import importlib
 import math
 import re
+import reprlib
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -83,6 +85,8 @@ _RULE_KEYS: Final = ("id", "description", "stage", "event", "type", "channel", "
 _WHERE_KEYS: Final = ("property", "op", "value")
 _TOML_POSITION = re.compile(r"^(?P<problem>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 _AT_END: Final = "(at end of document)"
+# What the parsers' recursion gives up on: lists or tables hundreds of levels down.
+_TOO_DEEP: Final = "nesting too deep (lists or tables within each other, hundreds of levels)"
 _MAX_STAGE_LENGTH: Final = 64
 
 
@@ -143,6 +147,10 @@ def _parse_toml(text: str, *, file: str, default_name: str, source: str) -> Pars
             line = max(1, len(text.splitlines()))
             message = message.removesuffix(_AT_END).rstrip() + " (at the end of the file)"
         raise JourneyModelError(file, line, f"invalid TOML: {message}") from None
+    except ValueError as exc:  # a value it cannot build (an integer of over 4,300 digits)
+        raise JourneyModelError(file, None, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise JourneyModelError(file, None, f"invalid TOML: {_TOO_DEEP}") from None
     return _Validator(file, toml_source_map(text)).model(data, default_name, source)
 
 
@@ -162,11 +170,23 @@ def _parse_yaml(text: str, *, file: str, default_name: str, source: str) -> Pars
         problem = getattr(exc, "problem", None) or str(exc)
         line = int(mark.line) + 1 if mark is not None else None
         raise JourneyModelError(file, line, f"invalid YAML: {problem}") from None
+    except ValueError as exc:  # a value it cannot build (a date 2026-13-01, a huge integer)
+        raise JourneyModelError(file, None, f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise JourneyModelError(file, None, f"invalid YAML: {_TOO_DEEP}") from None
     return _Validator(file, yaml_source_map(root, yaml)).model(data, default_name, source)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and type(value) is not bool and not math.isnan(value)
+    return isinstance(value, int | float) and type(value) is not bool
+
+
+def _is_finite(number: float) -> bool:
+    """Whether `number` is a float that is neither infinite nor NaN, or an int that fits one."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond ±1.8e308
+        return False
 
 
 def _is_scalar(value: Any) -> bool:
@@ -455,4 +475,12 @@ class _Validator:
             value = tuple(value)
         for v in value if op in LIST_OPS else (value,):
             self.refuse_nul(v, f"{prefix}'value'", "value", rule=index, where=j)
+            if _is_number(v) and not _is_finite(v):
+                self.fail(
+                    f"{prefix}'value' must be a finite number within ±1.8e308, "
+                    f"got {reprlib.repr(v)}",
+                    "value",
+                    rule=index,
+                    where=j,
+                )
         return Predicate(prop, cast(Op, op), value)

@@ -147,6 +147,48 @@ def test_a_nul_character_postgresql_cannot_store_is_refused_with_its_line(
     assert error.line == line_of(text, "\\u0000")
 
 
+HUGE = "1" + "0" * 400  # an integer no float can hold
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "got"),
+    [
+        ("value = 0", f"value = {HUGE}", "100000000000000000...000000000000000000"),
+        ("value = 0", "value = inf", "inf"),
+        ("value = 0", "value = -inf", "-inf"),
+        ("value = 0", "value = 1e400", "inf"),
+        ('value = ["EUR", "USD"]', f'value = ["EUR", {HUGE}]', "100000000000000000..."),
+        ('value = ["EUR", "USD"]', 'value = ["EUR", nan]', "nan"),
+        ('op = "gt"\nvalue = 0', 'op = "ne"\nvalue = -nan', "nan"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_refused_with_its_line(
+    tmp_path: Path, old: str, new: str, got: str
+) -> None:
+    """No stored property compares with it, and the model's JSON cannot show it."""
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    error = load_error(tmp_path, text)
+    assert "'value' must be a finite number within ±1.8e308, got " + got in error.problem
+    assert error.line == line_of(text, new.splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["deep.toml", "deep.yaml"])
+def test_nesting_deeper_than_the_parser_follows_is_a_clean_error(tmp_path: Path, name: str) -> None:
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    separator = " = " if name.endswith(".toml") else ": "
+    error = load_error(tmp_path, "stages" + separator + "[" * 5000 + "]" * 5000 + "\n", name)
+    assert "nesting too deep" in error.problem
+    assert str(error).startswith(f"{error.file}: invalid ")
+
+
+def test_a_value_toml_cannot_build_is_a_clean_error(tmp_path: Path) -> None:
+    text = GOOD.replace("count = { gte = 1 }", "count = { gte = 1" + "0" * 5000 + " }")
+    error = load_error(tmp_path, text)
+    assert error.problem.startswith("invalid TOML: Exceeds the limit (4300 digits)")
+
+
 def test_rule_without_stage_points_at_its_header(tmp_path: Path) -> None:
     text = GOOD.replace('stage = "interest"\n', "")
     error = load_error(tmp_path, text)
@@ -248,6 +290,23 @@ def test_yaml_nul_characters_are_refused_with_their_line(tmp_path: Path) -> None
     error = load_error(tmp_path, text, "journey.yaml")
     assert "rule 2: 'id' contains a NUL character" in error.problem
     assert error.line == line_of(text, "or\\0der")
+
+
+def test_yaml_numbers_that_are_not_finite_are_refused_with_their_line(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    for old, new in [("value: 0", f"value: {HUGE}"), ("[EUR, USD]", f"[EUR, {HUGE}]")]:
+        text = YAML_MODEL.replace(old, new)
+        error = load_error(tmp_path, text, "journey.yaml")
+        assert "'value' must be a finite number within ±1.8e308" in error.problem
+        assert error.line == line_of(text, HUGE)
+    error = load_error(tmp_path, YAML_MODEL.replace("value: 0", "value: .inf"), "journey.yaml")
+    assert "must be a finite number within ±1.8e308, got inf" in error.problem
+
+
+def test_a_value_yaml_cannot_build_is_a_clean_error(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    error = load_error(tmp_path, YAML_MODEL.replace("name: shop", "name: 2026-13-45"), "a.yaml")
+    assert error.problem == "invalid YAML: month must be in 1..12"
 
 
 def test_yaml_without_pyyaml_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

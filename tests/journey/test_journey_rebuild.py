@@ -245,12 +245,19 @@ async def test_check_validates_a_model_and_prints_its_rules(tmp_path: Path) -> N
     assert "missing.toml: no such file" in err
 
 
-# Models that would load, or crash the loader, and then fail the pipeline or the command.
+# Models that `check` passed (and then the pipeline dead-lettered their events) or crashed
+# on with a traceback: what the error says after the file's name.
 REFUSED_BY_CHECK = {
     "nul.toml": (
         'stages = ["seen", "b\\u0000ught"]\nfirst_touch = "seen"\n',
-        "line 1: stage 'b\\x00ught' contains a NUL character (\\u0000), which PostgreSQL",
+        ", line 1: stage 'b\\x00ught' contains a NUL character (\\u0000), which PostgreSQL",
     ),
+    "huge.toml": (
+        'stages = ["seen", "big"]\nfirst_touch = "seen"\n[[rules]]\nstage = "big"\n'
+        '[[rules.where]]\nproperty = "revenue"\nop = "gt"\nvalue = 1' + "0" * 400 + "\n",
+        ", line 8: rule 'rule-1': where #1: 'value' must be a finite number within ±1.8e308",
+    ),
+    "deep.toml": ("stages = " + "[" * 5000 + "]" * 5000 + "\n", ": invalid TOML: nesting too deep"),
 }
 
 
@@ -258,12 +265,12 @@ REFUSED_BY_CHECK = {
 async def test_check_refuses_a_model_the_pipeline_could_not_run_with(
     tmp_path: Path, name: str
 ) -> None:
-    text, problem = REFUSED_BY_CHECK[name]
+    text, after_file = REFUSED_BY_CHECK[name]
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
 
     code, out, err = await run_cli("journey", "check", str(path), env={})
 
     assert (code, out) == (2, "")
-    assert f"error: invalid journey model: {path}, {problem}" in err
+    assert f"error: invalid journey model: {path}{after_file}" in err
     assert "Traceback" not in err
