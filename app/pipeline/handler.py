@@ -106,7 +106,7 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes  # empty for a record without one
 
 
 @dataclass(slots=True)
@@ -325,6 +325,8 @@ class BatchHandler:
         try:
             return [Touchpoint.from_bytes(record.value)], [], None
         except InvalidTouchpoint as exc:
+            if not record.value:  # a tombstone, say
+                return [], [DeadLetter.of(record, "record has no value")], None
             return [], [DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}")], None
 
     async def _store(

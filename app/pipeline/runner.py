@@ -183,7 +183,9 @@ class Pipeline:
 
     async def _begin(self, batches: Batches) -> asyncio.Future[Outcome]:
         records = [
-            Record(tp.topic, tp.partition, m.offset, m.key, m.value)
+            # A record without a value (a tombstone) is an empty one: the handler
+            # dead-letters it.
+            Record(tp.topic, tp.partition, m.offset, m.key, m.value or b"")
             for tp, messages in batches.items()
             for m in messages
         ]

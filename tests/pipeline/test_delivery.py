@@ -288,10 +288,49 @@ async def test_a_batch_redelivered_to_another_consumer_stores_and_publishes_its_
     assert sorted(await _all_of(isolated, isolated.kafka_dead_letter_topic)) == sorted(values[:2])
 
 
+async def test_a_record_without_a_value_is_dead_lettered_and_the_events_after_it_are_stored(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    """A tombstone (or any record another tool produces with a null value) is a dead letter
+    like any other poison: the consumer goes on past it."""
+    topic = f"tombstone-{uuid.uuid4().hex[:8]}"
+    isolated = settings.model_copy(
+        update={
+            "kafka_topic": topic,
+            "kafka_dead_letter_topic": f"{topic}-dlq",
+            "kafka_consumer_group": topic,
+        }
+    )
+    await ensure_topics(isolated)
+    source_id = await _source_id(db)
+    producer = create_producer(isolated)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, None, key=b"tombstone", partition=0)
+        for i in range(3):
+            tp = touchpoint(source_id, user_id="ada", at=i, message_id=f"after-{i}")
+            await producer.send_and_wait(topic, tp.to_bytes(), key=b"ada", partition=0)
+    finally:
+        await producer.stop()
+
+    pool = await create_pool(isolated)
+    try:
+        await _consume_until_committed(isolated, pool, 4)
+    finally:
+        await pool.close()
+
+    assert await scalar(db, "SELECT count(*) FROM events") == 3
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 1
+    assert await scalar(db, "SELECT reason FROM dead_letters") == "record has no value"
+    assert await scalar(db, "SELECT key FROM dead_letters") == b"tombstone"
+    assert await _all_of(isolated, isolated.kafka_dead_letter_topic) == [b""]
+
+
 async def _consume_until_committed(
     settings: Settings, pool: asyncpg.Pool[Any], offset: int
 ) -> None:
-    """Run a consumer until it has committed ``offset`` on partition 0 of its topic."""
+    """Run a consumer until it has committed ``offset`` on partition 0 of its topic (or has
+    stopped: its error is raised)."""
     consumer = Pipeline(settings, pool, load_model(settings.journey_model))
     committed: list[int | None] = []
     commit = consumer._consumer.commit
@@ -301,7 +340,7 @@ async def _consume_until_committed(
         committed.append(offsets.get(TopicPartition(settings.kafka_topic, 0)))
 
     async def done() -> bool:
-        return offset in committed
+        return offset in committed or running.done()
 
     consumer._consumer.commit = recorded  # type: ignore[method-assign]
     running = asyncio.create_task(consumer.run())
