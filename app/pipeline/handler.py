@@ -94,8 +94,15 @@ _RETRY_REASON: dict[type[Exception], str] = {
     identity.StaleRead: "stale_read",
 }
 _RETRYABLE = tuple(_RETRY_REASON)
-# Errors caused by a message's content: retrying the same message cannot succeed.
-_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Errors caused by a message's content: retrying the same message cannot succeed. Besides
+# values the database refuses and violated constraints, its limits (SQLSTATE class 54): a
+# message id or identifier too long for its index, say. (A batch too large for a limit is
+# bisected until it fits.)
+_REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
 
 
 @dataclass(frozen=True, slots=True)

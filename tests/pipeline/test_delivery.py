@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -244,6 +245,33 @@ async def test_events_stored_by_another_consumer_after_the_dedupe_read_are_retri
     assert await scalar(db, "SELECT count(*) FROM events") == 4
     assert await scalar(db, "SELECT count(*) FROM dead_letters") == 0
     assert await scalar(db, "SELECT sum(event_count) FROM customers") == 4
+
+
+async def test_a_message_too_long_for_an_index_is_dead_lettered_and_the_others_stored(
+    handle: Any, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    """PostgreSQL cannot index a key of more than about 2.7 KB (its program limit, not a
+    data error): such a message id or identifier is isolated and dead-lettered like any
+    other message the database refuses, and the batch goes on."""
+    long = secrets.token_hex(2000)
+    outcome = await handle(
+        [
+            touchpoint(source_id, user_id="ada", at=0, message_id="before"),
+            touchpoint(source_id, user_id="ada", at=1, message_id=long),
+            touchpoint(source_id, user_id=long, at=2, message_id="long-identifier"),
+            touchpoint(source_id, user_id="ada", at=3, message_id="after"),
+        ]
+    )
+    assert outcome.stored == 2
+    assert [d.offset for d in outcome.dead_letters] == [1, 2]
+    assert await scalar(db, "SELECT string_agg(message_id, ' ' ORDER BY seq) FROM events") == (
+        "before after"
+    )
+    reasons = await scalar(db, "SELECT string_agg(reason, ' | ' ORDER BY id) FROM dead_letters")
+    assert reasons.count("refused by the database: index row size") == 2
+    assert '"uq_events_source_id_message_id"' in reasons
+    assert '"pk_identities"' in reasons
+    assert await scalar(db, "SELECT event_count FROM customers") == 2
 
 
 async def test_a_batch_redelivered_to_another_consumer_stores_and_publishes_its_dead_letters_once(
