@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -32,6 +32,10 @@ class Channel(StrEnum):
 
 
 EventType = Literal["track", "page", "screen", "identify", "alias", "group"]
+# A time with its UTC offset, as the API writes every time it builds. The pipeline orders
+# and compares an event's times with others, which a time without an offset cannot be:
+# such a message is undecodable.
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class Identifier(msgspec.Struct, frozen=True, gc=False):
@@ -69,9 +73,9 @@ class Touchpoint(msgspec.Struct, kw_only=True):
     traits: dict[str, Any] = msgspec.field(default_factory=dict)
     properties: dict[str, Any] = msgspec.field(default_factory=dict)
     context: dict[str, Any] = msgspec.field(default_factory=dict)
-    occurred_at: datetime
-    sent_at: datetime | None = None
-    received_at: datetime
+    occurred_at: Instant
+    sent_at: Instant | None = None
+    received_at: Instant
     # Server-side notes about the event, e.g. "invalid_phone", "timestamp_clamped".
     flags: list[str] = msgspec.field(default_factory=list)
 

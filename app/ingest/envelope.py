@@ -49,7 +49,7 @@ from app.ingest.schemas import (
 )
 from app.ingest.service import CHANNELS, Arrival, build_all, may_hold_nul, partition_key_of
 from app.kit.memo import ConfigMemo
-from app.touchpoint import Touchpoint
+from app.touchpoint import Instant, Touchpoint
 
 KIND: Literal["segment-batch"] = "segment-batch"
 _PREFIX = b'{"envelope":'
@@ -133,10 +133,10 @@ class Envelope(msgspec.Struct, kw_only=True):
     version: int = 1
     source_id: uuid.UUID
     channel: str
-    received_at: datetime
+    received_at: Instant
     request_context: dict[str, Any]
     context: dict[str, Any] | None = None
-    sent_at: datetime | None = None
+    sent_at: datetime | None = None  # the batch's sentAt, as sent (without an offset: UTC)
     items: list[msgspec.Raw]
 
 

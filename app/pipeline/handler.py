@@ -2,7 +2,7 @@
 
 decode (a batch envelope into its touchpoints, built as the API builds them, ahead in a
 worker process when there is an opener, `app.pipeline.opener`, which also encodes their
-timeline rows' own columns) → dedupe
+timeline rows' own columns; a single touchpoint's are encoded as it is decoded) → dedupe
 (source, message_id) → resolve identity (locking the customers) → assign stages → insert
 new customers (with their final profile) and write the identity graph → write timeline →
 journey → update the known profiles → record dead letters. A batch is stored in runs of
@@ -53,7 +53,7 @@ from app.journey.model import JourneyModel
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters, mark_published
 from app.pipeline.opener import EnvelopeOpener, Opened
-from app.timeline.writes import STORED_KEYS, existing_keys, insert_events
+from app.timeline.writes import STORED_KEYS, existing_keys, insert_events, own_fields
 from app.touchpoint import InvalidTouchpoint, Touchpoint
 
 log = logging.getLogger(__name__)
@@ -212,10 +212,10 @@ class BatchHandler:
                     if rows is None:
                         for tp in built:
                             origin[tp.event_id] = record
-                    else:  # one pass over the events for both
-                        for tp, row in zip(built, rows, strict=True):
+                    else:  # one pass over the events for both (not zip: most have one)
+                        for i, tp in enumerate(built):
                             origin[tp.event_id] = record
-                            encoded[tp.event_id] = row
+                            encoded[tp.event_id] = rows[i]
                     dead += letters
                     decoded += len(built) + 1
                     if decoded >= _YIELD_EVERY:
@@ -321,8 +321,8 @@ class BatchHandler:
     def _decode(
         self, record: Record
     ) -> tuple[list[Touchpoint], list[DeadLetter], list[bytes] | None]:
-        """A record's touchpoints (one, or a batch envelope's, built here), and what cannot
-        be built."""
+        """A record's touchpoints (one, or a batch envelope's, built here), what cannot
+        be built, and a touchpoint's `own_fields` (encoded here, for a record that is one)."""
         if envelope.is_envelope(record.value):
             try:
                 built, failed = envelope.open_envelope(record.value, self._identity)
@@ -330,11 +330,19 @@ class BatchHandler:
                 return [], [_unopened(record, exc)], None
             return _opened(record, (built, failed, None))
         try:
-            return [Touchpoint.from_bytes(record.value)], [], None
+            tp = Touchpoint.from_bytes(record.value)
         except InvalidTouchpoint as exc:
             if not record.value:  # a tombstone, say
                 return [], [DeadLetter.of(record, "record has no value")], None
             return [], [DeadLetter.of(record, f"undecodable touchpoint: {_short(exc)}")], None
+        try:
+            # Encoded now rather than as it is stored: a value that cannot be written (an
+            # integer beyond 64 bits, nesting deeper than orjson writes, neither of which the
+            # API publishes) makes it a dead letter, not the failure of every attempt.
+            row = own_fields(tp)
+        except (ValueError, TypeError) as exc:
+            return [], [DeadLetter.of(record, f"unstorable touchpoint: {_short(exc)}")], None
+        return [tp], [], [row]
 
     async def _store(
         self,

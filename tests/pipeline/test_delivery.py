@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,49 @@ async def test_a_message_too_long_for_an_index_is_dead_lettered_and_the_others_s
     assert '"uq_events_source_id_message_id"' in reasons
     assert '"pk_identities"' in reasons
     assert await scalar(db, "SELECT event_count FROM customers") == 2
+
+
+async def test_a_touchpoint_the_api_never_publishes_is_dead_lettered_and_the_others_stored(
+    settings: Settings, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    """Another producer's touchpoint with a time without a UTC offset (which cannot be
+    ordered with the others), an integer beyond 64 bits or nesting deeper than 254 levels
+    (which cannot be written for the database) is a dead letter, and the batch goes on."""
+
+    def holding(message_id: str, value: bytes) -> bytes:
+        tp = touchpoint(source_id, user_id="ada", message_id=message_id, properties={"v": 0})
+        return tp.to_bytes().replace(b'"v":0', b'"v":' + value)
+
+    naive = datetime(2026, 11, 1, 10, 0)  # no offset
+    values = [
+        touchpoint(source_id, user_id="ada", message_id="before").to_bytes(),
+        touchpoint(source_id, user_id="ada", message_id="naive", at=naive).to_bytes(),
+        holding("large", b"18446744073709551616"),
+        holding("deep", b'{"a":' * 300 + b"1" + b"}" * 300),
+        touchpoint(source_id, user_id="ada", message_id="after", at=1).to_bytes(),
+    ]
+    pool = await create_pool(settings)
+    handler = BatchHandler(pool, load_model(settings.journey_model), MergePolicy())
+    try:
+        outcome = await handler.handle(
+            [Record(settings.kafka_topic, 0, offset, None, v) for offset, v in enumerate(values)]
+        )
+    finally:
+        await pool.close()
+    assert outcome.stored == 2
+    assert [(d.offset, d.reason) for d in outcome.dead_letters] == [
+        (
+            1,
+            "undecodable touchpoint: Expected `datetime` with a timezone component"
+            " - at `$.occurred_at`",
+        ),
+        (2, "unstorable touchpoint: Integer exceeds 64-bit range"),
+        (3, "unstorable touchpoint: Recursion limit reached"),
+    ]
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 3
+    assert await scalar(db, "SELECT string_agg(message_id, ' ' ORDER BY seq) FROM events") == (
+        "before after"
+    )
 
 
 async def test_a_batch_redelivered_to_another_consumer_stores_and_publishes_its_dead_letters_once(

@@ -198,6 +198,23 @@ async def test_an_undecodable_envelope_is_dead_lettered_whole(
     assert bytes(letter["payload"]) == broken
 
 
+async def test_an_envelope_received_at_a_time_without_an_offset_is_dead_lettered_whole(
+    handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    """The API writes its receive time with an offset; without one (another producer's),
+    its calls' times could not be ordered with any other."""
+    sealed = orjson.loads(_sealed(source_id, [_track("m-1", "ada")]))
+    naive = orjson.dumps({**sealed, "received_at": "2026-11-01T10:00:00"})
+    good = Record("touchpoints", 0, 2, None, _sealed(source_id, [_track("m-2", "ada")]))
+    outcome = await handler.handle([Record("touchpoints", 0, 1, None, naive), good])
+    assert outcome.stored == 1
+    (letter,) = await _letters(db)
+    assert letter["reason"] == (
+        "undecodable envelope: Expected `datetime` with a timezone component - at `$.received_at`"
+    )
+    assert bytes(letter["payload"]) == naive
+
+
 async def test_records_are_stored_in_order_however_far_ahead_envelopes_are_opened(
     handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
