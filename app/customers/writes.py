@@ -65,15 +65,23 @@ class ProfileDelta:
             channels = orjson.loads(self.stored["channel_counts"])
             for channel, n in self.channels.items():
                 channels[channel] = channels.get(channel, 0) + n
+        traits, fill = _written(self.traits), _written(self.fill)
         if journey is None:
-            return (self.customer_id, first, last, events, channels, self.traits, self.fill,
+            return (self.customer_id, first, last, events, channels, traits, fill,
                     self.traits_at, False, None, None, None, None, None, None)  # fmt: skip
         state = journey.state
         return (
-            self.customer_id, first, last, events, channels, self.traits, self.fill,
+            self.customer_id, first, last, events, channels, traits, fill,
             self.traits_at, True, state.current_stage, state.furthest_stage, state.to_json(),
             journey.model, journey.at, journey.event_id,
         )  # fmt: skip
+
+
+def _written(traits: dict[str, Any]) -> dict[str, Any] | orjson.Fragment:
+    """Traits as JSON text of their own. Inside the rows (a list of lists) they would be two
+    levels deeper than in the event, and orjson writes at most 254: an identify call's traits
+    may be 253 deep (the API measures the call)."""
+    return orjson.Fragment(orjson.dumps(traits)) if traits else traits
 
 
 _PROFILES = bulk.rows_from(

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.ingest.service import unstorable
 from tests.factories import T0, touchpoint
 from tests.helpers import scalar
 
@@ -23,6 +24,27 @@ async def _survivor(db: AsyncEngine) -> tuple[dict[str, Any], Any]:
     assert await scalar(db, "SELECT count(*) FROM customers WHERE merged_into IS NULL") == 1
     traits = await scalar(db, "SELECT traits FROM customers WHERE merged_into IS NULL")
     return traits, await scalar(db, "SELECT traits_at FROM customers WHERE merged_into IS NULL")
+
+
+async def test_traits_as_deeply_nested_as_the_api_accepts_go_into_new_and_known_profiles(
+    handle: Any, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    """254 levels, the most orjson writes, is the API's limit for a whole call: its traits
+    may be 253 deep."""
+
+    def nested(key: str) -> dict[str, Any]:
+        traits: dict[str, Any] = {}
+        for _ in range(252):
+            traits = {key: traits}
+        return traits  # 253 levels, the innermost empty
+
+    first, second = nested("a"), nested("b")
+    assert unstorable({"type": "identify", "userId": "ada", "traits": first}) is None
+    await handle([_identify(source_id, 1, first, user_id="ada")])  # a new profile
+    await handle([_identify(source_id, 2, second, user_id="ada")])  # a known one
+    traits, _ = await _survivor(db)
+    assert traits == {**first, **second}
+    assert await scalar(db, "SELECT event_count FROM customers") == 2
 
 
 async def test_a_merged_profiles_older_traits_only_fill_the_survivors_missing_keys(
