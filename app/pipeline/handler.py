@@ -272,9 +272,6 @@ class BatchHandler:
             if isinstance(result, BaseException):
                 raise result
             outcome.add(result)
-        PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
-        PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
-        PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
         return outcome
 
     async def _decoded(
@@ -399,10 +396,14 @@ class BatchHandler:
         encoded: Mapping[Any, bytes],
         owners: identity.Owners | None = None,
     ) -> Outcome:
-        """`owners` (read before the batch) serve the first attempt; a retry reads afresh."""
+        """`owners` (read before the batch) serve the first attempt; a retry reads afresh.
+        The committed transaction's outcome goes into the metrics at once: should another
+        part or run of the batch fail, what this one stored is stored (and a duplicate when
+        the batch is redelivered), and its dead letters are named again for the topic then
+        (the dead-letter count is at least once)."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return await self._transaction(
+                outcome = await self._transaction(
                     touchpoints,
                     dead,
                     encoded,
@@ -424,6 +425,11 @@ class BatchHandler:
                     attempt,
                 )
                 await asyncio.sleep(delay)
+            else:
+                PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
+                PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
+                PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
+                return outcome
         raise AssertionError("unreachable")
 
     async def _isolate(

@@ -28,7 +28,7 @@ from app.db import create_pool, create_session_factory
 from app.identity.policy import MergePolicy
 from app.journey.model import load_model
 from app.kit.kafka import create_producer, ensure_topics
-from app.kit.metrics import PIPELINE_RETRIES
+from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline import handler as handler_module
 from app.pipeline.handler import BatchHandler, Record
 from app.pipeline.runner import Pipeline
@@ -468,6 +468,8 @@ async def test_a_split_batch_redelivered_after_one_part_failed_stores_its_dead_l
             raise RuntimeError("bob's part fails")
         await insert_events(conn, touchpoints, *rest)
 
+    counters = [PIPELINE_EVENTS.labels(o) for o in ("stored", "duplicate", "dead_letter")]
+    before = [c._value.get() for c in counters]
     try:
         monkeypatch.setattr(handler_module, "insert_events", failing_for_bob)
         with pytest.raises(RuntimeError, match="bob's part fails"):
@@ -481,3 +483,6 @@ async def test_a_split_batch_redelivered_after_one_part_failed_stores_its_dead_l
     assert sorted(d.offset for d in again.dead_letters) == [0, 4]
     assert await scalar(db, "SELECT count(*) FROM dead_letters") == 2
     assert await scalar(db, "SELECT count(*) FROM events") == 3
+    # Counted as each part committed: ada's two events are stored once, then duplicates;
+    # the letters, never published, are named (and counted) again by the redelivery.
+    assert [c._value.get() - b for c, b in zip(counters, before, strict=True)] == [3, 2, 4]

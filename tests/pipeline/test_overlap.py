@@ -16,6 +16,7 @@ from app.config import Settings
 from app.db import create_pool
 from app.identity.policy import MergePolicy
 from app.journey.model import load_model
+from app.kit.metrics import PIPELINE_EVENTS
 from app.pipeline.handler import BatchHandler, Outcome, Record, RunAbandoned
 from app.touchpoint import Touchpoint
 from tests.factories import touchpoint
@@ -139,3 +140,27 @@ async def test_a_run_that_fails_abandons_the_runs_queued_after_it(
     async with db.connect() as conn:
         stored = await conn.scalar(text("SELECT count(*) FROM events"))
     assert stored == 6
+
+
+async def test_the_runs_a_failed_batch_stored_count_as_stored_at_once_and_duplicates_after(
+    monkeypatch: pytest.MonkeyPatch, handler: BatchHandler, source_id: uuid.UUID, db: AsyncEngine
+) -> None:
+    """Each run counts in the metrics once it has committed: the events of a batch's first
+    run are stored even though its second run failed, and its redelivery finds them stored."""
+    batch = [
+        touchpoint(source_id, anonymous_id="ada-dev", message_id=f"a{n}", at=n) for n in range(6)
+    ]
+    _Runs(monkeypatch, fail_on="a5")  # the second run (a2 to a5)
+    stored, duplicates = PIPELINE_EVENTS.labels("stored"), PIPELINE_EVENTS.labels("duplicate")
+    before = stored._value.get(), duplicates._value.get()
+
+    with pytest.raises(RuntimeError, match="went away"):
+        await handler.handle(_records(batch))
+    assert stored._value.get() - before[0] == 2
+    again = await handler.handle(_records(batch))  # the redelivery
+
+    assert (again.stored, again.duplicates) == (4, 2)
+    async with db.connect() as conn:
+        rows = await conn.scalar(text("SELECT count(*) FROM events"))
+    assert rows == 6
+    assert (stored._value.get() - before[0], duplicates._value.get() - before[1]) == (6, 2)
