@@ -9,9 +9,11 @@ Columns (header names, case-sensitive; empty cells are absent):
   ``traits`` on identify rows), so a row may be identified by these alone;
 * ``channel``: the row's channel (``context.channel``), else the source's default;
 * ``properties.<x>``, ``traits.<x>``, ``context.<x>``: nested fields, dotted paths allowed
-  (``context.campaign.name``). A ``:number``, ``:bool`` or ``:json`` suffix types the value
-  (``properties.revenue:number``); without one, values stay strings (``"00123"`` is a
-  zip code, not a number).
+  (``context.campaign.name``). A ``:number``, ``:bool`` or ``:json`` suffix types the
+  value (``properties.revenue:number``); without one, values stay strings (``"00123"`` is
+  a zip code, not a number). ``traits`` are the call's own on identify and group rows; on
+  any other row they are the person's, so they go to ``context.traits`` (where a track
+  call carries them, and the profile reads them), ``context.traits.<x>`` winning.
 
 Any other column is an error for the row, so a typo does not silently drop data.
 """
@@ -58,6 +60,15 @@ def csv_row_to_message(row: dict[str, Any]) -> dict[str, Any]:
         else:
             raise MappingError(f"unknown column {column!r}")
     message.setdefault("type", "track")
+    if "traits" in message and message["type"] not in ("identify", "group"):
+        # A track, page, screen or alias call has no traits of its own (Segment's spec):
+        # kept there, they would reach neither the profile nor the timeline.
+        traits = message.pop("traits")
+        context = message.setdefault("context", {})
+        given = context.get("traits")
+        if given is not None and not isinstance(given, dict):
+            raise MappingError("traits.<x> columns conflict with context.traits")
+        context["traits"] = {**traits, **(given or {})}
     if person:
         context = message.setdefault("context", {})
         context.setdefault("traits", {}).update(person)

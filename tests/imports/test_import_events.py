@@ -71,6 +71,24 @@ async def test_a_csv_of_till_receipts_is_imported_with_per_row_verdicts(
     assert sorted(tp.message_id for tp in second[2:]) == sorted(tp.message_id for tp in first)
 
 
+async def test_a_track_rows_trait_columns_travel_as_the_persons_traits(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    # Left as the call's own traits, a track call's traits reached neither profile nor timeline.
+    source, _ = await make_source(channel="in_store", name="till-torino")
+    file = tmp_path / "receipts.csv"
+    file.write_text("event,email,traits.name\nIn-Store Purchase,bea@example.com,Bea\n")
+    result = await _import(channel_settings, monkeypatch, str(file), "--source", "till-torino")
+    assert result.exit_code == 0, result.output
+    (bea,) = await topic.touchpoints(source.id, 1)
+    assert bea.context["traits"] == {"name": "Bea", "email": "bea@example.com"}
+    assert bea.traits == {}
+
+
 async def test_ndjson_lines_are_calls_and_broken_lines_are_reported(
     channel_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
@@ -270,6 +288,26 @@ async def test_dry_run_checks_rows_and_publishes_nothing(
             },
         ),
         ({"event": "", "userId": "u", "properties.empty": ""}, {"type": "track", "userId": "u"}),
+        # A track row's traits are the person's: context.traits, where the profile reads them.
+        (
+            {
+                "event": "E",
+                "email": "a@b.example",
+                "traits.name": "Bea",
+                "traits.tier": "gold",
+                "context.traits.tier": "silver",
+            },
+            {
+                "type": "track",
+                "event": "E",
+                "context": {"traits": {"name": "Bea", "tier": "silver", "email": "a@b.example"}},
+            },
+        ),
+        # A group row's traits are the group's.
+        (
+            {"type": "group", "userId": "u", "groupId": "g", "traits.name": "Acme"},
+            {"type": "group", "userId": "u", "groupId": "g", "traits": {"name": "Acme"}},
+        ),
     ],
 )
 def test_csv_columns_map_to_segment_fields(row: dict[str, str], message: dict[str, Any]) -> None:
@@ -283,6 +321,7 @@ def test_csv_columns_map_to_segment_fields(row: dict[str, str], message: dict[st
         {"properties.x:date": "2026"},
         {"properties.a": "1", "properties.a.b": "2"},
         {"event": "E", "__extra__": ["surplus"]},
+        {"event": "E", "userId": "u", "traits.name": "Bea", "context.traits:json": '"x"'},
     ],
 )
 def test_bad_csv_rows_are_mapping_errors(row: dict[str, Any]) -> None:
