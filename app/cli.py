@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 
+from app.auth.cli import sources, tokens
 from app.config import Settings
 from app.email.cli import email as email_cli
 from app.imports.cli import imports as imports_cli
@@ -20,8 +19,6 @@ from app.journey.cli import model_or_exit
 cli = typer.Typer(
     help="Percorso: customer-journey backend.", no_args_is_help=True, add_completion=False
 )
-sources = typer.Typer(help="Manage sources (write keys).", no_args_is_help=True)
-tokens = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 cli.add_typer(sources, name="sources")
 cli.add_typer(tokens, name="tokens")
 cli.add_typer(email_cli, name="email")
@@ -122,87 +119,6 @@ def openapi(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render())
     typer.echo(f"wrote {output}")
-
-
-@sources.command("create")
-def sources_create(
-    name: Annotated[str, typer.Option("--name", help="A unique name, e.g. 'website'.")],
-    channel: Annotated[
-        str, typer.Option("--channel", help="Default channel of its events.")
-    ] = "web",
-    allowed_origin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allowed-origin",
-            help="A browser origin allowed to send (repeatable); default: any origin.",
-        ),
-    ] = None,
-    rate_limit: Annotated[
-        float | None,
-        typer.Option(
-            "--rate-limit",
-            help="Events per second per API replica (default: PERCORSO_INGEST_RATE_LIMIT_PER_S).",
-        ),
-    ] = None,
-) -> None:
-    """Create a source and print its write key (shown once)."""
-    from app.auth.service import create_source
-    from app.db import one_off_session
-
-    settings: dict[str, Any] = {}
-    if allowed_origin:
-        settings["allowed_origins"] = allowed_origin
-    if rate_limit is not None:
-        settings["rate_limit_per_s"] = rate_limit
-
-    async def run() -> str:
-        async with one_off_session(Settings()) as session:
-            source, key = await create_source(
-                session, name=name, channel=channel, settings=settings
-            )
-            await session.commit()
-        typer.echo(
-            json.dumps(
-                {
-                    "id": str(source.id),
-                    "name": source.name,
-                    "channel": source.channel,
-                    "settings": source.settings,
-                }
-            ),
-            err=True,
-        )
-        return key
-
-    typer.echo(_run_admin(run))
-
-
-@tokens.command("create")
-def tokens_create(
-    scope: Annotated[str, typer.Option("--scope", help="read or admin.")] = "read",
-    name: Annotated[str, typer.Option("--name")] = "",
-) -> None:
-    """Create an API token and print it (shown once)."""
-    from app.auth.service import create_token
-    from app.db import one_off_session
-
-    async def run() -> str:
-        async with one_off_session(Settings()) as session:
-            _, secret = await create_token(session, scope=scope, name=name)
-            await session.commit()
-        return secret
-
-    typer.echo(_run_admin(run))
-
-
-def _run_admin(run: Callable[[], Coroutine[Any, Any, str]]) -> str:
-    from app.errors import ProblemError
-
-    try:
-        return asyncio.run(run())
-    except ProblemError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from types import FrameType
 
-from app.auth.service import replace_token, rotate_source_key
+from app.auth.service import ensure_source_key, replace_token
 from app.config import Settings
 from app.db import create_engine, create_session_factory
 from app.kit import embedded
@@ -98,7 +98,7 @@ async def _prepare(settings: Settings) -> tuple[str, str]:
     engine = create_engine(settings, pool_size=1)
     try:
         async with create_session_factory(engine)() as session:
-            _, write_key = await rotate_source_key(
+            write_key = await ensure_source_key(
                 session, name=DEMO_SOURCE, channel="web", write_key=fixed_key
             )
             _, read_token = await replace_token(

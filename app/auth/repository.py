@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiToken, Source
@@ -23,6 +24,16 @@ async def get_source_by_id(session: AsyncSession, source_id: uuid.UUID) -> Sourc
 
 async def get_source_by_name(session: AsyncSession, name: str) -> Source | None:
     return (await session.execute(select(Source).where(Source.name == name))).scalar_one_or_none()
+
+
+async def list_sources(session: AsyncSession) -> Sequence[Source]:
+    return (await session.execute(select(Source).order_by(Source.name))).scalars().all()
+
+
+async def set_source_disabled(session: AsyncSession, source: Source, disabled: bool) -> None:
+    """Disable ``source`` as of now (the transaction's time), or enable it."""
+    source.disabled_at = func.now() if disabled else None
+    await session.flush()
 
 
 async def add_source(
@@ -51,6 +62,32 @@ async def add_source(
 async def get_token_by_hash(session: AsyncSession, token_hash: str) -> ApiToken | None:
     stmt = select(ApiToken).where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def list_tokens(session: AsyncSession) -> Sequence[ApiToken]:
+    return (await session.execute(select(ApiToken).order_by(ApiToken.created_at))).scalars().all()
+
+
+async def find_unrevoked_tokens(
+    session: AsyncSession, name_or_prefix: str, token_id: uuid.UUID | None
+) -> Sequence[ApiToken]:
+    """The tokens not revoked whose name or display prefix is ``name_or_prefix``, or whose
+    id is ``token_id``, oldest first."""
+    match = or_(ApiToken.name == name_or_prefix, ApiToken.token_prefix == name_or_prefix)
+    if token_id is not None:
+        match = or_(match, ApiToken.id == token_id)
+    stmt = (
+        select(ApiToken)
+        .where(ApiToken.revoked_at.is_(None), match)
+        .order_by(ApiToken.created_at, ApiToken.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def revoke_token(session: AsyncSession, token: ApiToken) -> None:
+    """Revoke ``token`` as of now (the transaction's time)."""
+    token.revoked_at = func.now()
+    await session.flush()
 
 
 async def add_token(

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import keys, repository
-from app.errors import Forbidden, InvalidRequest, Unauthorized
+from app.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from app.ingest import source_settings
-from app.models import CHANNELS, TOKEN_SCOPES
+from app.models import CHANNELS, TOKEN_SCOPES, ApiToken, Source
 from app.touchpoint import new_event_id
 
 _CACHE_MAX = 10_000
@@ -195,19 +195,77 @@ async def enabled_source(session: AsyncSession, name: str) -> SourceInfo:
     return SourceInfo(row.id, row.name, row.channel, row.settings)
 
 
-async def rotate_source_key(
+async def list_sources(session: AsyncSession) -> Sequence[Source]:
+    """Every source, by name, disabled ones too."""
+    return await repository.list_sources(session)
+
+
+async def set_source_disabled(session: AsyncSession, name: str, disabled: bool) -> Source:
+    """Disable source ``name`` (its write key stops working, its email links record nothing),
+    or enable it again. Idempotent: a source already so is left as it is, ``disabled_at``
+    kept."""
+    source = await _source_named(session, name)
+    if (source.disabled_at is not None) != disabled:
+        await repository.set_source_disabled(session, source, disabled)
+    return source
+
+
+async def rotate_source_key(session: AsyncSession, *, name: str) -> tuple[Source, str]:
+    """Give source ``name`` a new write key and return the source with it (shown once,
+    stored hashed); the old key stops working. The source keeps its id, so its events stay
+    attributed to it, and stays disabled if it is."""
+    source = await _source_named(session, name)
+    return source, await _new_key(session, source, None)
+
+
+async def ensure_source_key(
     session: AsyncSession, *, name: str, channel: str, write_key: str | None = None
-) -> tuple[SourceInfo, str]:
-    """Give source ``name`` a new write key (creating the source if missing); the old key
-    stops working. The source keeps its id, so its events stay attributed to it."""
+) -> str:
+    """A new write key (``write_key``, or a generated one) for source ``name``, created if
+    missing: ``percorso dev``'s demo source."""
     source = await repository.get_source_by_name(session, name)
     if source is None:
-        return await create_source(session, name=name, channel=channel, write_key=write_key)
+        _, secret = await create_source(session, name=name, channel=channel, write_key=write_key)
+        return secret
+    return await _new_key(session, source, write_key)
+
+
+async def _source_named(session: AsyncSession, name: str) -> Source:
+    source = await repository.get_source_by_name(session, name)
+    if source is None:
+        raise NotFound(f"no source named {name!r}")
+    return source
+
+
+async def _new_key(session: AsyncSession, source: Source, write_key: str | None) -> str:
     secret = write_key or keys.generate(keys.WRITE_KEY_PREFIX)
     await repository.set_source_key(
         session, source, keys.digest(secret), keys.display_prefix(secret)
     )
-    return SourceInfo(source.id, source.name, source.channel, source.settings), secret
+    return secret
+
+
+async def list_tokens(session: AsyncSession) -> Sequence[ApiToken]:
+    """Every API token, oldest first, revoked ones too."""
+    return await repository.list_tokens(session)
+
+
+async def revoke_token(session: AsyncSession, token: str) -> ApiToken:
+    """Revoke the one token not yet revoked that ``token`` names: by its name, its display
+    prefix (``pr_AbCd``) or its id. Names need not be unique, nor prefixes: when several
+    tokens match, none is revoked and the error lists them with their ids."""
+    try:
+        token_id: uuid.UUID | None = uuid.UUID(token)
+    except ValueError:
+        token_id = None
+    found = await repository.find_unrevoked_tokens(session, token, token_id)
+    if not found:
+        raise NotFound(f"no token that is not revoked has the name, prefix or id {token!r}")
+    if len(found) > 1:
+        listed = ", ".join(f"{t.id} ({t.token_prefix}…, {t.name!r})" for t in found)
+        raise InvalidRequest(f"{len(found)} tokens match {token!r}: {listed}; revoke one by its id")
+    await repository.revoke_token(session, found[0])
+    return found[0]
 
 
 async def replace_token(
