@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # one core; on a dedicated host, one per core. Per-process state (rate-limit buckets,
     # write-key cache, Kafka producer) is per worker: each worker enforces 1/N of a rate.
     http_workers: int = Field(default=1, ge=1, le=64)
+    # Most bytes of a request's line and headers (431, or 414 for the request line, beyond).
+    # A pixel call carries a whole event (up to 32 KB) base64'd in its URL (README).
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=4 * 1024, le=1024 * 1024)
     # Seconds a verified write key or read token is trusted before it is checked again.
     auth_cache_ttl_s: float = Field(default=30.0, ge=0)
 

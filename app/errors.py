@@ -151,6 +151,23 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response:
+    body = problem_document(
+        status, type_, title, detail, instance=instance, errors=errors, extra=extra
+    )
+    return Response(body, status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_document(
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: Sequence[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The problem+json body of an error answer."""
     body: dict[str, Any] = {
         "type": TYPE_BASE + type_,
         "title": title,
@@ -163,7 +180,7 @@ def problem_response(
         body["errors"] = list(errors)
     if extra:
         body.update(extra)
-    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+    return orjson.dumps(body)
 
 
 def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
