@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from app.auth.cli import sources, tokens
-from app.config import Settings
+from app.config import SettingMissing, Settings
 from app.email.cli import email as email_cli
 from app.imports.cli import imports as imports_cli
 from app.journey.cli import journey as journey_cli
@@ -125,7 +125,16 @@ def openapi(
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except SettingMissing as exc:
+        # Typically an admin command run beside `make run` without its servers' addresses.
+        typer.echo(
+            f"error: {exc}: name the server to use (while `make run` runs, export the"
+            " addresses its banner prints)",
+            err=True,
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

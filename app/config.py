@@ -21,6 +21,10 @@ def _base_url(value: str) -> str:
     return value
 
 
+class SettingMissing(RuntimeError):
+    """A setting the command needs is not set: ``percorso`` says so in one line (exit 2)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PERCORSO_", env_file=".env", extra="ignore")
 
@@ -184,7 +188,7 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         """The database URL in the form SQLAlchemy's asyncpg dialect expects."""
         if not self.database_url:
-            raise RuntimeError("PERCORSO_DATABASE_URL is not set")
+            raise SettingMissing("PERCORSO_DATABASE_URL is not set")
         return to_asyncpg_url(self.database_url)
 
     @property

@@ -84,8 +84,6 @@ async def create_pool(
     UNLISTEN *; RESET ALL``) would cost a round trip per use for nothing: a timeline page
     is one statement.
     """
-    if not settings.database_url:
-        raise RuntimeError("PERCORSO_DATABASE_URL is not set")
     dsn = settings.sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
     pool = await asyncpg.create_pool(
         dsn,

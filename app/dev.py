@@ -159,6 +159,11 @@ Then find the customer and their timeline:
 From a web page (analytics.js loads its settings from Percorso, and sends only here):
   AnalyticsBrowser.load({{ writeKey: '{write_key}', cdnURL: '{base}' }})
 
+The other percorso commands (sources, tokens, import, email, journey), in another terminal:
+  . .venv/bin/activate
+  export PERCORSO_DATABASE_URL='{settings.database_url}'
+  export PERCORSO_KAFKA_BOOTSTRAP_SERVERS='{settings.kafka_bootstrap_servers}'
+
 Ctrl-C stops everything.
 """,
         flush=True,

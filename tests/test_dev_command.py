@@ -98,6 +98,23 @@ def test_dev_runs_the_whole_service_and_stops_everything_on_sigterm(data_dir: Pa
             f"{base}/v1/customers/{found.json()['id']}/timeline", headers=headers
         ).json()
         assert [i["event"] for i in timeline["items"]] == ["Product Viewed"]
+        # The other commands, with the addresses the banner says to export.
+        exports = dict(
+            line.removeprefix("  export ").split("=", 1)
+            for line in banner.splitlines()
+            if line.startswith("  export PERCORSO_")
+        )
+        assert set(exports) == {"PERCORSO_DATABASE_URL", "PERCORSO_KAFKA_BOOTSTRAP_SERVERS"}
+        admin = subprocess.run(
+            [sys.executable, "-m", "app.cli", "sources", "list"],
+            cwd=ROOT,
+            env={**env, **{k: v.strip("'") for k, v in exports.items()}},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert admin.returncode == 0, admin.stderr
+        assert "demo-website" in admin.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0]

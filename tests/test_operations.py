@@ -18,6 +18,7 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.cli import main
 from app.config import Settings
 from app.health.check import container_command
 from app.kit.embedded import free_port, port_open, with_database
@@ -218,3 +219,34 @@ def test_healthcheck_checks_the_process_the_container_runs(
 ) -> None:
     (tmp_path / "cmdline").write_bytes(cmdline)
     assert container_command(tmp_path / "cmdline") == command
+
+
+@pytest.mark.parametrize(
+    ("args", "missing"),
+    [
+        (["sources", "create", "--name", "website", "--channel", "web"], "PERCORSO_DATABASE_URL"),
+        (["tokens", "list"], "PERCORSO_DATABASE_URL"),
+        (["journey", "rebuild"], "PERCORSO_DATABASE_URL"),
+        (["migrate"], "PERCORSO_DATABASE_URL"),
+    ],
+)
+def test_a_command_without_its_server_says_which_setting_to_give(
+    args: list[str],
+    missing: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # As beside `make run` in a new terminal: a traceback ending in RuntimeError before.
+    for name in list(os.environ):
+        if name.startswith("PERCORSO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PERCORSO_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["percorso", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {missing} is not set: name the server"), error
+    assert "make run" in error
+    assert "Traceback" not in error

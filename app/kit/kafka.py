@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import NoError, TopicAlreadyExistsError, for_code
 from aiokafka.record import default_records
 
-from app.config import Settings
+from app.config import SettingMissing, Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ with contextlib.suppress(ImportError):
 
 def bootstrap(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
-        raise RuntimeError("PERCORSO_KAFKA_BOOTSTRAP_SERVERS is not set")
+        raise SettingMissing("PERCORSO_KAFKA_BOOTSTRAP_SERVERS is not set")
     return settings.kafka_bootstrap_servers
 
 
