@@ -20,7 +20,8 @@ Guarantees:
 * No write key travels: a call's own ``writeKey`` (analytics.js puts one in every call it
   batches) is dropped from it first, as the per-event path drops it.
 * A call lands in the partition the per-event path would have given it: a request's
-  calls go out as one envelope per partition (:func:`seal`).
+  calls go out as one envelope per partition, or several in order where the partition's
+  calls exceed :data:`ENVELOPE_BYTES` (:func:`seal`).
 * Wire format: a JSON object whose first key is ``envelope`` (:func:`is_envelope`);
   ``version`` says how to read the rest. Canonical touchpoints share the topic.
 """
@@ -57,6 +58,13 @@ _PREFIX = b'{"envelope":'
 # sent: only a number can grow, "1e15" (4 bytes, 5 with a separator) to 18. Larger calls
 # are measured as the per-event path measures them.
 _SURELY_FITS = MAX_EVENT_BYTES // 5
+# Bytes of calls an envelope holds at most: a partition's calls beyond that go in further
+# envelopes. With the rest of the envelope (the batch's context, at most 32 KB, and the
+# sender's) it stays within one of the producer's batches (960 KiB, `app.kit.kafka`), and
+# so within a default broker's message.max.bytes (1 MB, of the compressed batch) without
+# counting on compression. No less than Segment's 500 KB batch limit: a batch within it
+# goes in one envelope per partition, as it always did.
+ENVELOPE_BYTES = 512 * 1024
 # orjson writes at most 254 levels of nesting; a call with fewer brackets than that in all
 # cannot be deeper.
 _MAX_BRACKETS = 254
@@ -171,9 +179,10 @@ class Admitted(NamedTuple):
 
 
 def admitted(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> Admitted | None:
-    """The calls as they travel (as sent, less any ``writeKey`` of their own), each keyed as
-    the per-event path would key it; or None unless that path would accept every call, and
-    there is one. ``calls`` are :func:`decode_batch` of ``body``.
+    """The calls as they travel (as sent; compact and less their ``writeKey`` where they
+    carry one, or are longer than an event may be), each keyed as the per-event path would
+    key it; or None unless that path would accept every call, and there is one. ``calls``
+    are :func:`decode_batch` of ``body``.
 
     Accepted here: typed as :class:`_Call`, no required field missing, a usable ``userId``
     or ``anonymousId``, within the size and nesting limits, no NUL character, from a source
@@ -201,11 +210,11 @@ def admitted(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> Admitte
     anonymous_ids = _ANONYMOUS_IDS.answers(identity)
     user_ids = _USER_IDS.answers(identity)
     keys: list[bytes] = []
-    keyed: list[int] = []  # the calls carrying a write key of their own
+    rewrite: list[int] = []  # the calls that travel compact: those with a write key of their own
     # Per call, so written for speed: the verdict caches read here, helpers only on a miss.
     for call in typed:
         if call.writeKey is not None:
-            keyed.append(len(keys))
+            rewrite.append(len(keys))
         anonymous_id, user_id = call.anonymousId, call.userId
         # A usable anonymousId or userId first: missing_field need not look for one.
         usable: bool | None = False
@@ -230,19 +239,25 @@ def admitted(body: bytes, calls: list[msgspec.Raw], arrival: Arrival) -> Admitte
                 call.messageId,
             )
         )
-    if keyed:
+    if longest > MAX_EVENT_BYTES:
+        # Calls longer as sent than an event may be (blank space, escapes: they passed the
+        # limit as measured) travel compact too, so that none makes an envelope exceed its
+        # bound (`seal`).
+        long = (i for i, raw in enumerate(calls) if len(raw) > MAX_EVENT_BYTES)
+        rewrite = sorted({*rewrite, *long})
+    if rewrite:
         calls = calls.copy()  # the caller's list stays as decoded
-        for index in keyed:
-            keyless = _without_write_key(calls[index])
-            if keyless is None:
+        for index in rewrite:
+            compact = _compact(calls[index])
+            if compact is None:
                 return None
-            calls[index] = keyless
+            calls[index] = compact
     return Admitted(calls, keys)
 
 
-def _without_write_key(call: msgspec.Raw) -> msgspec.Raw | None:
-    """``call`` (a JSON object) less its ``writeKey``, as the per-event path reads it (both
-    parse with :func:`loads`), or None if orjson cannot read or write it."""
+def _compact(call: msgspec.Raw) -> msgspec.Raw | None:
+    """``call`` (a JSON object) as compact JSON, less its ``writeKey``, as the per-event path
+    reads it (both parse with :func:`loads`), or None if orjson cannot read or write it."""
     try:
         fields = loads(memoryview(call))
         fields.pop("writeKey", None)
@@ -312,10 +327,11 @@ def seal(
     calls: list[msgspec.Raw], keys: list[bytes], partitions: int, arrival: Arrival
 ) -> list[tuple[int, bytes, bytes]]:
     """The ``(partition, key, envelope)`` messages of ``calls`` that have
-    :func:`admitted`: one per partition, holding the calls the per-event path would have
-    put there, in order, and keyed by the first of them. So a person's events share a
-    partition, whatever path they took, and the pipeline's batches keep each person's events
-    together."""
+    :func:`admitted`: per partition, the calls the per-event path would have put there, in
+    order, keyed by the first of them; in one envelope, or where they exceed
+    :data:`ENVELOPE_BYTES` in several, one after the other under that key. So a person's
+    events share a partition, in the order sent, whatever path they took, and the
+    pipeline's batches keep each person's events together."""
     groups: dict[int, tuple[bytes, list[msgspec.Raw]]] = {}
     for raw, key, partition in zip(calls, keys, partitions_for(keys, partitions), strict=True):
         group = groups.get(partition)
@@ -339,8 +355,25 @@ def seal(
                 )
             ),
         )
-        for partition, (key, items) in groups.items()
+        for partition, (key, group) in groups.items()
+        for items in _pieces(group)
     ]
+
+
+def _pieces(calls: list[msgspec.Raw]) -> list[list[msgspec.Raw]]:
+    """``calls`` in order, in lists of at most :data:`ENVELOPE_BYTES` (a call is at most
+    ``MAX_EVENT_BYTES`` long once :func:`admitted`)."""
+    if sum(map(len, calls)) <= ENVELOPE_BYTES:
+        return [calls]
+    pieces: list[list[msgspec.Raw]] = [[]]
+    size = 0
+    for raw in calls:
+        if size and size + len(raw) > ENVELOPE_BYTES:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(raw)
+        size += len(raw)
+    return pieces
 
 
 def is_envelope(value: bytes) -> bool:

@@ -21,6 +21,7 @@ from app.config import Settings
 from app.identity.identifiers import IdentityConfig
 from app.ingest import envelope, service
 from app.ingest.publisher import partition_for
+from app.ingest.schemas import MAX_EVENT_BYTES
 from app.touchpoint import InvalidTouchpoint, Touchpoint
 from bench.workload import generate
 from tests.helpers import basic
@@ -125,6 +126,57 @@ def test_a_batchs_calls_go_where_the_per_event_path_would_put_them() -> None:
         assert order == sorted(order)  # as sent
         seen += order
     assert sorted(seen) == list(range(40))
+
+
+def test_a_partitions_calls_beyond_an_envelopes_bound_go_in_further_envelopes_in_order() -> None:
+    # Two people's carts of about 10 KB a call, 1.2 MB each: too much for one message on a
+    # broker at its defaults (1 MB), as one envelope per partition would be.
+    cart = [{"sku": f"P-{n}", "name": "Espresso cup", "price": 12.5} for n in range(180)]
+    people = ("ada", "grace")  # partitions 5 and 0 of 6
+    calls = [
+        {"type": "track", "messageId": f"m-{i}", "userId": people[i % 2], "event": "Cart Viewed"}
+        | {"properties": {"products": cart}}
+        for i in range(240)
+    ]
+    raws = _calls(*calls)
+    keys = _keys(*calls)
+    assert keys is not None
+    sealed = envelope.seal(raws, keys, 6, ARRIVAL)
+    assert len(sealed) >= 5
+    sent: dict[int, list[str]] = {}
+    for partition, key, value in sealed:
+        items = msgspec.json.decode(value, type=envelope.Envelope).items
+        assert sum(map(len, items)) <= envelope.ENVELOPE_BYTES
+        assert len(value) < 960 * 1024  # a batch of the producer's, alone
+        built, failed = envelope.open_envelope(value, IdentityConfig())
+        assert failed == []
+        assert {tp.user_id for tp in built} == {key.decode()}
+        assert partition == partition_for(key, 6)
+        sent.setdefault(partition, []).extend(tp.message_id for tp in built)
+    assert sent == {
+        partition_for(person.encode(), 6): [f"m-{i}" for i in range(240) if i % 2 == p]
+        for p, person in enumerate(people)
+    }
+
+
+def test_a_call_longer_as_sent_than_an_event_may_be_travels_compact() -> None:
+    # Accepted as the per-event path measures it (compact JSON): pretty-printed, it is
+    # larger than an event may be, and would grow an envelope beyond its bound.
+    call = {"type": "track", "messageId": "m-1", "userId": "u", "event": "E"}
+    call["properties"] = {f"p{n}": n for n in range(2_000)}
+    pretty = orjson.dumps(call, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * 8)
+    body = b'{"batch": [%s]}' % pretty
+    assert len(orjson.dumps(call)) < MAX_EVENT_BYTES < len(pretty)
+    whole = envelope.decode_batch(body)
+    assert whole is not None
+    admitted = envelope.admitted(body, whole.batch, ARRIVAL)
+    assert admitted is not None
+    (travelling,) = admitted.calls
+    assert bytes(travelling) == orjson.dumps(call)
+    ((_, _, sealed),) = envelope.seal(*admitted, 6, ARRIVAL)
+    (built,), _ = envelope.open_envelope(sealed, IdentityConfig())
+    messages, _ = service.build_messages([call], call_type=None, **ARRIVAL)
+    assert _comparable(built) == _comparable(Touchpoint.from_bytes(messages[0][1]))
 
 
 @pytest.mark.parametrize(

@@ -53,9 +53,15 @@ async def handler(
 
 
 def _sealed(source_id: uuid.UUID, calls: list[dict[str, Any]]) -> bytes:
+    (value,) = _sealed_all(source_id, calls)
+    return value
+
+
+def _sealed_all(source_id: uuid.UUID, calls: list[dict[str, Any]]) -> list[bytes]:
+    """The envelopes of one request holding ``calls``, all on one partition."""
     whole = envelope.decode_batch(orjson.dumps({"batch": calls}))
     assert whole is not None
-    ((_, _, value),) = envelope.seal(
+    sealed = envelope.seal(
         whole.batch,
         [b"k"] * len(calls),
         1,
@@ -66,7 +72,7 @@ def _sealed(source_id: uuid.UUID, calls: list[dict[str, Any]]) -> bytes:
             "request_context": {},
         },
     )
-    return value
+    return [value for _, _, value in sealed]
 
 
 def _track(message_id: str, user_id: str, **fields: Any) -> dict[str, Any]:
@@ -103,6 +109,26 @@ async def test_an_envelopes_calls_are_stored_once_and_its_poison_alone_dead_lett
     assert orjson.loads(letters[2]["payload"])["message_id"] == "poison"
     stored = "SELECT string_agg(message_id, ',' ORDER BY message_id) FROM events"
     assert await scalar(db, stored) == "m-1,m-2"
+
+
+async def test_the_envelopes_of_one_request_are_stored_as_its_calls_in_order_and_once(
+    handler: BatchHandler, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    # 1.2 MB of one person's calls: sealed in three envelopes, one after the other.
+    calls = [_track(f"m-{i:03}", "ada", properties={"note": "x" * 4_000}) for i in range(300)]
+    calls[-1] = _track("blocked", "undefined")  # only another producer seals it
+    values = _sealed_all(source_id, calls)
+    assert len(values) == 3
+    records = [Record("touchpoints", 0, 40 + i, b"k", value) for i, value in enumerate(values)]
+    outcome = await handler.handle(records)
+    again = await handler.handle(records)  # redelivered after a crash
+    assert outcome.stored == 299
+    assert (again.stored, again.duplicates) == (0, 299)
+    order = await scalar(db, "SELECT string_agg(message_id, ',' ORDER BY seq) FROM events")
+    assert order == ",".join(f"m-{i:03}" for i in range(299))
+    (letter,) = await _letters(db)  # once, at its place in its own envelope
+    assert (letter["offset"], letter["item"]) == (42, len(orjson.loads(values[2])["items"]) - 1)
+    assert orjson.loads(letter["payload"])["messageId"] == "blocked"
 
 
 async def test_a_redelivered_envelopes_letters_go_to_the_topic_until_published_then_never(
