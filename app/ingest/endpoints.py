@@ -242,9 +242,10 @@ def _operation(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, An
 
 
 async def batch(request: Request) -> Response:
-    """Send up to 2,500 calls (500 KB, 32 KB each) at once. Valid events are accepted even
-    when others are rejected; the answer lists each rejection with its reasons, and
-    `success` is true when any event was accepted."""
+    """Send up to 2,500 calls (32 KB each) at once, 4,224 KB in all once unzipped: the
+    4 MiB of events RudderStack's Python SDK batches, and the event that reached it. Valid
+    events are accepted even when others are rejected; the answer lists each rejection with
+    its reasons, and `success` is true when any event was accepted."""
     # No dependencies and no response model at work on the hottest path: each costs tens
     # of microseconds a request, as much as a call's checks.
     publisher, identity = publisher_of(request), identity_of(request)

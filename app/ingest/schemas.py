@@ -19,7 +19,14 @@ from pydantic import (
 from app.identity.identifiers import InvalidIdentifier, whole_number
 
 MAX_EVENT_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024
+# RudderStack's Python SDK sends a batch once its events reach 4 MiB (its BATCH_SIZE_LIMIT),
+# counted as it writes them (json.dumps: spaced, non-ASCII escaped, up to 3 times the compact
+# bytes the event limit measures), the event that got there included. Room for that event
+# and the batch's own bytes (a separator per event, sentAt): 4 MiB and 128 KiB, unzipped.
+# (Segment's libraries send at most 500 KB, Segment's limit.)
+MAX_BATCH_BYTES = 4 * 1024 * 1024 + 4 * MAX_EVENT_BYTES
+# Segment's (rudder-sdk-python sends 100 at its defaults). Kept: a batch is checked in one
+# go on the event loop, and 2,500 calls the per-event path builds hold it 30-50 ms already.
 MAX_BATCH_EVENTS = 2_500
 MAX_MESSAGE_ID = 100
 MAX_NAME = 200

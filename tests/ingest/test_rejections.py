@@ -34,20 +34,32 @@ CASES: dict[str, tuple[str, Any, int]] = {
         {"batch": [{"type": "track", "userId": "u", "event": "E"}] * 2_501},
         400,
     ),
-    "batch over 500 KB": (
+    "batch over 4,224 KB": (
         "/v1/batch",
         {
             "batch": [
                 {"type": "track", "userId": "u", "event": "E", "properties": {"p": "y" * 30_000}}
             ]
-            * 18
+            * 150
         },
         400,
     ),
-    "batch over 500 KB once unzipped": (
+    "batch over 4,224 KB once unzipped": (
         "/v1/batch",
         gzip.compress(
-            orjson.dumps({"batch": [{"type": "track", "userId": "u", "event": "E" * 200}] * 2_400})
+            orjson.dumps(
+                {
+                    "batch": [
+                        {
+                            "type": "track",
+                            "userId": "u",
+                            "event": "E",
+                            "properties": {"p": "y" * 1_900},
+                        }
+                    ]
+                    * 2_400
+                }
+            )
         ),
         400,
     ),

@@ -4,10 +4,12 @@ their events appear in the timeline."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from app.pipeline.runner import Pipeline
@@ -117,3 +119,95 @@ async def test_rudder_sdk_python_events_reach_the_timeline(
     assert all(i["channel"] == "crm" for i in items)
     page = next(i for i in items if i["type"] == "page")
     assert page["event"] == "Home"
+
+
+def _cart(products: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "product_id": f"P-{n:05d}",
+            "sku": f"SKU-{n:05d}",
+            "name": f"Espresso cup no. {n}",
+            "price": 12.5,
+            "quantity": 1,
+            "category": "Kitchen",
+        }
+        for n in range(products)
+    ]
+
+
+async def _rudder_batch(
+    http_base_url: str,
+    key: str,
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    user: str,
+    calls: list[dict[str, Any]],
+    upload_size: int = 100,
+) -> dict[str, Any]:
+    """Send ``calls`` (track properties) as one user through rudder-sdk-python, its batch
+    limits as given, and wait for them all to be stored: the user's profile."""
+    from rudderstack.analytics.client import Client
+
+    def send() -> list[Any]:
+        errors: list[Any] = []
+        # The batch closes at upload_size calls or at the SDK's 4 MiB, not the interval's
+        # end: the calls are queued in far less than 2 s.
+        client = Client(
+            write_key=key,
+            host=http_base_url,
+            max_retries=1,
+            upload_size=upload_size,
+            upload_interval=2,
+            on_error=lambda error, batch: errors.append(error),
+        )
+        for properties in calls:
+            client.track(user, "Cart Viewed", properties)
+        client.shutdown()
+        return errors
+
+    assert await asyncio.to_thread(send) == []
+
+    async def profile() -> dict[str, Any] | None:
+        found = await app_client.get(
+            "/v1/customers/lookup",
+            params={"kind": "user_id", "value": user},
+            headers=bearer(read_token),
+        )
+        done = found.status_code == 200 and found.json()["event_count"] == len(calls)
+        return found.json() if done else None
+
+    return await wait_until(profile)  # type: ignore[no-any-return]
+
+
+async def test_rudder_sdk_pythons_batch_of_large_events_is_stored_whole(
+    http_base_url: str,
+    make_source: SourceFactory,
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    pipeline: Pipeline,
+) -> None:
+    # At the SDK's defaults, 100 calls a batch: 100 carts of 90 products, 1.1 MB in all,
+    # beyond the 500 KB Segment's libraries keep to. A batch refused is lost whole.
+    _, key = await make_source(name="rudder-carts")
+    carts = [{"cart_id": f"c-{n}", "products": _cart(90)} for n in range(100)]
+    assert len(orjson.dumps(carts)) > 1_000_000
+    await _rudder_batch(http_base_url, key, app_client, read_token, "rudder-cart", carts)
+    (latest, *_) = await _timeline(app_client, read_token, "rudder-cart")
+    assert latest["properties"]["products"] == _cart(90)
+
+
+async def test_rudder_sdk_pythons_batch_cut_at_its_4_mib_is_stored_whole(
+    http_base_url: str,
+    make_source: SourceFactory,
+    app_client: httpx.AsyncClient,
+    read_token: str,
+    pipeline: Pipeline,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Up to 200 calls a batch: the SDK closes it once its calls reach 4 MiB as it counts
+    # them, and sends it with the call that got there, the body beyond 4 MiB.
+    caplog.set_level(logging.DEBUG, logger="rudderstack")
+    _, key = await make_source(name="rudder-4mib")
+    calls = [{"n": n, "note": "x" * 29_500} for n in range(142)]
+    await _rudder_batch(http_base_url, key, app_client, read_token, "rudder-4mib", calls, 200)
+    assert "hit batch size limit" in caplog.text
