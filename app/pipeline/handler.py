@@ -587,7 +587,11 @@ def _profile_deltas(
         delta.events += 1
         channel = tp.channel.value
         delta.channels[channel] = delta.channels.get(channel, 0) + 1
-        traits = tp.traits if tp.type == "identify" else tp.context.get("traits")
+        # An event's traits: its context.traits, and an identify call's own over them, as
+        # identifiers are read (RudderStack's SDKs send identify's in context.traits alone).
+        traits = tp.context.get("traits")
+        if tp.type == "identify" and tp.traits:
+            traits = {**traits, **tp.traits} if isinstance(traits, dict) else tp.traits
         if isinstance(traits, dict) and traits:
             if pending and (merged := pending.get(cid)):
                 _add_merged_traits(delta, merged, at)

@@ -108,3 +108,28 @@ async def test_a_newer_events_traits_overwrite_the_stored_ones(
     traits, traits_at = await _survivor(db)
     assert traits == {"plan": "team", "company": "Acme"}
     assert traits_at == T0 + timedelta(seconds=7)
+
+
+async def test_an_identify_calls_context_traits_go_into_the_profile_under_its_own_traits(
+    handle: Any, db: AsyncEngine, source_id: uuid.UUID
+) -> None:
+    """RudderStack's SDKs send an identify call's traits in context.traits alone; a call
+    with both gives its own traits the last word, as identifiers are read, and a late one
+    only fills missing keys with either. The stored events keep their traits where they
+    were sent."""
+
+    def identify(at: int, own: dict[str, Any], in_context: dict[str, Any]) -> Any:
+        event = _identify(source_id, at, own, user_id="ada")
+        event.context = {"traits": in_context}
+        return event
+
+    await handle([identify(1, {}, {"name": "Ada", "plan": "free"})])
+    traits, _ = await _survivor(db)
+    assert traits == {"name": "Ada", "plan": "free"}
+    await handle([identify(2, {"plan": "pro"}, {"plan": "team", "company": "Acme"})])
+    await handle([identify(0, {"company": "Old"}, {"plan": "old", "city": "Milano"})])
+    traits, traits_at = await _survivor(db)
+    assert traits == {"name": "Ada", "plan": "pro", "company": "Acme", "city": "Milano"}
+    assert traits_at == T0 + timedelta(seconds=2)
+    first = "SELECT traits FROM events WHERE occurred_at = :at"
+    assert await scalar(db, first, {"at": T0 + timedelta(seconds=1)}) == {}

@@ -19,10 +19,14 @@ from tests.ingest.fixtures import SourceFactory
 pytestmark = pytest.mark.pipeline
 
 
-async def _timeline(client: httpx.AsyncClient, token: str, user_id: str) -> list[dict[str, Any]]:
-    found = await client.get(
+async def _profile(client: httpx.AsyncClient, token: str, user_id: str) -> httpx.Response:
+    return await client.get(
         "/v1/customers/lookup", params={"kind": "user_id", "value": user_id}, headers=bearer(token)
     )
+
+
+async def _timeline(client: httpx.AsyncClient, token: str, user_id: str) -> list[dict[str, Any]]:
+    found = await _profile(client, token, user_id)
     if found.status_code == 404:
         return []
     page = await client.get(f"/v1/customers/{found.json()['id']}/timeline", headers=bearer(token))
@@ -91,6 +95,8 @@ async def test_segment_analytics_python_events_reach_the_timeline(
     assert order["properties"] == {"revenue": 30, "currency": "EUR"}
     assert order["channel"] == "web"
     assert order["context"]["library"]["name"] == "analytics-python"
+    profile = (await _profile(app_client, read_token, "seg-ada")).json()
+    assert profile["traits"] == {"email": "seg-ada@example.com", "name": "Ada"}
 
 
 async def test_rudder_sdk_python_events_reach_the_timeline(
@@ -119,6 +125,9 @@ async def test_rudder_sdk_python_events_reach_the_timeline(
     assert all(i["channel"] == "crm" for i in items)
     page = next(i for i in items if i["type"] == "page")
     assert page["event"] == "Home"
+    # The library sends identify's traits in context.traits alone, as RudderStack's SDKs do.
+    profile = (await _profile(app_client, read_token, "rudder-ada")).json()
+    assert profile["traits"] == {"email": "rudder-ada@example.com", "name": "Ada"}
 
 
 def _cart(products: int) -> list[dict[str, Any]]:
