@@ -42,6 +42,13 @@ class Problem(BaseModel):
     title: str = Field(description="A short summary of the type.")
     status: int = Field(description="The HTTP status code.")
     detail: str = Field(description="This occurrence, for humans.")
+    code: str = Field(
+        description="The type's slug, for the tracking libraries that read `code` and "
+        "`message` from an error answer (RudderStack's Python library, and Segment's up to "
+        "2.3, retry a refusal without them as if the network had failed).",
+        examples=["invalid-request"],
+    )
+    message: str = Field(description="`detail` again, for those libraries.")
     instance: str | None = Field(None, description="The request's path.")
     errors: list[dict[str, Any]] | None = Field(
         None,
@@ -173,6 +180,9 @@ def problem_document(
         "title": title,
         "status": status,
         "detail": detail,
+        # Extension members (RFC 9457) that tracking libraries read: see Problem.code.
+        "code": type_,
+        "message": detail,
     }
     if instance:
         body["instance"] = instance

@@ -94,9 +94,10 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 class Documented:
     """Checks answers against an OpenAPI document: the status is one the operation lists,
-    an error (4xx, 5xx) is a problem+json body of its status, and a success has a media type
-    the document gives it. A request for no documented operation (an unknown path, a CORS
-    preflight) is the router's to answer, and not checked."""
+    an error (4xx, 5xx) is a problem+json body of its status (its `code` and `message` the
+    type's slug and the detail), and a success has a media type the document gives it. A
+    request for no documented operation (an unknown path, a CORS preflight) is the router's
+    to answer, and not checked."""
 
     def __init__(self, document: dict[str, Any]) -> None:
         # Literal paths before templated ones: /v1/customers/lookup is not a customer id.
@@ -123,5 +124,8 @@ class Documented:
             problem = response.json()
             assert problem["status"] == response.status_code, f"{name}: {problem}"
             assert {"type", "title", "detail"} <= problem.keys(), f"{name}: {problem}"
+            slug = problem["type"].rsplit("/", 1)[-1]
+            said = (problem.get("code"), problem.get("message"))
+            assert said == (slug, problem["detail"]), f"{name}: {problem}"
         elif content := documented[status].get("content"):
             assert media_type in content, f"{name} as {media_type}, not {sorted(content)}"

@@ -107,6 +107,8 @@ async def test_errors_get_the_apps_own_handlers_and_unhandled_ones_propagate() -
         "title": "Internal server error",
         "status": 500,
         "detail": "The request could not be answered; the error was logged.",
+        "code": "internal-error",
+        "message": "The request could not be answered; the error was logged.",
         "instance": "/echo",
     }
     assert routed.status_code == 500

@@ -44,7 +44,8 @@ def test_every_error_answer_is_documented_as_a_problem() -> None:
     assert len(errors) > 100  # every operation's
     assert {name: problem for name in errors} == errors
     schemas = document["components"]["schemas"]
-    assert {"type", "title", "status", "detail"} <= set(schemas["Problem"]["required"])
+    required = {"type", "title", "status", "detail", "code", "message"}
+    assert required <= set(schemas["Problem"]["required"])
     assert "HTTPValidationError" not in schemas  # FastAPI's 422 body, which is not sent
 
 
@@ -54,7 +55,12 @@ def _answer(method: str, path: str, status: int, media_type: str, body: bytes) -
     return httpx.Response(status, headers=headers, content=body, request=request)
 
 
-_PROBLEM_404 = b'{"type": "t", "title": "t", "status": 404, "detail": "d"}'
+_PROBLEM_404 = (
+    b'{"type": "https://percorso.dev/problems/not-found", "title": "t", "status": 404,'
+    b' "detail": "d", "code": "not-found", "message": "d"}'
+)
+# As answered before `code` and `message`, which tracking libraries read.
+_UNCODED_404 = b'{"type": "t/not-found", "title": "t", "status": 404, "detail": "d"}'
 
 
 async def test_the_tests_check_each_answer_against_the_document() -> None:
@@ -69,6 +75,7 @@ async def test_the_tests_check_each_answer_against_the_document() -> None:
         (_answer("GET", customer + "/journey", 409, PROBLEM_JSON, b"{}"), "not documented"),
         (_answer("GET", customer, 404, "application/json", _PROBLEM_404), "as application/json"),
         (_answer("GET", customer, 404, PROBLEM_JSON, b'{"status": 404}'), "answered 404"),
+        (_answer("GET", customer, 404, PROBLEM_JSON, _UNCODED_404), "answered 404"),
         (_answer("GET", "/v1/customers/lookup", 200, "text/html", b""), "as text/html"),
     ]
     for response, message in wrong:

@@ -220,3 +220,47 @@ async def test_rudder_sdk_pythons_batch_cut_at_its_4_mib_is_stored_whole(
     calls = [{"n": n, "note": "x" * 29_500} for n in range(142)]
     await _rudder_batch(http_base_url, key, app_client, read_token, "rudder-4mib", calls, 200)
     assert "hit batch size limit" in caplog.text
+
+
+async def test_rudder_sdk_python_gives_up_on_a_refusal_and_retries_a_rate_limit(
+    http_base_url: str, make_source: SourceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library reads `code` and `message` from an error answer: without them it took a
+    4xx for a network failure and retried it (10 times by default, backing off), its one
+    upload thread holding back every event queued behind it. A 429 is retried."""
+    from rudderstack.analytics import request
+    from rudderstack.analytics.client import Client
+
+    answers: list[int] = []
+    post = request._session.post
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        response = post(*args, **kwargs)
+        answers.append(response.status_code)
+        return response
+
+    monkeypatch.setattr(request._session, "post", recorded)
+    _, key = await make_source(settings={"rate_limit_per_s": 0.001})  # one event, then 429
+
+    def send(write_key: str, calls: int) -> list[Any]:
+        errors: list[Any] = []
+        client = Client(
+            write_key=write_key,
+            host=http_base_url,
+            max_retries=2,
+            on_error=lambda error, batch: errors.append(error),
+        )
+        for _ in range(calls):
+            client.track("u-1", "Signed Up")
+            client.flush()
+        client.shutdown()
+        return errors
+
+    (refused,) = await asyncio.to_thread(send, "pw_not-a-key", 1)
+    assert answers == [401]
+    assert (refused.status, refused.code) == (401, "unauthorized")
+    assert "write key" in refused.message
+    answers.clear()
+    (limited,) = await asyncio.to_thread(send, key, 2)
+    assert answers == [200, 429, 429, 429]
+    assert (limited.status, limited.code) == (429, "rate-limited")
