@@ -25,8 +25,8 @@ from app.health.endpoints import router as health_router
 from app.ingest.browser import router as browser_router
 from app.ingest.client import TrustedProxies
 from app.ingest.cors import TrackingCors
-from app.ingest.endpoints import beacon_router, is_tracking_path
 from app.ingest.endpoints import direct_route as ingest_direct
+from app.ingest.endpoints import is_tracking_path, rudderstack_router
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.publisher import Publisher
 from app.ingest.ratelimit import RateLimiter
@@ -42,7 +42,8 @@ Percorso is an open-source customer-journey backend.
 
 * **Tracking API** (`/v1/track`, `/v1/page`, `/v1/identify`, `/v1/batch`, …) speaks Segment's
   HTTP Tracking API: authenticate with the source's write key as the HTTP Basic user name.
-* **Pixel API** (`GET /v1/pixel/<type>?data=<base64 JSON>`) and the **email** open pixel
+* **Pixel API** (`GET /v1/pixel/<type>?data=<base64 JSON>`, or as RudderStack's
+  `GET /pixel/v1/<type>?writeKey=…&anonymousId=…&event=…`) and the **email** open pixel
   and click redirect (`/v1/email/open.gif`, `/v1/email/click`) with signed tokens.
 * **Read API** (`/v1/customers/…`) serves unified profiles, timelines and
   journeys (`/v1/journey/model`: the active journey model): authenticate with
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(ingest_router)
     app.include_router(browser_router)
-    app.include_router(beacon_router)
+    app.include_router(rudderstack_router)
     app.include_router(email_router)
     app.include_router(contacts_router)
     app.include_router(journey_router)

@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import PlainTextResponse, Response
 
 from app.errors import InvalidRequest, install_error_handlers
-from app.ingest.endpoints import DIRECT_ROUTES, beacon_router, router
+from app.ingest.endpoints import DIRECT_ROUTES, router, rudderstack_router
 from app.kit.direct import DirectRoutes, Fallback, checks, exact, with_uuid
 from app.main import create_app
 
@@ -131,7 +131,7 @@ async def test_an_unexpected_error_reaches_the_server_to_be_logged_once(
 def test_the_direct_tracking_routes_are_the_routes_fastapi_declares() -> None:
     declared = {
         route.path: route.endpoint
-        for route in (*router.routes, *beacon_router.routes)
+        for route in (*router.routes, *rudderstack_router.routes)
         if isinstance(route, APIRoute) and "POST" in route.methods
     }
     documented = create_app().openapi()["paths"]

@@ -1,7 +1,8 @@
 """The tracking API: Segment-compatible calls, answered only after the broker's ack.
 
 Every path of Segment's HTTP Tracking API is here, with the short aliases analytics.js
-uses (``/v1/t`` for ``/v1/track``…, ``/v1/b`` for ``/v1/batch``) and the pixel API. Order
+uses (``/v1/t`` for ``/v1/track``…, ``/v1/b`` for ``/v1/batch``) and the pixel API, and
+RudderStack's own paths (``sendBeacon`` batches, the pixel API by its path). Order
 of checks for a request: body (size, encoding, JSON) → write key → origin → rate limit →
 each event. An answer of 200 means the accepted events are on the broker.
 """
@@ -42,11 +43,15 @@ from app.kit.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from app.kit.responses import json_response
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
+# RudderStack's paths outside /v1: sendBeacon batches and the pixel API.
+rudderstack_router = APIRouter(tags=["tracking"])
 # RudderStack's JavaScript SDK posts batches with `navigator.sendBeacon` (its `useBeacon`
-# option), which can set no header: the write key comes in the query, on this path alone
-# (anywhere else, a key in a URL would only end up in logs).
+# option), which can set no header: the write key comes in the query, on this POST path
+# alone (anywhere else, a key in a URL would only end up in logs; an image's GET, the pixel
+# API, has nowhere else to carry it).
 BEACON_BATCH = "/beacon/v1/batch"
-beacon_router = APIRouter(tags=["tracking"])
+# RudderStack's pixel API: Segment's (/v1/pixel/<type>) by another path.
+RUDDERSTACK_PIXEL = "/pixel/v1/"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid JSON, no valid event, or a size limit exceeded."},
@@ -317,7 +322,7 @@ for _path, _label in (
 
 
 DIRECT_ROUTES[BEACON_BATCH] = batch
-beacon_router.add_api_route(
+rudderstack_router.add_api_route(
     BEACON_BATCH,
     batch,
     methods=["POST"],
@@ -355,18 +360,17 @@ for _call, _summary in _CALLS.items():
         )
 
 
-@router.get(
-    "/pixel/{call_type}",
-    summary="Record a call from an image URL (the pixel API).",
-    response_class=Response,
-    responses={
+# The pixel API's document entry, for each of its paths.
+_PIXEL_OPERATION: dict[str, Any] = {
+    "response_class": Response,
+    "responses": {
         200: {
             "description": "Always a 1x1 transparent GIF, even when the call was refused; "
             "`X-Percorso-Verdict` says `accepted` or why not.",
             "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
-    openapi_extra={
+    "openapi_extra": {
         "parameters": [
             {
                 "name": "data",
@@ -374,7 +378,8 @@ for _call, _summary in _CALLS.items():
                 "required": False,
                 "description": "The call as base64-encoded JSON, including `writeKey`. "
                 "Without it, the call's fields are read from the query parameters "
-                "(dotted names for nested fields: `properties.subject=…`).",
+                "(dotted names for nested fields: `properties.subject=…`), `writeKey` "
+                "among them, as RudderStack's pixel API sends them.",
                 "schema": {"type": "string"},
                 "examples": {
                     "email-opened": {
@@ -386,7 +391,9 @@ for _call, _summary in _CALLS.items():
             }
         ]
     },
-)
+}
+
+
 async def pixel_call(
     request: Request,
     call_type: Annotated[
@@ -409,6 +416,22 @@ async def pixel_call(
     return Response(pixel.GIF, media_type="image/gif", headers=headers)
 
 
+router.add_api_route(
+    "/pixel/{call_type}",
+    pixel_call,
+    methods=["GET"],
+    summary="Record a call from an image URL (the pixel API).",
+    **_PIXEL_OPERATION,
+)
+rudderstack_router.add_api_route(
+    RUDDERSTACK_PIXEL + "{call_type}",
+    pixel_call,
+    methods=["GET"],
+    summary="The pixel API by RudderStack's path.",
+    **_PIXEL_OPERATION,
+)
+
+
 def _header_safe(text: str) -> str:
     return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
 
@@ -424,4 +447,4 @@ def is_tracking_path(path: str) -> bool:
 
 
 _EXACT_PATHS = frozenset(p for p in (*TRACKING_PREFIXES, BEACON_BATCH) if not p.endswith("/"))
-_PREFIXES = ("/v1/pixel/", *BROWSER_SETTINGS_PREFIXES)
+_PREFIXES = ("/v1/pixel/", RUDDERSTACK_PIXEL, *BROWSER_SETTINGS_PREFIXES)

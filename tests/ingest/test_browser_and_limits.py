@@ -26,8 +26,10 @@ def _data(payload: dict[str, object], *, urlsafe: bool = True) -> str:
     return encoded.decode().rstrip("=")
 
 
+# Segment's pixel API, and RudderStack's (its calls as plain query parameters).
+@pytest.mark.parametrize("pixel", ["/v1/pixel", "/pixel/v1"])
 async def test_pixel_api_records_base64_and_plain_query_calls(
-    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader, pixel: str
 ) -> None:
     source, key = await make_source(channel="email")
     payload = {
@@ -36,17 +38,19 @@ async def test_pixel_api_records_base64_and_plain_query_calls(
         "event": "Email Opened",
         "properties": {"subject": "Hi ü"},
     }
-    response = await client.get("/v1/pixel/track", params={"data": _data(payload)})
+    response = await client.get(f"{pixel}/track", params={"data": _data(payload)})
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/gif"
     assert response.content.startswith(GIF_MAGIC)
     assert "no-cache" in response.headers["cache-control"]
     assert response.headers["x-percorso-verdict"] == "accepted"
     plain = await client.get(
-        "/v1/pixel/page",
+        f"{pixel}/page",
         params={"writeKey": key, "anonymousId": "b-1", "name": "Landing", "properties.path": "/x"},
+        headers={"origin": "https://shop.example"},
     )
     assert plain.headers["x-percorso-verdict"] == "accepted"
+    assert plain.headers["access-control-allow-origin"] == "https://shop.example"
     by_type = {tp.type: tp for tp in await topic.touchpoints(source.id, 2)}
     assert by_type["track"].event == "Email Opened"
     assert by_type["track"].properties == {"subject": "Hi ü"}
