@@ -45,6 +45,8 @@ from app.touchpoint import (
 # A corrected event time further ahead of the server clock than this is not believed.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 CHANNELS = frozenset(c.value for c in Channel)
+# The calls that view something: a page, or a mobile app's screen.
+_VIEWS = frozenset(("page", "screen"))
 
 
 class EventRejected(Exception):
@@ -221,7 +223,7 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
     if channel not in CHANNELS:
         Channel(channel)  # a source channel Percorso does not know: ValueError, as before
     properties = dict(msg.properties or {})
-    if msg.type == "page" and msg.category:
+    if msg.type in _VIEWS and msg.category:
         properties.setdefault("category", msg.category)
     if msg.type == "group":
         properties.setdefault("groupId", str(msg.groupId))

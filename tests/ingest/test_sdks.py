@@ -34,6 +34,12 @@ async def _timeline(client: httpx.AsyncClient, token: str, user_id: str) -> list
     return items
 
 
+def _screen(items: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The screen call's name and properties, as _drive sent it: screen(user, "App", "Cart")."""
+    screen = next(i for i in items if i["type"] == "screen")
+    return screen["event"], screen["properties"]
+
+
 def _drive(client: Any, user: str) -> None:
     """The same calls through either library (their signatures match)."""
     client.identify(user, {"email": f"{user}@example.com", "name": "Ada"})
@@ -95,6 +101,7 @@ async def test_segment_analytics_python_events_reach_the_timeline(
     assert order["properties"] == {"revenue": 30, "currency": "EUR"}
     assert order["channel"] == "web"
     assert order["context"]["library"]["name"] == "analytics-python"
+    assert _screen(items) == ("Cart", {"category": "App"})
     profile = (await _profile(app_client, read_token, "seg-ada")).json()
     assert profile["traits"] == {"email": "seg-ada@example.com", "name": "Ada"}
 
@@ -125,6 +132,7 @@ async def test_rudder_sdk_python_events_reach_the_timeline(
     assert all(i["channel"] == "crm" for i in items)
     page = next(i for i in items if i["type"] == "page")
     assert page["event"] == "Home"
+    assert _screen(items) == ("Cart", {"category": "App"})
     # The library sends identify's traits in context.traits alone, as RudderStack's SDKs do.
     profile = (await _profile(app_client, read_token, "rudder-ada")).json()
     assert profile["traits"] == {"email": "rudder-ada@example.com", "name": "Ada"}
