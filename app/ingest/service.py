@@ -229,6 +229,12 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
         properties.setdefault("groupId", str(msg.groupId))
     if msg.type == "alias":
         properties.setdefault("previousId", str(msg.previousId))
+    if msg.type == "track":
+        name = msg.event
+    else:
+        name = msg.name
+        if name is None and msg.type in _VIEWS:
+            name = msg.event  # where RudderStack's Android and iOS SDKs name a screen
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": new_event_id_str(),
@@ -236,7 +242,7 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
         "source_id": source_id,
         "channel": channel,
         "type": msg.type,
-        "event": msg.event if msg.type == "track" else msg.name,
+        "event": name,
         "user_id": None if msg.userId is None else str(msg.userId),
         "anonymous_id": None if msg.anonymousId is None else str(msg.anonymousId),
         "identifiers": identifiers,

@@ -300,6 +300,30 @@ async def test_channel_is_the_sources_unless_context_channel_overrides(
     assert unknown[0].flags[-1] == "unknown_channel"
 
 
+async def test_a_screen_named_in_event_as_rudderstacks_mobile_sdks_send_it_keeps_its_name(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    """RudderStack's Android and iOS SDKs send a screen's name in `event` (and again in
+    `properties.name`), never in `name`. Alone, or in a batch that goes whole (an envelope)."""
+    source, key = await make_source(channel="mobile")
+    screen = {
+        "type": "screen",
+        "anonymousId": "device-1",
+        "event": "MainActivity",
+        "properties": {"name": "MainActivity", "automatic": True},
+        "channel": "mobile",
+    }
+    single = await client.post("/v1/screen", json=screen, headers=basic(key))
+    assert single.status_code == 200, single.text
+    batch = {
+        "batch": [{**screen, "messageId": "m-1"}, {**screen, "name": "Cart", "messageId": "m-2"}]
+    }
+    assert (await client.post("/v1/batch", json=batch, headers=basic(key))).status_code == 200
+    touchpoints = await topic.touchpoints(source.id, 3)
+    assert sorted(tp.event or "" for tp in touchpoints) == ["Cart", "MainActivity", "MainActivity"]
+    assert len(topic.envelopes) == 1
+
+
 async def test_alias_previous_id_becomes_an_identifier(
     client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
 ) -> None:
