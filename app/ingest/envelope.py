@@ -45,7 +45,6 @@ from app.ingest.schemas import (
     CallType,
     FieldError,
     Id,
-    Name,
     missing_field,
 )
 from app.ingest.service import CHANNELS, Arrival, build_all, may_hold_nul, partition_key_of
@@ -112,9 +111,9 @@ class _Call(msgspec.Struct):
     messageId: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID)]
     userId: _Id | None = None
     anonymousId: _Id | None = None
-    event: Name | None = None
-    name: Name | None = None
-    category: Name | None = None
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
     groupId: _Id | None = None
     previousId: _Id | None = None
     properties: _Object | None = None

@@ -64,8 +64,15 @@ Timestamp = Annotated[
         }
     ),
 ]
-# An event, page, screen or category name, for the msgspec models.
-Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
+
+# An event, page or screen name longer than MAX_NAME is cut to it and the event flagged
+# (app.ingest.service.build_event), not refused: Segment and RudderStack keep the event. A
+# name is a label, which journey rules match and the journey model remembers (a memo of
+# the last few thousand names), and which the timeline, transitions and analytics show.
+NAME_DESCRIPTION = (
+    f"Longer than {MAX_NAME} characters, the name is cut to {MAX_NAME} and the event flagged "
+    "`name_truncated`."
+)
 
 
 class SegmentMessage(BaseModel):
@@ -78,9 +85,9 @@ class SegmentMessage(BaseModel):
     messageId: str | None = Field(default=None, max_length=MAX_MESSAGE_ID)
     userId: Id | None = None
     anonymousId: Id | None = None
-    event: str | None = Field(default=None, max_length=MAX_NAME)
-    name: str | None = Field(default=None, max_length=MAX_NAME)
-    category: str | None = Field(default=None, max_length=MAX_NAME)
+    event: str | None = Field(default=None, description=NAME_DESCRIPTION)
+    name: str | None = Field(default=None, description=NAME_DESCRIPTION)
+    category: str | None = None
     groupId: Id | None = None
     previousId: Id | None = None
     properties: dict[str, Any] | None = None
@@ -119,9 +126,9 @@ class SegmentCall(msgspec.Struct):
     messageId: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | None = None
     userId: Id | None = None
     anonymousId: Id | None = None
-    event: Name | None = None
-    name: Name | None = None
-    category: Name | None = None
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
     groupId: Id | None = None
     previousId: Id | None = None
     properties: dict[str, Any] | None = None

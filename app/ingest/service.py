@@ -26,6 +26,7 @@ from app.identity.identifiers import (
 from app.ingest.schemas import (
     IDS_OPTIONAL,
     MAX_EVENT_BYTES,
+    MAX_NAME,
     TIMESTAMP_FIELDS,
     FieldError,
     Rejection,
@@ -208,7 +209,7 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
             [FieldError(field=r.kind, message=r.reason) for r in extracted.rejected]
             or [FieldError(field="userId", message="no usable identifier")]
         )
-    # Time flags, alias flags, rejected identifiers, channel: in that order.
+    # Time flags, alias flags, rejected identifiers, channel, name: in that order.
     when, flags = _occurred_at(msg.originalTimestamp or msg.timestamp, message_sent_at, received_at)
     if alias_flags:
         flags += alias_flags
@@ -235,6 +236,9 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
         name = msg.name
         if name is None and msg.type in _VIEWS:
             name = msg.event  # where RudderStack's Android and iOS SDKs name a screen
+    if name is not None and len(name) > MAX_NAME:
+        name = name[:MAX_NAME]
+        flags.append("name_truncated")
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": new_event_id_str(),

@@ -102,11 +102,8 @@ def test_both_models_have_the_same_fields_and_limits() -> None:
         for member in members:
             if isinstance(member, msgspec.inspect.StrType) and member.max_length is not None:
                 msgspec_limits[field.name] = member.max_length
-    assert (
-        msgspec_limits
-        == pydantic_limits
-        == {"messageId": 100, "event": 200, "name": 200, "category": 200}
-    )
+    # Names have none: a long one is cut when the event is built (service.build_event).
+    assert msgspec_limits == pydantic_limits == {"messageId": 100}
 
 
 @settings(max_examples=600, deadline=None)

@@ -324,6 +324,34 @@ async def test_a_screen_named_in_event_as_rudderstacks_mobile_sdks_send_it_keeps
     assert len(topic.envelopes) == 1
 
 
+async def test_a_name_over_200_characters_is_cut_and_flagged_not_refused(
+    client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    """A page named after its title, or an event named after a URL, can be long: Segment and
+    RudderStack keep such an event, and so does Percorso, its name cut to 200 characters and
+    flagged. A category is a property, kept whole. Alone, or in a batch that goes whole."""
+    source, key = await make_source()
+    long = "Checkout " + "é" * 300
+    single = {"userId": "ada", "event": long}
+    answer = await client.post("/v1/track", json=single, headers=basic(key))
+    assert answer.json() == {"success": True, "accepted": 1, "rejected": []}
+    batch = [
+        {"type": "page", "userId": "ada", "name": long, "category": long, "messageId": "m-1"},
+        {"type": "screen", "userId": "ada", "event": long, "messageId": "m-2"},
+        {"type": "track", "userId": "ada", "event": "x" * 200, "messageId": "m-3"},
+    ]
+    answer = await client.post("/v1/batch", json={"batch": batch}, headers=basic(key))
+    assert answer.json() == {"success": True, "accepted": 3, "rejected": []}
+    touchpoints = {tp.message_id: tp for tp in await topic.touchpoints(source.id, 4)}
+    assert len(topic.envelopes) == 1
+    exact = touchpoints.pop("m-3")
+    assert (exact.event, exact.flags) == ("x" * 200, [])
+    assert [(tp.event, tp.flags[-1]) for tp in touchpoints.values()] == [
+        (long[:200], "name_truncated")
+    ] * 3
+    assert touchpoints["m-1"].properties == {"category": long}
+
+
 async def test_alias_previous_id_becomes_an_identifier(
     client: httpx.AsyncClient, make_source: SourceFactory, topic: TopicReader
 ) -> None:
