@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from app.auth.dependencies import WRITE_KEY_SECURITY, authenticator, presented_write_key
 from app.auth.service import SourceInfo
 from app.config import Settings
-from app.errors import InvalidRequest, PayloadTooLarge, as_problem
+from app.errors import InvalidRequest, PayloadTooLarge, Unauthorized, as_problem
 from app.identity.identifiers import IdentityConfig
 from app.ingest import envelope, pixel, service, source_settings
 from app.ingest.body import parse_json, read_body, read_json
@@ -405,6 +405,12 @@ async def pixel_call(
     verdict = "accepted"
     try:
         raw = pixel.decode(request.query_params.multi_items())
+        if not isinstance(raw.get("writeKey"), str) and presented_write_key(request) is None:
+            # An image tag sends no HTTP Basic credentials: the key travels in the call.
+            raise Unauthorized(
+                "put the source's write key in the call, as `writeKey` (in `data`, or as a"
+                " query parameter)"
+            )
         # An image request carries no Origin worth checking; the write key is the gate.
         await _ingest_one(request, raw, call_type, check_origin=False)
     except Exception as exc:

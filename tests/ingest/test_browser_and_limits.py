@@ -64,7 +64,16 @@ async def test_pixel_api_records_base64_and_plain_query_calls(
         ({"data": "%%%not-base64"}, "invalid-request"),
         ({"data": base64.b64encode(b"[1]").decode()}, "invalid-request"),
         ({}, "invalid-request"),
-        ({"data": _data({"userId": "ada", "event": "E"})}, "unauthorized"),
+        # An image tag sends no HTTP Basic credentials: the verdict says where the key goes.
+        (
+            {"data": _data({"userId": "ada", "event": "E"})},
+            "unauthorized: put the source's write key in the call, as `writeKey`",
+        ),
+        (
+            {"userId": "ada", "event": "E"},
+            "unauthorized: put the source's write key in the call, as `writeKey`",
+        ),
+        ({"data": _data({"writeKey": "pw_nope", "userId": "ada", "event": "E"})}, "unauthorized"),
     ],
 )
 async def test_pixel_api_always_answers_a_gif_and_says_why_it_refused(
