@@ -37,6 +37,7 @@ from bench.stack import MB, Proc, Stack
 
 # The consumers' summed batch time (from a batch's start until it is stored).
 BATCH_SECONDS = "percorso_pipeline_batch_seconds_sum"
+BATCHES = "percorso_pipeline_batch_seconds_count"
 _STORED = re.compile(
     rb'^percorso_pipeline_events_total\{outcome="(stored|duplicate|dead_letter)"\} (\S+)$', re.M
 )
@@ -348,15 +349,17 @@ async def pipeline(run: Run) -> None:
     # Marks until the first batch is done, to measure the CPU from its start on: not the
     # imports and the group join, and not without the first batch (a quick run is one).
     marks: list[Mark] = []
-    # (events handled, consumer RSS in MB) through the run: memory must not grow with events.
-    rss: list[tuple[int, float]] = []
+    # (batches committed, events handled, consumer RSS in MB) through the run: memory must
+    # not grow with events.
+    rss: list[tuple[float, int, float]] = []
     first_at: float | None = None
     done = 0
     async with aiohttp.ClientSession() as http:
         while True:
             now = time.perf_counter()
             done = await handled(http, run.consumers)
-            rss.append((done, sum(c.sample() for c in run.consumers) / MB))
+            batches = await counter(run.consumers, BATCHES)
+            rss.append((batches, done, sum(c.sample() for c in run.consumers) / MB))
             if first_at is None:
                 marks.append(cpu.mark())
             if first_at is None and done > 0:
@@ -610,21 +613,20 @@ async def freshness(run: Run) -> None:
 
 
 def _memory_trend(
-    samples: list[tuple[int, float]], target: int
+    samples: list[tuple[float, int, float]], target: int
 ) -> tuple[float | None, float | None, float | None]:
     """Consumer RSS once warm, at the end, and the least-squares growth in MB per 100,000
-    events between the two. Flat memory: a growth near zero.
+    events between the two, from samples of (batches committed, events handled, RSS in MB).
+    Flat memory: a growth near zero.
 
     Warm: two batches committed and a tenth of the events handled. The first batches fill
     the bounded caches and the allocator's arenas; a backlog is taken in batches of up to
     about 170,000 events, so a run of 200,000 may have only three, and the second still
-    grows the heap (600,000 events, RSS after each batch: 666, 748, 749, 748 MB). No trend
-    (None) without two samples at different counts once warm."""
-    counts = sorted({n for n, _ in samples if n > 0})
-    if len(counts) < 2:
-        return None, None, None
-    warm_from = max(counts[1], target // 10)
-    warm = [(n, mb) for n, mb in samples if n >= warm_from and mb > 0]
+    grows the heap (600,000 events, RSS after each batch: 666, 748, 749, 748 MB). Counted
+    in batches, not in changes of the events handled: those are counted as each of a
+    batch's transactions commits. No trend (None) without two samples at different counts
+    once warm."""
+    warm = [(n, mb) for b, n, mb in samples if b >= 2 and n >= target // 10 and mb > 0]
     xs, ys = [n for n, _ in warm], [mb for _, mb in warm]
     if len(set(xs)) < 2:
         return (ys[0], ys[-1], None) if warm else (None, None, None)
@@ -653,7 +655,7 @@ async def handled(http: aiohttp.ClientSession, consumers: list[Proc]) -> int:
 async def _batches(consumers: list[Proc]) -> tuple[float, float]:
     """Batches the consumers have stored so far, and the seconds they took."""
     return (
-        await counter(consumers, "percorso_pipeline_batch_seconds_count"),
+        await counter(consumers, BATCHES),
         await counter(consumers, BATCH_SECONDS),
     )
 

@@ -116,22 +116,34 @@ with callgrind.counted("large"):
 
 def test_consumer_memory_is_judged_from_its_second_batch_on() -> None:
     """The heap's warm-up (the first two batches) is no growth; later growth is."""
-    # RSS per sample while 600 events are handled in 4 batches of 150: it rises through
-    # the first two batches, then stays.
-    warm_up = [(0, 50.0), (150, 660.0), (150, 700.0), (300, 748.0), (450, 749.0), (600, 748.0)]
+    # (batches, events handled, RSS) per sample while 600 events are handled in 4 batches of
+    # 150, each committed in parts of 50 (the events count as each part commits): RSS rises
+    # through the first two batches, then stays.
+    warm_up = [
+        (0, 0, 50.0),
+        (0, 50, 300.0),
+        (0, 100, 500.0),
+        (1, 150, 660.0),
+        (1, 200, 700.0),
+        (1, 250, 730.0),
+        (2, 300, 748.0),
+        (2, 350, 748.0),
+        (3, 450, 748.0),
+        (4, 600, 748.0),
+    ]
     start, end, growth = phases._memory_trend(warm_up, 600)
     assert (start, end) == (748.0, 748.0)
     assert growth == pytest.approx(0.0)
-    leak = [(0, 50.0), (150, 660.0), (300, 748.0), (450, 848.0), (600, 948.0)]
+    leak = [(0, 0, 50.0), (1, 150, 660.0), (2, 300, 748.0), (3, 450, 848.0), (4, 600, 948.0)]
     _, _, growth = phases._memory_trend(leak, 600)
     assert growth == pytest.approx(100_000 * 100 / 150)
     # Two batches in all: warm only at the end, so no trend to show.
-    assert phases._memory_trend([(0, 50.0), (100, 400.0), (200, 420.0)], 200) == (
+    assert phases._memory_trend([(0, 0, 50.0), (1, 100, 400.0), (2, 200, 420.0)], 200) == (
         420.0,
         420.0,
         None,
     )
-    assert phases._memory_trend([(0, 50.0), (200, 420.0)], 200) == (None, None, None)
+    assert phases._memory_trend([(0, 0, 50.0), (1, 200, 420.0)], 200) == (None, None, None)
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
