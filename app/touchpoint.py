@@ -36,6 +36,9 @@ EventType = Literal["track", "page", "screen", "identify", "alias", "group"]
 # and compares an event's times with others, which a time without an offset cannot be:
 # such a message is undecodable.
 Instant = Annotated[datetime, msgspec.Meta(tz=True)]
+# The flag of an event that is not the person's doing (an email open by a privacy proxy, a
+# click by a link scanner: `app.email.machine`); journeys leave such events out.
+MACHINE_FLAG = "machine_activity"
 
 
 class Identifier(msgspec.Struct, frozen=True, gc=False):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime, timedelta
 
-MACHINE_FLAG = "machine_activity"
+from app.touchpoint import MACHINE_FLAG
 
 APPLE_NETWORKS = (ipaddress.ip_network("17.0.0.0/8"),)
 APPLE_PROXY_USER_AGENT = "mozilla/5.0"

@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from app.email.machine import MACHINE_FLAG
 from app.journey.errors import JourneyModelError
 from app.journey.loader import FIRST_TOUCH_RULE_ID, PRESETS, read_model
 from app.journey.rules import EventFacts, Rule
+from app.touchpoint import MACHINE_FLAG
 
 __all__ = [
     "FIRST_TOUCH_RULE_ID",
