@@ -189,7 +189,7 @@ class BatchHandler:
         outcome = Outcome()
         touchpoints: list[Touchpoint] = []
         origin: dict[Any, Record] = {}
-        encoded: dict[Any, bytes] = {}  # event id -> own_fields, where a worker encoded them
+        encoded: dict[Any, bytes] = {}  # event id -> own_fields, where encoded as decoded
         dead: list[DeadLetter] = []
         # A run is stored while the next one is decoded: its statements run in the
         # database while this process builds touchpoints.
@@ -278,9 +278,10 @@ class BatchHandler:
         self, records: Sequence[Record]
     ) -> AsyncGenerator[tuple[Record, list[Touchpoint], list[DeadLetter], list[bytes] | None]]:
         """Each record with its touchpoints, what cannot be built, and the touchpoints'
-        `own_fields` if a worker encoded them, in order. With an
-        opener, envelopes are opened ahead in its workers (about `_AHEAD_BYTES` of them),
-        `_CHUNK_BYTES` of consecutive ones at a time, unless the batch is small."""
+        `own_fields` where encoded as decoded (a worker's, or a single touchpoint's), in
+        order. With an opener, envelopes are opened ahead in its workers (about
+        `_AHEAD_BYTES` of them), `_CHUNK_BYTES` of consecutive ones at a time, unless the
+        batch is small."""
         opener = self._opener
         chunks = _chunks(records) if opener is not None else []
         if opener is None or sum(size for _, size in chunks) < _WORKER_MIN_BYTES:
@@ -350,7 +351,7 @@ class BatchHandler:
     ) -> Outcome:
         """The batch in independent parts, one transaction each, side by side: while one
         waits on the database, the next one's Python work runs. ``encoded``: the
-        touchpoints' `own_fields` that a worker encoded, by event id."""
+        touchpoints' `own_fields` encoded as they were decoded, by event id."""
         if self._parts < 2 or len(touchpoints) < SPLIT_MIN:
             return await self._store_or_isolate(origin, touchpoints, dead, encoded)
         async with self._pool.acquire() as proxy, proxy.transaction():

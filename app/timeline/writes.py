@@ -134,7 +134,8 @@ async def insert_events(
 ) -> None:
     """Store touchpoints on their customers' timelines, each with the stage it led to, with
     one binary COPY. ``encoded`` has :func:`own_fields` of some touchpoints by event id
-    (encoded ahead, in a decode worker); the others are encoded here. ``flags``: flags
+    (encoded ahead: in a decode worker, or as a single touchpoint was decoded); the others
+    are encoded here. ``flags``: flags
     to store after some touchpoints' own, by index (identity resolution's). The caller has
     dropped the keys already stored (:func:`existing_keys`); one stored since raises
     ``asyncpg.UniqueViolationError`` on one of :data:`STORED_KEYS`."""
