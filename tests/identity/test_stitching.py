@@ -22,6 +22,26 @@ from tests.factories import touchpoint
 from tests.helpers import basic, bearer, refusing, scalar, serving, wait_until
 
 
+async def _identify_and_store(
+    client: httpx.AsyncClient,
+    write_key: str,
+    db: AsyncEngine,
+    *people: dict[str, dict[str, str]],
+) -> None:
+    """An identify call per ``{anonymousId: traits}``, each answered 200, then wait until the
+    pipeline has stored them all (the database holding no other events)."""
+    for person in people:
+        ((anonymous_id, traits),) = person.items()
+        call = {"anonymousId": anonymous_id, "traits": traits}
+        response = await client.post("/v1/identify", json=call, headers=basic(write_key))
+        assert response.status_code == 200, response.text
+
+    async def all_stored() -> bool:
+        return await scalar(db, "SELECT count(*) FROM events") == len(people)
+
+    await wait_until(all_stored)
+
+
 async def _profile(client: httpx.AsyncClient, token: str, kind: str, value: str) -> dict[str, Any]:
     response = await client.get(
         "/v1/customers/lookup", params={"kind": kind, "value": value}, headers=bearer(token)
@@ -331,18 +351,13 @@ async def test_contacts_giving_a_blocked_phone_number_in_other_spellings_stay_ap
     their own way. They stay two customers, and the number identifies nobody."""
     switchboard = settings.model_copy(update={"blocked_identifier_values": "+390212345678"})
     async with serving(create_app(switchboard)) as client:
-        for anonymous_id, email, phone in [
-            ("a1", "ada@example.com", "02 1234 5678"),
-            ("a2", "bob@example.com", "+39 02 1234 5678"),
-        ]:
-            call = {"anonymousId": anonymous_id, "traits": {"email": email, "phone": phone}}
-            response = await client.post("/v1/identify", json=call, headers=basic(write_key))
-            assert response.status_code == 200, response.text
-
-        async def both_stored() -> bool:
-            return await scalar(db, "SELECT count(*) FROM events") == 2
-
-        await wait_until(both_stored)
+        await _identify_and_store(
+            client,
+            write_key,
+            db,
+            {"a1": {"email": "ada@example.com", "phone": "02 1234 5678"}},
+            {"a2": {"email": "bob@example.com", "phone": "+39 02 1234 5678"}},
+        )
         assert await scalar(db, "SELECT count(*) FROM customers WHERE merged_into IS NULL") == 2
         ada = await _profile(client, read_token, "email", "ada@example.com")
         assert {(i["kind"], i["value"]) for i in ada["identities"]} == {
@@ -370,15 +385,9 @@ async def test_an_email_in_either_unicode_form_is_one_customer_found_by_either(
     """ "josé" typed with one "é" (NFC) on one device and as "e" and a combining accent (NFD)
     on another: one person, one customer, found by the address in either form."""
     nfc, nfd = "jos\u00e9@example.com", "jose\u0301@example.com"
-    for anonymous_id, email in [("a1", nfc), ("a2", nfd)]:
-        call = {"anonymousId": anonymous_id, "traits": {"email": email}}
-        response = await app_client.post("/v1/identify", json=call, headers=basic(write_key))
-        assert response.status_code == 200, response.text
-
-    async def both_stored() -> bool:
-        return await scalar(db, "SELECT count(*) FROM events") == 2
-
-    await wait_until(both_stored)
+    await _identify_and_store(
+        app_client, write_key, db, {"a1": {"email": nfc}}, {"a2": {"email": nfd}}
+    )
     assert await scalar(db, "SELECT count(*) FROM customers WHERE merged_into IS NULL") == 1
     by_nfc = await _profile(app_client, read_token, "email", nfc)
     by_nfd = await _profile(app_client, read_token, "email", nfd)
