@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, ClassVar, Self
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Self
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from app.openapi import inline
 
@@ -68,6 +69,20 @@ class QueryModel(BaseModel):
             raise RequestValidationError(
                 [{**error, "loc": ("query", *error["loc"])} for error in errors]
             ) from None
+
+
+def utc_instant(value: datetime) -> datetime:
+    """The instant in UTC; a time without an offset is one in UTC. asyncpg converts a time
+    to UTC as it sends it, and at the ends of Python's range (year 1 or 9999 with an offset)
+    that overflows: such a time is refused here, not by a failed query."""
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time must fall within years 1 to 9999 in UTC") from None
+
+
+# A time parameter (`since`, `until`): refused with a 422 where PostgreSQL could not be sent it.
+Instant = Annotated[datetime, AfterValidator(utc_instant)]
 
 
 def parameters(model: type[QueryModel]) -> dict[str, Any]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
 
 from app.customers.schemas import Merged, RequestedId
-from app.kit.query import QueryModel
+from app.kit.query import Instant, QueryModel
 from app.touchpoint import Channel, EventType
 
 
@@ -17,19 +17,6 @@ def _storable(stage: str) -> str:
     if "\x00" in stage:  # Postgres text cannot hold it (the query would fail)
         raise ValueError("no stage holds a NUL character")
     return stage
-
-
-def utc_instant(value: datetime) -> datetime:
-    """The instant in UTC; a time without an offset is one in UTC. asyncpg converts a time
-    to UTC as it sends it, and at the ends of Python's range (year 1 or 9999 with an offset)
-    that overflows: such a time is refused here, not by a failed query."""
-    try:
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError:
-        raise ValueError("a time must fall within years 1 to 9999 in UTC") from None
-
-
-Instant = Annotated[datetime, AfterValidator(utc_instant)]
 
 
 class TimelineParams(QueryModel):
