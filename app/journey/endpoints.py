@@ -12,7 +12,8 @@ from app.customers.endpoints import READ_ERRORS, TOKEN_ERRORS
 from app.db import ReadSessionDep
 from app.journey import service
 from app.journey.model import JourneyModel
-from app.journey.schemas import CustomerJourney, JourneyModelOut
+from app.journey.schemas import CustomerJourney, JourneyModelOut, JourneyParams
+from app.kit.query import parameters
 
 router = APIRouter(tags=["journey"])
 
@@ -27,14 +28,30 @@ ActiveModel = Annotated[JourneyModel, Depends(active_model)]
 
 
 @router.get(
-    "/v1/customers/{customer_id}/journey", response_model=CustomerJourney, responses=READ_ERRORS
+    "/v1/customers/{customer_id}/journey",
+    response_model=CustomerJourney,
+    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    openapi_extra=parameters(JourneyParams),
 )
 async def customer_journey(
-    customer_id: uuid.UUID, session: ReadSessionDep, model: ActiveModel, _: ReadAccess
+    customer_id: uuid.UUID,
+    session: ReadSessionDep,
+    model: ActiveModel,
+    _: ReadAccess,
+    params: Annotated[JourneyParams, Depends(JourneyParams.of)],
 ) -> CustomerJourney:
-    """The customer's current and furthest stage and every stage transition, oldest first.
-    A merged id answers with the survivor."""
-    return await service.customer_journey(session, customer_id, model)
+    """The customer's current and furthest stage and its stage transitions, oldest first,
+    with keyset pagination (`next_cursor`): the stages come on every page. A merged id
+    answers with the survivor."""
+    return await service.customer_journey(
+        session,
+        customer_id,
+        model,
+        limit=params.limit,
+        cursor=params.cursor,
+        since=params.since,
+        until=params.until,
+    )
 
 
 @router.get(

@@ -9,6 +9,23 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.customers.schemas import Merged, RequestedId
+from app.kit.query import Instant, QueryModel
+
+# Transitions a journey page holds by default, and at most: a customer's stage changes a few
+# times in a usual history, but a bot or a shared device can change it thousands of times.
+JOURNEY_PAGE = 100
+MAX_JOURNEY_PAGE = 1_000
+
+
+class JourneyParams(QueryModel):
+    """The journey's query parameters: a page of transitions, oldest first."""
+
+    limit: int = Field(JOURNEY_PAGE, ge=1, le=MAX_JOURNEY_PAGE)
+    cursor: str | None = Field(
+        None, max_length=200, description="`next_cursor` of the page before."
+    )
+    since: Instant | None = Field(None, description="Transitions entered at or after this time.")
+    until: Instant | None = Field(None, description="Transitions entered before this time.")
 
 
 class TransitionOut(BaseModel):
@@ -39,7 +56,12 @@ class CustomerJourney(BaseModel):
     )
     current_stage: str | None = Field(description="Stage of the latest stage-bearing event.")
     furthest_stage: str | None = Field(description="The highest stage ever reached.")
-    transitions: list[TransitionOut] = Field(description="Every change of stage, oldest first.")
+    transitions: list[TransitionOut] = Field(
+        description="Changes of stage, oldest first: a page of them (`limit`, `next_cursor`)."
+    )
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (later) page; null at the end."
+    )
 
 
 class PredicateOut(BaseModel):

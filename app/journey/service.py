@@ -56,6 +56,7 @@ from app.journey.model import JourneyModel, JourneyState
 from app.journey.rules import EventFacts
 from app.journey.schemas import CustomerJourney, TransitionOut
 from app.journey.writes import SavedJourney, TransitionRow
+from app.kit.cursor import decode_cursor, encode_time_and_id, time_and_id
 from app.touchpoint import EventKey, Touchpoint
 
 
@@ -162,11 +163,24 @@ async def persist(
 
 
 async def customer_journey(
-    session: AsyncSession, customer_id: uuid.UUID, model: JourneyModel
+    session: AsyncSession,
+    customer_id: uuid.UUID,
+    model: JourneyModel,
+    *,
+    limit: int,
+    cursor: str | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> CustomerJourney:
-    """A customer's journey; a merged id answers with the survivor. NotFound if unknown."""
+    """A page of a customer's journey: its stages (on every page) and up to ``limit``
+    transitions after ``cursor``, oldest first. A merged id answers with the survivor.
+    NotFound if unknown; InvalidRequest for a cursor this API did not issue."""
+    after = decode_cursor(cursor, time_and_id) if cursor else None
     customer = await resolve_customer(session, customer_id)
-    rows = await repository.transitions(session, customer.id)
+    query = repository.TransitionsQuery(customer.id, limit, after, since, until)
+    rows = await repository.transitions(session, query)
+    more = len(rows) > limit
+    rows = rows[:limit]
     return CustomerJourney(
         customer_id=customer.id,
         **answered_for(customer_id, customer.id),
@@ -187,4 +201,5 @@ async def customer_journey(
             )
             for t in rows
         ],
+        next_cursor=encode_time_and_id(rows[-1].entered_at, rows[-1].event_id) if more else None,
     )
