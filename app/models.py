@@ -127,7 +127,8 @@ class Identity(Base):
     """An identifier (kind, value) that belongs to exactly one customer."""
 
     __tablename__ = "identities"
-    __table_args__ = (Index(None, "customer_id"),)
+    # A customer's identities in (kind, value) order: profile, identity pages (migration 0010).
+    __table_args__ = (Index(None, "customer_id", "kind", "value"),)
 
     kind: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str] = mapped_column(Text, primary_key=True)
