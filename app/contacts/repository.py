@@ -3,48 +3,38 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.customers.repository import identity_summary
+
+# Each change lists its customer's identities as a profile does: bounded, with counts.
 _CHANGED_AFTER = text(
-    """
-    SELECT id, merged_into, traits, current_stage, furthest_stage, updated_at,
-           change_xid::text AS change_xid
-    FROM customers
-    WHERE (change_xid, id) > (CAST(:xid AS text)::xid8, :after)
-      AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY change_xid, id
-    LIMIT :limit
-    """
+    f"""
+    SELECT c.*, s.identities, s.identity_counts, s.identity_count, s.identities_truncated
+    FROM (
+        SELECT id, merged_into, traits, current_stage, furthest_stage, updated_at,
+               change_xid::text AS change_xid
+        FROM customers
+        WHERE (change_xid, id) > (CAST(:xid AS text)::xid8, :after)
+          AND change_xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY change_xid, id
+        LIMIT :limit
+    ) c CROSS JOIN LATERAL ({identity_summary("c.id")}) s
+    ORDER BY c.change_xid::xid8, c.id
+    """  # noqa: S608 (constant SQL: the values are parameters)
 )
 
 
 async def changed_after(
     session: AsyncSession, xid: int, after: uuid.UUID, limit: int
 ) -> Sequence[Any]:
+    """Up to ``limit`` customers changed after ``(xid, after)``, in that order, with their
+    identities as :func:`app.customers.repository.identity_summary` bounds them."""
     result = await session.execute(
         _CHANGED_AFTER, {"xid": str(xid), "after": after, "limit": limit}
     )
     return result.all()
-
-
-async def identities_of(
-    session: AsyncSession, customer_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[tuple[str, str]]]:
-    if not customer_ids:
-        return {}
-    result = await session.execute(
-        text(
-            "SELECT customer_id, kind, value FROM identities"
-            " WHERE customer_id = ANY(:ids) ORDER BY kind, value"
-        ),
-        {"ids": list(customer_ids)},
-    )
-    out: dict[uuid.UUID, list[tuple[str, str]]] = defaultdict(list)
-    for customer_id, kind, value in result:
-        out[customer_id].append((kind, value))
-    return out

@@ -8,7 +8,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.customers.schemas import IdentityOut
+from app.customers.schemas import (
+    IdentitiesTruncated,
+    IdentityCount,
+    IdentityCounts,
+    ListedIdentities,
+)
 from app.ingest.schemas import Id, Timestamp
 from app.openapi import inline
 
@@ -82,7 +87,10 @@ class ContactChange(BaseModel):
     merged_into: uuid.UUID | None = Field(
         description="Set when this customer was merged: the survivor to use instead."
     )
-    identities: list[IdentityOut]
+    identities: ListedIdentities
+    identity_counts: IdentityCounts
+    identity_count: IdentityCount
+    identities_truncated: IdentitiesTruncated
     traits: dict[str, Any]
     stage: str | None
     furthest_stage: str | None

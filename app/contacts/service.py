@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts import repository
 from app.contacts.schemas import ChangesPage, Contact, ContactChange
-from app.customers.schemas import IdentityOut
 from app.errors import InvalidRequest, validation_errors
 
 
@@ -83,12 +82,14 @@ async def changes(session: AsyncSession, since: str | None, limit: int) -> Chang
     that commits later; the last cursor is returned even when the page is empty."""
     xid, after = decode_cursor(since)
     rows = await repository.changed_after(session, xid, after, limit)
-    identities = await repository.identities_of(session, [r.id for r in rows])
     items = [
         ContactChange(
             customer_id=r.id,
             merged_into=r.merged_into,
-            identities=[IdentityOut(kind=k, value=v) for k, v in identities.get(r.id, [])],
+            identities=r.identities,
+            identity_counts=r.identity_counts,
+            identity_count=r.identity_count,
+            identities_truncated=r.identities_truncated,
             traits=r.traits,
             stage=r.current_stage,
             furthest_stage=r.furthest_stage,

@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.auth.dependencies import ReadAccess, read_token
 from app.customers import service
-from app.customers.schemas import Profile
+from app.customers.schemas import IdentitiesPage, IdentitiesParams, Profile
 from app.db import read_connection
 from app.errors import ProblemError
 from app.identity.identifiers import IdentityConfig
 from app.kit.direct import checks, with_uuid
+from app.kit.query import parameters
 from app.kit.responses import json_response
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -45,6 +46,28 @@ async def lookup(
 async def get_profile(request: Request, customer_id: uuid.UUID, _: ReadAccess) -> Response:
     """A customer's unified profile. A merged id answers with the survivor."""
     return await _profile(request, customer_id)
+
+
+@router.get(
+    "/{customer_id}/identities",
+    response_model=IdentitiesPage,
+    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    openapi_extra=parameters(IdentitiesParams),
+)
+async def identities(
+    request: Request,
+    customer_id: uuid.UUID,
+    _: ReadAccess,
+    params: Annotated[IdentitiesParams, Depends(IdentitiesParams.of)],
+) -> Response:
+    """Every identity of the customer, by kind then value, with keyset pagination
+    (`next_cursor`): the whole list a profile bounds. A merged id answers with the
+    survivor."""
+    async with read_connection(request) as connection:
+        page = await service.identities(
+            connection, customer_id, kind=params.kind, limit=params.limit, cursor=params.cursor
+        )
+    return json_response(page)
 
 
 async def _profile(request: Request, customer_id: uuid.UUID) -> Response:

@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.customers.schemas import (
+    PROFILE_IDENTITIES,
+    PROFILE_IDENTITIES_PER_KIND,
+    PROFILE_IDENTITY_KINDS,
+)
 from app.models import Customer
 
 if TYPE_CHECKING:
@@ -33,18 +38,66 @@ _CHAIN = f"""
     )
 """  # noqa: S608 (constant SQL: the id is the parameter)
 _LAST = "(SELECT id FROM chain ORDER BY hops DESC LIMIT 1)"
+
+
+def identity_summary(customer: str) -> str:
+    """A subquery (for a ``CROSS JOIN LATERAL``) of the identities of the customer whose id
+    is the SQL expression ``customer``, as a profile lists them: ``identities`` (a JSON array
+    of ``{kind, value}``, by kind then value: at most ``PROFILE_IDENTITIES_PER_KIND`` of each
+    kind, the first by value, and ``PROFILE_IDENTITIES`` in all), ``identity_counts`` (a
+    JSON object: how many of each of its first ``PROFILE_IDENTITY_KINDS`` kinds),
+    ``identity_count`` (all of them) and ``identities_truncated``. Its cost is a few rows of
+    ``ix_identities_customer_id_kind_value`` per kind, and counting the customer's entries
+    in it (an index-only scan): about 8 ms for 50,000 anonymous ids, where listing them all
+    had been megabytes."""
+    return f"""
+        WITH kinds AS (
+            SELECT kind, count(*) AS n FROM identities WHERE customer_id = {customer}
+            GROUP BY kind
+        ), listed AS (
+            SELECT k.kind, v.value FROM kinds k CROSS JOIN LATERAL (
+                SELECT i.value FROM identities i
+                WHERE i.customer_id = {customer} AND i.kind = k.kind
+                ORDER BY i.value LIMIT {PROFILE_IDENTITIES_PER_KIND}
+            ) v
+            ORDER BY k.kind, v.value LIMIT {PROFILE_IDENTITIES}
+        ), totals AS (
+            SELECT coalesce(sum(n), 0)::bigint AS n FROM kinds
+        )
+        SELECT (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'value', value)
+                                          ORDER BY kind, value), '[]') FROM listed) AS identities,
+               (SELECT coalesce(jsonb_object_agg(kind, n), '{{}}') FROM (
+                    SELECT kind, n FROM kinds ORDER BY kind LIMIT {PROFILE_IDENTITY_KINDS}
+                ) counted) AS identity_counts,
+               totals.n AS identity_count,
+               totals.n > (SELECT count(*) FROM listed) AS identities_truncated
+        FROM totals
+    """  # noqa: S608 (constant SQL: ``customer`` is a column, never a value)
+
+
 _SURVIVOR = f"{_CHAIN} SELECT {_LAST}"
 # A profile's JSON columns come as the text Postgres writes and go into the answer as they
-# are (``orjson.Fragment``); identities sorted by kind, then value.
+# are (``orjson.Fragment``); identities as :func:`identity_summary` bounds them.
 _PROFILE = f"""{_CHAIN}
     SELECT c.id, c.traits::text AS traits, c.current_stage, c.furthest_stage,
            c.first_seen_at, c.last_seen_at, c.event_count, c.channel_counts::text AS channel_counts,
-           (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', i.kind, 'value', i.value)
-                                      ORDER BY i.kind, i.value), '[]')
-            FROM identities i WHERE i.customer_id = c.id)::text AS identities
-    FROM customers c WHERE c.id = {_LAST}
+           s.identities::text AS identities, s.identity_counts::text AS identity_counts,
+           s.identity_count, s.identities_truncated
+    FROM customers c CROSS JOIN LATERAL ({identity_summary("c.id")}) s
+    WHERE c.id = {_LAST}
 """  # noqa: S608 (constant SQL: the id is the parameter)
 _OWNER = "SELECT customer_id FROM identities WHERE kind = $1 AND value = $2"
+# A page of a customer's identities ($1), by (kind, value): of one kind ($2) or all, after
+# the previous page's last (kind, value). Each is a range of
+# ix_identities_customer_id_kind_value, read in its order.
+_IDENTITIES = "SELECT kind, value FROM identities WHERE customer_id = $1"
+_PAGES = {
+    (False, False): f"{_IDENTITIES} ORDER BY kind, value LIMIT $2",
+    (True, False): f"{_IDENTITIES} AND kind = $2 ORDER BY kind, value LIMIT $3",
+    (False, True): f"{_IDENTITIES} AND (kind, value) > ($2, $3) ORDER BY kind, value LIMIT $4",
+    (True, True): f"{_IDENTITIES} AND kind = $2 AND (kind, value) > ($3, $4)"
+    " ORDER BY kind, value LIMIT $5",
+}
 
 
 async def survivor_id(
@@ -61,6 +114,25 @@ async def profile(
     """The survivor's profile row (JSON columns as text, ``identities`` a JSON array of
     ``{kind, value}``), or None for an unknown id."""
     return await connection.fetchrow(_PROFILE, customer_id)
+
+
+async def identities(
+    connection: asyncpg.Connection[Any],
+    customer_id: uuid.UUID,
+    *,
+    kind: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> list[dict[str, str]]:
+    """Up to ``limit`` of the customer's identities (of ``kind`` only, if given) after
+    ``after``, by kind then value, as ``{kind, value}`` dicts."""
+    args: list[Any] = [customer_id]
+    if kind is not None:
+        args.append(kind)
+    if after is not None:
+        args += after
+    rows = await connection.fetch(_PAGES[kind is not None, after is not None], *args, limit)
+    return [{"kind": row[0], "value": row[1]} for row in rows]
 
 
 async def owner_of(connection: asyncpg.Connection[Any], kind: str, value: str) -> uuid.UUID | None:

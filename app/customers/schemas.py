@@ -6,7 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from app.identity.identifiers import normalise_kind
+from app.kit.query import QueryModel
 
 # Every read by customer id answers for the survivor when the id was merged, and says so.
 RequestedId = Annotated[
@@ -27,11 +30,83 @@ class IdentityOut(BaseModel):
     value: str = Field(examples=["ada@example.com"])
 
 
+# A profile (and a change in the CRM feed) lists a customer's identities up to these bounds:
+# a shared device or a scraper can hold tens of thousands of anonymous ids, which made every
+# read of that profile megabytes long. The kinds a person has a few of (user id, email, phone,
+# CRM id: see the merge limits) are listed whole; `/v1/customers/{id}/identities` pages
+# through all of them.
+PROFILE_IDENTITIES_PER_KIND = 10
+PROFILE_IDENTITIES = 100
+PROFILE_IDENTITY_KINDS = 100  # kinds in `identity_counts`: custom kinds are any names
+
+# Identities a page of `/v1/customers/{id}/identities` holds by default, and at most.
+IDENTITIES_PAGE = 100
+MAX_IDENTITIES_PAGE = 1_000
+
+ListedIdentities = Annotated[
+    list[IdentityOut],
+    Field(
+        description=f"The customer's identities by kind, then value: at most "
+        f"{PROFILE_IDENTITIES_PER_KIND} of each kind (the first by value) and "
+        f"{PROFILE_IDENTITIES} in all. `/v1/customers/{{id}}/identities` lists every one."
+    ),
+]
+IdentityCounts = Annotated[
+    dict[str, int],
+    Field(
+        description=f"How many identities of each kind the customer holds (of its first "
+        f"{PROFILE_IDENTITY_KINDS} kinds by name), listed or not.",
+        examples=[{"anonymous_id": 48211, "email": 1, "user_id": 1}],
+    ),
+]
+IdentityCount = Annotated[int, Field(description="How many identities the customer holds.")]
+IdentitiesTruncated = Annotated[
+    bool, Field(description="True when `identities` leaves some of them out.")
+]
+
+
+def _kind(raw: str) -> str:
+    """A kind as events name them (``Loyalty Card`` is ``loyalty_card``)."""
+    try:
+        return normalise_kind(raw)
+    except ValueError:
+        raise ValueError(
+            "not an identifier kind: 1 to 64 letters, digits and _ (spaces, dashes and dots "
+            "read as _)"
+        ) from None
+
+
+class IdentitiesParams(QueryModel):
+    """The identity list's query parameters."""
+
+    kind: Annotated[str, Field(max_length=200), AfterValidator(_kind)] | None = Field(
+        None, description="Only identities of this kind.", examples=["anonymous_id"]
+    )
+    limit: int = Field(IDENTITIES_PAGE, ge=1, le=MAX_IDENTITIES_PAGE)
+    # Its position holds a kind and a value (64 and 255 characters), JSON-escaped in base64.
+    cursor: str | None = Field(
+        None, max_length=4096, description="`next_cursor` of the page before."
+    )
+
+
+class IdentitiesPage(BaseModel):
+    customer_id: uuid.UUID
+    requested_id: RequestedId = None
+    merged: Merged = False
+    items: list[IdentityOut] = Field(description="By kind, then value.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
 class Profile(BaseModel):
     id: uuid.UUID
     requested_id: RequestedId = None
     merged: Merged = False
-    identities: list[IdentityOut]
+    identities: ListedIdentities
+    identity_counts: IdentityCounts
+    identity_count: IdentityCount
+    identities_truncated: IdentitiesTruncated
     traits: dict[str, Any]
     stage: str | None = Field(description="Current journey stage.")
     furthest_stage: str | None

@@ -12,6 +12,7 @@ from app.customers import repository
 from app.customers.schemas import answered_for
 from app.errors import NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
+from app.kit.cursor import decode_cursor, encode_cursor
 from app.models import Customer
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ def _profile(row: asyncpg.Record, requested: uuid.UUID | None) -> dict[str, Any]
         "id": row["id"],
         **answered_for(requested, row["id"]),
         "identities": orjson.Fragment(row["identities"]),
+        "identity_counts": orjson.Fragment(row["identity_counts"]),
+        "identity_count": row["identity_count"],
+        "identities_truncated": row["identities_truncated"],
         "traits": orjson.Fragment(row["traits"]),
         "stage": row["current_stage"],
         "furthest_stage": row["furthest_stage"],
@@ -71,4 +75,44 @@ def _profile(row: asyncpg.Record, requested: uuid.UUID | None) -> dict[str, Any]
         "last_seen_at": row["last_seen_at"],
         "event_count": row["event_count"],
         "channel_counts": orjson.Fragment(row["channel_counts"]),
+    }
+
+
+def _kind_and_value(kind: str, value: str) -> tuple[str, str]:
+    if "\x00" in kind or "\x00" in value:  # Postgres text cannot hold it (a failed query)
+        raise ValueError("no identity holds a NUL character")
+    return kind, value
+
+
+async def identities(
+    connection: asyncpg.Connection[Any],
+    customer_id: uuid.UUID,
+    *,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """A page of the customer's identities (of ``kind`` only, if given), by kind then value,
+    after ``cursor``: the JSON-ready dict of an ``IdentitiesPage``. A merged id answers with
+    the survivor; NotFound if unknown; InvalidRequest for a cursor this API did not issue."""
+    after = decode_cursor(cursor, _kind_and_value) if cursor else None
+    # The page first, as the timeline does: an id that holds identities is a live customer
+    # (a merge moves them all in the transaction that marks the loser merged).
+    rows = await repository.identities(
+        connection, customer_id, kind=kind, after=after, limit=limit + 1
+    )
+    survivor = customer_id
+    if not rows:
+        survivor = await survivor_id(connection, customer_id)
+        if survivor != customer_id:
+            rows = await repository.identities(
+                connection, survivor, kind=kind, after=after, limit=limit + 1
+            )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "customer_id": survivor,
+        **answered_for(customer_id, survivor),
+        "items": rows,
+        "next_cursor": encode_cursor(rows[-1]["kind"], rows[-1]["value"]) if more else None,
     }
