@@ -89,15 +89,18 @@ _PROFILE = f"""{_CHAIN}
 _OWNER = "SELECT customer_id FROM identities WHERE kind = $1 AND value = $2"
 # A page of a customer's identities ($1), by (kind, value): of one kind ($2) or all, after
 # the previous page's last (kind, value). Each is a range of
-# ix_identities_customer_id_kind_value, read in its order.
+# ix_identities_customer_id_kind_value, read in its order from where the page starts.
 _IDENTITIES = "SELECT kind, value FROM identities WHERE customer_id = $1"
-_PAGES = {
-    (False, False): f"{_IDENTITIES} ORDER BY kind, value LIMIT $2",
-    (True, False): f"{_IDENTITIES} AND kind = $2 ORDER BY kind, value LIMIT $3",
-    (False, True): f"{_IDENTITIES} AND (kind, value) > ($2, $3) ORDER BY kind, value LIMIT $4",
-    (True, True): f"{_IDENTITIES} AND kind = $2 AND (kind, value) > ($3, $4)"
-    " ORDER BY kind, value LIMIT $5",
-}
+_ALL = f"{_IDENTITIES} ORDER BY kind, value LIMIT $2"
+_ALL_AFTER = f"{_IDENTITIES} AND (kind, value) > ($2, $3) ORDER BY kind, value LIMIT $4"
+_KIND = f"{_IDENTITIES} AND kind = $2 ORDER BY kind, value LIMIT $3"
+# PostgreSQL starts the index scan at the kind's first entry when a kind is asked for, even
+# with a (kind, value) bound: a cursor of that kind is a bound on the value instead, which it
+# starts at. A cursor of another kind (from a walk of all kinds) keeps the row bound.
+_KIND_AFTER_VALUE = f"{_IDENTITIES} AND kind = $2 AND value > $3 ORDER BY kind, value LIMIT $4"
+_KIND_AFTER = (
+    f"{_IDENTITIES} AND kind = $2 AND (kind, value) > ($3, $4) ORDER BY kind, value LIMIT $5"
+)
 
 
 async def survivor_id(
@@ -126,12 +129,16 @@ async def identities(
 ) -> list[dict[str, str]]:
     """Up to ``limit`` of the customer's identities (of ``kind`` only, if given) after
     ``after``, by kind then value, as ``{kind, value}`` dicts."""
-    args: list[Any] = [customer_id]
-    if kind is not None:
-        args.append(kind)
-    if after is not None:
-        args += after
-    rows = await connection.fetch(_PAGES[kind is not None, after is not None], *args, limit)
+    args: tuple[str, ...]
+    if kind is None:
+        query, args = (_ALL, ()) if after is None else (_ALL_AFTER, after)
+    elif after is None:
+        query, args = _KIND, (kind,)
+    elif after[0] == kind:
+        query, args = _KIND_AFTER_VALUE, (kind, after[1])
+    else:
+        query, args = _KIND_AFTER, (kind, *after)
+    rows = await connection.fetch(query, customer_id, *args, limit)
     return [{"kind": row[0], "value": row[1]} for row in rows]
 
 

@@ -201,6 +201,12 @@ async def test_identity_pages_walk_every_identity_once_by_kind_then_value(
     assert [(i["kind"], i["value"]) for i in response.json()["items"]] == [
         ("k002", f"v0{v}") for v in range(4)
     ]
+    late = await app_client.get(
+        f"/v1/customers/{customer}/identities",
+        params={"cursor": pages[7]["next_cursor"], "kind": "anonymous_id"},
+        headers=bearer(read_token),
+    )
+    assert (late.json()["items"], late.json()["next_cursor"]) == ([], None)
 
 
 async def test_identity_pages_refuse_bad_limits_kinds_and_cursors_and_answer_for_merged_ids(
