@@ -26,6 +26,24 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+async def walk_pages(
+    client: httpx.AsyncClient, token: str, url: str, **params: Any
+) -> list[dict[str, Any]]:
+    """Every page of a keyset-paged read, first to last, each passing the ``next_cursor``
+    of the one before as ``cursor`` (fails if they never end)."""
+    pages: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = await client.get(url, params=query, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        cursor = pages[-1]["next_cursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) < 100, "the pages never end"
+
+
 async def wait_until(
     predicate: Any, *, timeout: float = 30.0, interval: float = 0.1, log: Path | None = None
 ) -> Any:

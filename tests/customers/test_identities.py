@@ -21,7 +21,7 @@ from app.customers.schemas import (
 )
 from app.errors import PROBLEM_JSON
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer
+from tests.helpers import basic, bearer, walk_pages
 
 
 async def _customer(
@@ -141,21 +141,9 @@ async def test_a_profile_lists_a_bounded_few_of_each_kind_with_every_kinds_count
 
 
 async def _walk(
-    client: httpx.AsyncClient, token: str, customer: str, **params: Any
+    client: httpx.AsyncClient, token: str, customer: object, **params: Any
 ) -> list[dict[str, Any]]:
-    pages = []
-    cursor = None
-    while True:
-        query = {**params, **({"cursor": cursor} if cursor else {})}
-        response = await client.get(
-            f"/v1/customers/{customer}/identities", params=query, headers=bearer(token)
-        )
-        assert response.status_code == 200, response.text
-        pages.append(response.json())
-        cursor = pages[-1]["next_cursor"]
-        if cursor is None:
-            return pages
-        assert len(pages) < 100, "the pages never end"
+    return await walk_pages(client, token, f"/v1/customers/{customer}/identities", **params)
 
 
 def _items(pages: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ import httpx
 
 from app.errors import PROBLEM_JSON
 from tests.factories import T0, touchpoint
-from tests.helpers import bearer
+from tests.helpers import bearer, walk_pages
 from tests.journey.stored import customer_of, feed
 
 # In the default model a sign-up means interest and a product view consideration: alternating
@@ -53,21 +53,9 @@ def _keys(page: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def _walk(
-    client: httpx.AsyncClient, token: str, customer: uuid.UUID, **params: Any
+    client: httpx.AsyncClient, token: str, customer: object, **params: Any
 ) -> list[dict[str, Any]]:
-    pages = []
-    cursor = None
-    while True:
-        query = {**params, **({"cursor": cursor} if cursor else {})}
-        response = await client.get(
-            f"/v1/customers/{customer}/journey", params=query, headers=bearer(token)
-        )
-        assert response.status_code == 200, response.text
-        pages.append(response.json())
-        cursor = pages[-1]["next_cursor"]
-        if cursor is None:
-            return pages
-        assert len(pages) < 100, "the pages never end"
+    return await walk_pages(client, token, f"/v1/customers/{customer}/journey", **params)
 
 
 async def test_pages_walk_every_transition_once_oldest_first_with_the_stages_on_each(
