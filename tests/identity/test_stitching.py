@@ -269,7 +269,10 @@ async def test_an_id_at_the_end_of_a_longer_run_of_merges_than_reads_follow_read
         assert (survivor, answer["merged"], answer["requested_id"]) == (first, True, last), path
     profile = (await app_client.get(f"/v1/customers/{last}", headers=headers)).json()
     assert profile["event_count"] == 2 * count - 1
-    assert len(profile["identities"]) == count
+    assert (profile["identity_count"], profile["identities_truncated"]) == (count, True)
+    identities = (await app_client.get(f"/v1/customers/{last}/identities", headers=headers)).json()
+    assert (identities["customer_id"], identities["merged"]) == (first, True)
+    assert len(identities["items"]) == count
     timeline = (await app_client.get(f"/v1/customers/{last}/timeline", headers=headers)).json()
     assert len(timeline["items"]) == 2 * count - 1
     journey = (await app_client.get(f"/v1/customers/{last}/journey", headers=headers)).json()
