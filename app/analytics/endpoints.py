@@ -1,0 +1,57 @@
+"""Analytics read API (read token): `/v1/analytics/…`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from app.analytics import service
+from app.analytics.schemas import StagesOut, StagesParams
+from app.auth.dependencies import ReadAccess
+from app.config import Settings
+from app.customers.endpoints import TOKEN_ERRORS
+from app.db import read_connection
+from app.journey.endpoints import ActiveModel
+from app.kit.query import parameters
+
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
+
+ANALYTICS_ERRORS: dict[int | str, dict[str, Any]] = {
+    **TOKEN_ERRORS,
+    422: {"description": "A parameter is not valid (see `errors`)."},
+    503: {
+        "description": "The database could not be reached (retry after `Retry-After` seconds), "
+        "or the query ran longer than `PERCORSO_ANALYTICS_STATEMENT_TIMEOUT_MS` (`query-timeout`:"
+        " ask for less)."
+    },
+}
+
+
+def _timeout_ms(request: Request) -> int:
+    settings: Settings = request.state.settings
+    return settings.analytics_statement_timeout_ms
+
+
+@router.get(
+    "/stages",
+    response_model=StagesOut,
+    responses=ANALYTICS_ERRORS,
+    openapi_extra=parameters(StagesParams),
+)
+async def stages(
+    request: Request,
+    _: ReadAccess,
+    model: ActiveModel,
+    params: Annotated[StagesParams, Depends(StagesParams.of)],
+) -> StagesOut:
+    """Live customers (merged-away ids never count) by current stage and by furthest stage:
+    every stage of the active model in journey order with its count and share (stages
+    without customers included), those without a stage yet, and those in a stage the model
+    does not have. Optionally only customers last seen in `[last_seen_since,
+    last_seen_until)`."""
+    async with (
+        read_connection(request) as connection,
+        service.snapshot(connection, _timeout_ms(request)),
+    ):
+        return await service.stages(connection, model, params)
