@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from app.analytics import service
-from app.analytics.schemas import StagesOut, StagesParams
+from app.analytics.schemas import FunnelOut, FunnelParams, StagesOut, StagesParams
 from app.auth.dependencies import ReadAccess
 from app.config import Settings
 from app.customers.endpoints import TOKEN_ERRORS
@@ -55,3 +55,28 @@ async def stages(
         service.snapshot(connection, _timeout_ms(request)),
     ):
         return await service.stages(connection, model, params)
+
+
+@router.get(
+    "/funnel",
+    response_model=FunnelOut,
+    responses=ANALYTICS_ERRORS,
+    openapi_extra=parameters(FunnelParams),
+)
+async def funnel(
+    request: Request,
+    _: ReadAccess,
+    model: ActiveModel,
+    params: Annotated[FunnelParams, Depends(FunnelParams.of)],
+) -> FunnelOut:
+    """An ordered funnel over the model's stages (or `stages`): the customers whose first
+    entry ever into the first step falls in `[since, until)`, then at each later step those
+    who entered it after entering the previous one (within `within` of the first step, when
+    given), with the conversion from the previous and the first step and the median and
+    90th percentile time between the previous step and this one, in seconds. A customer who
+    skipped a step (a first order goes straight to purchase) leaves the funnel there."""
+    async with (
+        read_connection(request) as connection,
+        service.snapshot(connection, _timeout_ms(request)),
+    ):
+        return await service.funnel(connection, model, params)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator
 
 from app.kit.query import QueryModel
 from app.timeline.schemas import Instant
@@ -16,6 +17,42 @@ def _after(value: datetime | None, info: ValidationInfo, earlier: str) -> dateti
     if value is not None and start is not None and value <= start:
         raise ValueError(f"must be later than `{earlier}`")
     return value
+
+
+# The longest window an analytics query may cover, and its conversion or lookback windows.
+MAX_WINDOW: Final = timedelta(days=366)
+StageName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _seconds(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass  # an ISO 8601 duration, or nothing pydantic reads: it says which
+    return value
+
+
+# A length of time: an ISO 8601 duration (`P7D`, `PT1H30M`) or a number of seconds.
+Duration = Annotated[timedelta, BeforeValidator(_seconds)]
+
+
+class Window(QueryModel):
+    """A required time window ``[since, until)`` of at most :data:`MAX_WINDOW`."""
+
+    since: Instant = Field(description="Start of the window (included).")
+    until: Instant = Field(description="End of the window (excluded); at most 366 days later.")
+
+    @field_validator("until")
+    @classmethod
+    def _bounded(cls, value: datetime, info: ValidationInfo) -> datetime:
+        since = info.data.get("since")
+        if since is not None:
+            if value <= since:
+                raise ValueError("must be later than `since`")
+            if value - since > MAX_WINDOW:
+                raise ValueError("the window [since, until) may cover at most 366 days")
+        return value
 
 
 class StagesParams(QueryModel):
@@ -58,6 +95,50 @@ class StagesOut(BaseModel):
     customers: int = Field(description="Live customers counted (merged-away ids are not).")
     current: StageDistribution = Field(description="By current stage.")
     furthest: StageDistribution = Field(description="By furthest stage reached.")
+
+
+class FunnelParams(Window):
+    """The funnel's parameters: the window its first step is entered in, the steps, and a
+    conversion window."""
+
+    stages: list[StageName] | None = Field(
+        None,
+        min_length=2,
+        max_length=20,
+        description="The funnel's steps (repeat the parameter): 2 to 20 of the model's "
+        "stages, in the model's order. Default: every stage of the model.",
+    )
+    within: Duration | None = Field(
+        None,
+        ge=timedelta(seconds=1),
+        le=MAX_WINDOW,
+        description="Conversion window: a later step counts only if entered at most this "
+        "long after the first step (ISO 8601 duration, `P7D`, or seconds). Default: no limit.",
+    )
+
+
+class FunnelStep(BaseModel):
+    stage: str
+    customers: int = Field(description="Customers who reached this step, in the funnel's order.")
+    conversion_from_previous: float | None = Field(
+        description="`customers` over the previous step's, 0 to 1; null for the first step."
+    )
+    conversion_from_first: float = Field(description="`customers` over the first step's.")
+    median_seconds_from_previous: float | None = Field(
+        description="Median time from entering the previous step to entering this one, in "
+        "seconds; null for the first step and where nobody reached it."
+    )
+    p90_seconds_from_previous: float | None = Field(
+        description="90th percentile of that time, in seconds."
+    )
+
+
+class FunnelOut(BaseModel):
+    model: str
+    since: datetime
+    until: datetime
+    within_seconds: float | None = Field(description="The conversion window; null: none.")
+    steps: list[FunnelStep]
 
 
 def share(part: int, whole: int) -> float:

@@ -3,6 +3,7 @@ one bounded snapshot (:func:`snapshot`), answers in the model's stage order."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,8 +11,17 @@ from typing import Any
 import asyncpg
 
 from app.analytics import repository
-from app.analytics.schemas import StageCount, StageDistribution, StagesOut, StagesParams, share
-from app.errors import QueryTimeout
+from app.analytics.schemas import (
+    FunnelOut,
+    FunnelParams,
+    FunnelStep,
+    StageCount,
+    StageDistribution,
+    StagesOut,
+    StagesParams,
+    share,
+)
+from app.errors import InvalidParameters, QueryTimeout
 from app.journey.model import JourneyModel
 
 
@@ -65,3 +75,74 @@ def _distribution(
             n for stage, n in counts.items() if stage is not None and stage not in known
         ),
     )
+
+
+async def funnel(
+    connection: asyncpg.Connection[Any], model: JourneyModel, params: FunnelParams
+) -> FunnelOut:
+    """The funnel over ``params.stages`` (default: the model's): see the README's Analytics
+    section for what each number means."""
+    steps = _funnel_steps(model, params.stages)
+    counts = await repository.funnel(connection, steps, params.since, params.until, params.within)
+    first = counts[1].customers if 1 in counts else 0
+    out: list[FunnelStep] = []
+    previous = first
+    for index, stage in enumerate(steps, start=1):
+        count = counts.get(index)
+        customers = count.customers if count else 0
+        out.append(
+            FunnelStep(
+                stage=stage,
+                customers=customers,
+                conversion_from_previous=None if index == 1 else share(customers, previous),
+                conversion_from_first=share(customers, first),
+                median_seconds_from_previous=_seconds(count.median_gap) if count else None,
+                p90_seconds_from_previous=_seconds(count.p90_gap) if count else None,
+            )
+        )
+        previous = customers
+    return FunnelOut(
+        model=model.name,
+        since=params.since,
+        until=params.until,
+        within_seconds=params.within.total_seconds() if params.within else None,
+        steps=out,
+    )
+
+
+def _funnel_steps(model: JourneyModel, stages: list[str] | None) -> list[str]:
+    if stages is None:
+        return list(model.stages)
+    check_stages(model, stages, "stages")
+    ranks = [model.rank(stage) for stage in stages]
+    if any(later <= earlier for earlier, later in itertools.pairwise(ranks)):
+        raise InvalidParameters(
+            "the funnel's stages must be distinct and in the model's order",
+            errors=[
+                {
+                    "field": "query.stages",
+                    "message": f"list them in the model's order: {', '.join(model.stages)}",
+                }
+            ],
+        )
+    return stages
+
+
+def check_stages(model: JourneyModel, stages: list[str], field: str) -> None:
+    """:class:`InvalidParameters` naming ``field`` unless every stage is one of ``model``'s."""
+    unknown = [stage for stage in stages if stage not in model.stages]
+    if unknown:
+        raise InvalidParameters(
+            f"unknown stage {unknown[0]!r} in journey model {model.name!r}",
+            errors=[
+                {
+                    "field": f"query.{field}",
+                    "message": f"unknown stage {unknown[0]!r}; the model's stages: "
+                    f"{', '.join(model.stages)}",
+                }
+            ],
+        )
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
