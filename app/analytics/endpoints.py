@@ -7,7 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from app.analytics import service
-from app.analytics.schemas import FunnelOut, FunnelParams, StagesOut, StagesParams
+from app.analytics.schemas import (
+    FunnelOut,
+    FunnelParams,
+    StagesOut,
+    StagesParams,
+    TouchpointsOut,
+    TouchpointsParams,
+)
 from app.auth.dependencies import ReadAccess
 from app.config import Settings
 from app.customers.endpoints import TOKEN_ERRORS
@@ -80,3 +87,26 @@ async def funnel(
         service.snapshot(connection, _timeout_ms(request)),
     ):
         return await service.funnel(connection, model, params)
+
+
+@router.get(
+    "/touchpoints",
+    response_model=TouchpointsOut,
+    responses=ANALYTICS_ERRORS,
+    openapi_extra=parameters(TouchpointsParams),
+)
+async def touchpoints(
+    request: Request,
+    _: ReadAccess,
+    model: ActiveModel,
+    params: Annotated[TouchpointsParams, Depends(TouchpointsParams.of)],
+) -> TouchpointsOut:
+    """The channel by stage touchpoint matrix: events that occurred in `[since, until)` by
+    channel and by the stage the customer was in once the event was applied
+    (`events.stage`), each cell with its events and distinct customers, and the totals by
+    channel, by stage and in all. Machine activity is left out unless `include_machine`."""
+    async with (
+        read_connection(request) as connection,
+        service.snapshot(connection, _timeout_ms(request)),
+    ):
+        return await service.touchpoints(connection, model, params)

@@ -112,3 +112,32 @@ async def funnel(
     """Per step (1-based; steps nobody reached are absent) of the funnel over ``stages``."""
     rows = await connection.fetch(_FUNNEL, stages, since, until, within)
     return {r["step"]: StepCount(r["customers"], r["median"], r["p90"]) for r in rows}
+
+
+# One pass over the window's events: the cells and both margins, whose distinct customers
+# cannot be summed from the cells. `g_channel`/`g_stage`: the row groups by that column.
+_TOUCHPOINTS = """
+    SELECT GROUPING(channel) = 0 AS g_channel, GROUPING(stage) = 0 AS g_stage, channel, stage,
+           count(*) AS events, count(DISTINCT customer_id) AS customers
+    FROM events
+    WHERE occurred_at >= $1 AND occurred_at < $2
+      AND (cardinality($3::text[]) = 0 OR type = ANY($3::text[]))
+      AND (cardinality($4::text[]) = 0 OR event = ANY($4::text[]))
+      AND ($5 OR NOT flags ? 'machine_activity')
+    GROUP BY GROUPING SETS ((channel, stage), (channel), (stage), ())
+"""
+
+
+async def touchpoints(
+    connection: asyncpg.Connection[Any],
+    since: datetime,
+    until: datetime,
+    types: list[str],
+    events: list[str],
+    include_machine: bool,
+) -> list[asyncpg.Record]:
+    """Events occurred in ``[since, until)`` (of ``types`` and named ``events`` when not
+    empty) and their distinct customers: rows of ``g_channel, g_stage, channel, stage,
+    events, customers`` per channel and stage, per channel, per stage, and in all (a
+    grouping set with no events has no row)."""
+    return await connection.fetch(_TOUCHPOINTS, since, until, types, events, include_machine)

@@ -5,10 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from app.kit.query import QueryModel
 from app.timeline.schemas import Instant
+from app.touchpoint import EventType
 
 
 def _after(value: datetime | None, info: ValidationInfo, earlier: str) -> datetime | None:
@@ -22,6 +30,15 @@ def _after(value: datetime | None, info: ValidationInfo, earlier: str) -> dateti
 # The longest window an analytics query may cover, and its conversion or lookback windows.
 MAX_WINDOW: Final = timedelta(days=366)
 StageName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _storable(name: str) -> str:
+    if "\x00" in name:  # Postgres text cannot hold it (the query would fail)
+        raise ValueError("no event name holds a NUL character")
+    return name
+
+
+EventName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
 def _seconds(value: Any) -> Any:
@@ -139,6 +156,58 @@ class FunnelOut(BaseModel):
     until: datetime
     within_seconds: float | None = Field(description="The conversion window; null: none.")
     steps: list[FunnelStep]
+
+
+class TouchpointsParams(Window):
+    """The touchpoint matrix's parameters: the window events occurred in, and filters."""
+
+    type: list[EventType] | None = Field(
+        None, description="Only events of these types (repeat the parameter)."
+    )
+    event: list[EventName] | None = Field(
+        None, max_length=20, description="Only events of these names (exact; repeatable)."
+    )
+    include_machine: bool = Field(
+        False,
+        description="Count machine activity too (email opens by privacy proxies, clicks by "
+        "link scanners: events flagged `machine_activity`).",
+    )
+
+
+class Count(BaseModel):
+    events: int
+    customers: int = Field(description="Distinct (live) customers.")
+
+
+class TouchpointCell(Count):
+    channel: str
+    stage: str | None = Field(description="`events.stage`; null: the customer had no stage.")
+
+
+class ChannelCount(Count):
+    channel: str
+
+
+class StageTotal(Count):
+    stage: str | None
+
+
+class TouchpointsOut(BaseModel):
+    model: str
+    since: datetime
+    until: datetime
+    channels: list[str] = Field(description="Every channel, in a fixed order.")
+    stages: list[str | None] = Field(
+        description="The model's stages in order, then any other stage events carry (null: "
+        "no stage; a stage of another model) that has events in the window."
+    )
+    cells: list[TouchpointCell] = Field(
+        description="Every channel by every stage (`channels` by `stages`, channel-major), "
+        "zeros included."
+    )
+    by_channel: list[ChannelCount] = Field(description="Row totals, in `channels` order.")
+    by_stage: list[StageTotal] = Field(description="Column totals, in `stages` order.")
+    total: Count
 
 
 def share(part: int, whole: int) -> float:

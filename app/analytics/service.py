@@ -12,6 +12,8 @@ import asyncpg
 
 from app.analytics import repository
 from app.analytics.schemas import (
+    ChannelCount,
+    Count,
     FunnelOut,
     FunnelParams,
     FunnelStep,
@@ -19,10 +21,15 @@ from app.analytics.schemas import (
     StageDistribution,
     StagesOut,
     StagesParams,
+    StageTotal,
+    TouchpointCell,
+    TouchpointsOut,
+    TouchpointsParams,
     share,
 )
 from app.errors import InvalidParameters, QueryTimeout
 from app.journey.model import JourneyModel
+from app.models import CHANNELS
 
 
 @asynccontextmanager
@@ -146,3 +153,57 @@ def check_stages(model: JourneyModel, stages: list[str], field: str) -> None:
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+async def touchpoints(
+    connection: asyncpg.Connection[Any], model: JourneyModel, params: TouchpointsParams
+) -> TouchpointsOut:
+    """The channel by stage matrix of the window's events, every cell and both margins."""
+    rows = await repository.touchpoints(
+        connection,
+        params.since,
+        params.until,
+        list(params.type or []),
+        list(params.event or []),
+        params.include_machine,
+    )
+    cells: dict[tuple[str, str | None], Count] = {}
+    channels: dict[str, Count] = {}
+    stages: dict[str | None, Count] = {}
+    total = Count(events=0, customers=0)
+    for row in rows:
+        count = Count(events=row["events"], customers=row["customers"])
+        if row["g_channel"] and row["g_stage"]:
+            cells[row["channel"], row["stage"]] = count
+        elif row["g_channel"]:
+            channels[row["channel"]] = count
+        elif row["g_stage"]:
+            stages[row["stage"]] = count
+        else:
+            total = count
+    known = set(model.stages)
+    others = sorted((s for s in stages if s not in known), key=lambda s: (s is not None, s or ""))
+    axis: list[str | None] = [*model.stages, *others]
+    zero = Count(events=0, customers=0)
+    return TouchpointsOut(
+        model=model.name,
+        since=params.since,
+        until=params.until,
+        channels=list(CHANNELS),
+        stages=axis,
+        cells=[
+            TouchpointCell(
+                channel=channel, stage=stage, **cells.get((channel, stage), zero).__dict__
+            )
+            for channel in CHANNELS
+            for stage in axis
+        ],
+        by_channel=[
+            ChannelCount(channel=channel, **channels.get(channel, zero).model_dump())
+            for channel in CHANNELS
+        ],
+        by_stage=[
+            StageTotal(stage=stage, **stages.get(stage, zero).model_dump()) for stage in axis
+        ],
+        total=total,
+    )
