@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Request
 
 from app.analytics import service
 from app.analytics.schemas import (
+    AttributionOut,
+    AttributionParams,
     FunnelOut,
     FunnelParams,
     StagesOut,
@@ -110,3 +112,27 @@ async def touchpoints(
         service.snapshot(connection, _timeout_ms(request)),
     ):
         return await service.touchpoints(connection, model, params)
+
+
+@router.get(
+    "/attribution",
+    response_model=AttributionOut,
+    responses=ANALYTICS_ERRORS,
+    openapi_extra=parameters(AttributionParams),
+)
+async def attribution(
+    request: Request,
+    _: ReadAccess,
+    model: ActiveModel,
+    params: Annotated[AttributionParams, Depends(AttributionParams.of)],
+) -> AttributionOut:
+    """Which channels (or campaign sources, media, names) led to conversions: each entry into
+    `stage` (default `purchase`), or each `event`, in `[since, until)` gives one conversion's
+    credit to the converting customer's touchpoints (track, page and screen calls) in the
+    `lookback` before it, under the `model`: `first`, `last`, `linear` or `time_decay`.
+    Credits add up to `attributed`, the conversions that had a touchpoint."""
+    async with (
+        read_connection(request) as connection,
+        service.snapshot(connection, _timeout_ms(request)),
+    ):
+        return await service.attribution(connection, model, params)

@@ -10,6 +10,7 @@ transaction that marks it merged, then replays the survivor's history).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -141,3 +142,119 @@ async def touchpoints(
     events, customers`` per channel and stage, per channel, per stage, and in all (a
     grouping set with no events has no row)."""
     return await connection.fetch(_TOUCHPOINTS, since, until, types, events, include_machine)
+
+
+# What each dimension credits, as SQL over a touchpoint `e` (fixed texts, picked by name).
+_DIMENSIONS = {
+    "channel": "e.channel",
+    "campaign.source": "nullif(e.context #>> '{campaign,source}', '')",
+    "campaign.medium": "nullif(e.context #>> '{campaign,medium}', '')",
+    "campaign.name": "nullif(e.context #>> '{campaign,name}', '')",
+}
+# Conversions in [$2, $3): entries into stage $1, or events named $1.
+_CONVERSIONS = {
+    "stage": """
+        SELECT customer_id, entered_at AS at, event_id FROM stage_transitions
+        WHERE to_stage = $1 AND entered_at >= $2 AND entered_at < $3""",
+    "event": """
+        SELECT customer_id, occurred_at AS at, event_id FROM events
+        WHERE event = $1 AND occurred_at >= $2 AND occurred_at < $3
+          AND ($8 OR NOT flags ? 'machine_activity')""",
+}
+# A conversion's touchpoints: its customer's track, page and screen calls in the lookback
+# ($4) before it (in journey order, so never the converting event itself) that carry the
+# dimension. Weights per model ($5), each conversion's normalised to a credit of 1; time
+# decay halves every $6 seconds back from the conversion, counted from the conversion's
+# newest touchpoint (its weight 1, so the sum never underflows to 0). Values ranked by
+# credit; the first $7 listed, the rest summed.
+_ATTRIBUTION = """
+    WITH conversions AS ({conversions}),
+    touches AS (
+        SELECT c.customer_id, c.event_id AS conversion, t.value,
+               extract(epoch FROM c.at - t.occurred_at) AS age,
+               row_number() OVER w AS nth, count(*) OVER p AS n
+        FROM conversions c CROSS JOIN LATERAL (
+            SELECT e.occurred_at, e.event_id, {dimension} AS value FROM events e
+            WHERE e.customer_id = c.customer_id AND e.occurred_at >= c.at - $4::interval
+              AND (e.occurred_at, e.event_id) < (c.at, c.event_id)
+              AND e.type IN ('track', 'page', 'screen')
+              AND ($8 OR NOT e.flags ? 'machine_activity')
+        ) t
+        WHERE t.value IS NOT NULL
+        WINDOW p AS (PARTITION BY c.customer_id, c.event_id),
+               w AS (p ORDER BY t.occurred_at, t.event_id)
+    ),
+    weighted AS (
+        SELECT customer_id, conversion, value, CASE $5::text
+            WHEN 'first' THEN (nth = 1)::int::float8
+            WHEN 'last' THEN (nth = n)::int::float8
+            WHEN 'linear' THEN 1.0 / n
+            ELSE CASE WHEN (age - min(age) OVER p) / $6 > 1000 THEN 0
+                      ELSE power(0.5, (age - min(age) OVER p) / $6) END
+        END AS weight
+        FROM touches
+        WINDOW p AS (PARTITION BY customer_id, conversion)
+    ),
+    per_value AS (
+        SELECT value, sum(credit) AS credit, count(*) AS touchpoints
+        FROM (
+            SELECT value, weight / sum(weight) OVER (PARTITION BY customer_id, conversion)
+                AS credit
+            FROM weighted
+        ) credited
+        GROUP BY value
+    ),
+    ranked AS (
+        SELECT value, credit, touchpoints, row_number() OVER (ORDER BY credit DESC, value) AS r
+        FROM per_value
+    )
+    SELECT (SELECT count(*) FROM conversions) AS conversions,
+           (SELECT count(*) FROM (SELECT DISTINCT customer_id, conversion FROM touches) d)
+               AS attributed,
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(value, credit, touchpoints)
+                                      ORDER BY r), '[]')
+            FROM ranked WHERE r <= $7)::text AS top,
+           (SELECT count(*) FROM ranked WHERE r > $7) AS other_values,
+           (SELECT coalesce(sum(credit), 0) FROM ranked WHERE r > $7) AS other_credit,
+           (SELECT coalesce(sum(touchpoints), 0) FROM ranked WHERE r > $7) AS other_touchpoints
+"""
+
+
+@functools.cache
+def _attribution(conversion: str, dimension: str) -> str:
+    return _ATTRIBUTION.format(
+        conversions=_CONVERSIONS[conversion], dimension=_DIMENSIONS[dimension]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionQuery:
+    conversion: str  # "stage" or "event"
+    converted: str  # the stage or event name
+    since: datetime
+    until: datetime
+    lookback: timedelta
+    model: str
+    half_life: timedelta
+    dimension: str
+    limit: int
+    include_machine: bool
+
+
+async def attribution(connection: asyncpg.Connection[Any], q: AttributionQuery) -> asyncpg.Record:
+    """One row: ``conversions``, ``attributed`` (those with a touchpoint), ``top`` (JSON
+    text of ``[value, credit, touchpoints]`` arrays, most credit first, up to ``q.limit``)
+    and ``other_values``, ``other_credit``, ``other_touchpoints`` for the rest."""
+    row: asyncpg.Record | None = await connection.fetchrow(
+        _attribution(q.conversion, q.dimension),
+        q.converted,
+        q.since,
+        q.until,
+        q.lookback,
+        q.model,
+        q.half_life.total_seconds(),
+        q.limit,
+        q.include_machine,
+    )
+    assert row is not None  # an aggregate: always one row
+    return row

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -208,6 +208,84 @@ class TouchpointsOut(BaseModel):
     by_channel: list[ChannelCount] = Field(description="Row totals, in `channels` order.")
     by_stage: list[StageTotal] = Field(description="Column totals, in `stages` order.")
     total: Count
+
+
+AttributionModel = Literal["first", "last", "linear", "time_decay"]
+# What a touchpoint is credited to: its channel, or a field of Segment's `context.campaign`
+# (the UTM parameters analytics.js reads from the page's URL).
+Dimension = Literal["channel", "campaign.source", "campaign.medium", "campaign.name"]
+
+
+class AttributionParams(Window):
+    """Attribution's parameters: what a conversion is, the window conversions happened in,
+    how far back touchpoints count, the model and the dimension credited."""
+
+    stage: StageName | None = Field(
+        None,
+        description="A conversion is an entry into this stage (default `purchase`, when "
+        "`event` is not given).",
+    )
+    event: EventName | None = Field(
+        None, description="A conversion is an event of this name (exact), instead of a stage."
+    )
+    model: AttributionModel = Field(
+        "last",
+        description="`first` or `last` touch (all the credit to one touchpoint), `linear` "
+        "(shared equally) or `time_decay` (halved every `half_life` back from the conversion).",
+    )
+    dimension: Dimension = Field(
+        "channel",
+        description="What gets the credit: the touchpoint's channel, or its "
+        "`context.campaign` source, medium or name (utm_source, utm_medium, utm_campaign).",
+    )
+    lookback: Duration = Field(
+        timedelta(days=30),
+        ge=timedelta(seconds=1),
+        le=timedelta(days=90),
+        description="How long before a conversion its touchpoints count (ISO 8601 duration "
+        "or seconds; up to 90 days).",
+    )
+    half_life: Duration = Field(
+        timedelta(days=7),
+        ge=timedelta(minutes=1),
+        le=MAX_WINDOW,
+        description="`time_decay` only: a touchpoint this much older than another gets half "
+        "its weight.",
+    )
+    limit: int = Field(50, ge=1, le=500, description="Most values listed; the rest in `other`.")
+    include_machine: bool = Field(
+        False, description="Count machine activity as touchpoints (and conversions) too."
+    )
+
+
+class CreditOut(BaseModel):
+    value: str
+    credit: float = Field(description="Conversions credited to this value (fractions of one).")
+    touchpoints: int = Field(description="Touchpoints with this value before a conversion.")
+
+
+class OtherCredit(BaseModel):
+    values: int = Field(description="Values beyond `limit`.")
+    credit: float
+    touchpoints: int
+
+
+class AttributionOut(BaseModel):
+    model: AttributionModel
+    dimension: Dimension
+    stage: str | None = Field(description="The conversion stage; null for an event.")
+    event: str | None = Field(description="The conversion event; null for a stage.")
+    since: datetime
+    until: datetime
+    lookback_seconds: float
+    half_life_seconds: float | None = Field(description="`time_decay` only.")
+    conversions: int = Field(description="Conversions in the window.")
+    attributed: int = Field(
+        description="Conversions with at least one touchpoint: the credits add up to it."
+    )
+    unattributed: int = Field(description="Conversions without a touchpoint.")
+    values: list[CreditOut] = Field(description="Most credit first (then by value).")
+    other: OtherCredit
 
 
 def share(part: int, whole: int) -> float:

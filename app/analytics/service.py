@@ -9,14 +9,20 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.analytics import repository
+from app.analytics.repository import AttributionQuery
 from app.analytics.schemas import (
+    AttributionOut,
+    AttributionParams,
     ChannelCount,
     Count,
+    CreditOut,
     FunnelOut,
     FunnelParams,
     FunnelStep,
+    OtherCredit,
     StageCount,
     StageDistribution,
     StagesOut,
@@ -30,6 +36,9 @@ from app.analytics.schemas import (
 from app.errors import InvalidParameters, QueryTimeout
 from app.journey.model import JourneyModel
 from app.models import CHANNELS
+
+# The conversion stage when neither `stage` nor `event` is given.
+DEFAULT_CONVERSION_STAGE = "purchase"
 
 
 @asynccontextmanager
@@ -206,4 +215,56 @@ async def touchpoints(
             StageTotal(stage=stage, **stages.get(stage, zero).model_dump()) for stage in axis
         ],
         total=total,
+    )
+
+
+async def attribution(
+    connection: asyncpg.Connection[Any], model: JourneyModel, params: AttributionParams
+) -> AttributionOut:
+    """Credit for the window's conversions, per value of the dimension, under the model."""
+    if params.event is not None and params.stage is not None:
+        raise InvalidParameters(
+            "give a conversion `stage` or `event`, not both",
+            errors=[{"field": "query.event", "message": "give `stage` or `event`, not both"}],
+        )
+    stage = params.stage or (DEFAULT_CONVERSION_STAGE if params.event is None else None)
+    if stage is not None:
+        check_stages(model, [stage], "stage")
+    row = await repository.attribution(
+        connection,
+        AttributionQuery(
+            conversion="stage" if stage is not None else "event",
+            converted=stage if stage is not None else str(params.event),
+            since=params.since,
+            until=params.until,
+            lookback=params.lookback,
+            model=params.model,
+            half_life=params.half_life,
+            dimension=params.dimension,
+            limit=params.limit,
+            include_machine=params.include_machine,
+        ),
+    )
+    decaying = params.model == "time_decay"
+    return AttributionOut(
+        model=params.model,
+        dimension=params.dimension,
+        stage=stage,
+        event=params.event,
+        since=params.since,
+        until=params.until,
+        lookback_seconds=params.lookback.total_seconds(),
+        half_life_seconds=params.half_life.total_seconds() if decaying else None,
+        conversions=row["conversions"],
+        attributed=row["attributed"],
+        unattributed=row["conversions"] - row["attributed"],
+        values=[
+            CreditOut(value=value, credit=round(credit, 6), touchpoints=touchpoints)
+            for value, credit, touchpoints in orjson.loads(row["top"])
+        ],
+        other=OtherCredit(
+            values=row["other_values"],
+            credit=round(row["other_credit"], 6),
+            touchpoints=row["other_touchpoints"],
+        ),
     )

@@ -40,3 +40,9 @@ async def refused(client: httpx.AsyncClient, token: str, path: str, **params: An
     body = response.json()
     assert body["type"].endswith("/validation-failed")
     return {error["field"]: error["message"] for error in body["errors"]}
+
+
+def campaign(tp: Touchpoint, source: str, medium: str, name: str) -> Touchpoint:
+    """``tp`` with Segment's `context.campaign` (the page URL's UTM parameters)."""
+    tp.context = {**tp.context, "campaign": {"source": source, "medium": medium, "name": name}}
+    return tp
