@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, Request
 
 from app.analytics import service
 from app.analytics.schemas import (
+    AbandonedCartsOut,
     AttributionOut,
     AttributionParams,
+    CartsParams,
     FunnelOut,
     FunnelParams,
     StagesOut,
@@ -136,3 +138,26 @@ async def attribution(
         service.snapshot(connection, _timeout_ms(request)),
     ):
         return await service.attribution(connection, model, params)
+
+
+@router.get(
+    "/abandoned-carts",
+    response_model=AbandonedCartsOut,
+    responses={**ANALYTICS_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    openapi_extra=parameters(CartsParams),
+)
+async def abandoned_carts(
+    request: Request,
+    _: ReadAccess,
+    params: Annotated[CartsParams, Depends(CartsParams.of)],
+) -> AbandonedCartsOut:
+    """Customers whose latest cart activity (Segment's e-commerce events: `Product Added`,
+    `Product Removed`, `Cart Viewed`, `Checkout Started`, `Checkout Step Viewed`,
+    `Checkout Step Completed`, `Payment Info Entered`, `Coupon Entered`, `Coupon Applied`)
+    is older than `idle` and who have no `Order Completed` after it: newest first, with the
+    cart event's time, products, value and currency, keyset-paginated (`next_cursor`)."""
+    async with (
+        read_connection(request) as connection,
+        service.snapshot(connection, _timeout_ms(request)),
+    ):
+        return await service.abandoned_carts(connection, params)

@@ -11,11 +11,12 @@ transaction that marks it merged, then replays the survivor's history).
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import asyncpg
@@ -258,3 +259,51 @@ async def attribution(connection: asyncpg.Connection[Any], q: AttributionQuery) 
     )
     assert row is not None  # an aggregate: always one row
     return row
+
+
+# Cart activity in Segment's e-commerce spec (browsing, cart and checkout events before an
+# order), and the order that closes a cart.
+CART_EVENTS: Final = [
+    "Product Added",
+    "Product Removed",
+    "Cart Viewed",
+    "Checkout Started",
+    "Checkout Step Viewed",
+    "Checkout Step Completed",
+    "Payment Info Entered",
+    "Coupon Entered",
+    "Coupon Applied",
+]
+ORDER_EVENT: Final = "Order Completed"
+# Cart events in [$2, $3) (the idle cutoff) after which their customer did nothing more to
+# a cart and ordered nothing before $4 (as of): one range of the timeline's index each.
+# Newest first, keyset-paginated after ($5, $6) like the timeline.
+_CARTS = f"""
+    SELECT e.event_id::text AS event_id, e.customer_id, e.event, e.channel, e.occurred_at,
+           e.properties::text AS properties
+    FROM events e
+    WHERE e.event = ANY($1::text[]) AND e.occurred_at >= $2 AND e.occurred_at < $3
+      AND ($5::timestamptz IS NULL OR (e.occurred_at, e.event_id) < ($5, $6::uuid))
+      AND NOT EXISTS (
+          SELECT FROM events n
+          WHERE n.customer_id = e.customer_id
+            AND (n.occurred_at, n.event_id) > (e.occurred_at, e.event_id)
+            AND n.occurred_at < $4
+            AND (n.event = ANY($1::text[]) OR n.event = '{ORDER_EVENT}'))
+    ORDER BY e.occurred_at DESC, e.event_id DESC
+    LIMIT $7
+"""  # noqa: S608 (constant SQL)
+
+
+async def abandoned_carts(
+    connection: asyncpg.Connection[Any],
+    since: datetime,
+    cutoff: datetime,
+    as_of: datetime,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` customers' last cart events (``properties`` as JSON text), newest
+    first, after the position ``after``."""
+    at, event_id = after if after is not None else (None, None)
+    return await connection.fetch(_CARTS, CART_EVENTS, since, cutoff, as_of, at, event_id, limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
@@ -286,6 +287,58 @@ class AttributionOut(BaseModel):
     unattributed: int = Field(description="Conversions without a touchpoint.")
     values: list[CreditOut] = Field(description="Most credit first (then by value).")
     other: OtherCredit
+
+
+class CartsParams(QueryModel):
+    """Abandoned carts' parameters: how long a cart must have been left, the window its
+    last activity is looked for in, and the page."""
+
+    idle: Duration = Field(
+        timedelta(hours=1),
+        ge=timedelta(minutes=1),
+        le=timedelta(days=30),
+        description="A cart is abandoned once its last activity is this old (ISO 8601 "
+        "duration or seconds; 1 minute to 30 days).",
+    )
+    as_of: Instant | None = Field(
+        None, description="The moment to look from (default: now); later events are ignored."
+    )
+    since: Instant | None = Field(
+        None,
+        description="Only carts last active at or after this time (default: 30 days before "
+        "`as_of`; at most 366 days before it).",
+    )
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=200)
+
+
+class AbandonedCart(BaseModel):
+    customer_id: uuid.UUID
+    event_id: uuid.UUID = Field(description="The customer's last cart event.")
+    event: str = Field(examples=["Checkout Started"])
+    channel: str
+    occurred_at: datetime
+    products: list[dict[str, Any]] = Field(
+        description="The event's `products`; for `Product Added` or `Product Removed`, its "
+        "properties (the product)."
+    )
+    value: float | None = Field(
+        description="`value`, `revenue` or `total` of the event, or a product's `price` times "
+        "`quantity`; null where none is a number."
+    )
+    currency: str | None
+    properties: dict[str, Any]
+
+
+class AbandonedCartsOut(BaseModel):
+    as_of: datetime
+    since: datetime
+    idle_seconds: float
+    items: list[AbandonedCart] = Field(description="Newest cart activity first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (with the same parameters) for the next page; null at "
+        "the end."
+    )
 
 
 def share(part: int, whole: int) -> float:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeGuard
 
 import asyncpg
 import orjson
@@ -14,8 +15,12 @@ import orjson
 from app.analytics import repository
 from app.analytics.repository import AttributionQuery
 from app.analytics.schemas import (
+    MAX_WINDOW,
+    AbandonedCart,
+    AbandonedCartsOut,
     AttributionOut,
     AttributionParams,
+    CartsParams,
     ChannelCount,
     Count,
     CreditOut,
@@ -36,9 +41,14 @@ from app.analytics.schemas import (
 from app.errors import InvalidParameters, QueryTimeout
 from app.journey.model import JourneyModel
 from app.models import CHANNELS
+from app.timeline.service import decode_cursor, encode_cursor
 
 # The conversion stage when neither `stage` nor `event` is given.
 DEFAULT_CONVERSION_STAGE = "purchase"
+# How far back carts are looked for when `since` is not given.
+DEFAULT_CART_WINDOW = timedelta(days=30)
+# Events whose properties are one product (Segment's e-commerce spec).
+_PRODUCT_EVENTS = frozenset({"Product Added", "Product Removed"})
 
 
 @asynccontextmanager
@@ -268,3 +278,67 @@ async def attribution(
             touchpoints=row["other_touchpoints"],
         ),
     )
+
+
+async def abandoned_carts(
+    connection: asyncpg.Connection[Any], params: CartsParams
+) -> AbandonedCartsOut:
+    """Customers whose last cart activity is older than ``params.idle`` and who ordered
+    nothing after it, newest activity first, a page at a time."""
+    as_of = params.as_of or datetime.now(UTC)
+    since = params.since or as_of - DEFAULT_CART_WINDOW
+    if since >= as_of or as_of - since > MAX_WINDOW:
+        raise InvalidParameters(
+            "`since` must be before `as_of`, by at most 366 days",
+            errors=[{"field": "query.since", "message": "before `as_of`, by at most 366 days"}],
+        )
+    after = decode_cursor(params.cursor) if params.cursor else None
+    rows = await repository.abandoned_carts(
+        connection, since, as_of - params.idle, as_of, after, params.limit + 1
+    )
+    more = len(rows) > params.limit
+    items = [_cart(row) for row in rows[: params.limit]]
+    return AbandonedCartsOut(
+        as_of=as_of,
+        since=since,
+        idle_seconds=params.idle.total_seconds(),
+        items=items,
+        next_cursor=encode_cursor(items[-1].occurred_at, str(items[-1].event_id))
+        if more and items
+        else None,
+    )
+
+
+def _cart(row: asyncpg.Record) -> AbandonedCart:
+    properties = orjson.loads(row["properties"])
+    products = properties.get("products")
+    if not isinstance(products, list):
+        products = [properties] if row["event"] in _PRODUCT_EVENTS else []
+    currency = properties.get("currency")
+    return AbandonedCart(
+        customer_id=row["customer_id"],
+        event_id=row["event_id"],
+        event=row["event"],
+        channel=row["channel"],
+        occurred_at=row["occurred_at"],
+        products=[p for p in products if isinstance(p, dict)],
+        value=_value(properties),
+        currency=currency if isinstance(currency, str) else None,
+        properties=properties,
+    )
+
+
+def _value(properties: dict[str, Any]) -> float | None:
+    """The cart's value as the spec's events give it: `value`, `revenue` or `total`, else a
+    product's `price` times its `quantity` (1 when absent)."""
+    for key in ("value", "revenue", "total"):
+        if _number(found := properties.get(key)):
+            return float(found)
+    price, quantity = properties.get("price"), properties.get("quantity", 1)
+    if _number(price) and _number(quantity):
+        return float(price) * float(quantity)
+    return None
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
