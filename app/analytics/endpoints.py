@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
+import asyncpg
 from fastapi import APIRouter, Depends, Request
 
 from app.analytics import service
@@ -26,6 +28,8 @@ from app.db import read_connection
 from app.journey.endpoints import ActiveModel
 from app.kit.query import parameters
 
+T = TypeVar("T")
+
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
 ANALYTICS_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -39,9 +43,15 @@ ANALYTICS_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _timeout_ms(request: Request) -> int:
+async def _answer(request: Request, query: Callable[[asyncpg.Connection[Any]], Awaitable[T]]) -> T:
+    """``query``'s answer, run on a read connection in one bounded snapshot
+    (:func:`service.snapshot`, under ``PERCORSO_ANALYTICS_STATEMENT_TIMEOUT_MS``)."""
     settings: Settings = request.state.settings
-    return settings.analytics_statement_timeout_ms
+    async with (
+        read_connection(request) as connection,
+        service.snapshot(connection, settings.analytics_statement_timeout_ms),
+    ):
+        return await query(connection)
 
 
 @router.get(
@@ -61,11 +71,7 @@ async def stages(
     without customers included), those without a stage yet, and those in a stage the model
     does not have. Optionally only customers last seen in `[last_seen_since,
     last_seen_until)`."""
-    async with (
-        read_connection(request) as connection,
-        service.snapshot(connection, _timeout_ms(request)),
-    ):
-        return await service.stages(connection, model, params)
+    return await _answer(request, lambda c: service.stages(c, model, params))
 
 
 @router.get(
@@ -86,11 +92,7 @@ async def funnel(
     given), with the conversion from the previous and the first step and the median and
     90th percentile time between the previous step and this one, in seconds. A customer who
     skipped a step (a first order goes straight to purchase) leaves the funnel there."""
-    async with (
-        read_connection(request) as connection,
-        service.snapshot(connection, _timeout_ms(request)),
-    ):
-        return await service.funnel(connection, model, params)
+    return await _answer(request, lambda c: service.funnel(c, model, params))
 
 
 @router.get(
@@ -109,11 +111,7 @@ async def touchpoints(
     channel and by the stage the customer was in once the event was applied
     (`events.stage`), each cell with its events and distinct customers, and the totals by
     channel, by stage and in all. Machine activity is left out unless `include_machine`."""
-    async with (
-        read_connection(request) as connection,
-        service.snapshot(connection, _timeout_ms(request)),
-    ):
-        return await service.touchpoints(connection, model, params)
+    return await _answer(request, lambda c: service.touchpoints(c, model, params))
 
 
 @router.get(
@@ -133,11 +131,7 @@ async def attribution(
     credit to the converting customer's touchpoints (track, page and screen calls) in the
     `lookback` before it, under the `model`: `first`, `last`, `linear` or `time_decay`.
     Credits add up to `attributed`, the conversions that had a touchpoint."""
-    async with (
-        read_connection(request) as connection,
-        service.snapshot(connection, _timeout_ms(request)),
-    ):
-        return await service.attribution(connection, model, params)
+    return await _answer(request, lambda c: service.attribution(c, model, params))
 
 
 @router.get(
@@ -156,8 +150,4 @@ async def abandoned_carts(
     `Checkout Step Completed`, `Payment Info Entered`, `Coupon Entered`, `Coupon Applied`)
     is older than `idle` and who have no `Order Completed` after it: newest first, with the
     cart event's time, products, value and currency, keyset-paginated (`next_cursor`)."""
-    async with (
-        read_connection(request) as connection,
-        service.snapshot(connection, _timeout_ms(request)),
-    ):
-        return await service.abandoned_carts(connection, params)
+    return await _answer(request, lambda c: service.abandoned_carts(c, params))

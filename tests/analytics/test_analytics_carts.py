@@ -17,13 +17,14 @@ HOUR = 3600
 AS_OF = {"since": T0.isoformat(), "as_of": (T0 + timedelta(hours=10)).isoformat()}
 
 
-async def _carts(handle: Any, source_id: uuid.UUID) -> dict[str, uuid.UUID]:
+async def _carts(handle: Any, source_id: uuid.UUID, db: AsyncEngine) -> list[str]:
     """Hours after T0, looked at from 10 h. ada adds two of a product (1 h), starts checkout
     (2 h): abandoned. bob adds (3 h) and orders (4 h). cy ordered (1 h), then adds (5 h):
     abandoned. dan viewed his cart (2.5 h) and adds at 9.5 h: not idle for an hour yet.
     An anonymous shopper adds (6 h) and is merged into eve by her page at 7 h. frank views
     his cart (8 h) and orders at 12 h, after `as_of`. gus's cart is older than `since`. hal
-    adds (3 h) and orders at 4 h, an order stored late."""
+    adds (3 h) and orders at 4 h, an order stored late. Returns the (surviving) customer ids
+    of ada, cy, eve and frank."""
 
     def track(event: str, hours: float, properties: Any = None, **ids: Any) -> Any:
         at = T0 + timedelta(hours=hours)
@@ -59,6 +60,7 @@ async def _carts(handle: Any, source_id: uuid.UUID) -> dict[str, uuid.UUID]:
             track("Order Completed", 4, user_id="hal"),  # late
         ]
     )
+    return [await _owner(db, user) for user in ("ada", "cy", "eve", "frank")]
 
 
 async def _owner(db: AsyncEngine, user_id: str) -> str:
@@ -82,8 +84,7 @@ async def test_carts_left_without_an_order_newest_first_one_per_customer(
     source_id: uuid.UUID,
     db: AsyncEngine,
 ) -> None:
-    await _carts(handle, source_id)
-    ada, cy, eve, frank = [await _owner(db, u) for u in ("ada", "cy", "eve", "frank")]
+    ada, cy, eve, frank = await _carts(handle, source_id, db)
 
     body = await get(app_client, read_token, "abandoned-carts", **AS_OF)
 
@@ -112,8 +113,7 @@ async def test_pages_follow_the_cursor_and_the_idle_cutoff_and_since_are_edges(
     source_id: uuid.UUID,
     db: AsyncEngine,
 ) -> None:
-    await _carts(handle, source_id)
-    ada, cy, eve, frank = [await _owner(db, u) for u in ("ada", "cy", "eve", "frank")]
+    ada, cy, eve, frank = await _carts(handle, source_id, db)
 
     first = await get(app_client, read_token, "abandoned-carts", **AS_OF, limit=2)
     second = await get(
