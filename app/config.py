@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # Most bytes of a request's line and headers (431, or 414 for the request line, beyond).
     # A pixel call carries a whole event (up to 32 KB) base64'd in its URL (README).
     http_max_header_bytes: int = Field(default=64 * 1024, ge=4 * 1024, le=1024 * 1024)
+    # The longest one analytics query may run (PostgreSQL's statement_timeout, set for the
+    # request's transaction): a dashboard asking for too much gets a 503, and the database
+    # is not pinned by it.
+    analytics_statement_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
     # Seconds a verified write key or read token is trusted before it is checked again.
     auth_cache_ttl_s: float = Field(default=30.0, ge=0)
 

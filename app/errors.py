@@ -83,6 +83,13 @@ class InvalidRequest(ProblemError):
     status, type, title = 400, "invalid-request", "The request is not valid"
 
 
+class InvalidParameters(ProblemError):
+    """Parameters that are well-formed but not valid here (a stage the journey model does not
+    have): answered as FastAPI's own validation errors are, 422 with the failing fields."""
+
+    status, type, title = 422, "validation-failed", "The request parameters are not valid"
+
+
 class PayloadTooLarge(ProblemError):
     status, type, title = 400, "payload-too-large", "The request is too large"
 
@@ -105,6 +112,12 @@ class UnsupportedMediaType(ProblemError):
 
 class ServiceUnavailable(ProblemError):
     status, type, title = 503, "service-unavailable", "Temporarily unavailable"
+
+
+class QueryTimeout(ProblemError):
+    """A read ran longer than its statement timeout and was cancelled by the database."""
+
+    status, type, title = 503, "query-timeout", "The query took too long"
 
 
 # SQLSTATEs of a connection the database refused or lost, which asyncpg's errors carry and

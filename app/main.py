@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import openapi
+from app.analytics.endpoints import router as analytics_router
 from app.auth.dependencies import document_write_keys
 from app.auth.service import Authenticator
 from app.config import Settings
@@ -46,7 +47,8 @@ Percorso is an open-source customer-journey backend.
   `GET /pixel/v1/<type>?writeKey=…&anonymousId=…&event=…`) and the **email** open pixel
   and click redirect (`/v1/email/open.gif`, `/v1/email/click`) with signed tokens.
 * **Read API** (`/v1/customers/…`) serves unified profiles, timelines and
-  journeys (`/v1/journey/model`: the active journey model): authenticate with
+  journeys (`/v1/journey/model`: the active journey model), and journey analytics
+  (`/v1/analytics/…`): authenticate with
   `Authorization: Bearer <read token>`.
 
 Errors are `application/problem+json` (RFC 9457).
@@ -60,6 +62,10 @@ TAGS = [
     {"name": "customers", "description": "Unified profiles, lookups and timelines."},
     {"name": "crm", "description": "Contact upserts and the changes feed."},
     {"name": "journey", "description": "A customer's journey, and the active journey model."},
+    {
+        "name": "analytics",
+        "description": "Stage distribution, funnels, touchpoints, attribution, abandoned carts.",
+    },
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 
@@ -131,5 +137,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(email_router)
     app.include_router(contacts_router)
     app.include_router(journey_router)
+    app.include_router(analytics_router)
     app.include_router(health_router)
     return app

@@ -148,6 +148,13 @@ class Event(Base):
             text("occurred_at DESC"),
             text("event_id DESC"),
         ),
+        # Time windows across customers (analytics; migration 0011).
+        Index(
+            "ix_events_occurred_at_brin",
+            "occurred_at",
+            postgresql_using="brin",
+            postgresql_with={"autosummarize": "on"},
+        ),
     )
 
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
