@@ -5,13 +5,14 @@ worker process when there is an opener, `app.pipeline.opener`, which also encode
 timeline rows' own columns; a single touchpoint's are encoded as it is decoded) → dedupe
 (source, message_id) and drop the events of suppressed identifiers → resolve identity
 (locking the customers) → assign stages → insert new customers (with their final profile)
-and write the identity graph → write timeline → journey → update the known profiles → record dead letters. A batch is stored in runs of
-about ``max_events`` events (the first two a quarter and a half of that, unless a run of
-the batch before is still being stored), one after the other, each while the next is
-decoded, and the last while the caller's next batch is (:meth:`BatchHandler.begin`); a
-large run is first split into parts that share no customer
-(`app.identity.service.independent_parts`), stored side by side. The caller commits Kafka
-offsets only once the batch's outcome is in (every part has committed by then).
+and write the identity graph → write timeline → journey → update the known profiles →
+record dead letters. A batch is stored in runs of about ``max_events`` events (the first
+two a quarter and a half of that, unless a run of the batch before is still being
+stored), one after the other, each while the next is decoded, and the last while the
+caller's next batch is (:meth:`BatchHandler.begin`); a large run is first split into
+parts that share no customer (`app.identity.service.independent_parts`), stored side by
+side. The caller commits Kafka offsets only once the batch's outcome is in (every part
+has committed by then).
 
 Guarantees:
 * all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is

@@ -55,9 +55,7 @@ def upgrade() -> None:
         )
         """
     )
-    op.create_index(
-        op.f("ix_erased_customers_erasure_id"), "erased_customers", ["erasure_id"]
-    )
+    op.create_index(op.f("ix_erased_customers_erasure_id"), "erased_customers", ["erasure_id"])
     op.create_index(
         "ix_erased_customers_change_xid", "erased_customers", ["change_xid", "customer_id"]
     )
@@ -70,9 +68,7 @@ def upgrade() -> None:
         sa.Column("token_id", sa.UUID(), nullable=True),
         sa.Column("erasure_id", sa.BigInteger(), nullable=True),
         sa.CheckConstraint("reason IN ('erasure', 'request')", name=op.f("ck_suppressions_reason")),
-        sa.CheckConstraint(
-            "octet_length(digest) = 32", name=op.f("ck_suppressions_digest_length")
-        ),
+        sa.CheckConstraint("octet_length(digest) = 32", name=op.f("ck_suppressions_digest_length")),
         sa.ForeignKeyConstraint(
             ["erasure_id"], ["erasures.id"], name=op.f("fk_suppressions_erasure_id_erasures")
         ),
