@@ -34,6 +34,7 @@ from app.journey.endpoints import router as journey_router
 from app.journey.model import load_model
 from app.kit import gc
 from app.kit.direct import DirectRoutes
+from app.suppressions.endpoints import router as suppressions_router
 from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.endpoints import router as timeline_router
 
@@ -48,6 +49,8 @@ Percorso is an open-source customer-journey backend.
 * **Read API** (`/v1/customers/…`) serves unified profiles, timelines and
   journeys (`/v1/journey/model`: the active journey model): authenticate with
   `Authorization: Bearer <read token>`.
+* **Privacy** (admin token): a customer's export (`GET /v1/customers/{id}/export`) and
+  erasure (`DELETE /v1/customers/{id}`), and the suppression list (`/v1/suppressions`).
 
 Errors are `application/problem+json` (RFC 9457).
 """
@@ -60,6 +63,10 @@ TAGS = [
     {"name": "customers", "description": "Unified profiles, lookups and timelines."},
     {"name": "crm", "description": "Contact upserts and the changes feed."},
     {"name": "journey", "description": "A customer's journey, and the active journey model."},
+    {
+        "name": "privacy",
+        "description": "Export and erasure of a customer's data, and the suppression list.",
+    },
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 
@@ -131,5 +138,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(email_router)
     app.include_router(contacts_router)
     app.include_router(journey_router)
+    app.include_router(suppressions_router)
     app.include_router(health_router)
     return app

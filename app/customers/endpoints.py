@@ -72,6 +72,7 @@ async def get_profile(request: Request, customer_id: uuid.UUID, _: ReadAccess) -
         404: {"description": "No such customer."},
     },
     response_class=StreamingResponse,
+    tags=["privacy"],
 )
 async def export_customer(request: Request, customer_id: uuid.UUID, _: AdminAccess) -> Response:
     """Everything Percorso holds about a customer (data subject access): profile, every
@@ -97,6 +98,7 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
     "/{customer_id}",
     response_model=Erasure,
     responses={**ADMIN_ERRORS, 404: {"description": "No such customer, nor one erased."}},
+    tags=["privacy"],
 )
 async def erase_customer(
     request: Request,
