@@ -7,26 +7,15 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth.service import create_token
-from app.db import create_session_factory
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer, scalar, wait_until
 
 ADA_EMAIL = "ada.lovelace@example.com"
 ADA_IDS = ("anon-ada-laptop", "anon-ada-phone", "user-ada-1815", ADA_EMAIL)
 GRACE_IDS = ("anon-grace-1906", "grace.hopper@example.com")
-
-
-@pytest.fixture
-async def admin_token(db: AsyncEngine) -> str:
-    async with create_session_factory(db)() as session:
-        _, secret = await create_token(session, scope="admin", name="dpo")
-        await session.commit()
-    return secret
 
 
 async def _id_of(client: httpx.AsyncClient, token: str, kind: str, value: str) -> str:
