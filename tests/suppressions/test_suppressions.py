@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.kit.metrics import PIPELINE_EVENTS
 from app.pipeline.runner import Pipeline
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer, scalar, wait_until
+from tests.helpers import basic, bearer, profile_of, scalar, wait_until
 
 ADA = {"kind": "email", "value": "  Ada@Example.COM "}
 
@@ -155,10 +155,7 @@ async def test_a_suppressed_contact_is_refused_with_its_field_named(
 
 
 async def _profile_of(client: httpx.AsyncClient, token: str, email: str) -> dict[str, Any] | None:
-    found = await client.get(
-        "/v1/customers/lookup", params={"kind": "email", "value": email}, headers=bearer(token)
-    )
-    return found.json() if found.status_code == 200 else None
+    return await profile_of(client, token, "email", email)
 
 
 async def test_after_erasure_the_consumer_drops_the_erased_email_until_it_is_unsuppressed(
