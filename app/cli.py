@@ -15,6 +15,7 @@ from app.email.cli import email as email_cli
 from app.imports.cli import imports as imports_cli
 from app.journey.cli import journey as journey_cli
 from app.journey.cli import model_or_exit
+from app.suppressions.cli import suppressions
 
 cli = typer.Typer(
     help="Percorso: customer-journey backend.", no_args_is_help=True, add_completion=False
@@ -24,6 +25,7 @@ cli.add_typer(tokens, name="tokens")
 cli.add_typer(email_cli, name="email")
 cli.add_typer(imports_cli, name="import")
 cli.add_typer(journey_cli, name="journey")
+cli.add_typer(suppressions, name="suppressions")
 
 
 def _logging() -> None:

@@ -113,8 +113,9 @@ async def one_off_session(settings: Settings) -> AsyncIterator[AsyncSession]:
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session of the read API. Its engine runs in autocommit: every statement sees the
-    latest committed data and a GET costs no BEGIN/COMMIT round trips. Nothing the HTTP
-    API does writes to the database (events travel through Kafka)."""
+    latest committed data and a GET costs no BEGIN/COMMIT round trips. Events travel
+    through Kafka; the API's few writes (erasures, the suppression list) open their own
+    transactions on the read pool (:func:`read_connection`)."""
     factory: async_sessionmaker[AsyncSession] = request.state.read_sessions
     async with factory() as session:
         yield session

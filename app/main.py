@@ -35,6 +35,7 @@ from app.journey.endpoints import router as journey_router
 from app.journey.model import load_model
 from app.kit import gc
 from app.kit.direct import DirectRoutes
+from app.suppressions.endpoints import router as suppressions_router
 from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.endpoints import router as timeline_router
 
@@ -50,6 +51,8 @@ Percorso is an open-source customer-journey backend.
   journeys (`/v1/journey/model`: the active journey model), and journey analytics
   (`/v1/analytics/…`): authenticate with
   `Authorization: Bearer <read token>`.
+* **Privacy** (admin token): a customer's export (`GET /v1/customers/{id}/export`) and
+  erasure (`DELETE /v1/customers/{id}`), and the suppression list (`/v1/suppressions`).
 
 Errors are `application/problem+json` (RFC 9457).
 """
@@ -65,6 +68,10 @@ TAGS = [
     {
         "name": "analytics",
         "description": "Stage distribution, funnels, touchpoints, attribution, abandoned carts.",
+    },
+    {
+        "name": "privacy",
+        "description": "Export and erasure of a customer's data, and the suppression list.",
     },
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
@@ -138,5 +145,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(contacts_router)
     app.include_router(journey_router)
     app.include_router(analytics_router)
+    app.include_router(suppressions_router)
     app.include_router(health_router)
     return app

@@ -251,3 +251,65 @@ class Merge(Base):
     # The identifiers of the event that linked the two customers.
     identifiers: Mapped[list[dict[str, str]]] = mapped_column(JSONB)
     merged_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+SUPPRESSION_REASONS = ("erasure", "request")
+
+
+class Erasure(Base):
+    """The audit of one erasure (``DELETE /v1/customers/{id}``): which customer, when, who
+    asked (the API token's id) and how many rows went. Holds no identifier, trait or event:
+    only ids that name nothing outside Percorso, times and counts."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(always=False), primary_key=True)
+    # The survivor erased, and the id that was asked for (one merged into it, or the same).
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    requested_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    erased_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    token_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # Whether the customer's identifiers were suppressed with it.
+    suppress: Mapped[bool]
+    customers: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(BigInteger)
+    stage_transitions: Mapped[int] = mapped_column(BigInteger)
+    identities: Mapped[int] = mapped_column(Integer)
+    merges: Mapped[int] = mapped_column(Integer)
+    dead_letters: Mapped[int] = mapped_column(Integer)
+    suppressed: Mapped[int] = mapped_column(Integer)
+
+
+class ErasedCustomer(Base):
+    """A customer id an erasure removed (the survivor and each id merged into it), which the
+    CRM changes feed reports as erased, in its order: ``change_xid`` is the erasure's
+    transaction (see ``Customer.change_xid``)."""
+
+    __tablename__ = "erased_customers"
+    __table_args__ = (Index("ix_erased_customers_change_xid", "change_xid", "customer_id"),)
+
+    customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    erasure_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("erasures.id"), index=True)
+    change_xid: Mapped[int] = mapped_column(Xid8(), server_default=text("pg_current_xact_id()"))
+
+
+class Suppression(Base):
+    """An identifier whose events the pipeline drops and whose contacts the API refuses.
+    Kept as the SHA-256 of ``kind:value`` (normalised as events' identifiers are), never
+    the value: see app.suppressions."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        CheckConstraint(f"reason IN {SUPPRESSION_REASONS!r}", name="reason"),
+        CheckConstraint("octet_length(digest) = 32", name="digest_length"),
+    )
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    # ``erasure``: recorded by an erasure (``erasure_id``); ``request``: suppressed alone.
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    token_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    erasure_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("erasures.id"), index=True
+    )

@@ -145,6 +145,14 @@ async def read_token(db: AsyncEngine) -> str:
     return secret
 
 
+@pytest.fixture
+async def admin_token(db: AsyncEngine) -> str:
+    async with create_session_factory(db)() as session:
+        _, secret = await create_token(session, scope="admin", name="dpo")
+        await session.commit()
+    return secret
+
+
 @pytest.fixture(scope="session")
 async def pipeline(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Pipeline]:
     """One consumer for the session, running in the test loop."""

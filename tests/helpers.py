@@ -147,3 +147,17 @@ class Documented:
             assert said == (slug, problem["detail"]), f"{name}: {problem}"
         elif content := documented[status].get("content"):
             assert media_type in content, f"{name} as {media_type}, not {sorted(content)}"
+
+
+async def profile_of(
+    client: httpx.AsyncClient, token: str, kind: str, value: str
+) -> dict[str, Any] | None:
+    """The profile owning an identifier (``GET /v1/customers/lookup``); None if none does."""
+    found = await client.get(
+        "/v1/customers/lookup", params={"kind": kind, "value": value}, headers=bearer(token)
+    )
+    if found.status_code == 404:
+        return None
+    assert found.status_code == 200, found.text
+    profile: dict[str, Any] = found.json()
+    return profile

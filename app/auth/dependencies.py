@@ -1,4 +1,5 @@
-"""FastAPI dependencies for credentials: ``ReadAccess`` and the write key of a request."""
+"""FastAPI dependencies for credentials: ``ReadAccess``, ``AdminAccess`` and the write key of
+a request."""
 
 from __future__ import annotations
 
@@ -17,21 +18,32 @@ def authenticator(request: HTTPConnection) -> Authenticator:
     return auth
 
 
-class _ReadToken(HTTPBearer):
-    """The request's read token, checked: one dependency, which OpenAPI documents as the
-    ``HTTPBearer`` scheme. (As a token check depending on an ``HTTPBearer``, two levels of
-    FastAPI's dependency solving cost about 110,000 more instructions a timeline page, 3 %.)"""
+class _Token(HTTPBearer):
+    """The request's API token, checked for ``scope``: one dependency, which OpenAPI
+    documents as the ``HTTPBearer`` scheme. (As a token check depending on an
+    ``HTTPBearer``, two levels of FastAPI's dependency solving cost about 110,000 more
+    instructions a timeline page, 3 %.)"""
+
+    def __init__(self, scope: str) -> None:
+        # One scheme for both scopes: the operation's description says which it needs.
+        super().__init__(
+            scheme_name="HTTPBearer",
+            description="An API token: a read token reads, an admin token also administers.",
+            auto_error=False,
+        )
+        self.scope = scope
 
     async def __call__(self, request: HTTPConnection) -> TokenInfo:  # type: ignore[override]
         credentials = await super().__call__(request)
         secret = credentials.credentials if credentials else None
-        return await authenticator(request).token(secret, "read")
+        return await authenticator(request).token(secret, self.scope)
 
 
-read_token = _ReadToken(
-    scheme_name="HTTPBearer", description="A read (or admin) API token.", auto_error=False
-)
+read_token = _Token("read")
 ReadAccess = Annotated[TokenInfo, Depends(read_token)]
+# Administration: destructive acts, and bulk copies of a person's data (export).
+admin_token = _Token("admin")
+AdminAccess = Annotated[TokenInfo, Depends(admin_token)]
 
 
 def presented_write_key(request: Request) -> str | None:

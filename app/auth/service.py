@@ -130,7 +130,7 @@ class Authenticator:
         token = await self._lookup_token(digest)
         if token is None:
             if await self._lookup_source(digest) is not None:
-                raise Forbidden("a write key can only send events; use a read token here")
+                raise Forbidden("a write key can only send events; use an API token here")
             raise Unauthorized("the token is not valid", headers=challenge)
         if not token.allows(scope):
             raise Forbidden(f"this token's scope ({token.scope}) does not allow {scope}")

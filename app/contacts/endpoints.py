@@ -22,7 +22,7 @@ from app.contacts.schemas import (
     contacts_request_schema,
 )
 from app.customers.endpoints import TOKEN_ERRORS
-from app.db import ReadSessionDep
+from app.db import ReadSessionDep, read_connection
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.ingest import service as ingest
 from app.ingest.body import read_json
@@ -69,7 +69,9 @@ async def upsert_contacts(
 ) -> ContactsResponse:
     """Upsert up to 1,000 contacts. Each travels through the pipeline as an `identify` call
     on the `crm` channel, stitched by CRM id, email, phone and external ids. The answer
-    gives a verdict per contact; valid ones are accepted even when others are rejected."""
+    gives a verdict per contact; valid ones are accepted even when others are rejected. A
+    contact with a suppressed identifier (an erased person's, or one suppressed on request:
+    `/v1/suppressions`) is rejected, the identifier's field named."""
     raw = await read_json(request, MAX_CONTACTS_BYTES)
     key = presented_write_key(request)
     if key is None and isinstance(raw, dict) and isinstance(raw.get("writeKey"), str):
@@ -106,10 +108,16 @@ async def upsert_contacts(
             index=index, status="rejected", errors=[e.model_dump() for e in r.errors]
         )
     accepted_positions = [p for p in positions if p not in verdicts]
-    for position, tp in zip(accepted_positions, touchpoints, strict=True):
-        verdicts[position] = ContactVerdict(
-            index=position, status="accepted", message_id=tp.message_id
-        )
+    async with read_connection(request) as connection:
+        refused = await service.suppressed_contacts(connection, touchpoints)
+    for position, tp, errors in zip(accepted_positions, touchpoints, refused, strict=True):
+        if errors:
+            verdicts[position] = ContactVerdict(index=position, status="rejected", errors=errors)
+        else:
+            verdicts[position] = ContactVerdict(
+                index=position, status="accepted", message_id=tp.message_id
+            )
+    touchpoints = [tp for tp, errors in zip(touchpoints, refused, strict=True) if not errors]
     results = [verdicts[i] for i in range(len(contacts))]
     if not touchpoints:
         raise InvalidRequest(
@@ -136,6 +144,7 @@ async def contact_changes(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ChangesPage:
     """Profiles changed since the cursor — traits, identities, stage, merges (a merged
-    customer appears with `merged_into`, the survivor) — so a CRM can pull updates back.
+    customer appears with `merged_into`, the survivor; an erased one with `erased: true`,
+    each of its ids, so the CRM can erase it too) — so a CRM can pull updates back.
     Poll with the returned `next_cursor`; an empty page means nothing new yet."""
     return await service.changes(session, since, limit)

@@ -95,6 +95,11 @@ class ContactChange(BaseModel):
     stage: str | None
     furthest_stage: str | None
     updated_at: datetime
+    erased: bool = Field(
+        False,
+        description="The customer was erased (`DELETE /v1/customers/{id}`): erase it too."
+        " Nothing else is left of it: no identities, traits or stage.",
+    )
 
 
 class ChangesPage(BaseModel):

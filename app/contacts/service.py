@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.contacts import repository
 from app.contacts.schemas import ChangesPage, Contact, ContactChange
 from app.errors import InvalidRequest, validation_errors
+from app.suppressions import service as suppressions
+from app.touchpoint import Touchpoint
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 class ContactRejected(Exception):
@@ -53,6 +58,31 @@ def contact_message(raw: Any) -> dict[str, Any]:
     return message
 
 
+# The contact's field an identifier of each built-in kind comes from (others: external ids).
+_FIELD_OF_KIND = {"crm_id": "crm_id", "email": "email", "phone": "phone"}
+
+
+async def suppressed_contacts(
+    connection: asyncpg.Connection[Any], touchpoints: list[Touchpoint]
+) -> list[list[dict[str, Any]]]:
+    """Per contact (as its touchpoint), the errors of its suppressed identifiers: empty
+    for a contact that may be stored. One statement for the whole request."""
+    keys = [(i.kind, i.value) for tp in touchpoints for i in tp.identifiers]
+    suppressed = await suppressions.suppressed_among(connection, keys)
+    return [
+        [
+            {
+                "field": _FIELD_OF_KIND.get(i.kind, "external_ids"),
+                "message": f"this {i.kind} is suppressed (erased, or no longer to be"
+                " processed): the contact is not stored",
+            }
+            for i in tp.identifiers
+            if (i.kind, i.value) in suppressed
+        ]
+        for tp in touchpoints
+    ]
+
+
 # A change's transaction id is PostgreSQL's xid8: an unsigned 64-bit integer.
 XID8_END = 2**64
 
@@ -77,9 +107,10 @@ def decode_cursor(cursor: str | None) -> tuple[int, uuid.UUID]:
 
 
 async def changes(session: AsyncSession, since: str | None, limit: int) -> ChangesPage:
-    """Profiles changed after ``since`` in commit-safe order. Only changes of transactions
-    older than every transaction still running are returned, so a page never skips a change
-    that commits later; the last cursor is returned even when the page is empty."""
+    """Profiles changed (or erased) after ``since`` in commit-safe order. Only changes of
+    transactions older than every transaction still running are returned, so a page never
+    skips a change that commits later; the last cursor is returned even when the page is
+    empty."""
     xid, after = decode_cursor(since)
     rows = await repository.changed_after(session, xid, after, limit)
     items = [
@@ -94,6 +125,7 @@ async def changes(session: AsyncSession, since: str | None, limit: int) -> Chang
             stage=r.current_stage,
             furthest_stage=r.furthest_stage,
             updated_at=r.updated_at,
+            erased=r.erased,
         )
         for r in rows
     ]

@@ -1,15 +1,17 @@
-"""Profile read API (read token)."""
+"""Profile read API (read token); a customer's export and erasure (admin token)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
-from app.auth.dependencies import ReadAccess, read_token
-from app.customers import service
-from app.customers.schemas import IdentitiesPage, IdentitiesParams, Profile
+from app.auth.dependencies import AdminAccess, ReadAccess, read_token
+from app.customers import export, service
+from app.customers.schemas import Erasure, IdentitiesPage, IdentitiesParams, Profile
 from app.db import read_connection
 from app.errors import ProblemError
 from app.identity.identifiers import IdentityConfig
@@ -26,6 +28,15 @@ TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "The database could not be reached; retry after `Retry-After` seconds."},
 }
 READ_ERRORS = {**TOKEN_ERRORS, 404: {"description": "No such customer."}}
+# What an administrative operation may answer besides its own.
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **TOKEN_ERRORS,
+    403: {"description": "The credential is not an admin token (a read token, a write key)."},
+    503: {
+        "description": "The database could not be reached, or the pipeline's writers held"
+        " their lock too long; retry after `Retry-After` seconds."
+    },
+}
 
 
 @router.get("/lookup", response_model=Profile, responses=READ_ERRORS)
@@ -68,6 +79,73 @@ async def identities(
             connection, customer_id, kind=params.kind, limit=params.limit, cursor=params.cursor
         )
     return json_response(page)
+
+
+@router.get(
+    "/{customer_id}/export",
+    responses={
+        200: {
+            "description": "The customer's data as NDJSON: one JSON object a line, each with"
+            " a `record` field (`export`, `profile`, `identity`, `merge`, `stage_transition`,"
+            " `event`, then `end` with the count of each). A stream without the `end` line"
+            " was cut short.",
+            "content": {export.MEDIA_TYPE: {"schema": {"type": "string"}}},
+        },
+        **ADMIN_ERRORS,
+        404: {"description": "No such customer."},
+    },
+    response_class=StreamingResponse,
+    tags=["privacy"],
+)
+async def export_customer(request: Request, customer_id: uuid.UUID, _: AdminAccess) -> Response:
+    """Everything Percorso holds about a customer (data subject access): profile, every
+    identity, merge, stage transition and event (all fields), streamed as NDJSON from one
+    consistent snapshot. A merged id exports its survivor. Admin token: a bulk copy of one
+    person's data is an administrative act."""
+    lines = export.stream(request.state.read_pool, customer_id)
+    first = await anext(lines)  # a 404 goes out here, before any line
+    return StreamingResponse(
+        _prepend(first, lines),
+        media_type=export.MEDIA_TYPE,
+        headers={"content-disposition": f'attachment; filename="customer-{customer_id}.ndjson"'},
+    )
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+@router.delete(
+    "/{customer_id}",
+    response_model=Erasure,
+    responses={**ADMIN_ERRORS, 404: {"description": "No such customer, nor one erased."}},
+    tags=["privacy"],
+)
+async def erase_customer(
+    request: Request,
+    customer_id: uuid.UUID,
+    token: AdminAccess,
+    suppress: Annotated[
+        bool,
+        Query(
+            description="Also suppress its identifiers, so the pipeline drops their later"
+            ' events (Segment\'s "suppress with delete"); `false` only deletes, and a later'
+            " event starts a new profile."
+        ),
+    ] = True,
+) -> Response:
+    """Erase a customer and every customer merged into it (right to erasure): events,
+    stage transitions, identities, merges, profile and journey, and the dead letters that
+    hold one of its identifiers; by default its identifiers are suppressed. Answers the
+    audit record kept of it (ids, time, counts; no identifier). Idempotent: an id erased
+    before (the customer's, or one merged into it) answers 200 with the same record, so
+    a retry after a lost answer reads as done; an id never known is a 404. The changes
+    feed reports each erased id (`erased: true`)."""
+    async with read_connection(request) as connection:
+        done = await service.erase(connection, customer_id, suppress=suppress, token_id=token.id)
+    return json_response(done)
 
 
 async def _profile(request: Request, customer_id: uuid.UUID) -> Response:

@@ -7,6 +7,7 @@ asyncpg itself on the read pool (:func:`profile`, :func:`survivor_id`) or throug
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -152,3 +153,62 @@ async def survivor(session: AsyncSession, customer_id: uuid.UUID) -> Customer | 
     connection = await session.connection()
     found = (await connection.exec_driver_sql(_SURVIVOR, (customer_id,))).scalar()
     return None if found is None else await session.get(Customer, found)
+
+
+# A survivor ($1) and every customer merged into it, at any distance (a merge re-points
+# the customers merged into its loser, so one hop but for chains written before 0008).
+_FAMILY = f"""
+    WITH RECURSIVE family (id, hops) AS (
+        SELECT id, 0 FROM customers WHERE id = $1
+        UNION ALL
+        SELECT c.id, family.hops + 1 FROM customers c JOIN family ON c.merged_into = family.id
+        WHERE family.hops < {MAX_MERGE_HOPS}
+    )
+    SELECT id FROM family ORDER BY id
+"""  # noqa: S608 (constant SQL: the id is the parameter)
+
+
+async def family(connection: asyncpg.Connection[Any], survivor: uuid.UUID) -> list[uuid.UUID]:
+    """``survivor`` and the customers merged into it, in ascending id order (the order
+    customers are locked in); empty for an unknown id."""
+    return [r[0] for r in await connection.fetch(_FAMILY, survivor)]
+
+
+# What export writes, a row at a time: JSON columns as the text Postgres writes.
+EXPORT_PROFILE = """
+    SELECT id, created_at, updated_at, first_seen_at, last_seen_at, traits::text AS traits,
+           traits_at, event_count, channel_counts::text AS channel_counts, current_stage,
+           furthest_stage, journey_state::text AS journey_state, journey_model, journey_at,
+           journey_event_id
+    FROM customers WHERE id = $1
+"""
+EXPORT_IDENTITIES = """
+    SELECT kind, value, customer_id, created_at FROM identities
+    WHERE customer_id = ANY($1::uuid[]) ORDER BY kind, value
+"""
+EXPORT_MERGES = """
+    SELECT id, survivor_id, merged_id, event_id, identifiers::text AS identifiers, merged_at
+    FROM merges WHERE survivor_id = ANY($1::uuid[]) OR merged_id = ANY($1::uuid[]) ORDER BY id
+"""
+# One customer's ($1) at a time, each in its index's order (no sort however many).
+EXPORT_TRANSITIONS = """
+    SELECT customer_id, entered_at, exited_at, from_stage, to_stage, event_id, channel, event,
+           rule_id
+    FROM stage_transitions WHERE customer_id = $1 ORDER BY entered_at, event_id
+"""
+EXPORT_EVENTS = """
+    SELECT event_id, customer_id, source_id, message_id, type, event, channel, occurred_at,
+           sent_at, received_at, stored_at, stage, properties::text AS properties,
+           traits::text AS traits, context::text AS context, flags::text AS flags
+    FROM events WHERE customer_id = $1 ORDER BY occurred_at DESC, event_id DESC
+"""
+# Rows a cursor fetches at once: the API holds this many of an export's rows at a time.
+EXPORT_PREFETCH = 500
+
+
+def rows(
+    connection: asyncpg.Connection[Any], query: str, *args: Any
+) -> AsyncIterator[asyncpg.Record]:
+    """The rows of an ``EXPORT_*`` query through a server-side cursor, a few hundred at a
+    time (the caller holds a transaction open on ``connection``)."""
+    return connection.cursor(query, *args, prefetch=EXPORT_PREFETCH).__aiter__()

@@ -114,3 +114,25 @@ class Profile(BaseModel):
     last_seen_at: datetime
     event_count: int
     channel_counts: dict[str, int]
+
+
+class ErasureCounts(BaseModel):
+    customers: int = Field(description="The customer and those merged into it.")
+    events: int
+    stage_transitions: int
+    identities: int
+    merges: int
+    dead_letters: int = Field(description="Dead letters that held one of its identifiers.")
+    suppressed: int = Field(description="Its identifiers now on the suppression list.")
+
+
+class Erasure(BaseModel):
+    """What an erasure removed: the audit record Percorso keeps of it, which holds no
+    identifier. Asking again for an erased id answers the same record."""
+
+    id: int = Field(description="The erasure's number in the audit.")
+    customer_id: uuid.UUID = Field(description="The customer erased (the survivor).")
+    requested_id: uuid.UUID = Field(description="The id that was asked for.")
+    erased_at: datetime
+    suppress: bool = Field(description="Whether its identifiers were suppressed.")
+    counts: ErasureCounts

@@ -1,4 +1,5 @@
-"""Reading profiles. A merged customer's id answers with the survivor."""
+"""Reading profiles (a merged customer's id answers with the survivor), and erasing
+customers."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.customers import repository
+from app.customers import erasure, repository
 from app.customers.schemas import answered_for
 from app.errors import NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
 from app.kit.cursor import decode_cursor, encode_cursor
+from app.kit.locks import lock_writers_exclusively
 from app.models import Customer
+from app.suppressions import repository as suppressions
 
 if TYPE_CHECKING:
     import asyncpg
@@ -115,4 +118,70 @@ async def identities(
         **answered_for(customer_id, survivor),
         "items": rows,
         "next_cursor": encode_cursor(rows[-1]["kind"], rows[-1]["value"]) if more else None,
+    }
+
+
+async def erase(
+    connection: asyncpg.Connection[Any],
+    customer_id: uuid.UUID,
+    *,
+    suppress: bool,
+    token_id: uuid.UUID | None,
+) -> dict[str, Any]:
+    """Erase a customer and every customer merged into it: events, stage transitions,
+    identities, merges, profiles (with their journey state), and the dead letters that
+    hold one of their identifiers; with ``suppress``, each identifier goes on the
+    suppression list (app.suppressions). Records the audit row and reports each erased id
+    on the changes feed. Returns the audit record (an ``Erasure``, JSON-ready).
+
+    One transaction, under the writers' lock held exclusively, then the customers' row
+    locks in ascending id order: the pipeline's global lock order, so no deadlock, and no
+    pipeline transaction runs meanwhile. One that stored this person's events before
+    commits first and its events are erased; one after sees the customer gone and, with
+    ``suppress``, drops each event carrying an erased identifier (without, such an event
+    starts a new customer). Idempotent: an id erased before answers its erasure's record
+    again; an id never known is a 404."""
+    async with connection.transaction():
+        await lock_writers_exclusively(connection)
+        survivor = await repository.survivor_id(connection, customer_id)
+        if survivor is None:
+            done = await erasure.previous(connection, customer_id)
+            if done is None:
+                raise NotFound(f"no customer {customer_id}")
+            return _erasure(done)
+        # No pipeline transaction runs, so nothing merges meanwhile: these are all of them.
+        family = await erasure.lock(connection, await repository.family(connection, survivor))
+        keys = await erasure.identities(connection, family)
+        values = [value for _, value in keys]
+        counts = {"dead_letters": await erasure.delete_dead_letters(connection, values)}
+        counts |= await erasure.delete(connection, family)
+        counts["suppressed"] = len(keys) if suppress else 0
+        row = await erasure.record(
+            connection,
+            customers=family,
+            survivor=survivor,
+            requested=customer_id,
+            token_id=token_id,
+            suppress=suppress,
+            counts=counts,
+        )
+        if suppress:
+            await suppressions.add(
+                connection, keys, reason="erasure", token_id=token_id, erasure_id=row["id"]
+            )
+    return _erasure(row)
+
+
+_COUNTS = ("customers", "events", "stage_transitions", "identities", "merges", "dead_letters",
+           "suppressed")  # fmt: skip
+
+
+def _erasure(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "customer_id": row["customer_id"],
+        "requested_id": row["requested_id"],
+        "erased_at": row["erased_at"],
+        "suppress": row["suppress"],
+        "counts": {name: row[name] for name in _COUNTS},
     }

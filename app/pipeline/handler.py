@@ -3,15 +3,16 @@
 decode (a batch envelope into its touchpoints, built as the API builds them, ahead in a
 worker process when there is an opener, `app.pipeline.opener`, which also encodes their
 timeline rows' own columns; a single touchpoint's are encoded as it is decoded) → dedupe
-(source, message_id) → resolve identity (locking the customers) → assign stages → insert
-new customers (with their final profile) and write the identity graph → write timeline →
-journey → update the known profiles → record dead letters. A batch is stored in runs of
-about ``max_events`` events (the first two a quarter and a half of that, unless a run of
-the batch before is still being stored), one after the other, each while the next is
-decoded, and the last while the caller's next batch is (:meth:`BatchHandler.begin`); a
-large run is first split into parts that share no customer
-(`app.identity.service.independent_parts`), stored side by side. The caller commits Kafka
-offsets only once the batch's outcome is in (every part has committed by then).
+(source, message_id) and drop the events of suppressed identifiers → resolve identity
+(locking the customers) → assign stages → insert new customers (with their final profile)
+and write the identity graph → write timeline → journey → update the known profiles →
+record dead letters. A batch is stored in runs of about ``max_events`` events (the first
+two a quarter and a half of that, unless a run of the batch before is still being
+stored), one after the other, each while the next is decoded, and the last while the
+caller's next batch is (:meth:`BatchHandler.begin`); a large run is first split into
+parts that share no customer (`app.identity.service.independent_parts`), stored side by
+side. The caller commits Kafka offsets only once the batch's outcome is in (every part
+has committed by then).
 
 Guarantees:
 * all-or-nothing per part; a retryable failure (deadlock, serialization, stale read) is
@@ -23,6 +24,10 @@ Guarantees:
   without this could lose every retry, which stopped the consumer);
 * a message that can never be stored (undecodable, or rejected by the database) is isolated
   and dead-lettered with its reason, and the rest of the batch is stored;
+* an event carrying a suppressed identifier (app.suppressions) is dropped: neither stored
+  nor dead-lettered, only counted (``outcome="suppressed"``). Exactly as the list stands
+  when its transaction takes the writers' lock: an erasure or a change of the list holds
+  that lock exclusively, so it comes wholly before or wholly after each transaction;
 * an event already stored (same source and message id) is skipped, so redelivery after a
   crash stores nothing twice; so is a dead letter already stored (same origin,
   `app.pipeline.deadletter`), and the outcome names it again only until the caller has
@@ -50,10 +55,12 @@ from app.identity.policy import MergePolicy
 from app.ingest import envelope
 from app.journey import service as journey
 from app.journey.model import JourneyModel
+from app.kit.locks import WRITERS_LOCK
 from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters, mark_published
 from app.pipeline.opener import EnvelopeOpener, Opened
-from app.timeline.writes import STORED_KEYS, existing_keys, insert_events, own_fields
+from app.suppressions import repository as suppressions
+from app.timeline.writes import STORED_KEYS, insert_events, own_fields, stored_or_suppressed
 from app.touchpoint import InvalidTouchpoint, Touchpoint
 
 log = logging.getLogger(__name__)
@@ -61,9 +68,6 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 # From this attempt a transaction runs alone (see the module docstring).
 ALONE_FROM_ATTEMPT = 3
-# The advisory lock every pipeline transaction holds: shared, or exclusive to run alone.
-# Taken first, before any other lock, so waiting for it never closes a cycle.
-WRITERS_LOCK = 0x70657263_6F72736F  # "percorso"
 # Every statement of the transaction looks rows up by key, for far fewer keys than the table
 # has rows: the plan to want is an index probe per key. Without statistics (a table filling
 # since the last ANALYZE), Postgres assumes 200 distinct values per column, so it expects
@@ -120,6 +124,8 @@ class Record:
 class Outcome:
     stored: int = 0
     duplicates: int = 0
+    # Dropped, not stored nor dead-lettered: they carry a suppressed identifier.
+    suppressed: int = 0
     # For the dead-letter topic: the letters stored, and any stored before that it has not
     # had yet (a redelivery's other letters were published already).
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -127,6 +133,7 @@ class Outcome:
     def add(self, other: Outcome) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
+        self.suppressed += other.suppressed
         self.dead_letters += other.dead_letters
 
 
@@ -162,6 +169,10 @@ class BatchHandler:
         # The run queued last (of this batch, or of one begun before while its runs were
         # pending): the next one is stored after it.
         self._queued: asyncio.Task[Outcome] | None = None
+        # Whether the suppression list held anything at the last transaction's look: then
+        # the next one asks about its identifiers in its dedupe statement (a hint only:
+        # each transaction sees the list as it is, `_wanted`).
+        self._suppressing = False
 
     async def mark_published(self, letters: Sequence[DeadLetter]) -> None:
         """Note that ``letters`` (of an outcome) are on the dead-letter topic: a redelivery
@@ -429,6 +440,7 @@ class BatchHandler:
             else:
                 PIPELINE_EVENTS.labels("stored").inc(outcome.stored)
                 PIPELINE_EVENTS.labels("duplicate").inc(outcome.duplicates)
+                PIPELINE_EVENTS.labels("suppressed").inc(outcome.suppressed)
                 PIPELINE_EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
                 return outcome
         raise AssertionError("unreachable")
@@ -466,6 +478,7 @@ class BatchHandler:
                 continue
             total.stored += outcome.stored
             total.duplicates += outcome.duplicates
+            total.suppressed += outcome.suppressed
         return total
 
     def _item_of(self, origin: dict[Any, Record], record: Record, tp: Touchpoint) -> int:
@@ -495,9 +508,13 @@ class BatchHandler:
             letters = await insert_dead_letters(conn, dead)
             if not touchpoints:
                 return Outcome(dead_letters=letters)
-            fresh = await _drop_duplicates(conn, touchpoints)
+            fresh, suppressed = await self._wanted(conn, touchpoints)
             if not fresh:
-                return Outcome(duplicates=len(touchpoints), dead_letters=letters)
+                return Outcome(
+                    duplicates=len(touchpoints) - suppressed,
+                    suppressed=suppressed,
+                    dead_letters=letters,
+                )
             stitching = await identity.resolve(conn, fresh, self._policy, owners)
             resolution = stitching.resolution
             plan = journey.plan_stages(self._model, fresh, resolution)
@@ -527,21 +544,48 @@ class BatchHandler:
                 delta.journey = saved.get(delta.customer_id)
             await apply_deltas(conn, known)
             return Outcome(
-                stored=len(fresh), duplicates=len(touchpoints) - len(fresh), dead_letters=letters
+                stored=len(fresh),
+                duplicates=len(touchpoints) - len(fresh) - suppressed,
+                suppressed=suppressed,
+                dead_letters=letters,
             )
 
+    async def _wanted(
+        self, conn: asyncpg.Connection[Any], touchpoints: list[Touchpoint]
+    ) -> tuple[list[Touchpoint], int]:
+        """The touchpoints to store, and how many were dropped as suppressed: those already
+        stored (same source and message id, or a repeat in the batch) go, and so does every
+        one carrying a suppressed identifier (app.suppressions), in the dedupe's statement.
 
-async def _drop_duplicates(
-    conn: asyncpg.Connection[Any], touchpoints: list[Touchpoint]
-) -> list[Touchpoint]:
-    seen = await existing_keys(conn, [(tp.source_id, tp.message_id) for tp in touchpoints])
-    fresh = []
-    for tp in touchpoints:
-        key = (tp.source_id, tp.message_id)
-        if key not in seen:
-            seen.add(key)  # also drops a repeat inside the batch
-            fresh.append(tp)
-    return fresh
+        Exact, not a cache: the suppression list only changes under the writers' lock held
+        exclusively (an erasure, a suppression), and this transaction holds it shared, so
+        every statement of it sees the list as the transaction began. While the list is
+        empty this costs one probe of it in that statement and nothing in Python."""
+        ask = _identifier_keys(touchpoints) if self._suppressing else None
+        found = await stored_or_suppressed(
+            conn, [(tp.source_id, tp.message_id) for tp in touchpoints], ask
+        )
+        self._suppressing = found.suppressing
+        suppressed = found.suppressed
+        if found.suppressing and suppressed is None:  # the list was empty at the last look
+            suppressed = await suppressions.suppressed_among(conn, _identifier_keys(touchpoints))
+        seen = found.keys
+        fresh = []
+        dropped = 0
+        for tp in touchpoints:
+            key = (tp.source_id, tp.message_id)
+            if key not in seen:
+                seen.add(key)  # also drops a repeat inside the batch
+                if suppressed and any((i.kind, i.value) in suppressed for i in tp.identifiers):
+                    dropped += 1
+                else:
+                    fresh.append(tp)
+        return fresh, dropped
+
+
+def _identifier_keys(touchpoints: list[Touchpoint]) -> list[tuple[str, str]]:
+    """The touchpoints' identifiers as ``(kind, value)``, each once."""
+    return list({(i.kind, i.value) for tp in touchpoints for i in tp.identifiers})
 
 
 def _profile_deltas(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
@@ -12,22 +13,64 @@ import asyncpg
 import orjson
 
 from app.kit import bulk
+from app.suppressions import repository as suppressions
 from app.touchpoint import Channel, EventType, Touchpoint
 
 _KEYS = bulk.rows_from("$1", "source_id uuid, message_id text")
 _EXISTING = f"""
-    SELECT e.source_id, e.message_id FROM events e JOIN {_KEYS} AS k USING (source_id, message_id)
+    SELECT e.source_id, e.message_id, NULL AS kind
+    FROM events e JOIN {_KEYS} AS k USING (source_id, message_id)
 """  # noqa: S608 (constant SQL: the keys are the parameter)
+# The same, and one row of NULLs if the suppression list is not empty (a probe of its
+# primary key: nothing the pipeline's Python pays for while the list is empty) ...
+_ANY_SUPPRESSION = f"UNION ALL SELECT NULL, NULL, NULL WHERE {suppressions.ANY_SUPPRESSION}"
+_EXISTING_OR_ANY = f"{_EXISTING} {_ANY_SUPPRESSION}"
+# ... and which of the identifiers in $2 are suppressed (a probe of it per identifier).
+_IDENTIFIERS = bulk.rows_from("$2", "kind text, value text")
+_EXISTING_OR_SUPPRESSED = f"""{_EXISTING}
+    UNION ALL SELECT NULL, i.value, i.kind FROM {_IDENTIFIERS} AS i
+    WHERE EXISTS (
+        SELECT FROM suppressions s WHERE s.digest = {suppressions.digest_of("i.kind", "i.value")}
+    )
+    {_ANY_SUPPRESSION}
+"""  # noqa: S608 (constant SQL: keys and identifiers are the parameters)
 
 
-async def existing_keys(
-    conn: asyncpg.Connection[Any], keys: Sequence[tuple[uuid.UUID, str]]
-) -> set[tuple[uuid.UUID, str]]:
-    """Which ``(source_id, message_id)`` pairs are already on a timeline."""
-    if not keys:
-        return set()
-    found = await conn.fetch(_EXISTING, bulk.rows(keys))
-    return {(r["source_id"], r["message_id"]) for r in found}
+@dataclass(slots=True)
+class Stored:
+    """What :func:`stored_or_suppressed` found."""
+
+    # The ``(source_id, message_id)`` pairs already on a timeline.
+    keys: set[tuple[uuid.UUID, str]]
+    # Whether any identifier at all is suppressed.
+    suppressing: bool
+    # Of the identifiers asked about, the suppressed ones (None: none was asked about).
+    suppressed: set[tuple[str, str]] | None
+
+
+async def stored_or_suppressed(
+    conn: asyncpg.Connection[Any],
+    keys: Sequence[tuple[uuid.UUID, str]],
+    identifiers: Sequence[tuple[str, str]] | None = None,
+) -> Stored:
+    """Which ``(source_id, message_id)`` pairs are already on a timeline, whether the
+    suppression list holds anything and, when ``identifiers`` (``(kind, value)``) are
+    given, which of them it holds: one statement (app.suppressions)."""
+    if identifiers is None:
+        found = await conn.fetch(_EXISTING_OR_ANY, bulk.rows(keys))
+    else:
+        found = await conn.fetch(_EXISTING_OR_SUPPRESSED, bulk.rows(keys), bulk.rows(identifiers))
+    stored: set[tuple[uuid.UUID, str]] = set()
+    suppressed: set[tuple[str, str]] = set()
+    suppressing = False
+    for source_id, text, kind in found:
+        if source_id is not None:
+            stored.add((source_id, text))
+        elif kind is not None:
+            suppressed.add((kind, text))
+        else:
+            suppressing = True
+    return Stored(stored, suppressing, None if identifiers is None else suppressed)
 
 
 # What a second copy of a stored event violates (its id and its source's message id are
@@ -137,7 +180,7 @@ async def insert_events(
     (encoded ahead: in a decode worker, or as a single touchpoint was decoded); the others
     are encoded here. ``flags``: flags
     to store after some touchpoints' own, by index (identity resolution's). The caller has
-    dropped the keys already stored (:func:`existing_keys`); one stored since raises
+    dropped the keys already stored (:func:`stored_or_suppressed`); one stored since raises
     ``asyncpg.UniqueViolationError`` on one of :data:`STORED_KEYS`."""
     if touchpoints:
         rows = _copy_data(touchpoints, customers, stages, encoded or {}, flags or {})

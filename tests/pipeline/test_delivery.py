@@ -32,7 +32,7 @@ from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline import handler as handler_module
 from app.pipeline.handler import BatchHandler, Record
 from app.pipeline.runner import Pipeline
-from app.timeline.writes import existing_keys
+from app.timeline.writes import Stored, stored_or_suppressed
 from tests.factories import touchpoint
 from tests.helpers import basic, scalar, wait_until
 
@@ -226,12 +226,13 @@ async def test_events_stored_by_another_consumer_after_the_dedupe_read_are_retri
 
     misses = [True]
 
-    async def miss_once(conn: Any, keys: Any) -> set[tuple[uuid.UUID, str]]:
+    async def miss_once(conn: Any, keys: Any, identifiers: Any = None) -> Stored:
+        found = await stored_or_suppressed(conn, keys, identifiers)
         if misses.pop() if misses else False:
-            return set()  # as if the other consumer committed just after this read
-        return await existing_keys(conn, keys)
+            found.keys.clear()  # as if the other consumer committed just after this read
+        return found
 
-    monkeypatch.setattr(handler_module, "existing_keys", miss_once)
+    monkeypatch.setattr(handler_module, "stored_or_suppressed", miss_once)
     retries = PIPELINE_RETRIES.labels("stale_read")
     before = retries._value.get()
     later = [touchpoint(source_id, user_id="u1", message_id="m-3", at=3)]

@@ -1,0 +1,117 @@
+"""SQL of erasure (asyncpg; the caller owns the transaction and holds the writers' lock
+exclusively: app.customers.service.erase)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+_LOCK = "SELECT id FROM customers WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+_IDENTITIES = "SELECT kind, value FROM identities WHERE customer_id = ANY($1::uuid[])"
+# Each table's rows of the customers ($1), children before the rows they reference.
+_DELETES = {
+    "stage_transitions": "DELETE FROM stage_transitions WHERE customer_id = ANY($1::uuid[])",
+    "events": "DELETE FROM events WHERE customer_id = ANY($1::uuid[])",
+    "merges": "DELETE FROM merges WHERE survivor_id = ANY($1::uuid[])"
+    " OR merged_id = ANY($1::uuid[])",
+    "identities": "DELETE FROM identities WHERE customer_id = ANY($1::uuid[])",
+    "customers": "DELETE FROM customers WHERE id = ANY($1::uuid[])",
+}
+# A dead letter holds the message as it came, so its values are as sent, not normalised:
+# matched without regard to case, as a whole JSON string ("ada@example.com", quotes
+# included: an id "42" is not every letter with a 42 in it), or as the whole Kafka key
+# (the first of anonymous id, user id or identifier). Both sides go through the same
+# `escape` encoding, which reads any bytes (a letter need not be UTF-8).
+_DEAD_LETTERS = """
+    WITH needle AS (
+        SELECT lower(encode(convert_to(v, 'UTF8'), 'escape')) AS key,
+               lower(encode(convert_to('"' || v || '"', 'UTF8'), 'escape')) AS quoted
+        FROM unnest($1::text[]) AS v
+    )
+    DELETE FROM dead_letters d WHERE EXISTS (
+        SELECT FROM needle
+        WHERE strpos(lower(encode(d.payload, 'escape')), needle.quoted) > 0
+           OR lower(encode(d.key, 'escape')) = needle.key
+    )
+"""
+_RECORD = """
+    INSERT INTO erasures (customer_id, requested_id, token_id, suppress, customers, events,
+                          stage_transitions, identities, merges, dead_letters, suppressed)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    RETURNING *
+"""
+_ERASED = """
+    INSERT INTO erased_customers (customer_id, erasure_id)
+    SELECT unnest($1::uuid[]), $2
+"""
+_PREVIOUS = """
+    SELECT e.* FROM erased_customers c JOIN erasures e ON e.id = c.erasure_id
+    WHERE c.customer_id = $1
+"""
+
+
+async def lock(conn: asyncpg.Connection[Any], customers: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Lock the customers' rows in ascending id order (the pipeline's order); those there."""
+    return [r[0] for r in await conn.fetch(_LOCK, list(customers))]
+
+
+async def identities(
+    conn: asyncpg.Connection[Any], customers: Sequence[uuid.UUID]
+) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in await conn.fetch(_IDENTITIES, list(customers))]
+
+
+async def delete_dead_letters(conn: asyncpg.Connection[Any], values: Sequence[str]) -> int:
+    """Delete the dead letters that hold any of ``values``; how many."""
+    if not values:
+        return 0
+    return _count(await conn.execute(_DEAD_LETTERS, sorted(set(values))))
+
+
+async def delete(conn: asyncpg.Connection[Any], customers: Sequence[uuid.UUID]) -> dict[str, int]:
+    """Delete every row of the customers; how many of each table."""
+    ids = list(customers)
+    return {table: _count(await conn.execute(sql, ids)) for table, sql in _DELETES.items()}
+
+
+async def record(
+    conn: asyncpg.Connection[Any],
+    *,
+    customers: Sequence[uuid.UUID],
+    survivor: uuid.UUID,
+    requested: uuid.UUID,
+    token_id: uuid.UUID | None,
+    suppress: bool,
+    counts: dict[str, int],
+) -> asyncpg.Record:
+    """The audit row of an erasure, and each erased customer id for the changes feed."""
+    row = await conn.fetchrow(
+        _RECORD,
+        survivor,
+        requested,
+        token_id,
+        suppress,
+        counts["customers"],
+        counts["events"],
+        counts["stage_transitions"],
+        counts["identities"],
+        counts["merges"],
+        counts["dead_letters"],
+        counts["suppressed"],
+    )
+    assert row is not None
+    await conn.execute(_ERASED, list(customers), row["id"])
+    recorded: asyncpg.Record = row
+    return recorded
+
+
+async def previous(conn: asyncpg.Connection[Any], customer_id: uuid.UUID) -> asyncpg.Record | None:
+    """The audit row of the erasure that removed ``customer_id``, if one did."""
+    return await conn.fetchrow(_PREVIOUS, customer_id)
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])  # "DELETE 3"
