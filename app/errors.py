@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app import openapi
@@ -252,6 +253,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return await on_problem(request, problem)
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # The client went, or was cut off for a body that stopped arriving (answered 408 by
+        # app.kit.http_protocol), before the endpoint had read its body: a client's doing,
+        # not an error to log with its traceback. The answer goes nowhere.
+        return problem_response(
+            400,
+            "client-disconnected",
+            "The client disconnected",
+            "The connection closed before the request's body was received.",
+            instance=request.url.path,
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Run by Starlette's ServerErrorMiddleware, which raises the error again once this
         # answered: the server logs it with its traceback, once (and a test client raises it).
@@ -269,6 +282,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(raised, on_database)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)
     openapi.amend(app, _document_problems)
 

@@ -23,7 +23,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.kit.http_protocol import HeadLimitedProtocol
+from app.config import Settings
+from app.kit.http_protocol import uvicorn_options
 
 _BODY = b"x" * 1024
 _REQUESTS = {
@@ -85,7 +86,8 @@ class _Transport(asyncio.Transport):
 
 def protocols() -> dict[str, Callable[..., asyncio.Protocol]]:
     """The protocols compared: uvicorn's, and the API's as ``percorso api`` builds it."""
-    return {"uvicorn": HttpToolsProtocol, "percorso": HeadLimitedProtocol}
+    api: Callable[..., asyncio.Protocol] = uvicorn_options(Settings())["http"]
+    return {"uvicorn": HttpToolsProtocol, "percorso": api}
 
 
 async def _round(factory: Callable[..., asyncio.Protocol], request: bytes, requests: int) -> float:
