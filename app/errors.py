@@ -256,14 +256,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_disconnect(request: Request, exc: Exception) -> Response:
         # The client went, or was cut off for a body that stopped arriving (answered 408 by
         # app.kit.http_protocol), before the endpoint had read its body: a client's doing,
-        # not an error to log with its traceback. The answer goes nowhere.
-        return problem_response(
-            400,
-            "client-disconnected",
-            "The client disconnected",
-            "The connection closed before the request's body was received.",
-            instance=request.url.path,
-        )
+        # not an error to log with its traceback. No one is left to read an answer.
+        return Response(status_code=400)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Run by Starlette's ServerErrorMiddleware, which raises the error again once this
