@@ -43,7 +43,7 @@ def api() -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
-    from app.kit.http_protocol import HeadLimitedProtocol
+    from app.kit.http_protocol import uvicorn_options
 
     settings = Settings()
     model_or_exit(settings.journey_model)  # a bad model: its file, line and problem; exit 2
@@ -55,8 +55,8 @@ def api() -> None:
         port=settings.http_port,
         workers=settings.http_workers,
         loop="uvloop",
-        http=HeadLimitedProtocol,  # httptools, with a limit on request heads
-        h11_max_incomplete_event_size=settings.http_max_header_bytes,  # that limit
+        # httptools, with bounds on a request's head (size and time) and body (time)
+        **uvicorn_options(settings),
         access_log=False,
         proxy_headers=False,
     )

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     # Most bytes of a request's line and headers (431, or 414 for the request line, beyond).
     # A pixel call carries a whole event (up to 32 KB) base64'd in its URL (README).
     http_max_header_bytes: int = Field(default=64 * 1024, ge=4 * 1024, le=1024 * 1024)
+    # Seconds a request's head may take to arrive, from its first byte (a new connection's
+    # first request: from the connection), and a request's body between two reads; 408
+    # beyond. nginx's and Node's 60 s: room for any honest client (README).
+    http_head_timeout_s: float = Field(default=60.0, ge=0.1, le=300.0)
+    http_body_timeout_s: float = Field(default=60.0, ge=0.1, le=300.0)
     # The longest one analytics query may run (PostgreSQL's statement_timeout, set for the
     # request's transaction): a dashboard asking for too much gets a 503, and the database
     # is not pinned by it.

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app import openapi
@@ -265,6 +266,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return await on_problem(request, problem)
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # The client went, or was cut off for a body that stopped arriving (answered 408 by
+        # app.kit.http_protocol), before the endpoint had read its body: a client's doing,
+        # not an error to log with its traceback. No one is left to read an answer.
+        return Response(status_code=400)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Run by Starlette's ServerErrorMiddleware, which raises the error again once this
         # answered: the server logs it with its traceback, once (and a test client raises it).
@@ -282,6 +289,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(raised, on_database)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)
     openapi.amend(app, _document_problems)
 

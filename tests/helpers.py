@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +18,9 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from app.config import Settings
 from app.errors import PROBLEM_JSON
+from app.kit.embedded import free_port
 
 
 def basic(write_key: str) -> dict[str, str]:
@@ -77,6 +83,64 @@ async def kill_api_connections(engine: Any) -> int:
         " WHERE application_name = 'percorso-api' AND datname = current_database()",
     )
     return int(killed or 0)
+
+
+@asynccontextmanager
+async def api_process(settings: Settings, log: Path, **env: str) -> AsyncIterator[int]:
+    """`percorso api` (the real command) on a free port, on the database and broker of
+    ``settings``, with ``env`` (PERCORSO_ variables) besides; its port, once it answers
+    /readyz. Its output goes to ``log``."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PERCORSO_")}
+    environ.update(
+        PERCORSO_ENVIRONMENT="test",
+        PERCORSO_DATABASE_URL=settings.database_url or "",
+        PERCORSO_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers or "",
+        PERCORSO_KAFKA_TOPIC=settings.kafka_topic,
+        PERCORSO_HTTP_PORT=str(port),
+        PERCORSO_AUTH_CACHE_TTL_S="0",
+        **env,
+    )
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=environ, stderr=out)
+    try:
+
+        async def serving() -> bool:
+            try:
+                async with httpx.AsyncClient() as http:
+                    return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(serving, timeout=60, log=log)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """The next HTTP answer on ``sock`` (one with a Content-Length): its status, headers
+    (names in lower case) and body."""
+    # Its head a byte at a time, its body to its length: nothing of an answer behind it.
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"the connection closed before an answer: {head!r}"
+        head += byte
+    status_line, *lines = head[:-4].decode().split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    body = b""
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(int(headers["content-length"]) - len(body))
+        assert chunk, f"the connection closed within an answer: {head + body!r}"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (with nothing more to read)."""
+    return sock.recv(1) == b""
 
 
 @asynccontextmanager

@@ -5,6 +5,7 @@ loop's CPU counts include the database server's; bench.ab's variants and medians
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from app.config import Settings
 from app.db import create_pool
 from app.kit import embedded
 from app.timeline.writes import COLUMNS
-from bench import ab, callgrind, handler, phases, reads, targets, workload
+from bench import ab, callgrind, handler, http_protocol, phases, reads, targets, workload
 from bench.loadgen import LoadResult
 from bench.report import Report
 from bench.stack import Stack
@@ -437,3 +438,11 @@ def test_the_table_and_the_results_file_give_the_verdicts(tmp_path: Path) -> Non
         "verdict": "missed",
         "why_not_judged": None,
     }
+
+
+async def test_the_protocol_loop_times_each_protocol_on_each_request() -> None:
+    best = await asyncio.wait_for(http_protocol.main(requests=20, rounds=2), 30)
+    assert set(best) == {"GET", "POST 1 KB"}
+    for by_protocol in best.values():
+        assert set(by_protocol) == {"uvicorn", "percorso"}
+        assert all(0 < us < 10_000 for us in by_protocol.values())

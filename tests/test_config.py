@@ -65,3 +65,19 @@ def test_the_readme_configuration_table_lists_every_setting_and_no_other() -> No
         for name in re.findall(r"`([A-Z0-9_]+)`", row.split("|")[1])
     }
     assert listed == {name.upper() for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize("name", ["http_head_timeout_s", "http_body_timeout_s"])
+def test_http_timeouts_out_of_their_range_are_refused(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    variable = f"PERCORSO_{name.upper()}"
+    for value in ("0", "0.05", "-1", "300.5", "inf"):
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ValidationError, match=name):
+            Settings()
+    for value in ("0.1", "300"):
+        monkeypatch.setenv(variable, value)
+        assert getattr(Settings(), name) == float(value)
+    monkeypatch.delenv(variable)
+    assert getattr(Settings(), name) == 60.0

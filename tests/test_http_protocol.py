@@ -5,11 +5,8 @@ every other: the real command, on a free port, over raw sockets."""
 from __future__ import annotations
 
 import base64
-import os
 import select
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
@@ -21,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.ingest.schemas import MAX_EVENT_BYTES
-from app.kit.embedded import free_port
 from app.kit.kafka import ensure_topics
-from tests.helpers import basic, wait_until
+from tests.helpers import api_process, basic, closed, read_answer
 
 LIMIT = 64 * 1024  # the default
 EVENT = {"userId": "ada", "event": "Product Viewed", "properties": {"sku": "P-1"}}
@@ -34,35 +30,10 @@ async def api(
     settings: Settings, engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[int]:
     """`percorso api` with the default limit, publishing to a topic no pipeline consumes."""
-    topic = f"{settings.kafka_topic}-heads"
-    await ensure_topics(settings.model_copy(update={"kafka_topic": topic}))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERCORSO_")}
-    env.update(
-        PERCORSO_ENVIRONMENT="test",
-        PERCORSO_DATABASE_URL=settings.database_url or "",
-        PERCORSO_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers or "",
-        PERCORSO_KAFKA_TOPIC=topic,
-        PERCORSO_HTTP_PORT=str(port),
-        PERCORSO_AUTH_CACHE_TTL_S="0",
-    )
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env, stderr=out)
-    try:
-
-        async def serving() -> bool:
-            try:
-                async with httpx.AsyncClient() as http:
-                    return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(serving, timeout=60, log=log)
+    heads = settings.model_copy(update={"kafka_topic": f"{settings.kafka_topic}-heads"})
+    await ensure_topics(heads)
+    async with api_process(heads, tmp_path_factory.mktemp("api") / "api.log") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 @pytest.fixture
@@ -94,24 +65,6 @@ def _send(sock: socket.socket, data: bytes, pieces: bool) -> None:
         time.sleep(0.001)
 
 
-def _answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection closed before an answer: {received!r}"
-        received += chunk
-    head, body = received.split(b"\r\n\r\n", 1)
-    status_line, *lines = head.decode().split("\r\n")
-    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
-    while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
-    return int(status_line.split()[1]), headers, body
-
-
-def _closed(sock: socket.socket) -> bool:
-    return sock.recv(1) == b""
-
-
 @pytest.mark.parametrize("pieces", [False, True], ids=["whole", "in-pieces"])
 def test_heads_of_the_limit_are_served_and_one_byte_more_is_431(
     connection: socket.socket, write_key: str, pieces: bool
@@ -126,15 +79,15 @@ def test_heads_of_the_limit_are_served_and_one_byte_more_is_431(
         Content_Length=str(len(body)),
     )
     _send(connection, post + body, pieces)
-    status, _, answer = _answer(connection)
+    status, _, answer = read_answer(connection)
     assert (status, orjson.loads(answer)["success"]) == (200, True)
 
     # The next request on the connection has the whole limit again.
     _send(connection, _head(LIMIT), pieces)
-    assert _answer(connection)[0] == 200
+    assert read_answer(connection)[0] == 200
 
     _send(connection, _head(LIMIT + 1), pieces)
-    status, headers, answer = _answer(connection)
+    status, headers, answer = read_answer(connection)
     assert status == 431
     assert headers["content-type"] == "application/problem+json"
     assert headers["connection"] == "close"
@@ -142,7 +95,7 @@ def test_heads_of_the_limit_are_served_and_one_byte_more_is_431(
     assert problem["status"] == 431
     assert problem["type"].endswith("/request-header-fields-too-large")
     assert problem["detail"] == f"a request's line and headers are at most {LIMIT} bytes"
-    assert _closed(connection)
+    assert closed(connection)
 
 
 def test_a_head_that_does_not_end_is_refused_once_over_the_limit(
@@ -150,17 +103,17 @@ def test_a_head_that_does_not_end_is_refused_once_over_the_limit(
 ) -> None:
     # One header line that goes on: refused without waiting for its end.
     connection.sendall(b"GET /healthz HTTP/1.1\r\nX-Junk: " + b"a" * LIMIT)
-    assert _answer(connection)[0] == 431
-    assert _closed(connection)
+    assert read_answer(connection)[0] == 431
+    assert closed(connection)
 
 
 def test_a_request_line_over_the_limit_is_414(connection: socket.socket) -> None:
     connection.sendall(b"GET /healthz?pad=" + b"a" * LIMIT + b" HTTP/1.1\r\n\r\n")
-    status, headers, answer = _answer(connection)
+    status, headers, answer = read_answer(connection)
     assert status == 414
     assert headers["content-type"] == "application/problem+json"
     assert orjson.loads(answer)["detail"] == f"a request line is at most {LIMIT} bytes"
-    assert _closed(connection)
+    assert closed(connection)
 
 
 def test_trailer_fields_over_the_limit_are_431(connection: socket.socket, write_key: str) -> None:
@@ -172,7 +125,7 @@ def test_trailer_fields_over_the_limit_are_431(connection: socket.socket, write_
     body = orjson.dumps(EVENT)
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:9], body[9:]))
     connection.sendall(head + chunks + b"0\r\nX-Checksum: 1f3870be\r\n\r\n")
-    assert _answer(connection)[0] == 200
+    assert read_answer(connection)[0] == 200
 
     # A trailer field that goes on, sent as a client streams it: refused once it is over the
     # limit (counted from the read after the last chunk's), without waiting for its end.
@@ -182,12 +135,12 @@ def test_trailer_fields_over_the_limit_are_431(connection: socket.socket, write_
             break
         connection.sendall(b"a" * 4096)
         time.sleep(0.002)
-    status, _, answer = _answer(connection)
+    status, _, answer = read_answer(connection)
     assert status == 431
     assert orjson.loads(answer)["detail"] == (
         f"a request's trailer fields are at most {LIMIT} bytes"
     )
-    assert _closed(connection)
+    assert closed(connection)
 
 
 def test_a_pixel_call_carrying_the_largest_event_is_served(api: int, write_key: str) -> None:

@@ -1,13 +1,15 @@
-"""uvicorn's httptools protocol, with a limit on the size of a request's head.
+"""uvicorn's httptools protocol, with bounds on what a request may take: the size of its head,
+and the time its head and its body take to arrive.
 
-httptools has none: a client could send one endless header line, and the server kept every
-byte of it (it buffers a header until the header ends), then routed the request as any
-other. :class:`HeadLimitedProtocol` answers a head (request line and header lines, to the
-blank line that ends them) longer than the limit with 414 URI Too Long when the request line
-alone is over it, else 431 Request Header Fields Too Large, and closes the connection, as
-soon as the limit is passed, without waiting for the head to end. A chunked body's trailer
-fields, which httptools buffers alike, are held to the same limit. The limit is uvicorn's
-own for heads, ``h11_max_incomplete_event_size``, which only its h11 protocol applied.
+httptools has no limit on a head's size: a client could send one endless header line, and
+the server kept every byte of it (it buffers a header until the header ends), then routed the
+request as any other. :class:`BoundedProtocol` answers a head (request line and header lines,
+to the blank line that ends them) longer than the limit with 414 URI Too Long when the
+request line alone is over it, else 431 Request Header Fields Too Large, and closes the
+connection, as soon as the limit is passed, without waiting for the head to end. A chunked
+body's trailer fields, which httptools buffers alike, are held to the same limit. The limit
+is uvicorn's own for heads, ``h11_max_incomplete_event_size``, which only its h11 protocol
+applied.
 
 A head is measured in the bytes received, not in the parser's callbacks (httptools hands
 a header over only once it has buffered all of it): no work per header, a comparison and a
@@ -15,11 +17,36 @@ subtraction per read. The bytes of a read that follow the end of a request (a pi
 request, sent before the answer to the one before: no browser or SDK does) or the size line
 of a body's last chunk are not counted, so those may take up to the limit and a read (at
 most 256 KiB) more.
+
+Nor had uvicorn a timeout for a request in progress, only for the idle time between two
+(``timeout_keep_alive``, 5 s): a client sending a head or a body a byte every few seconds held
+its connection, and its buffers, for as long as it liked. Here a request's head must arrive
+whole within ``head_timeout_s`` of its first byte (a new connection's first request, of the
+connection), and its body must keep arriving, never ``body_timeout_s`` without a byte of it
+(an idle timeout, as nginx's ``client_body_timeout``). A request that is late is answered
+408 Request Timeout, as problem+json, and the connection closed; a new connection that sent
+nothing is closed without an answer, as an idle one is, for it asked nothing. A body that
+stops is answered so only while the app has not answered; after, the connection is closed.
+An app waiting on ``receive()`` for the rest of that body gets ``http.disconnect`` at once. A
+head that is late while the app still answers the request before it (pipelined) lets that
+answer go out, then closes. Time the server itself holds a request up (reading paused while
+the app has yet to read 64 KiB of body received, or while a pipelined request waits for the
+one before it; a client waiting for ``100 Continue``) is not the client's: its time starts
+again.
+
+One timer a connection keeps all of its waits on the client, the keep-alive one too (uvicorn
+set a timer for that after every answer and cancelled it at the next request's first read).
+A wait is a deadline stored; the timer never runs further ahead than the shortest timeout,
+so a new deadline never needs it set again, and when it fires before the deadline it finds,
+it is set again for then: one timer call every few seconds on a busy connection, none per
+request, and the protocol costs no more than it did before it had timeouts
+(``bench.http_protocol``: README, ``HTTP_HEAD_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
@@ -27,19 +54,46 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.config import Settings
 from app.errors import PROBLEM_JSON, problem_document
 
 # What a request line takes besides its method and URL: two spaces, "HTTP/1.1" and CRLF.
 _REQUEST_LINE_REST = len(b"  HTTP/1.1\r\n")
 
+# What the connection waits on the client for, as its timer reads it (an index of
+# BoundedProtocol._timeouts).
+_NOTHING = 0  # nothing: a request was received whole, and the app answers it
+_IDLE = 1  # the next request, the last one answered (uvicorn's keep-alive timeout)
+_FIRST = 2  # a new connection's first byte
+_HEAD = 3  # the rest of a request's head, some of it received
+_BODY = 4  # a request's body
 
-class HeadLimitedProtocol(HttpToolsProtocol):
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The options that make uvicorn (``uvicorn.run``, ``uvicorn.Config``) serve with
+    :class:`BoundedProtocol` and the bounds ``settings`` give. The timeouts travel bound to
+    the protocol class, which uvicorn pickles for its worker processes, the head limit as
+    uvicorn's own option."""
+    return {
+        "http": partial(
+            BoundedProtocol,
+            head_timeout_s=settings.http_head_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+        ),
+        "h11_max_incomplete_event_size": settings.http_max_header_bytes,
+    }
+
+
+class BoundedProtocol(HttpToolsProtocol):
     def __init__(
         self,
         config: Config,
         server_state: ServerState,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        head_timeout_s: float,
+        body_timeout_s: float,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         # As uvicorn's h11 protocol reads it.
@@ -49,8 +103,28 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head_left: int | None = self._max_head
         self._chunked = False  # in a chunked body, whose last chunk trailer fields may follow
         self.url = b""  # set as a request begins; a refusal can come before
+        self._head_timeout = head_timeout_s
+        self._body_timeout = body_timeout_s
+        keep_alive = float(self.timeout_keep_alive)
+        self._timeouts = (0.0, keep_alive, head_timeout_s, head_timeout_s, body_timeout_s)
+        self._tick = min(self._timeouts[1:])  # the furthest ahead the timer is set
+        self._awaiting = _NOTHING
+        self._deadline = 0.0  # loop time by which what is awaited must have come
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await(_FIRST, self._head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()  # which would keep the protocol alive until it fired
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._awaiting < _FIRST:  # a request begins (or a pipelined one, below)
+            self._await(_HEAD, self._head_timeout)
+        elif self._awaiting == _FIRST:  # within the time the connection had for its first
+            self._awaiting = _HEAD
         while self._head_left is not None and len(data) > self._head_left:
             # The head must end within the bytes it has left: parse those alone first.
             left, self._head_left = self._head_left, 0
@@ -66,8 +140,14 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             self._head_left -= len(data)
         super().data_received(data)
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._awaiting == _NOTHING:  # it follows the one before in the same read
+            self._await(_HEAD, self._head_timeout)
+
     def on_headers_complete(self) -> None:
         self._head_left = None
+        self._await(_BODY, self._body_timeout)
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -78,12 +158,91 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._head_left = None
+        self._deadline = self.loop.time() + self._body_timeout
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_left = self._max_head
         self._chunked = False
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and not self.pipeline:
+            # Answered before its body had come: idle from now, as after an answer.
+            self._await(_IDLE, self.timeout_keep_alive)
+        else:
+            self._awaiting = _NOTHING
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for its keep-alive timer: the connection's own waits for the next
+        # request, unless that request has begun.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._awaiting == _NOTHING:
+            self._await(_IDLE, self.timeout_keep_alive)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The connection is the WebSocket protocol's from now, and its timeouts.
+        self._stop_timer()
+        super().handle_websocket_upgrade()
+
+    def _await(self, what: int, timeout: float) -> None:
+        """Wait on the client for ``what``, at most ``timeout`` seconds (not less than
+        ``_tick``) from now."""
+        self._awaiting = what
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None:
+            self._timer = self.loop.call_later(self._tick, self._on_timer)
+
+    def _stop_timer(self) -> None:
+        self._awaiting = _NOTHING
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        awaiting = self._awaiting
+        if awaiting == _NOTHING or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if now < self._deadline:
+            self._timer = self.loop.call_at(min(self._deadline, now + self._tick), self._on_timer)
+        elif self.flow.read_paused or (awaiting == _BODY and self.cycle.waiting_for_100_continue):
+            # The server, not the client, holds the request up: the client's time starts again.
+            self._await(awaiting, self._timeouts[awaiting])
+        else:
+            self._late(awaiting)
+
+    def _late(self, awaiting: int) -> None:
+        """What the connection waited for has not come in time: answer 408 if a request
+        can still be answered, and close the connection."""
+        self._awaiting = _NOTHING
+        cycle = self.cycle
+        if awaiting < _HEAD:  # nothing asked: an idle connection, or a new one
+            self.transport.close()
+        elif awaiting == _HEAD:
+            if cycle is not None and not cycle.response_complete:
+                # The app still answers the request before: that answer goes out, then the
+                # connection closes (as on a shutdown).
+                cycle.keep_alive = False
+                return
+            detail = f"a request's head must arrive within {self._head_timeout:g} s"
+            self._answer_and_close(408, "request-timeout", "Request Timeout", detail)
+        else:
+            if cycle.response_started:
+                self.transport.close()
+            else:
+                detail = f"a request's body stopped arriving for {self._body_timeout:g} s"
+                self._answer_and_close(408, "request-timeout", "Request Timeout", detail)
+            # An app waiting for the body's rest gets http.disconnect; what it answers is
+            # dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
 
     def _refuse(self) -> None:
         """Answer 414 or 431 and close the connection (as uvicorn answers a malformed
@@ -97,10 +256,16 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             detail = f"a request line is at most {self._max_head} bytes"
         else:
             detail = f"a request's line and headers are at most {self._max_head} bytes"
-        self.logger.warning("Request refused (%d): %s.", status, detail)
         if self._chunked and self.cycle.response_started:
+            self.logger.warning("Request refused (%d): %s.", status, detail)
             self.transport.close()
             return
+        self._answer_and_close(status, type_, title, detail)
+
+    def _answer_and_close(self, status: int, type_: str, title: str, detail: str) -> None:
+        """Answer ``status`` as problem+json and close the connection, as uvicorn answers a
+        malformed request (``send_400_response``)."""
+        self.logger.warning("Request refused (%d): %s.", status, detail)
         body = problem_document(status, type_, title, detail)
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
