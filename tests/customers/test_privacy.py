@@ -194,16 +194,19 @@ async def test_erasure_removes_the_customer_and_those_merged_into_it_and_keeps_a
 ) -> None:
     ada, phone = await _two_people(handle, source_id, app_client, read_token)
     grace = await _id_of(app_client, read_token, "anonymous_id", "anon-grace-1906")
-    async with db.begin() as conn:  # a letter of Ada's (as sent), and one of someone else's
+    # Letters of Ada's: one holding her email (as sent), one an unreadable message under
+    # her anonymous id's key; and one of someone else's.
+    async with db.begin() as conn:
         await conn.execute(
             text(
                 'INSERT INTO dead_letters (topic, partition, "offset", item, key, payload,'
                 " reason) VALUES ('t', 0, 1, -1, 'anon-x', :ada, 'r'), ('t', 0, 2, -1, NULL,"
-                " :other, 'r')"
+                " :other, 'r'), ('t', 0, 3, -1, 'ANON-ADA-LAPTOP', :unreadable, 'r')"
             ),
             {
                 "ada": b'{"traits": {"email": "Ada.Lovelace@Example.com"}, "x": "\xff"}',
                 "other": b'{"traits": {"email": "someone@example.com"}}',
+                "unreadable": b"\x00\xfe{not json",
             },
         )
     grace_before = await _rows_of(db, [grace])
@@ -218,7 +221,7 @@ async def test_erasure_removes_the_customer_and_those_merged_into_it_and_keeps_a
     assert counts["events"] == 4
     assert counts["identities"] == 4
     assert counts["merges"] == 1
-    assert counts["dead_letters"] == 1
+    assert counts["dead_letters"] == 2
     assert counts["suppressed"] == 4
     assert counts["stage_transitions"] >= 2
 
