@@ -286,7 +286,19 @@ async def abandoned_carts(
     """Customers whose last cart activity is older than ``params.idle`` and who ordered
     nothing after it, newest activity first, a page at a time."""
     as_of = params.as_of or datetime.now(UTC)
-    since = params.since or as_of - DEFAULT_CART_WINDOW
+    try:
+        since = params.since or as_of - DEFAULT_CART_WINDOW
+        cutoff = as_of - params.idle
+    except OverflowError:  # before Python's year 1: no event is that old
+        raise InvalidParameters(
+            "`as_of` is too early to look back from",
+            errors=[
+                {
+                    "field": "query.as_of",
+                    "message": "at least `idle`, and without `since` 30 days, after year 1",
+                }
+            ],
+        ) from None
     if since >= as_of or as_of - since > MAX_WINDOW:
         raise InvalidParameters(
             "`since` must be before `as_of`, by at most 366 days",
@@ -294,7 +306,7 @@ async def abandoned_carts(
         )
     after = decode_cursor(params.cursor, time_and_id) if params.cursor else None
     rows = await repository.abandoned_carts(
-        connection, since, as_of - params.idle, as_of, after, params.limit + 1
+        connection, since, cutoff, as_of, after, params.limit + 1
     )
     more = len(rows) > params.limit
     items = [_cart(row) for row in rows[: params.limit]]

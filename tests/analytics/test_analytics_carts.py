@@ -163,3 +163,20 @@ async def test_bad_durations_windows_limits_and_cursors_are_client_errors(
     as_of = datetime.fromisoformat(now["as_of"])
     assert abs(datetime.now(UTC) - as_of) < timedelta(minutes=1)
     assert as_of - datetime.fromisoformat(now["since"]) == timedelta(days=30)
+
+
+async def test_an_as_of_too_early_to_look_back_from_is_a_422_not_a_crash(
+    app_client: httpx.AsyncClient, read_token: str
+) -> None:
+    # 30 days (the default `since`) or `idle` before these fall before year 1, which the
+    # API computed in Python and failed on with a 500.
+    start = "0001-01-01T00:00:00Z"
+    cases = [
+        {"as_of": start},
+        {"as_of": "0001-01-10T00:00:00Z", "since": start, "idle": "P30D"},
+    ]
+    for params in cases:
+        errors = await refused(app_client, read_token, "abandoned-carts", **params)
+        assert "query.as_of" in errors, (params, errors)
+    later = {"as_of": "0001-01-02T00:00:00Z", "since": start}
+    assert (await get(app_client, read_token, "abandoned-carts", **later))["items"] == []
