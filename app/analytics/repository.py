@@ -145,12 +145,24 @@ async def touchpoints(
     return await connection.fetch(_TOUCHPOINTS, since, until, types, events, include_machine)
 
 
+def _campaign(field: str) -> str:
+    """SQL of a touchpoint's `context.campaign.<field>` as a value to credit: a string or a
+    number (a server library may send `utm_source` as one), not blank. Anything else (an
+    object, a list, a boolean, null, '') is no value: credited as text, `{"id": 5}` or
+    `true` would show as campaigns of their own."""
+    path = f"'{{campaign,{field}}}'"
+    return (
+        f"CASE WHEN jsonb_typeof(e.context #> {path}) IN ('string', 'number')"
+        f" AND btrim(e.context #>> {path}) <> '' THEN e.context #>> {path} END"
+    )
+
+
 # What each dimension credits, as SQL over a touchpoint `e` (fixed texts, picked by name).
 _DIMENSIONS = {
     "channel": "e.channel",
-    "campaign.source": "nullif(e.context #>> '{campaign,source}', '')",
-    "campaign.medium": "nullif(e.context #>> '{campaign,medium}', '')",
-    "campaign.name": "nullif(e.context #>> '{campaign,name}', '')",
+    "campaign.source": _campaign("source"),
+    "campaign.medium": _campaign("medium"),
+    "campaign.name": _campaign("name"),
 }
 # Conversions in [$2, $3): entries into stage $1, or events named $1.
 _CONVERSIONS = {

@@ -236,7 +236,8 @@ class AttributionParams(Window):
     dimension: Dimension = Field(
         "channel",
         description="What gets the credit: the touchpoint's channel, or its "
-        "`context.campaign` source, medium or name (utm_source, utm_medium, utm_campaign).",
+        "`context.campaign` source, medium or name (utm_source, utm_medium, utm_campaign), "
+        "where it is a string or a number that is not blank.",
     )
     lookback: Duration = Field(
         timedelta(days=30),

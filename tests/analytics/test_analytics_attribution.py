@@ -194,3 +194,22 @@ async def test_bad_models_dimensions_stages_and_durations_are_422_problems(
     for params, field in cases:
         errors = await refused(app_client, read_token, "attribution", **{**WINDOW, **params})
         assert field in errors, (params, errors)
+
+
+async def test_a_campaign_value_is_a_string_or_a_number_not_blank(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    # Each customer's ad click carries one `context.campaign.source`, then they order.
+    sources: list[Any] = ["google", 123, 1.5, {"id": 5}, ["x"], True, None, "", "  "]
+    calls = []
+    for n, value in enumerate(sources):
+        click = touchpoint(source_id, event="Ad Clicked", at=10, user_id=f"u{n}")
+        click.context = {**click.context, "campaign": {"source": value}}
+        calls += [click, touchpoint(source_id, event="Order Completed", at=20, user_id=f"u{n}")]
+    await handle(calls)
+
+    body = await get(app_client, read_token, "attribution", **WINDOW, dimension="campaign.source")
+
+    # An object, a list or a boolean is no campaign, any more than null or a blank string.
+    assert _credits(body) == {"1.5": 1.0, "123": 1.0, "google": 1.0}
+    assert (body["conversions"], body["attributed"], body["unattributed"]) == (9, 3, 6)
