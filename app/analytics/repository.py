@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from app.email import service as email
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -145,24 +147,35 @@ async def touchpoints(
     return await connection.fetch(_TOUCHPOINTS, since, until, types, events, include_machine)
 
 
-def _campaign(field: str) -> str:
-    """SQL of a touchpoint's `context.campaign.<field>` as a value to credit: a string or a
-    number (a server library may send `utm_source` as one), not blank. Anything else (an
+def _credited(value: str) -> str:
+    """SQL of the jsonb expression ``value`` as a value to credit: a string or a number (a
+    server library may send `utm_source` as one), not blank, as text. Anything else (an
     object, a list, a boolean, null, '') is no value: credited as text, `{"id": 5}` or
     `true` would show as campaigns of their own."""
-    path = f"'{{campaign,{field}}}'"
     return (
-        f"CASE WHEN jsonb_typeof(e.context #> {path}) IN ('string', 'number')"
-        f" AND btrim(e.context #>> {path}) <> '' THEN e.context #>> {path} END"
+        f"CASE WHEN jsonb_typeof({value}) IN ('string', 'number')"
+        f" AND btrim({value} #>> '{{}}') <> '' THEN {value} #>> '{{}}' END"
     )
 
 
+def _campaign(field: str) -> str:
+    return _credited(f"e.context #> '{{campaign,{field}}}'")
+
+
+# Percorso's own email opens and clicks (app.email) carry the campaign of their signed link
+# as `properties.campaign`, not in `context.campaign`: without it, a newsletter's clicks
+# would count for no campaign name.
+_EMAIL_LINK_CAMPAIGN = "e.properties -> 'campaign'"
+_EMAIL_CAMPAIGN = (
+    f"CASE WHEN e.channel = 'email' AND e.event IN ('{email.OPENED}', '{email.CLICKED}')"
+    f" THEN {_credited(_EMAIL_LINK_CAMPAIGN)} END"
+)
 # What each dimension credits, as SQL over a touchpoint `e` (fixed texts, picked by name).
 _DIMENSIONS = {
     "channel": "e.channel",
     "campaign.source": _campaign("source"),
     "campaign.medium": _campaign("medium"),
-    "campaign.name": _campaign("name"),
+    "campaign.name": f"coalesce({_campaign('name')}, {_EMAIL_CAMPAIGN})",
 }
 # Conversions in [$2, $3): entries into stage $1, or events named $1.
 _CONVERSIONS = {

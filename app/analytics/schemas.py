@@ -237,7 +237,8 @@ class AttributionParams(Window):
         "channel",
         description="What gets the credit: the touchpoint's channel, or its "
         "`context.campaign` source, medium or name (utm_source, utm_medium, utm_campaign), "
-        "where it is a string or a number that is not blank.",
+        "where it is a string or a number that is not blank; Percorso's own email opens and "
+        "clicks have their link's campaign as `campaign.name`.",
     )
     lookback: Duration = Field(
         timedelta(days=30),

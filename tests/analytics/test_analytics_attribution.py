@@ -213,3 +213,34 @@ async def test_a_campaign_value_is_a_string_or_a_number_not_blank(
     # An object, a list or a boolean is no campaign, any more than null or a blank string.
     assert _credits(body) == {"1.5": 1.0, "123": 1.0, "google": 1.0}
     assert (body["conversions"], body["attributed"], body["unattributed"]) == (9, 3, 6)
+
+
+async def test_percorsos_own_email_clicks_count_for_their_campaign_name(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    # What /v1/email/click records for a link minted with `--campaign spring`: the campaign
+    # in the properties, no `context.campaign`.
+    click = touchpoint(
+        source_id,
+        event="Email Link Clicked",
+        channel="email",
+        at=10,
+        user_id="ada",
+        properties={"campaign": "spring", "url": "https://shop.example/spring"},
+    )
+    # Another tool's event that happens to have a `campaign` property is not one of them.
+    other = touchpoint(source_id, event="Coupon Seen", at=10, user_id="bob")
+    other.properties = {"campaign": "autumn"}
+    await handle(
+        [
+            click,
+            touchpoint(source_id, event="Order Completed", at=20, user_id="ada"),
+            other,
+            touchpoint(source_id, event="Order Completed", at=20, user_id="bob"),
+        ]
+    )
+
+    body = await get(app_client, read_token, "attribution", **WINDOW, dimension="campaign.name")
+
+    assert _credits(body) == {"spring": 1.0}
+    assert (body["attributed"], body["unattributed"]) == (1, 1)
