@@ -263,7 +263,10 @@ class AttributionParams(Window):
 class CreditOut(BaseModel):
     value: str
     credit: float = Field(description="Conversions credited to this value (fractions of one).")
-    touchpoints: int = Field(description="Touchpoints with this value before a conversion.")
+    touchpoints: int = Field(
+        description="Touchpoints with this value in a conversion's lookback, once for each "
+        "conversion (a touchpoint before two conversions counts twice)."
+    )
 
 
 class OtherCredit(BaseModel):

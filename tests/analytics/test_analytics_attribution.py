@@ -244,3 +244,28 @@ async def test_percorsos_own_email_clicks_count_for_their_campaign_name(
 
     assert _credits(body) == {"spring": 1.0}
     assert (body["attributed"], body["unattributed"]) == (1, 1)
+
+
+async def test_a_touchpoint_counts_for_each_conversion_after_it_as_does_an_earlier_order(
+    app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
+) -> None:
+    # ada: a social post (0), an order on the web (100), a second order in store (200).
+    await handle(
+        [
+            touchpoint(source_id, event="Post Liked", channel="social", at=0, user_id="ada"),
+            touchpoint(source_id, event="Order Completed", at=100, user_id="ada"),
+            touchpoint(
+                source_id, event="Order Completed", channel="in_store", at=200, user_id="ada"
+            ),
+        ]
+    )
+    orders = {**WINDOW, "event": "Order Completed", "model": "linear"}
+
+    body = await get(app_client, read_token, "attribution", **orders)
+
+    # The first order: the post's. The second: the post and the first order, half each.
+    assert (body["conversions"], body["attributed"]) == (2, 2)
+    assert [(v["value"], v["credit"], v["touchpoints"]) for v in body["values"]] == [
+        ("social", 1.5, 2),
+        ("web", 0.5, 1),
+    ]
