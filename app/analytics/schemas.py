@@ -340,8 +340,8 @@ class AbandonedCartsOut(BaseModel):
     idle_seconds: float
     items: list[AbandonedCart] = Field(description="Newest cart activity first.")
     next_cursor: str | None = Field(
-        description="Pass as `cursor` (with the same parameters) for the next page; null at "
-        "the end."
+        description="Pass as `cursor` (with the same parameters, and this answer's `as_of` "
+        "if you gave none) for the next page; null at the end."
     )
 
 
