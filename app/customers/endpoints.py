@@ -33,8 +33,9 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **TOKEN_ERRORS,
     403: {"description": "The credential is not an admin token (a read token, a write key)."},
     503: {
-        "description": "The database could not be reached, or the pipeline's writers held"
-        " their lock too long; retry after `Retry-After` seconds."
+        "description": "The database could not be reached, or the pipeline's writers (or a"
+        " journey rebuild) held their locks too long, and nothing was changed; retry after"
+        " `Retry-After` seconds."
     },
 }
 

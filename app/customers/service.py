@@ -14,7 +14,7 @@ from app.customers.schemas import answered_for
 from app.errors import NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
 from app.kit.cursor import decode_cursor, encode_cursor
-from app.kit.locks import lock_writers_exclusively
+from app.kit.locks import writers_exclusively
 from app.models import Customer
 from app.suppressions import repository as suppressions
 
@@ -141,8 +141,7 @@ async def erase(
     ``suppress``, drops each event carrying an erased identifier (without, such an event
     starts a new customer). Idempotent: an id erased before answers its erasure's record
     again; an id never known is a 404."""
-    async with connection.transaction():
-        await lock_writers_exclusively(connection)
+    async with writers_exclusively(connection):
         survivor = await repository.survivor_id(connection, customer_id)
         if survivor is None:
             done = await erasure.previous(connection, customer_id)

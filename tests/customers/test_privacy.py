@@ -7,9 +7,11 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.kit import locks
 from tests.factories import touchpoint
 from tests.helpers import basic, bearer, profile_of, scalar, wait_until
 
@@ -283,3 +285,34 @@ async def test_erasure_without_suppression_lets_a_later_event_start_a_new_profil
     later = await handle([touchpoint(source_id, user_id="user-ada-1815", at=100)])
     assert (later.stored, later.suppressed) == (1, 0)
     assert await _id_of(app_client, read_token, "user_id", "user-ada-1815") != ada
+
+
+async def test_an_erasure_that_waits_too_long_for_a_customer_row_answers_503_and_changes_nothing(
+    app_client: httpx.AsyncClient,
+    admin_token: str,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`percorso journey rebuild` locks batches of customer rows without the writers' lock:
+    an erasure waiting on one of them gives up as it does on the writers' lock."""
+    ada, _ = await _two_people(handle, source_id, app_client, read_token)
+    monkeypatch.setattr(locks, "ADMIN_LOCK_TIMEOUT", "200ms")
+    async with db.connect() as rebuild:
+        await rebuild.execute(text("BEGIN"))
+        await rebuild.execute(
+            text("SELECT id FROM customers WHERE id = :id FOR UPDATE"), {"id": uuid.UUID(ada)}
+        )
+        response = await app_client.delete(f"/v1/customers/{ada}", headers=bearer(admin_token))
+        await rebuild.execute(text("ROLLBACK"))
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
+    assert (await _rows_of(db, [ada]))["events"] == 4  # rolled back whole
+    assert await scalar(db, "SELECT count(*) FROM erasures") == 0
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 0
+    assert (await app_client.get(f"/v1/customers/{ada}", headers=bearer(read_token))).is_success
+    done = await app_client.delete(f"/v1/customers/{ada}", headers=bearer(admin_token))
+    assert done.status_code == 200  # once the rebuild let go
