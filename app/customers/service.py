@@ -130,7 +130,8 @@ async def erase(
 ) -> dict[str, Any]:
     """Erase a customer and every customer merged into it: events, stage transitions,
     identities, merges, profiles (with their journey state), and the dead letters that
-    hold one of their identifiers; with ``suppress``, each identifier goes on the
+    hold one of their identifiers; their identifiers are taken off other customers' merges
+    that name them (a shared device's); with ``suppress``, each identifier goes on the
     suppression list (app.suppressions). Records the audit row and reports each erased id
     on the changes feed. Returns the audit record (an ``Erasure``, JSON-ready).
 
@@ -154,6 +155,7 @@ async def erase(
         values = [value for _, value in keys]
         counts = {"dead_letters": await erasure.delete_dead_letters(connection, values)}
         counts |= await erasure.delete(connection, family)
+        await erasure.redact_merges(connection, keys)  # other customers' merges that name them
         counts["suppressed"] = len(keys) if suppress else 0
         row = await erasure.record(
             connection,

@@ -316,3 +316,51 @@ async def test_an_erasure_that_waits_too_long_for_a_customer_row_answers_503_and
     assert (await app_client.get(f"/v1/customers/{ada}", headers=bearer(read_token))).is_success
     done = await app_client.delete(f"/v1/customers/{ada}", headers=bearer(admin_token))
     assert done.status_code == 200  # once the rebuild let go
+
+
+async def test_erasure_takes_the_persons_identifiers_off_other_customers_merges(
+    app_client: httpx.AsyncClient,
+    admin_token: str,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    """A shared device: Bob's event carries Ada's email, which merge protection keeps from
+    linking her (she has a user id of her own), and merges Bob's two customers. The merge
+    stays Bob's; Ada's email goes from it, and so from Bob's export."""
+    await handle(
+        [
+            touchpoint(source_id, user_id="u-ada", extra_ids=[("email", ADA_EMAIL)], at=0),
+            touchpoint(source_id, user_id="u-bob", anonymous_id="bob-laptop", at=1),
+            touchpoint(source_id, anonymous_id="bob-tablet", at=2),
+        ]
+    )
+    await handle(
+        [
+            touchpoint(
+                source_id,
+                user_id="u-bob",
+                anonymous_id="bob-tablet",
+                extra_ids=[("email", ADA_EMAIL)],
+                at=3,
+            )
+        ]
+    )
+    ada = await _id_of(app_client, read_token, "email", ADA_EMAIL)
+    bob = await _id_of(app_client, read_token, "user_id", "u-bob")
+    assert ada != bob
+    assert await scalar(db, "SELECT count(*) FROM merges WHERE identifiers::text LIKE '%ada%'") == 1
+
+    erased = await app_client.delete(f"/v1/customers/{ada}", headers=bearer(admin_token))
+    assert erased.status_code == 200, erased.text
+    kept = await _dump(db, "merges")
+    assert ADA_EMAIL not in kept
+    assert await scalar(db, "SELECT identifiers FROM merges") == [
+        {"kind": "user_id", "value": "u-bob"},
+        {"kind": "anonymous_id", "value": "bob-tablet"},
+    ]
+    export = await app_client.get(f"/v1/customers/{bob}/export", headers=bearer(admin_token))
+    assert export.status_code == 200
+    assert [line["record"] for line in _lines(export.content)].count("merge") == 1
+    assert ADA_EMAIL.encode() not in export.content
