@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.auth.dependencies import AdminAccess, ReadAccess, read_token
+from app.config import Settings
 from app.customers import export, service
 from app.customers.schemas import Erasure, IdentitiesPage, IdentitiesParams, Profile
 from app.db import read_connection
@@ -17,7 +19,7 @@ from app.errors import ProblemError
 from app.identity.identifiers import IdentityConfig
 from app.kit.direct import checks, with_uuid
 from app.kit.query import parameters
-from app.kit.responses import json_response
+from app.kit.responses import TimedStreamingResponse, json_response
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -89,7 +91,7 @@ async def identities(
             "description": "The customer's data as NDJSON: one JSON object a line, each with"
             " a `record` field (`export`, `profile`, `identity`, `merge`, `stage_transition`,"
             " `event`, then `end` with the count of each). A stream without the `end` line"
-            " was cut short.",
+            " was cut short: the connection lost, or longer than `PERCORSO_EXPORT_TIMEOUT_S`.",
             "content": {export.MEDIA_TYPE: {"schema": {"type": "string"}}},
         },
         **ADMIN_ERRORS,
@@ -103,19 +105,22 @@ async def export_customer(request: Request, customer_id: uuid.UUID, _: AdminAcce
     identity, merge, stage transition and event (all fields), streamed as NDJSON from one
     consistent snapshot. A merged id exports its survivor. Admin token: a bulk copy of one
     person's data is an administrative act."""
+    settings: Settings = request.state.settings
     lines = export.stream(request.state.read_pool, customer_id)
     first = await anext(lines)  # a 404 goes out here, before any line
-    return StreamingResponse(
+    return TimedStreamingResponse(
         _prepend(first, lines),
+        limit_s=settings.export_timeout_s,
         media_type=export.MEDIA_TYPE,
         headers={"content-disposition": f'attachment; filename="customer-{customer_id}.ndjson"'},
     )
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
+    async with aclosing(rest):  # closed with this one: its transaction ends then
+        yield first
+        async for chunk in rest:
+            yield chunk
 
 
 @router.delete(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,9 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import Settings
 from app.kit import locks
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer, profile_of, scalar, wait_until
+from tests.helpers import api_process, basic, bearer, profile_of, scalar, wait_until
 
 ADA_EMAIL = "ada.lovelace@example.com"
 ADA_IDS = ("anon-ada-laptop", "anon-ada-phone", "user-ada-1815", ADA_EMAIL)
@@ -364,3 +368,60 @@ async def test_erasure_takes_the_persons_identifiers_off_other_customers_merges(
     assert export.status_code == 200
     assert [line["record"] for line in _lines(export.content)].count("merge") == 1
     assert ADA_EMAIL.encode() not in export.content
+
+
+# A customer with this many events of about 1 KB each: more than the sockets between a
+# client and the API buffer, so a client that stops reading leaves the API waiting to send.
+_MANY_EVENTS = """
+    WITH customer AS (
+        INSERT INTO customers (id, first_seen_at, last_seen_at, event_count)
+        VALUES (:customer, now(), now(), 20000) RETURNING id
+    )
+    INSERT INTO events (event_id, source_id, message_id, customer_id, type, event, channel,
+                        occurred_at, received_at, properties, traits, context)
+    SELECT gen_random_uuid(), :source, 'm-' || n, customer.id, 'track', 'Product Viewed',
+           'web', now() - n * interval '1 second', now(),
+           jsonb_build_object('sku', 'SKU-' || n, 'description', repeat('x', 900)), '{}', '{}'
+    FROM customer, generate_series(1, 20000) AS n
+"""
+
+
+async def test_an_export_its_client_stops_reading_ends_at_the_time_limit(
+    settings: Settings,
+    admin_token: str,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    """The export's transaction holds a snapshot (VACUUM cleans up nothing behind it) and a
+    connection of the API's pool: a client that stops reading must not hold them for ever."""
+    customer = uuid.uuid4()
+    async with db.begin() as conn:
+        await conn.execute(text(_MANY_EVENTS), {"customer": customer, "source": source_id})
+    in_transaction = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'percorso-api'"
+        " AND datname = current_database() AND xact_start IS NOT NULL"
+    )
+    async with api_process(settings, tmp_path / "api.log", PERCORSO_EXPORT_TIMEOUT_S="2") as port:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(
+                f"GET /v1/customers/{customer}/export HTTP/1.1\r\nHost: percorso\r\n"
+                f"Authorization: Bearer {admin_token}\r\n\r\n".encode()
+            )
+            assert sock.recv(12) == b"HTTP/1.1 200"
+            await asyncio.sleep(1)
+            assert await scalar(db, in_transaction) == 1  # the export, waiting to send
+            await wait_until(lambda: _none(db, in_transaction), timeout=5)
+            # Cut: the answer ends without its last chunk, and the connection is closed.
+            received = b""
+            while chunk := sock.recv(1 << 16):
+                received += chunk
+            assert not received.endswith(b"\r\n0\r\n\r\n")
+            assert b'"record":"end"' not in received
+
+
+async def _none(db: AsyncEngine, query: str) -> bool:
+    return await scalar(db, query) == 0
