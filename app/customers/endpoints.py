@@ -90,8 +90,9 @@ async def identities(
         200: {
             "description": "The customer's data as NDJSON: one JSON object a line, each with"
             " a `record` field (`export`, `profile`, `identity`, `merge`, `stage_transition`,"
-            " `event`, then `end` with the count of each). A stream without the `end` line"
-            " was cut short: the connection lost, or longer than `PERCORSO_EXPORT_TIMEOUT_S`.",
+            " `event`, `dead_letter`, then `end` with the count of each). A stream without"
+            " the `end` line was cut short: the connection lost, or longer than"
+            " `PERCORSO_EXPORT_TIMEOUT_S`.",
             "content": {export.MEDIA_TYPE: {"schema": {"type": "string"}}},
         },
         **ADMIN_ERRORS,
@@ -102,7 +103,8 @@ async def identities(
 )
 async def export_customer(request: Request, customer_id: uuid.UUID, _: AdminAccess) -> Response:
     """Everything Percorso holds about a customer (data subject access): profile, every
-    identity, merge, stage transition and event (all fields), streamed as NDJSON from one
+    identity, merge, stage transition and event (all fields), and the dead letters that
+    hold one of its identifiers, streamed as NDJSON from one
     consistent snapshot. A merged id exports its survivor. Admin token: a bulk copy of one
     person's data is an administrative act."""
     settings: Settings = request.state.settings

@@ -9,6 +9,9 @@ One JSON object a line, each with a ``record`` field saying what it is, in this 
 * ``merge``: each merge that made the customer (survivor, merged, event, identifiers);
 * ``stage_transition``: each change of stage, oldest first;
 * ``event``: every event, newest first, with all of its fields;
+* ``dead_letter``: each message the pipeline could not store that holds one of the
+  customer's identifiers (the letters its erasure deletes), key and payload in base64 as
+  the bytes came;
 * ``end``: how many lines of each record came before it. A stream without it was cut
   short (the answer's status went out with its first line): export again.
 
@@ -84,10 +87,18 @@ async def _lines(
         *(("stage_transition", repository.EXPORT_TRANSITIONS, c) for c in family),
         *(("event", repository.EXPORT_EVENTS, c) for c in family),
     ]
+    values: set[str] = set()  # the identities' values, which name its dead letters
     for record, query, arg in sources:
         async for row in repository.rows(connection, query, arg):
             counts[record] = counts.get(record, 0) + 1
+            if record == "identity":
+                values.add(row["value"])
             yield _line(record, row)
+    if values:
+        letters = repository.rows(connection, repository.EXPORT_DEAD_LETTERS, sorted(values))
+        async for row in letters:
+            counts["dead_letter"] = counts.get("dead_letter", 0) + 1
+            yield _line("dead_letter", row)
     yield _line("end", {"counts": counts})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import uuid
 from pathlib import Path
@@ -79,9 +80,21 @@ async def test_export_streams_everything_about_the_person_and_nothing_of_anyone_
     read_token: str,
     handle: Any,
     source_id: uuid.UUID,
+    db: AsyncEngine,
 ) -> None:
     ada, phone = await _two_people(handle, source_id, app_client, read_token)
     assert phone != ada  # the phone's customer was merged into the laptop's
+    # A message of Ada's that could not be stored (its erasure deletes it), and Grace's.
+    letter = b'{"traits": {"email": "Ada.Lovelace@Example.com"}, "x": "\xff"}'
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                'INSERT INTO dead_letters (topic, partition, "offset", item, key, payload,'
+                " reason) VALUES ('t', 0, 1, -1, 'anon-x', :ada, 'r'),"
+                " ('t', 0, 2, -1, 'anon-grace-1906', :grace, 'r')"
+            ),
+            {"ada": letter, "grace": b'{"note": "GRACE-ONLY-COUPON"}'},
+        )
 
     response = await app_client.get(f"/v1/customers/{phone}/export", headers=bearer(admin_token))
     assert response.status_code == 200, response.text
@@ -122,12 +135,17 @@ async def test_export_streams_everything_about_the_person_and_nothing_of_anyone_
     assert [(m["survivor_id"], m["merged_id"]) for m in merges] == [(ada, phone)]
     transitions = [line for line in lines if line["record"] == "stage_transition"]
     assert [t["to_stage"] for t in transitions][-1] == "purchase"
+    (dead,) = [line for line in lines if line["record"] == "dead_letter"]
+    assert base64.b64decode(dead["payload_base64"]) == letter
+    assert base64.b64decode(dead["key_base64"]) == b"anon-x"
+    assert (dead["topic"], dead["offset"], dead["reason"]) == ("t", 1, "r")
     assert lines[-1]["counts"] == {
         "profile": 1,
         "identity": 4,
         "merge": 1,
         "stage_transition": len(transitions),
         "event": 4,
+        "dead_letter": 1,
     }
     # Nothing of Grace's: not her ids, her customer id, nor her order.
     grace = await _id_of(app_client, read_token, "anonymous_id", "anon-grace-1906")
