@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # request's transaction): a dashboard asking for too much gets a 503, and the database
     # is not pinned by it.
     analytics_statement_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
+    # The longest a customer's export may stream (GET /v1/customers/{id}/export), however
+    # slowly its client reads: it holds a database connection and a snapshot (which keeps
+    # VACUUM from cleaning up behind it) all along. Cut beyond it (no `end` line).
+    export_timeout_s: float = Field(default=900.0, ge=1.0, le=86_400.0)
     # Seconds a verified write key or read token is trusted before it is checked again.
     auth_cache_ttl_s: float = Field(default=30.0, ge=0)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.auth.dependencies import AdminAccess, ReadAccess, read_token
+from app.config import Settings
 from app.customers import export, service
 from app.customers.schemas import Erasure, IdentitiesPage, IdentitiesParams, Profile
 from app.db import read_connection
@@ -17,7 +19,7 @@ from app.errors import ProblemError
 from app.identity.identifiers import IdentityConfig
 from app.kit.direct import checks, with_uuid
 from app.kit.query import parameters
-from app.kit.responses import json_response
+from app.kit.responses import TimedStreamingResponse, json_response
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -33,8 +35,9 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **TOKEN_ERRORS,
     403: {"description": "The credential is not an admin token (a read token, a write key)."},
     503: {
-        "description": "The database could not be reached, or the pipeline's writers held"
-        " their lock too long; retry after `Retry-After` seconds."
+        "description": "The database could not be reached, or the pipeline's writers (or a"
+        " journey rebuild) held their locks too long, and nothing was changed; retry after"
+        " `Retry-After` seconds."
     },
 }
 
@@ -87,8 +90,9 @@ async def identities(
         200: {
             "description": "The customer's data as NDJSON: one JSON object a line, each with"
             " a `record` field (`export`, `profile`, `identity`, `merge`, `stage_transition`,"
-            " `event`, then `end` with the count of each). A stream without the `end` line"
-            " was cut short.",
+            " `event`, `dead_letter`, then `end` with the count of each). A stream without"
+            " the `end` line was cut short: the connection lost, or longer than"
+            " `PERCORSO_EXPORT_TIMEOUT_S`.",
             "content": {export.MEDIA_TYPE: {"schema": {"type": "string"}}},
         },
         **ADMIN_ERRORS,
@@ -99,22 +103,26 @@ async def identities(
 )
 async def export_customer(request: Request, customer_id: uuid.UUID, _: AdminAccess) -> Response:
     """Everything Percorso holds about a customer (data subject access): profile, every
-    identity, merge, stage transition and event (all fields), streamed as NDJSON from one
+    identity, merge, stage transition and event (all fields), and the dead letters that
+    hold one of its identifiers, streamed as NDJSON from one
     consistent snapshot. A merged id exports its survivor. Admin token: a bulk copy of one
     person's data is an administrative act."""
+    settings: Settings = request.state.settings
     lines = export.stream(request.state.read_pool, customer_id)
     first = await anext(lines)  # a 404 goes out here, before any line
-    return StreamingResponse(
+    return TimedStreamingResponse(
         _prepend(first, lines),
+        limit_s=settings.export_timeout_s,
         media_type=export.MEDIA_TYPE,
         headers={"content-disposition": f'attachment; filename="customer-{customer_id}.ndjson"'},
     )
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
+    async with aclosing(rest):  # closed with this one: its transaction ends then
+        yield first
+        async for chunk in rest:
+            yield chunk
 
 
 @router.delete(

@@ -9,13 +9,17 @@ One JSON object a line, each with a ``record`` field saying what it is, in this 
 * ``merge``: each merge that made the customer (survivor, merged, event, identifiers);
 * ``stage_transition``: each change of stage, oldest first;
 * ``event``: every event, newest first, with all of its fields;
+* ``dead_letter``: each message the pipeline could not store that holds one of the
+  customer's identifiers (the letters its erasure deletes), key and payload in base64 as
+  the bytes came;
 * ``end``: how many lines of each record came before it. A stream without it was cut
   short (the answer's status went out with its first line): export again.
 
 Guarantees: one read-only, repeatable-read transaction, so the lines are one consistent
-snapshot however long the stream takes, and nothing of another customer. Rows come through
-server-side cursors a few hundred at a time and go out in chunks of about 64 KB, so the
-API's memory does not grow with the customer's events.
+snapshot however long the stream takes, and nothing of another customer. The endpoint
+bounds how long that is (``PERCORSO_EXPORT_TIMEOUT_S``): the snapshot holds VACUUM back.
+Rows come through server-side cursors a few hundred at a time and go out in chunks of
+about 64 KB, so the API's memory does not grow with the customer's events.
 
 Why NDJSON rather than one JSON document: each line stands alone, so a client (``jq``, a
 line reader) processes a million events without holding them, and a cut stream shows
@@ -25,7 +29,7 @@ itself by the missing ``end`` line rather than as one unparseable document.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,11 +48,11 @@ _JSON_COLUMNS = frozenset(
 )
 
 
-async def stream(pool: asyncpg.Pool[Any], customer_id: uuid.UUID) -> AsyncIterator[bytes]:
+async def stream(pool: asyncpg.Pool[Any], customer_id: uuid.UUID) -> AsyncGenerator[bytes]:
     """The export of ``customer_id`` (a merged id exports its survivor), in chunks of
     whole lines. Raises :class:`NotFound` for an unknown id before it yields anything, so
-    the caller can still answer 404; the connection is held until the stream ends (or is
-    closed: a client gone away)."""
+    the caller can still answer 404; the connection and its transaction are held until the
+    stream ends or is closed (a client gone away, or the endpoint's time limit)."""
     async with pool.acquire() as proxy:
         connection: asyncpg.Connection[Any] = proxy  # type: ignore[assignment]
         async with connection.transaction(isolation="repeatable_read", readonly=True):
@@ -83,10 +87,18 @@ async def _lines(
         *(("stage_transition", repository.EXPORT_TRANSITIONS, c) for c in family),
         *(("event", repository.EXPORT_EVENTS, c) for c in family),
     ]
+    values: set[str] = set()  # the identities' values, which name its dead letters
     for record, query, arg in sources:
         async for row in repository.rows(connection, query, arg):
             counts[record] = counts.get(record, 0) + 1
+            if record == "identity":
+                values.add(row["value"])
             yield _line(record, row)
+    if values:
+        letters = repository.rows(connection, repository.EXPORT_DEAD_LETTERS, sorted(values))
+        async for row in letters:
+            counts["dead_letter"] = counts.get("dead_letter", 0) + 1
+            yield _line("dead_letter", row)
     yield _line("end", {"counts": counts})
 
 

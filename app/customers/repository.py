@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.customers.erasure import DEAD_LETTERS_HOLDING
 from app.customers.schemas import (
     PROFILE_IDENTITIES,
     PROFILE_IDENTITIES_PER_KIND,
@@ -202,6 +203,15 @@ EXPORT_EVENTS = """
            traits::text AS traits, context::text AS context, flags::text AS flags
     FROM events WHERE customer_id = $1 ORDER BY occurred_at DESC, event_id DESC
 """
+# The dead letters an erasure of the customer would delete: those holding one of its
+# identifiers' values ($1), as sent (a letter's bytes need not be text: in base64).
+EXPORT_DEAD_LETTERS = f"""
+    SELECT id, topic, partition, "offset", item,
+           translate(encode(key, 'base64'), E'\\n', '') AS key_base64,
+           translate(encode(payload, 'base64'), E'\\n', '') AS payload_base64,
+           reason, created_at, published_at
+    FROM dead_letters WHERE id IN ({DEAD_LETTERS_HOLDING}) ORDER BY id
+"""  # noqa: S608 (constant SQL: the values are the parameter)
 # Rows a cursor fetches at once: the API holds this many of an export's rows at a time.
 EXPORT_PREFETCH = 500
 

@@ -14,7 +14,7 @@ from app.customers.schemas import answered_for
 from app.errors import NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
 from app.kit.cursor import decode_cursor, encode_cursor
-from app.kit.locks import lock_writers_exclusively
+from app.kit.locks import writers_exclusively
 from app.models import Customer
 from app.suppressions import repository as suppressions
 
@@ -130,7 +130,8 @@ async def erase(
 ) -> dict[str, Any]:
     """Erase a customer and every customer merged into it: events, stage transitions,
     identities, merges, profiles (with their journey state), and the dead letters that
-    hold one of their identifiers; with ``suppress``, each identifier goes on the
+    hold one of their identifiers; their identifiers are taken off other customers' merges
+    that name them (a shared device's); with ``suppress``, each identifier goes on the
     suppression list (app.suppressions). Records the audit row and reports each erased id
     on the changes feed. Returns the audit record (an ``Erasure``, JSON-ready).
 
@@ -141,8 +142,7 @@ async def erase(
     ``suppress``, drops each event carrying an erased identifier (without, such an event
     starts a new customer). Idempotent: an id erased before answers its erasure's record
     again; an id never known is a 404."""
-    async with connection.transaction():
-        await lock_writers_exclusively(connection)
+    async with writers_exclusively(connection):
         survivor = await repository.survivor_id(connection, customer_id)
         if survivor is None:
             done = await erasure.previous(connection, customer_id)
@@ -155,6 +155,7 @@ async def erase(
         values = [value for _, value in keys]
         counts = {"dead_letters": await erasure.delete_dead_letters(connection, values)}
         counts |= await erasure.delete(connection, family)
+        await erasure.redact_merges(connection, keys)  # other customers' merges that name them
         counts["suppressed"] = len(keys) if suppress else 0
         row = await erasure.record(
             connection,

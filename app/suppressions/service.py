@@ -21,7 +21,7 @@ import asyncpg
 
 from app.errors import InvalidRequest, NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
-from app.kit.locks import lock_writers_exclusively
+from app.kit.locks import writers_exclusively
 from app.suppressions import repository
 from app.suppressions.schemas import IdentifierIn, SuppressionOut
 
@@ -56,8 +56,7 @@ async def suppress(
     """Suppress an identifier; with whether it was not suppressed before (one that was
     keeps its first record: reason and time)."""
     key = normalised(identifier, config)
-    async with conn.transaction():
-        await lock_writers_exclusively(conn)
+    async with writers_exclusively(conn):
         added = await repository.add(conn, [key], reason="request", token_id=token_id)
         row = await repository.find(conn, *key)
     assert row is not None  # added or already there, under the lock
@@ -70,8 +69,7 @@ async def unsuppress(
     """Lift a suppression (consent given again): the pipeline stores the identifier's
     events from the next transaction on. 404 when it was not suppressed."""
     key = normalised(identifier, config)
-    async with conn.transaction():
-        await lock_writers_exclusively(conn)
+    async with writers_exclusively(conn):
         row = await repository.remove(conn, *key)
     if row is None:
         raise NotFound(f"{key[0]} is not suppressed")

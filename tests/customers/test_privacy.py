@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import Settings
+from app.kit import locks
 from tests.factories import touchpoint
-from tests.helpers import basic, bearer, profile_of, scalar, wait_until
+from tests.helpers import api_process, basic, bearer, profile_of, scalar, wait_until
 
 ADA_EMAIL = "ada.lovelace@example.com"
 ADA_IDS = ("anon-ada-laptop", "anon-ada-phone", "user-ada-1815", ADA_EMAIL)
@@ -73,9 +80,21 @@ async def test_export_streams_everything_about_the_person_and_nothing_of_anyone_
     read_token: str,
     handle: Any,
     source_id: uuid.UUID,
+    db: AsyncEngine,
 ) -> None:
     ada, phone = await _two_people(handle, source_id, app_client, read_token)
     assert phone != ada  # the phone's customer was merged into the laptop's
+    # A message of Ada's that could not be stored (its erasure deletes it), and Grace's.
+    letter = b'{"traits": {"email": "Ada.Lovelace@Example.com"}, "x": "\xff"}'
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                'INSERT INTO dead_letters (topic, partition, "offset", item, key, payload,'
+                " reason) VALUES ('t', 0, 1, -1, 'anon-x', :ada, 'r'),"
+                " ('t', 0, 2, -1, 'anon-grace-1906', :grace, 'r')"
+            ),
+            {"ada": letter, "grace": b'{"note": "GRACE-ONLY-COUPON"}'},
+        )
 
     response = await app_client.get(f"/v1/customers/{phone}/export", headers=bearer(admin_token))
     assert response.status_code == 200, response.text
@@ -116,12 +135,17 @@ async def test_export_streams_everything_about_the_person_and_nothing_of_anyone_
     assert [(m["survivor_id"], m["merged_id"]) for m in merges] == [(ada, phone)]
     transitions = [line for line in lines if line["record"] == "stage_transition"]
     assert [t["to_stage"] for t in transitions][-1] == "purchase"
+    (dead,) = [line for line in lines if line["record"] == "dead_letter"]
+    assert base64.b64decode(dead["payload_base64"]) == letter
+    assert base64.b64decode(dead["key_base64"]) == b"anon-x"
+    assert (dead["topic"], dead["offset"], dead["reason"]) == ("t", 1, "r")
     assert lines[-1]["counts"] == {
         "profile": 1,
         "identity": 4,
         "merge": 1,
         "stage_transition": len(transitions),
         "event": 4,
+        "dead_letter": 1,
     }
     # Nothing of Grace's: not her ids, her customer id, nor her order.
     grace = await _id_of(app_client, read_token, "anonymous_id", "anon-grace-1906")
@@ -283,3 +307,139 @@ async def test_erasure_without_suppression_lets_a_later_event_start_a_new_profil
     later = await handle([touchpoint(source_id, user_id="user-ada-1815", at=100)])
     assert (later.stored, later.suppressed) == (1, 0)
     assert await _id_of(app_client, read_token, "user_id", "user-ada-1815") != ada
+
+
+async def test_an_erasure_that_waits_too_long_for_a_customer_row_answers_503_and_changes_nothing(
+    app_client: httpx.AsyncClient,
+    admin_token: str,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`percorso journey rebuild` locks batches of customer rows without the writers' lock:
+    an erasure waiting on one of them gives up as it does on the writers' lock."""
+    ada, _ = await _two_people(handle, source_id, app_client, read_token)
+    monkeypatch.setattr(locks, "ADMIN_LOCK_TIMEOUT", "200ms")
+    async with db.connect() as rebuild:
+        await rebuild.execute(text("BEGIN"))
+        await rebuild.execute(
+            text("SELECT id FROM customers WHERE id = :id FOR UPDATE"), {"id": uuid.UUID(ada)}
+        )
+        response = await app_client.delete(f"/v1/customers/{ada}", headers=bearer(admin_token))
+        await rebuild.execute(text("ROLLBACK"))
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
+    assert (await _rows_of(db, [ada]))["events"] == 4  # rolled back whole
+    assert await scalar(db, "SELECT count(*) FROM erasures") == 0
+    assert await scalar(db, "SELECT count(*) FROM dead_letters") == 0
+    assert (await app_client.get(f"/v1/customers/{ada}", headers=bearer(read_token))).is_success
+    done = await app_client.delete(f"/v1/customers/{ada}", headers=bearer(admin_token))
+    assert done.status_code == 200  # once the rebuild let go
+
+
+async def test_erasure_takes_the_persons_identifiers_off_other_customers_merges(
+    app_client: httpx.AsyncClient,
+    admin_token: str,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    """A shared device: Bob's event carries Ada's email, which merge protection keeps from
+    linking her (she has a user id of her own), and merges Bob's two customers. The merge
+    stays Bob's; Ada's email goes from it, and so from Bob's export."""
+    await handle(
+        [
+            touchpoint(source_id, user_id="u-ada", extra_ids=[("email", ADA_EMAIL)], at=0),
+            touchpoint(source_id, user_id="u-bob", anonymous_id="bob-laptop", at=1),
+            touchpoint(source_id, anonymous_id="bob-tablet", at=2),
+        ]
+    )
+    await handle(
+        [
+            touchpoint(
+                source_id,
+                user_id="u-bob",
+                anonymous_id="bob-tablet",
+                extra_ids=[("email", ADA_EMAIL)],
+                at=3,
+            )
+        ]
+    )
+    ada = await _id_of(app_client, read_token, "email", ADA_EMAIL)
+    bob = await _id_of(app_client, read_token, "user_id", "u-bob")
+    assert ada != bob
+    assert await scalar(db, "SELECT count(*) FROM merges WHERE identifiers::text LIKE '%ada%'") == 1
+
+    erased = await app_client.delete(f"/v1/customers/{ada}", headers=bearer(admin_token))
+    assert erased.status_code == 200, erased.text
+    kept = await _dump(db, "merges")
+    assert ADA_EMAIL not in kept
+    assert await scalar(db, "SELECT identifiers FROM merges") == [
+        {"kind": "user_id", "value": "u-bob"},
+        {"kind": "anonymous_id", "value": "bob-tablet"},
+    ]
+    export = await app_client.get(f"/v1/customers/{bob}/export", headers=bearer(admin_token))
+    assert export.status_code == 200
+    assert [line["record"] for line in _lines(export.content)].count("merge") == 1
+    assert ADA_EMAIL.encode() not in export.content
+
+
+# A customer with this many events of about 1 KB each: more than the sockets between a
+# client and the API buffer, so a client that stops reading leaves the API waiting to send.
+_MANY_EVENTS = """
+    WITH customer AS (
+        INSERT INTO customers (id, first_seen_at, last_seen_at, event_count)
+        VALUES (:customer, now(), now(), 20000) RETURNING id
+    )
+    INSERT INTO events (event_id, source_id, message_id, customer_id, type, event, channel,
+                        occurred_at, received_at, properties, traits, context)
+    SELECT gen_random_uuid(), :source, 'm-' || n, customer.id, 'track', 'Product Viewed',
+           'web', now() - n * interval '1 second', now(),
+           jsonb_build_object('sku', 'SKU-' || n, 'description', repeat('x', 900)), '{}', '{}'
+    FROM customer, generate_series(1, 20000) AS n
+"""
+
+
+async def test_an_export_its_client_stops_reading_ends_at_the_time_limit(
+    settings: Settings,
+    admin_token: str,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    """The export's transaction holds a snapshot (VACUUM cleans up nothing behind it) and a
+    connection of the API's pool: a client that stops reading must not hold them for ever."""
+    customer = uuid.uuid4()
+    async with db.begin() as conn:
+        await conn.execute(text(_MANY_EVENTS), {"customer": customer, "source": source_id})
+    in_transaction = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'percorso-api'"
+        " AND datname = current_database() AND xact_start IS NOT NULL"
+    )
+    async with api_process(settings, tmp_path / "api.log", PERCORSO_EXPORT_TIMEOUT_S="2") as port:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(
+                f"GET /v1/customers/{customer}/export HTTP/1.1\r\nHost: percorso\r\n"
+                f"Authorization: Bearer {admin_token}\r\n\r\n".encode()
+            )
+            assert sock.recv(12) == b"HTTP/1.1 200"
+            await asyncio.sleep(1)
+            assert await scalar(db, in_transaction) == 1  # the export, waiting to send
+            await wait_until(lambda: _none(db, in_transaction), timeout=5)
+            # Cut: the answer ends without its last chunk, and the connection is closed.
+            received = b""
+            while chunk := sock.recv(1 << 16):
+                received += chunk
+            assert not received.endswith(b"\r\n0\r\n\r\n")
+            assert b'"record":"end"' not in received
+
+
+async def _none(db: AsyncEngine, query: str) -> bool:
+    return await scalar(db, query) == 0

@@ -267,3 +267,40 @@ async def test_erasure_beside_a_consumer_storing_the_same_person_ends_consistent
     assert erasures[0]["counts"]["events"] == stored  # the rest were stored, then erased
     for table in ("events", "customers", "identities", "stage_transitions", "merges"):
         assert await scalar(db, f"SELECT count(*) FROM {table}") == 0, table
+
+
+async def test_an_alias_from_a_suppressed_user_id_is_dropped(
+    app_client: httpx.AsyncClient,
+    admin_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    db: AsyncEngine,
+) -> None:
+    """A server aliases an old user id to a new one (`previousId` is recorded as an
+    anonymous id): when the old one is suppressed, the call is the erased person's."""
+    suppressed = await app_client.post(
+        "/v1/suppressions",
+        json={"kind": "user_id", "value": "ada-1815"},
+        headers=bearer(admin_token),
+    )
+    assert suppressed.status_code == 201
+
+    def alias(at: int) -> Any:
+        return touchpoint(
+            source_id,
+            type="alias",
+            event=None,
+            user_id="ada-new",
+            extra_ids=[("anonymous_id", "ada-1815")],
+            properties={"previousId": "ada-1815"},
+            at=at,
+        )
+
+    # Once as the list's first look finds it, once as the dedupe statement asks.
+    for at in (0, 1):
+        outcome = await handle([alias(at)])
+        assert (outcome.stored, outcome.suppressed) == (0, 1)
+    assert await scalar(db, "SELECT count(*) FROM identities") == 0
+    # Only an alias's previous id reads as a user id: an anonymous id is its own kind.
+    other = await handle([touchpoint(source_id, anonymous_id="ada-1815", at=2)])
+    assert (other.stored, other.suppressed) == (1, 0)
