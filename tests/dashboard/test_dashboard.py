@@ -3,12 +3,17 @@ and what its scripts may do, read from the files themselves (no browser needed).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
 import subprocess
 import typing
+import uuid
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +23,8 @@ from app.config import Settings
 from app.dashboard.endpoints import CONTENT_SECURITY_POLICY
 from app.main import create_app
 from app.touchpoint import Channel, EventType
-from tests.helpers import serving
+from tests.factories import touchpoint
+from tests.helpers import api_process, scalar, serving
 
 STATIC = Path(__file__).resolve().parents[2] / "app" / "dashboard" / "static"
 SCRIPTS = sorted(STATIC.glob("*.js"))
@@ -193,3 +199,88 @@ def test_each_script_parses_as_a_module(script: Path, tmp_path: Path) -> None:
         [shutil.which("node") or "node", "--check", str(module)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
+    settings: Settings,
+    db: AsyncEngine,
+    read_token: str,
+    handle: Any,
+    source_id: uuid.UUID,
+    tmp_path: Path,
+) -> None:
+    """The scripts run (in node, on tests/dashboard/browser.mjs's stand-in DOM) against the
+    real API: sign-in, a refused token, a customer (and an id merged into it), each
+    analysis; what senders wrote shows as the characters they wrote."""
+    now = datetime.now(UTC)
+    await handle([touchpoint(source_id, anonymous_id="anon-1", at=now - timedelta(days=3))])
+    ada = {"user_id": "ada", "extra_ids": [("email", "ada@example.com")]}
+    await handle(
+        [
+            touchpoint(
+                source_id,
+                **ada,
+                type="identify",
+                event=None,
+                at=now - timedelta(days=2),
+                traits={"nickname": MARKUP},
+            )
+        ]
+    )
+    merged = str(await scalar(db, "SELECT customer_id FROM identities WHERE value = 'ada'"))
+    cart = {"name": "<b>Boots</b>", "price": 10, "quantity": 2, "currency": "EUR"}
+    await handle(
+        [
+            touchpoint(source_id, user_id="ada", anonymous_id="anon-1", at=now - timedelta(days=1)),
+            touchpoint(
+                source_id,
+                user_id="ada",
+                event="Product Added",
+                at=now - timedelta(hours=3),
+                properties=cart,
+            ),
+        ]
+    )
+    survivor = str(await scalar(db, "SELECT customer_id FROM identities WHERE value = 'ada'"))
+    assert survivor != merged
+    copy = tmp_path / "static"
+    shutil.copytree(STATIC, copy)
+    (copy / "package.json").write_text('{"type": "module"}')  # node: .js files are modules
+    node = shutil.which("node") or "node"
+    async with api_process(settings, tmp_path / "api.log") as port:
+        args = [str(copy), f"http://127.0.0.1:{port}", read_token, survivor, merged]
+        ran = await asyncio.to_thread(
+            subprocess.run,
+            [node, str(Path(__file__).parent / "browser.mjs"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert ran.returncode == 0, ran.stderr
+    shown = json.loads(ran.stdout)
+    assert "Sign in" in shown["signin"]
+    assert "(401)" in shown["refused"]
+    assert "Find a customer" in shown["lookup"]
+    assert shown["nav_hidden"] is False
+    view = shown["customer"]
+    for expected in (survivor, MARKUP, "ada@example.com", "anon-1", "Product Added"):
+        assert expected in view
+    assert "3 in all" in view  # identities
+    assert "start → consideration" in view  # the journey
+    assert "merged" not in view
+    assert "Older events" not in view  # one page: its button hidden
+    assert f"The id {merged} was merged into this customer" in shown["merged"]
+    assert survivor in shown["merged"]
+    assert "1 customer, model default" in shown["stages"]
+    assert "awareness" in shown["funnel"]
+    assert "All channels" in shown["touchpoints"]
+    assert "0 conversions (entering purchase)" in shown["attribution"]
+    assert "<b>Boots</b>" in shown["abandoned-carts"]
+    assert "20 EUR" in shown["abandoned-carts"]
+    assert "anon-1" in shown["identities"]
+    assert "Sign in" in shown["signed_out"]
+    assert "(401)" in shown["signed_out"]
+
+
+MARKUP = "<img src=x onerror=alert(1)>"

@@ -3,7 +3,7 @@
 // bars. The forms' values are kept while the tab is open.
 import * as api from "./api.js";
 import {
-  TYPES, bar, customerLink, dash, dateValue, dayStart, field, fmtDuration, fmtNumber, fmtShare,
+  TYPES, bar, count, customerLink, dash, dateValue, dayStart, field, fmtDuration, fmtNumber, fmtShare,
   fmtTime, h, jsonText, paged, select, table,
 } from "./dom.js";
 
@@ -92,7 +92,7 @@ function stagesTab() {
   return [controls, async () => {
     const data = await api.stages({ last_seen_since: dayStart(state.stages.since), last_seen_until: dayStart(state.stages.until) });
     return h("div", {},
-      h("p", {}, `${fmtNumber(data.customers)} customers, model ${data.model}.`),
+      h("p", {}, `${count(data.customers, "customer")}, model ${data.model}.`),
       h("div", { class: "grid" }, distribution("By current stage", data.current), distribution("By furthest stage", data.furthest)));
   }];
 }
@@ -143,14 +143,14 @@ function touchpointsTab() {
     const data = await api.touchpoints({ ...windowQuery(), type: state.touchpoints.type, include_machine: state.touchpoints.machine || undefined });
     const cells = new Map(data.cells.map((c) => [`${c.channel} ${c.stage}`, c]));
     const top = Math.max(...data.cells.map((c) => c.events), 1);
-    const count = (c, heat) => h("td", { class: heat ? `num heat-${Math.ceil((c.events / top) * 5)}` : "num total" },
-      fmtNumber(c.events), h("small", {}, `${fmtNumber(c.customers)} cust.`));
+    const cell = (c, heat) => h("td", { class: heat ? `num heat-${Math.ceil((c.events / top) * 5)}` : "num total" },
+      fmtNumber(c.events), h("small", {}, count(c.customers, "customer")));
     return h("div", {},
       h("p", { class: "muted" }, "Events by channel and by the stage the customer was in once each was applied; distinct customers below."),
       h("div", { class: "scroll" }, table(["Channel", ...data.stages.map(stageLabel), "All stages"], h("tbody", {},
         data.channels.map((channel, i) => h("tr", {}, h("th", {}, channel),
-          data.stages.map((stage) => count(cells.get(`${channel} ${stage}`) ?? { events: 0, customers: 0 }, true)), count(data.by_channel[i], false))),
-        h("tr", {}, h("th", {}, "All channels"), data.by_stage.map((s) => count(s, false)), count(data.total, false))))));
+          data.stages.map((stage) => cell(cells.get(`${channel} ${stage}`) ?? { events: 0, customers: 0 }, true)), cell(data.by_channel[i], false))),
+        h("tr", {}, h("th", {}, "All channels"), data.by_stage.map((s) => cell(s, false)), cell(data.total, false))))));
   }];
 }
 
@@ -180,11 +180,12 @@ function attributionTab(ctx) {
       h("td", { class: "num" }, credit.toFixed(2)), h("td", { class: "num" }, fmtShare(credit / whole)),
       h("td", { class: "wide" }, bar(credit / whole)), h("td", { class: "num" }, fmtNumber(touchpoints)));
     return h("div", {},
-      h("p", {}, `${fmtNumber(data.conversions)} conversions (${data.stage ? `entering ${data.stage}` : data.event}): `,
+      h("p", {}, `${count(data.conversions, "conversion")} (${data.stage ? `entering ${data.stage}` : data.event}): `,
         `${fmtNumber(data.attributed)} attributed, ${fmtNumber(data.unattributed)} without a touchpoint in the lookback.`),
       table(["Value", "Credit", "Share", "", "Touchpoints"], h("tbody", {},
         data.values.map((v) => row(v.value, v.credit, v.touchpoints)),
-        data.other.values ? row(`${fmtNumber(data.other.values)} others`, data.other.credit, data.other.touchpoints) : null)));
+        data.other.values ? row(`${fmtNumber(data.other.values)} others`, data.other.credit, data.other.touchpoints) : null)),
+      data.values.length ? null : h("p", { class: "muted" }, "Nothing to credit in this window."));
   }];
 }
 

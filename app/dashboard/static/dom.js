@@ -33,6 +33,7 @@ export const customerLink = (id, label = id) =>
 
 export const dash = "—";
 export const fmtNumber = (n) => (n === null || n === undefined ? dash : n.toLocaleString());
+export const count = (n, one, many = `${one}s`) => `${fmtNumber(n)} ${n === 1 ? one : many}`;
 export const fmtShare = (x) => (x === null || x === undefined ? dash : `${(x * 100).toFixed(1)} %`);
 export const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : dash);
 export const jsonText = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
