@@ -55,7 +55,7 @@ export function analyticsView(view, ctx, tab) {
 // An input bound to `state[group][key]`.
 function bound(group, key, props = {}) {
   const input = h("input", { ...props, value: state[group][key] });
-  input.addEventListener("change", () => { state[group][key] = input.type === "number" ? Number(input.value) : input.value; });
+  input.addEventListener("input", () => { state[group][key] = input.type === "number" ? Number(input.value) : input.value; });
   return input;
 }
 
@@ -155,6 +155,8 @@ function touchpointsTab() {
 }
 
 function attributionTab(ctx) {
+  // The API's default, purchase, where the model has it; else the user picks.
+  if (!ctx.model.stages.includes(state.attribution.stage)) state.attribution.stage = ctx.model.stages[0];
   const on = boundSelect("attribution", "on", [["stage", "entering stage"], ["event", "event named"]]);
   const stage = boundSelect("attribution", "stage", ctx.model.stages.map((s) => [s]));
   const event = bound("attribution", "event", { placeholder: "Order Completed", maxLength: 200 });
