@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # Journey model: a preset name or a path to a TOML/YAML file.
     journey_model: str = "default"
 
+    # The built-in web dashboard at /dashboard/ (app/dashboard): static pages that read the
+    # API with a token their user pastes in. Off, the API serves no page at all.
+    dashboard_enabled: bool = True
+
     # Demo credentials for `percorso dev`; generated when unset.
     dev_write_key: SecretStr | None = None
     dev_read_token: SecretStr | None = None

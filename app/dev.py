@@ -138,11 +138,16 @@ def _wait_until_serving(
 
 def _banner(settings: Settings, write_key: str, read_token: str) -> None:
     base = f"http://{settings.http_host}:{settings.http_port}"
+    dashboard = (
+        f"  dashboard  {base}/dashboard/  (sign in with the demo read token)\n"
+        if settings.dashboard_enabled
+        else ""
+    )
     print(
         f"""
 Percorso is running.
   API        {base}        (docs: {base}/docs, health: {base}/readyz)
-  database   {settings.database_url}
+{dashboard}  database   {settings.database_url}
   broker     {settings.kafka_bootstrap_servers}
 
   demo write key   {write_key}

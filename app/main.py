@@ -17,6 +17,7 @@ from app.config import Settings
 from app.contacts.endpoints import router as contacts_router
 from app.customers.endpoints import direct_route as customers_direct
 from app.customers.endpoints import router as customers_router
+from app.dashboard.endpoints import create_router as dashboard_router
 from app.db import create_engine, create_pool, create_read_session_factory
 from app.email.endpoints import router as email_router
 from app.email.keys import server_secret
@@ -51,6 +52,7 @@ Percorso is an open-source customer-journey backend.
   journeys (`/v1/journey/model`: the active journey model), and journey analytics
   (`/v1/analytics/…`): authenticate with
   `Authorization: Bearer <read token>`.
+* **Dashboard** (`/dashboard/`): a web page over the read API; sign in with a read token.
 * **Privacy** (admin token): a customer's export (`GET /v1/customers/{id}/export`) and
   erasure (`DELETE /v1/customers/{id}`), and the suppression list (`/v1/suppressions`).
 
@@ -147,4 +149,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analytics_router)
     app.include_router(suppressions_router)
     app.include_router(health_router)
+    if settings.dashboard_enabled:
+        app.include_router(dashboard_router())
     return app

@@ -82,6 +82,10 @@ def test_dev_runs_the_whole_service_and_stops_everything_on_sigterm(data_dir: Pa
             timeout=10,
         )
         assert sent.status_code == 200, sent.text
+        # The dashboard the banner names is served.
+        dashboard = banner.split("dashboard  ")[1].split()[0]
+        assert dashboard == f"{base}/dashboard/"
+        assert httpx.get(dashboard).headers["content-type"].startswith("text/html")
         headers = {"authorization": "Bearer pr_dev-test-token"}
         deadline = time.monotonic() + 60
         while True:

@@ -1,0 +1,1 @@
+"""The built-in web dashboard: a single-page app in ``static/``, served at ``/dashboard/``."""

@@ -1,0 +1,73 @@
+// Every request the dashboard makes, in this one module: each calls `get` with its path as
+// the OpenAPI document spells it, and a test checks those paths against the document.
+
+const TOKEN_KEY = "percorso.dashboard.token";
+
+// The token lives in this tab's sessionStorage only: never in a URL, never logged; closing
+// the tab forgets it.
+export const token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY),
+  set: (secret) => sessionStorage.setItem(TOKEN_KEY, secret),
+  clear: () => sessionStorage.removeItem(TOKEN_KEY),
+};
+
+// An error answer (a problem+json document), or the API out of reach (status 0).
+export class ApiError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+
+  // The token is missing, unknown, revoked or may not read: sign in again.
+  get signedOut() {
+    return this.status === 401 || this.status === 403;
+  }
+}
+
+async function get(template, path, query, secret = token.get()) {
+  const filled = template.replace(/\{(\w+)\}/g, (_, name) => encodeURIComponent(path[name]));
+  const url = new URL(filled, window.location.origin);
+  for (const [name, value] of Object.entries(query || {})) {
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (item !== undefined && item !== null && item !== "") url.searchParams.append(name, item);
+    }
+  }
+  let response;
+  try {
+    response = await fetch(url, {
+      headers: { authorization: `Bearer ${secret}`, accept: "application/json" },
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, {
+      title: "The API could not be reached",
+      detail: "Check that Percorso is running and the network is up, then retry.",
+    });
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const problem = body && typeof body === "object" ? body : { title: response.statusText };
+    throw new ApiError(response.status, problem, response.headers.get("retry-after"));
+  }
+  return body;
+}
+
+const customer = (id) => ({ customer_id: id });
+
+export const journeyModel = (secret) => get("/v1/journey/model", {}, {}, secret);
+export const lookup = (kind, value) => get("/v1/customers/lookup", {}, { kind, value });
+export const profile = (id) => get("/v1/customers/{customer_id}", customer(id));
+export const identities = (id, query) =>
+  get("/v1/customers/{customer_id}/identities", customer(id), query);
+export const timeline = (id, query) =>
+  get("/v1/customers/{customer_id}/timeline", customer(id), query);
+export const journey = (id, query) =>
+  get("/v1/customers/{customer_id}/journey", customer(id), query);
+export const stages = (query) => get("/v1/analytics/stages", {}, query);
+export const funnel = (query) => get("/v1/analytics/funnel", {}, query);
+export const touchpoints = (query) => get("/v1/analytics/touchpoints", {}, query);
+export const attribution = (query) => get("/v1/analytics/attribution", {}, query);
+export const abandonedCarts = (query) => get("/v1/analytics/abandoned-carts", {}, query);
