@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     # beyond. nginx's and Node's 60 s: room for any honest client (README).
     http_head_timeout_s: float = Field(default=60.0, ge=0.1, le=300.0)
     http_body_timeout_s: float = Field(default=60.0, ge=0.1, le=300.0)
+    # Seconds a request may take to arrive whole, head and body, from its first byte (408
+    # beyond): a body dripped a byte a minute kept the body timeout from ever firing. Node's
+    # 300 s: the largest body the API takes (a 4,224 KB batch) at 115 kbit/s (README).
+    http_request_timeout_s: float = Field(default=300.0, ge=0.1, le=3600.0)
+    # Seconds an answer may stay stuck behind a client that does not read it (the write
+    # buffer full, not draining) before the connection is dropped. nginx's send_timeout.
+    http_send_timeout_s: float = Field(default=60.0, ge=0.1, le=3600.0)
     # The longest one analytics query may run (PostgreSQL's statement_timeout, set for the
     # request's transaction): a dashboard asking for too much gets a 503, and the database
     # is not pinned by it.
@@ -166,6 +173,18 @@ class Settings(BaseSettings):
                 f"PERCORSO_KAFKA_HEARTBEAT_INTERVAL_MS ({self.kafka_heartbeat_interval_ms})"
                 " must be below PERCORSO_KAFKA_SESSION_TIMEOUT_MS"
                 f" ({self.kafka_session_timeout_ms}), usually a third of it or less"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_a_request_timeout_shorter_than_its_head(self) -> Settings:
+        # A request's head is part of it: a request timeout below the head timeout would
+        # answer a head still on time 408, under the other's name (Node refuses it alike).
+        if self.http_request_timeout_s < self.http_head_timeout_s:
+            raise ValueError(
+                f"PERCORSO_HTTP_REQUEST_TIMEOUT_S ({self.http_request_timeout_s:g}) must be at"
+                f" least PERCORSO_HTTP_HEAD_TIMEOUT_S ({self.http_head_timeout_s:g}): a"
+                " request's head is part of the request"
             )
         return self
 

@@ -9,18 +9,22 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.config import Settings
 from app.errors import PROBLEM_JSON
 from app.kit.embedded import free_port
+from app.kit.http_protocol import uvicorn_options
 
 
 def basic(write_key: str) -> dict[str, str]:
@@ -117,6 +121,37 @@ async def api_process(settings: Settings, log: Path, **env: str) -> AsyncIterato
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@contextmanager
+def protocol_serving(app: Any, settings: Settings) -> Iterator[int]:
+    """uvicorn serving the ASGI ``app`` with the API's protocol (app.kit.http_protocol) and
+    the bounds ``settings`` give, in a thread, keep-alive 1 s; its port. A server of its own
+    for each test: what an endpoint of a test before still does cannot reach it."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        port=port,
+        loop="uvloop",
+        lifespan="off",
+        timeout_keep_alive=1,
+        timeout_graceful_shutdown=1,
+        log_level="warning",
+        **uvicorn_options(settings),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:

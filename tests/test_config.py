@@ -67,17 +67,41 @@ def test_the_readme_configuration_table_lists_every_setting_and_no_other() -> No
     assert listed == {name.upper() for name in Settings.model_fields}
 
 
-@pytest.mark.parametrize("name", ["http_head_timeout_s", "http_body_timeout_s"])
+@pytest.mark.parametrize(
+    ("name", "most", "default"),
+    [
+        ("http_head_timeout_s", 300, 60),
+        ("http_body_timeout_s", 300, 60),
+        ("http_request_timeout_s", 3600, 300),
+        ("http_send_timeout_s", 3600, 60),
+    ],
+)
 def test_http_timeouts_out_of_their_range_are_refused(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, most: int, default: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The head's no longer than the whole request's, as the request timeout tries.
+    monkeypatch.setenv("PERCORSO_HTTP_HEAD_TIMEOUT_S", "0.1")
+    monkeypatch.setenv("PERCORSO_HTTP_REQUEST_TIMEOUT_S", "300")
     variable = f"PERCORSO_{name.upper()}"
-    for value in ("0", "0.05", "-1", "300.5", "inf"):
+    for value in ("0", "0.05", "-1", f"{most}.5", "inf"):
         monkeypatch.setenv(variable, value)
         with pytest.raises(ValidationError, match=name):
             Settings()
-    for value in ("0.1", "300"):
+    for value in ("0.1", str(most)):
         monkeypatch.setenv(variable, value)
         assert getattr(Settings(), name) == float(value)
-    monkeypatch.delenv(variable)
-    assert getattr(Settings(), name) == 60.0
+    monkeypatch.delenv("PERCORSO_HTTP_HEAD_TIMEOUT_S")
+    monkeypatch.delenv("PERCORSO_HTTP_REQUEST_TIMEOUT_S")
+    monkeypatch.delenv(variable, raising=False)
+    assert getattr(Settings(), name) == default
+
+
+def test_a_request_timeout_shorter_than_the_head_timeout_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PERCORSO_HTTP_HEAD_TIMEOUT_S", "90")
+    monkeypatch.setenv("PERCORSO_HTTP_REQUEST_TIMEOUT_S", "60")
+    with pytest.raises(ValidationError, match="at least PERCORSO_HTTP_HEAD_TIMEOUT_S"):
+        Settings()
+    monkeypatch.setenv("PERCORSO_HTTP_REQUEST_TIMEOUT_S", "90")
+    assert Settings().http_request_timeout_s == 90

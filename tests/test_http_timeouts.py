@@ -1,32 +1,34 @@
 """A client too slow to send a request does not hold its connection: a head must arrive
-within PERCORSO_HTTP_HEAD_TIMEOUT_S of its first byte, and a body must keep arriving, no gap
-longer than PERCORSO_HTTP_BODY_TIMEOUT_S (app.kit.http_protocol); every other request is
-served as before. Over raw sockets, against the real command and against uvicorn serving
-a probe app with the API's protocol, both with timeouts of 0.3 s."""
+within PERCORSO_HTTP_HEAD_TIMEOUT_S of its first byte, a body must keep arriving, no gap
+longer than PERCORSO_HTTP_BODY_TIMEOUT_S, and the whole request within
+PERCORSO_HTTP_REQUEST_TIMEOUT_S of its first byte (app.kit.http_protocol); every other
+request is served as before, however long the app takes to answer. Over raw sockets, against
+the real command and against uvicorn serving a probe app with the API's protocol, both with
+head and body timeouts of 0.3 s and request timeouts of 2 s and 1 s."""
 
 from __future__ import annotations
 
 import asyncio
 import queue
+import select
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.sync.client import connect as ws_connect
 
 from app.config import Settings
-from app.kit.embedded import free_port
-from app.kit.http_protocol import uvicorn_options
 from app.kit.kafka import ensure_topics
-from tests.helpers import api_process, basic, closed, read_answer
+from tests.helpers import api_process, basic, closed, protocol_serving, read_answer
 
 TIMEOUT = 0.3
+REQUEST_TIMEOUT = 1.0  # the probe's; the real command's is 2 s
+# uvloop's clock counts whole milliseconds: a timer fires up to 1 ms early by the tests' own.
+EARLY = 0.002
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: percorso.test\r\n\r\n"
 EVENT = orjson.dumps({"userId": "ada", "event": "Product Viewed", "properties": {"sku": "P"}})
 
@@ -35,15 +37,16 @@ EVENT = orjson.dumps({"userId": "ada", "event": "Product Viewed", "properties": 
 async def api(
     settings: Settings, engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[int, Any]]:
-    """`percorso api` with timeouts of 0.3 s, publishing to a topic no pipeline consumes;
-    its port and log. Two worker processes: uvicorn hands them the protocol, pickled, with
-    its timeouts."""
+    """`percorso api` with head and body timeouts of 0.3 s and a request timeout of 2 s,
+    publishing to a topic no pipeline consumes; its port and log. Two worker processes:
+    uvicorn hands them the protocol, pickled, with its timeouts."""
     slow = settings.model_copy(update={"kafka_topic": f"{settings.kafka_topic}-slow"})
     await ensure_topics(slow)
     log = tmp_path_factory.mktemp("api") / "api.log"
     env = {
         "PERCORSO_HTTP_HEAD_TIMEOUT_S": "0.3",
         "PERCORSO_HTTP_BODY_TIMEOUT_S": "0.3",
+        "PERCORSO_HTTP_REQUEST_TIMEOUT_S": "2",
         "PERCORSO_HTTP_WORKERS": "2",
     }
     async with api_process(slow, log, **env) as port:
@@ -68,6 +71,16 @@ def _trickle(sock: socket.socket, data: bytes, pieces: int, gap: float) -> None:
     for at in range(0, len(data), size):
         if at:
             time.sleep(gap)
+        sock.sendall(data[at : at + size])
+
+
+def _drip(sock: socket.socket, data: bytes, gap: float, size: int = 1) -> None:
+    """``data`` ``size`` bytes at a time, ``gap`` seconds apart, until it is all sent or the
+    server answers."""
+    for at in range(0, len(data), size):
+        time.sleep(gap)
+        if select.select([sock], [], [], 0)[0]:
+            return
         sock.sendall(data[at : at + size])
 
 
@@ -122,7 +135,7 @@ def test_a_new_connection_that_sends_nothing_is_closed_without_an_answer(api: An
     with _connect(api[0]) as sock:
         started = time.monotonic()
         assert sock.recv(1024) == b""
-        assert TIMEOUT <= time.monotonic() - started < 1.5
+        assert TIMEOUT - EARLY <= time.monotonic() - started < 1.5
 
 
 def test_a_new_connections_first_head_is_timed_from_the_connection(api: Any) -> None:
@@ -141,7 +154,7 @@ def test_a_body_that_stops_is_408_and_closed(
     connection.sendall(_track(write_key) + EVENT[:10])
     started = time.monotonic()
     _assert_408(connection, "a request's body stopped arriving for 0.3 s")
-    assert TIMEOUT <= time.monotonic() - started < 1.5
+    assert TIMEOUT - EARLY <= time.monotonic() - started < 1.5
     # The endpoint reading it was told, and did not fail (a 500, logged) for it.
     time.sleep(0.2)
     assert "Traceback" not in api[1].read_text()
@@ -159,6 +172,21 @@ def test_a_body_trickled_without_a_long_gap_is_served(
         assert (status, orjson.loads(body)["success"]) == (200, True)
 
 
+def test_a_body_dripped_within_the_body_timeout_but_past_the_request_timeout_is_408(
+    api: Any, connection: socket.socket, write_key: str
+) -> None:
+    # A byte every 0.1 s: never idle as long as the body timeout, but 2 s after its first
+    # byte the request is not whole yet.
+    started = time.monotonic()
+    connection.sendall(_track(write_key))
+    _drip(connection, EVENT[:-1], gap=0.1)
+    _assert_408(connection, "a request must arrive whole within 2 s")
+    # Answered at the timeout, not at the drip's end (7 s).
+    assert 2 - EARLY <= time.monotonic() - started < 3.5
+    time.sleep(0.2)
+    assert "Traceback" not in api[1].read_text()
+
+
 def test_pipelined_requests_and_kept_alive_connections_are_served(
     connection: socket.socket, write_key: str
 ) -> None:
@@ -172,10 +200,21 @@ def test_pipelined_requests_and_kept_alive_connections_are_served(
 # uvicorn serving a probe app with the API's protocol: endpoints slower than the client.
 
 
+# What the probe's paths wait before they read a body (if they do) and answer: beyond the head
+# and body timeouts, and beyond the request timeout.
+_DELAYS = {
+    "/slow": 2 * TIMEOUT,
+    "/read-late": 2 * TIMEOUT,
+    "/slower": 1.5 * REQUEST_TIMEOUT,
+    "/read-later": 1.5 * REQUEST_TIMEOUT,
+}
+
+
 class _Probe:
-    """``/read`` reads the body and says what it got; ``/slow`` answers after 0.6 s;
-    ``/read-late`` reads the body after 0.6 s; ``/early`` answers without reading it. What
-    each read ends in goes to ``reads``. A WebSocket echoes a message."""
+    """``/read`` reads the body and says what it got; ``/slow`` and ``/slower`` answer after
+    0.6 s and 1.5 s; ``/read-late`` and ``/read-later`` read the body after as long;
+    ``/read-then-slower`` reads it, then answers after 1.5 s; ``/early`` answers without
+    reading it. What each read ends in goes to ``reads``. A WebSocket echoes a message."""
 
     def __init__(self) -> None:
         self.reads: queue.Queue[tuple[str, int]] = queue.Queue()
@@ -188,16 +227,17 @@ class _Probe:
             await send({"type": "websocket.send", "text": message["text"]})
             return
         path = scope["path"]
-        if path in ("/slow", "/read-late"):
-            await asyncio.sleep(2 * TIMEOUT)
+        await asyncio.sleep(_DELAYS.get(path, 0))
         size = 0
-        if path in ("/read", "/read-late"):
+        if path.startswith("/read"):
             while True:
                 message = await receive()
                 size += len(message.get("body", b""))
                 if message["type"] == "http.disconnect" or not message["more_body"]:
                     self.reads.put((message["type"], size))
                     break
+        if path == "/read-then-slower":
+            await asyncio.sleep(1.5 * REQUEST_TIMEOUT)
         body = str(size).encode()
         headers = [(b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -206,34 +246,14 @@ class _Probe:
 
 @pytest.fixture
 def probe() -> Iterator[tuple[int, _Probe]]:
-    """A server of its own for each test: what an endpoint of a test before still does
-    cannot reach it."""
     app = _Probe()
-    port = free_port()
-    settings = Settings(http_head_timeout_s=TIMEOUT, http_body_timeout_s=TIMEOUT)
-    config = uvicorn.Config(
-        app,
-        port=port,
-        loop="uvloop",
-        lifespan="off",
-        timeout_keep_alive=1,
-        timeout_graceful_shutdown=1,
-        log_level="warning",
-        **uvicorn_options(settings),
+    settings = Settings(
+        http_head_timeout_s=TIMEOUT,
+        http_body_timeout_s=TIMEOUT,
+        http_request_timeout_s=REQUEST_TIMEOUT,
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    with protocol_serving(app, settings) as port:
         yield port, app
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _post(path: str, length: int, *headers: str) -> bytes:
@@ -251,39 +271,92 @@ def test_an_app_waiting_for_a_body_that_stopped_is_told_of_a_disconnect(
     assert app.reads.get(timeout=2) == ("http.disconnect", 10)
 
 
-# Time the server holds a request up is not the client's.
-
-
-def test_a_pipelined_request_waiting_behind_a_slow_answer_is_served(
+def test_an_app_waiting_for_a_body_dripped_past_the_request_timeout_is_told_of_a_disconnect(
     probe: tuple[int, _Probe],
 ) -> None:
     port, app = probe
     with _connect(port) as sock:
-        # The second request waits 0.6 s, its body's rest with it (reading paused), then is
-        # read.
-        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: p\r\n\r\n" + _post("/read", 20) + b"a" * 10)
-        time.sleep(0.05)
+        started = time.monotonic()
+        sock.sendall(_post("/read", 100))
+        _drip(sock, b"a" * 100, gap=0.1, size=5)  # 2 s, never idle for the body timeout
+        _assert_408(sock, "a request must arrive whole within 1 s")
+        assert REQUEST_TIMEOUT - EARLY <= time.monotonic() - started < 1.6
+    kind, size = app.reads.get(timeout=2)
+    assert kind == "http.disconnect"
+    assert 0 < size < 100
+
+
+def test_a_request_whole_in_time_is_answered_however_long_the_app_takes(
+    probe: tuple[int, _Probe],
+) -> None:
+    port, app = probe
+    with _connect(port) as sock:
+        # Its body in 0.8 s, then 1.5 s of the app's: the request timeout long passed.
+        sock.sendall(_post("/read-then-slower", 80))
+        _drip(sock, b"a" * 80, gap=0.1, size=10)
+        assert read_answer(sock)[:3:2] == (200, b"80")
+        assert app.reads.get(timeout=2) == ("http.request", 80)
+        # And the connection goes on.
+        sock.sendall(_post("/read", 3) + b"abc")
+        assert read_answer(sock)[:3:2] == (200, b"3")
+
+
+def test_a_kept_alive_connection_serves_requests_for_longer_than_the_request_timeout(
+    probe: tuple[int, _Probe],
+) -> None:
+    port, _ = probe
+    with _connect(port) as sock:
+        started = time.monotonic()
+        for _ in range(5):  # each request whole in 0.2 s, the connection 2 s and more
+            sock.sendall(_post("/read", 10))
+            _drip(sock, b"a" * 10, gap=0.1, size=5)
+            assert read_answer(sock)[:3:2] == (200, b"10")
+            time.sleep(0.2)
+        assert time.monotonic() - started > 2 * REQUEST_TIMEOUT
+
+
+# Time the server holds a request up is not the client's. Each hold ends 0.6 s, or 1.5 s (past
+# the request timeout), after the request began; the client then takes 0.15 s to go on, and
+# 0.75 s in all to end: within its own time, none of the hold's.
+
+
+@pytest.mark.parametrize("slow", ["/slow", "/slower"])
+def test_a_pipelined_request_waiting_behind_a_slow_answer_is_served(
+    probe: tuple[int, _Probe], slow: str
+) -> None:
+    port, app = probe
+    with _connect(port) as sock:
+        # The second request waits (reading paused) for the first's answer, then its body's
+        # rest comes.
+        sock.sendall(f"GET {slow} HTTP/1.1\r\nHost: p\r\n\r\n".encode() + _post("/read", 20))
         sock.sendall(b"a" * 10)
-        assert [read_answer(sock)[:3:2] for _ in range(2)] == [(200, b"0"), (200, b"20")]
+        assert read_answer(sock)[:3:2] == (200, b"0")
+        _drip(sock, b"a" * 10, gap=0.15, size=2)
+        assert read_answer(sock)[:3:2] == (200, b"20")
     assert app.reads.get(timeout=2) == ("http.request", 20)
 
 
-def test_a_body_the_app_reads_late_is_served(probe: tuple[int, _Probe]) -> None:
+@pytest.mark.parametrize("path", ["/read-late", "/read-later"])
+def test_a_body_the_app_reads_late_is_served(probe: tuple[int, _Probe], path: str) -> None:
     port, app = probe
     with _connect(port) as sock:
-        # Read after 0.6 s: reading pauses at 64 KiB until then.
-        sock.sendall(_post("/read-late", 1_000_000) + b"a" * 1_000_000)
+        # Reading pauses at 64 KiB until the app reads.
+        started = time.monotonic()
+        sock.sendall(_post(path, 1_000_000) + b"a" * 999_990)
+        time.sleep(_DELAYS[path] - (time.monotonic() - started))
+        _drip(sock, b"a" * 10, gap=0.15, size=2)
         assert read_answer(sock)[:3:2] == (200, b"1000000")
     assert app.reads.get(timeout=2) == ("http.request", 1_000_000)
 
 
-def test_a_client_waiting_for_100_continue_is_served(probe: tuple[int, _Probe]) -> None:
+@pytest.mark.parametrize("path", ["/read-late", "/read-later"])
+def test_a_client_waiting_for_100_continue_is_served(probe: tuple[int, _Probe], path: str) -> None:
     port, app = probe
     with _connect(port) as sock:
-        # Which the app asks for after 0.6 s, as it first reads.
-        sock.sendall(_post("/read-late", 5, "Expect: 100-continue"))
+        # Which the app asks for as it first reads.
+        sock.sendall(_post(path, 5, "Expect: 100-continue"))
         assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(b"hello")
+        _drip(sock, b"hello", gap=0.1)  # the first byte 0.1 s after, the last 0.5 s
         assert read_answer(sock)[:3:2] == (200, b"5")
     assert app.reads.get(timeout=2) == ("http.request", 5)
 
@@ -306,16 +379,21 @@ def test_a_connection_idle_after_an_answer_is_closed_at_the_keep_alive_timeout(
         assert 0.8 < time.monotonic() - started < 2.5
 
 
+@pytest.mark.parametrize(
+    ("dripped", "timeout"), [(False, TIMEOUT), (True, REQUEST_TIMEOUT)], ids=["stopped", "dripped"]
+)
 def test_a_body_not_waited_for_by_an_app_that_answered_is_closed_on_without_an_answer(
-    probe: tuple[int, _Probe],
+    probe: tuple[int, _Probe], dripped: bool, timeout: float
 ) -> None:
     port, _ = probe
     with _connect(port) as sock:
         started = time.monotonic()
-        sock.sendall(_post("/early", 5))
+        sock.sendall(_post("/early", 100))
         assert read_answer(sock)[0] == 200
+        if dripped:  # never idle for the body timeout: closed at the request timeout
+            _drip(sock, b"a" * 100, gap=0.1, size=5)
         assert closed(sock)  # no 408 behind the answer
-        assert TIMEOUT <= time.monotonic() - started < 1.5
+        assert timeout - EARLY <= time.monotonic() - started < timeout + 0.6
 
 
 def test_a_head_late_behind_a_slow_answer_closes_the_connection_after_that_answer(

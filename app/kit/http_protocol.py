@@ -1,5 +1,6 @@
 """uvicorn's httptools protocol, with bounds on what a request may take: the size of its head,
-and the time its head and its body take to arrive.
+the time its head, its body and the whole of it take to arrive, and the time its answer may
+wait on a client that does not read it.
 
 httptools has no limit on a head's size: a client could send one endless header line, and
 the server kept every byte of it (it buffers a header until the header ends), then routed the
@@ -22,35 +23,59 @@ Nor had uvicorn a timeout for a request in progress, only for the idle time betw
 (``timeout_keep_alive``, 5 s): a client sending a head or a body a byte every few seconds held
 its connection, and its buffers, for as long as it liked. Here a request's head must arrive
 whole within ``head_timeout_s`` of its first byte (a new connection's first request, of the
-connection), and its body must keep arriving, never ``body_timeout_s`` without a byte of it
-(an idle timeout, as nginx's ``client_body_timeout``). A request that is late is answered
-408 Request Timeout, as problem+json, and the connection closed; a new connection that sent
-nothing is closed without an answer, as an idle one is, for it asked nothing. A body that
-stops is answered so only while the app has not answered; after, the connection is closed.
-An app waiting on ``receive()`` for the rest of that body gets ``http.disconnect`` at once. A
-head that is late while the app still answers the request before it (pipelined) lets that
-answer go out, then closes. Time the server itself holds a request up (reading paused while
-the app has yet to read 64 KiB of body received, or while a pipelined request waits for the
-one before it; a client waiting for ``100 Continue``) is not the client's: its time starts
-again.
+connection), and its body must keep arriving, never ``body_timeout_s`` without a byte of it (an
+idle timeout, as nginx's ``client_body_timeout``), and the whole of it, head and body, within
+``request_timeout_s`` of its first byte (as Node's ``requestTimeout``): a body dripped a byte
+just within the body timeout would otherwise take as long as its size allows (a 4 MB batch:
+years), holding the connection and its buffers. The time the app takes to answer is not the
+client's: once the body is in, no timeout runs. A request that is late is answered 408 Request
+Timeout, as problem+json, and the connection closed; a new connection that sent nothing is
+closed without an answer, as an idle one is, for it asked nothing. A body that stops is
+answered so only while the app has not answered; after, the connection is closed. An app
+waiting on ``receive()`` for the rest of that body gets ``http.disconnect`` at once (so for a
+whole request that is late). A head that is late while the app still answers the request before
+it (pipelined) lets that answer go out, then closes. Time the server itself holds a request up
+(reading paused while the app has yet to read 64 KiB of body received, or while a pipelined
+request waits for the one before it; a client waiting for ``100 Continue``) is not the
+client's: none of the request's deadlines (its head's or body's, and the whole request's) falls
+due while a hold lasts, and each moves on by as long as it lasted as it ends.
 
-One timer a connection keeps all of its waits on the client, the keep-alive one too (uvicorn
-set a timer for that after every answer and cancelled it at the next request's first read).
-A wait is a deadline stored; the timer never runs further ahead than the shortest timeout,
-so a new deadline never needs it set again, and when it fires before the deadline it finds,
-it is set again for then: one timer call every few seconds on a busy connection, none per
-request, and the protocol costs no more than it did before it had timeouts
-(``bench.http_protocol``: README, ``HTTP_HEAD_TIMEOUT_S``).
+Answers, the other way: uvicorn stops an app's ``send()`` while the transport's buffer is full
+(its flow control), until the client reads enough to drain it: a client that never reads a
+large answer (a customer's export, streamed from a database transaction held open) kept the app
+waiting, the transaction open, for ever, and a connection closed while its buffer is full waits
+for the buffer to drain before it closes, for ever too. While writing is paused, the client
+must take 64 KiB of the answer (the buffer's high water mark, beyond which writing pauses;
+counted in the kernel's buffer too, on Linux) every ``send_timeout_s``, or all of it (writing
+resumes): a rate (1.1 KB/s at 60 s) any honest client passes, and a client dripping its reads
+holds the connection only as long as the answer's size allows, not for ever. Else the
+connection is dropped (an abort): the app's ``send()`` returns and its ``receive()`` gives
+``http.disconnect``, as when a client goes. A timer is set as writing pauses, which only a
+client slower than the app causes.
+
+One timer a connection keeps all of its waits on the client's requests, the keep-alive one too
+(uvicorn set a timer for that after every answer and cancelled it at the next request's first
+read), and a whole request's deadline beside its head's or body's. A wait is a deadline stored;
+the timer never runs further ahead than the shortest timeout, so a new deadline never needs it
+set again, and when it fires before the deadline it finds, it is set again for then: one timer
+call every few seconds on a busy connection, none per request, and the protocol costs no more
+than it did before it had timeouts (``bench.http_protocol``: README, ``HTTP_HEAD_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import sys
+import termios
+from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -68,6 +93,48 @@ _FIRST = 2  # a new connection's first byte
 _HEAD = 3  # the rest of a request's head, some of it received
 _BODY = 4  # a request's body
 
+# Bytes of an answer a client must take every send timeout while writing is paused: the
+# transport's high water mark (uvloop's and asyncio's), which writing pauses beyond.
+_MIN_TAKEN = 64 * 1024
+# The ioctl that tells the bytes a TCP socket's kernel buffer holds unacknowledged (Linux's
+# SIOCOUTQ, the same number); elsewhere the transport's buffer alone is counted.
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control, which also knows since when the server holds a request up:
+    reading paused (the app has yet to read 64 KiB of body received, or a pipelined request
+    waits for the answer before it), or, as the protocol says, a client waits for ``100
+    Continue``. Each ends as reading resumes, which uvicorn does as the app asks for the
+    body (``receive()``, which sends the ``100 Continue`` first) and after each answer; then
+    ``on_resume`` gets the loop time the hold began."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        on_resume: Callable[[float], None],
+    ) -> None:
+        super().__init__(transport)
+        self.held_since: float | None = None
+        self._loop = loop
+        self._on_resume = on_resume
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self._transport.pause_reading()
+            if self.held_since is None:
+                self.held_since = self._loop.time()
+
+    def resume_reading(self) -> None:
+        if self.held_since is not None:
+            held_since, self.held_since = self.held_since, None
+            self._on_resume(held_since)
+        if self.read_paused:
+            self.read_paused = False
+            self._transport.resume_reading()
+
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The options that make uvicorn (``uvicorn.run``, ``uvicorn.Config``) serve with
@@ -79,6 +146,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             BoundedProtocol,
             head_timeout_s=settings.http_head_timeout_s,
             body_timeout_s=settings.http_body_timeout_s,
+            request_timeout_s=settings.http_request_timeout_s,
+            send_timeout_s=settings.http_send_timeout_s,
         ),
         "h11_max_incomplete_event_size": settings.http_max_header_bytes,
     }
@@ -94,6 +163,8 @@ class BoundedProtocol(HttpToolsProtocol):
         *,
         head_timeout_s: float,
         body_timeout_s: float,
+        request_timeout_s: float,
+        send_timeout_s: float,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         # As uvicorn's h11 protocol reads it.
@@ -107,24 +178,41 @@ class BoundedProtocol(HttpToolsProtocol):
         self._body_timeout = body_timeout_s
         keep_alive = float(self.timeout_keep_alive)
         self._timeouts = (0.0, keep_alive, head_timeout_s, head_timeout_s, body_timeout_s)
-        self._tick = min(self._timeouts[1:])  # the furthest ahead the timer is set
+        # The furthest ahead the timer is set.
+        self._tick = min(*self._timeouts[1:], request_timeout_s)
         self._awaiting = _NOTHING
         self._deadline = 0.0  # loop time by which what is awaited must have come
         self._timer: asyncio.TimerHandle | None = None
+        self._request_timeout = request_timeout_s
+        # Loop time by which the request being received must have come whole, head and body.
+        # Only a body's wait reads it: a head's own deadline comes first (not later than
+        # the request's timeout, the settings see to it).
+        self._request_deadline = 0.0
+        self._head_to_request = request_timeout_s - head_timeout_s  # from a head's deadline
+        self._send_timeout = send_timeout_s
+        self._stall: asyncio.TimerHandle | None = None  # set while writing is paused
+        self._unsent = 0  # what the client had yet to take as the stall timer last looked
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = self._flow = _Flow(transport, self.loop, self._resumed)
         self._await(_FIRST, self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()  # which would keep the protocol alive until it fired
+        # Timers would keep the protocol alive until they fired.
+        self._stop_timer()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting < _FIRST:  # a request begins (or a pipelined one, below)
             self._await(_HEAD, self._head_timeout)
+            self._request_deadline = self._deadline + self._head_to_request
         elif self._awaiting == _FIRST:  # within the time the connection had for its first
             self._awaiting = _HEAD
+            self._request_deadline = self.loop.time() + self._request_timeout
         while self._head_left is not None and len(data) > self._head_left:
             # The head must end within the bytes it has left: parse those alone first.
             left, self._head_left = self._head_left, 0
@@ -144,10 +232,14 @@ class BoundedProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self._awaiting == _NOTHING:  # it follows the one before in the same read
             self._await(_HEAD, self._head_timeout)
+            self._request_deadline = self._deadline + self._head_to_request
 
     def on_headers_complete(self) -> None:
         self._head_left = None
         self._await(_BODY, self._body_timeout)
+        if self.expect_100_continue and self._flow.held_since is None:
+            # The client waits for the app to ask for the body.
+            self._flow.held_since = self.loop.time()
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -185,6 +277,51 @@ class BoundedProtocol(HttpToolsProtocol):
         elif self._awaiting == _NOTHING:
             self._await(_IDLE, self.timeout_keep_alive)
 
+    def pause_writing(self) -> None:
+        # The transport's buffer is full: the client takes the answer slower than the app
+        # makes it, or not at all. The app's next send() waits until it drains.
+        super().pause_writing()
+        if self._stall is None:
+            self._unsent = self._untaken()
+            self._stall = self.loop.call_later(self._send_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        """Writing has been paused for the send timeout: if the client took at least
+        ``_MIN_TAKEN`` bytes of the answer meanwhile, wait again; else drop the connection
+        (abort: a close would wait for the buffer to drain, for ever). An app waiting in
+        send() returns, and gets ``http.disconnect``, as when a client goes."""
+        unsent = self._untaken()
+        if unsent <= self._unsent - _MIN_TAKEN:
+            self._unsent = unsent
+            self._stall = self.loop.call_later(self._send_timeout, self._stalled)
+            return
+        self._stall = None
+        self.logger.warning(
+            "Connection dropped: the client took less than %d bytes of an answer in %g s.",
+            _MIN_TAKEN,
+            self._send_timeout,
+        )
+        self.transport.abort()
+
+    def _untaken(self) -> int:
+        """Bytes written the client has yet to take: the transport's buffer, and the
+        kernel's (sent or not, unacknowledged; Linux's SIOCOUTQ). The transport's alone
+        misleads: it drains into the kernel's in large steps, as the kernel finds room (a
+        client reading 200 KB/s on loopback, the kernel holding 2.8 MB, left it unchanged
+        for longer than 0.3 s)."""
+        untaken = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if _OUTQ is not None and sock is not None:
+            with suppress(OSError):  # not a TCP socket
+                untaken += int.from_bytes(fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4)), "little")
+        return untaken
+
     def handle_websocket_upgrade(self) -> None:
         # The connection is the WebSocket protocol's from now, and its timeouts.
         self._stop_timer()
@@ -210,17 +347,29 @@ class BoundedProtocol(HttpToolsProtocol):
         if awaiting == _NOTHING or self.transport.is_closing():
             return
         now = self.loop.time()
-        if now < self._deadline:
-            self._timer = self.loop.call_at(min(self._deadline, now + self._tick), self._on_timer)
-        elif self.flow.read_paused or (awaiting == _BODY and self.cycle.waiting_for_100_continue):
-            # The server, not the client, holds the request up: the client's time starts again.
-            self._await(awaiting, self._timeouts[awaiting])
+        deadline = self._deadline
+        whole = awaiting == _BODY and self._request_deadline < deadline
+        if whole:
+            deadline = self._request_deadline
+        if now < deadline:
+            self._timer = self.loop.call_at(min(deadline, now + self._tick), self._on_timer)
+        elif self._flow.held_since is not None:
+            # The server, not the client, holds the request up: its deadlines move on as the
+            # hold ends (_resumed).
+            self._timer = self.loop.call_at(now + self._tick, self._on_timer)
         else:
-            self._late(awaiting)
+            self._late(awaiting, whole)
 
-    def _late(self, awaiting: int) -> None:
-        """What the connection waited for has not come in time: answer 408 if a request
-        can still be answered, and close the connection."""
+    def _resumed(self, held_since: float) -> None:
+        """The server held the request up from ``held_since`` until now: none of that time
+        is the client's."""
+        held = self.loop.time() - held_since
+        self._deadline += held
+        self._request_deadline += held
+
+    def _late(self, awaiting: int, whole: bool) -> None:
+        """What the connection waited for (``whole``: the whole request) has not come in
+        time: answer 408 if a request can still be answered, and close the connection."""
         self._awaiting = _NOTHING
         cycle = self.cycle
         if awaiting < _HEAD:  # nothing asked: an idle connection, or a new one
@@ -237,7 +386,10 @@ class BoundedProtocol(HttpToolsProtocol):
             if cycle.response_started:
                 self.transport.close()
             else:
-                detail = f"a request's body stopped arriving for {self._body_timeout:g} s"
+                if whole:
+                    detail = f"a request must arrive whole within {self._request_timeout:g} s"
+                else:
+                    detail = f"a request's body stopped arriving for {self._body_timeout:g} s"
                 self._answer_and_close(408, "request-timeout", "Request Timeout", detail)
             # An app waiting for the body's rest gets http.disconnect; what it answers is
             # dropped.
