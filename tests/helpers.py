@@ -124,17 +124,18 @@ async def api_process(settings: Settings, log: Path, **env: str) -> AsyncIterato
 
 
 @contextmanager
-def protocol_serving(app: Any, settings: Settings) -> Iterator[int]:
+def protocol_serving(app: Any, settings: Settings, keep_alive: int = 1) -> Iterator[int]:
     """uvicorn serving the ASGI ``app`` with the API's protocol (app.kit.http_protocol) and
-    the bounds ``settings`` give, in a thread, keep-alive 1 s; its port. A server of its own
-    for each test: what an endpoint of a test before still does cannot reach it."""
+    the bounds ``settings`` give, in a thread, keep-alive ``keep_alive`` seconds; its port. A
+    server of its own for each test: what an endpoint of a test before still does cannot
+    reach it."""
     port = free_port()
     config = uvicorn.Config(
         app,
         port=port,
         loop="uvloop",
         lifespan="off",
-        timeout_keep_alive=1,
+        timeout_keep_alive=keep_alive,
         timeout_graceful_shutdown=1,
         log_level="warning",
         **uvicorn_options(settings),
