@@ -175,8 +175,13 @@ def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 def closed(sock: socket.socket) -> bool:
-    """Whether the server closed ``sock`` (with nothing more to read)."""
-    return sock.recv(1) == b""
+    """Whether the server closed ``sock`` (with nothing more to read). A reset counts: a
+    server that closes a connection with bytes of the client's unread (the client sent them
+    as the server answered) resets it."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
 
 
 @asynccontextmanager
