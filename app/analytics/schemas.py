@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     Field,
@@ -15,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.kit.query import Instant, QueryModel
+from app.kit.query import Instant, QueryModel, storable
 from app.touchpoint import EventType
 
 
@@ -32,13 +31,7 @@ MAX_WINDOW: Final = timedelta(days=366)
 StageName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-def _storable(name: str) -> str:
-    if "\x00" in name:  # Postgres text cannot hold it (the query would fail)
-        raise ValueError("no event name holds a NUL character")
-    return name
-
-
-EventName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
+EventName = Annotated[str, Field(min_length=1, max_length=200), storable("event name")]
 
 
 def _seconds(value: Any) -> Any:

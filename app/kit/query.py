@@ -85,6 +85,18 @@ def utc_instant(value: datetime) -> datetime:
 Instant = Annotated[datetime, AfterValidator(utc_instant)]
 
 
+def storable(what: str) -> AfterValidator:
+    """The check of a text parameter compared with stored text: PostgreSQL's text cannot
+    hold a NUL character (the query would fail), so one is a 422 naming ``what``."""
+
+    def check(value: str) -> str:
+        if "\x00" in value:
+            raise ValueError(f"no {what} holds a NUL character")
+        return value
+
+    return AfterValidator(check)
+
+
 def parameters(model: type[QueryModel]) -> dict[str, Any]:
     """The OpenAPI ``parameters`` of ``model``'s fields, as a route's ``openapi_extra``
     (added after those FastAPI documents itself, e.g. path parameters)."""

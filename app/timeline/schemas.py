@@ -6,17 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from app.customers.schemas import Merged, RequestedId
-from app.kit.query import Instant, QueryModel
+from app.kit.query import Instant, QueryModel, storable
 from app.touchpoint import Channel, EventType
-
-
-def _storable(stage: str) -> str:
-    if "\x00" in stage:  # Postgres text cannot hold it (the query would fail)
-        raise ValueError("no stage holds a NUL character")
-    return stage
 
 
 class TimelineParams(QueryModel):
@@ -27,7 +21,7 @@ class TimelineParams(QueryModel):
     cursor: str | None = Field(None, max_length=200)
     channel: list[Channel] | None = None
     type: list[EventType] | None = None
-    stage: list[Annotated[str, AfterValidator(_storable)]] | None = Field(None, max_length=20)
+    stage: list[Annotated[str, storable("stage")]] | None = Field(None, max_length=20)
     since: Instant | None = None
     until: Instant | None = None
 
