@@ -4,7 +4,8 @@ customers."""
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,8 @@ from app.suppressions import repository as suppressions
 
 if TYPE_CHECKING:
     import asyncpg
+
+Row = TypeVar("Row")
 
 
 async def resolve_customer(session: AsyncSession, customer_id: uuid.UUID) -> Customer:
@@ -99,25 +102,46 @@ async def identities(
     after ``cursor``: the JSON-ready dict of an ``IdentitiesPage``. A merged id answers with
     the survivor; NotFound if unknown; InvalidRequest for a cursor this API did not issue."""
     after = decode_cursor(cursor, _kind_and_value) if cursor else None
-    # The page first, as the timeline does: an id that holds identities is a live customer
-    # (a merge moves them all in the transaction that marks the loser merged).
-    rows = await repository.identities(
-        connection, customer_id, kind=kind, after=after, limit=limit + 1
+
+    def fetch(customer: uuid.UUID) -> Awaitable[list[dict[str, str]]]:
+        return repository.identities(connection, customer, kind=kind, after=after, limit=limit + 1)
+
+    return await page_of(
+        connection,
+        customer_id,
+        limit,
+        fetch,
+        lambda last: encode_cursor(last["kind"], last["value"]),
     )
+
+
+async def page_of(
+    connection: asyncpg.Connection[Any],
+    customer_id: uuid.UUID,
+    limit: int,
+    fetch: Callable[[uuid.UUID], Awaitable[list[Row]]],
+    position: Callable[[Row], str],
+) -> dict[str, Any]:
+    """A keyset page of one customer's rows (the timeline's, the identity list's): the
+    JSON-ready dict of its page, ``next_cursor`` from ``position`` of the last row when
+    there are more. ``fetch(id)`` reads up to ``limit + 1`` rows of a customer from the
+    cursor on. The page is read first: an id that holds rows is a live customer (a merge
+    moves the merged customer's events and identities in the transaction that marks it
+    merged), so the usual request needs no lookup. An empty page may be a merged id
+    (answered with its survivor's rows) or an unknown one (NotFound)."""
+    rows = await fetch(customer_id)
     survivor = customer_id
     if not rows:
         survivor = await survivor_id(connection, customer_id)
         if survivor != customer_id:
-            rows = await repository.identities(
-                connection, survivor, kind=kind, after=after, limit=limit + 1
-            )
+            rows = await fetch(survivor)
     more = len(rows) > limit
     rows = rows[:limit]
     return {
         "customer_id": survivor,
         **answered_for(customer_id, survivor),
         "items": rows,
-        "next_cursor": encode_cursor(rows[-1]["kind"], rows[-1]["value"]) if more else None,
+        "next_cursor": position(rows[-1]) if more else None,
     }
 
 

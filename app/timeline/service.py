@@ -7,8 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from app.customers.schemas import answered_for
-from app.customers.service import survivor_id
+from app.customers.service import page_of
 from app.kit.cursor import decode_cursor, encode_time_and_id, time_and_id
 from app.timeline import repository
 from app.timeline.repository import TimelineQuery
@@ -43,23 +42,13 @@ async def timeline(
         since=since,
         until=until,
     )
-    # The page first: an id that owns events is a live customer (a merge moves the
-    # merged customer's events in the transaction that marks it merged), so the usual
-    # request needs no lookup. An empty page may be a merged id (answered with its
-    # survivor's timeline) or an unknown one (404).
-    rows = await repository.page(connection, query)
-    survivor = customer_id
-    if not rows:
-        survivor = await survivor_id(connection, customer_id)
-        if survivor != customer_id:
-            rows = await repository.page(connection, replace(query, customer_id=survivor))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "customer_id": survivor,
-        **answered_for(customer_id, survivor),
-        "items": rows,
-        "next_cursor": encode_time_and_id(rows[-1]["occurred_at"], rows[-1]["event_id"])
-        if more and rows
-        else None,
-    }
+    return await page_of(
+        connection,
+        customer_id,
+        limit,
+        # The query as built for the id asked for; another for its survivor.
+        lambda customer: repository.page(
+            connection, query if customer is customer_id else replace(query, customer_id=customer)
+        ),
+        lambda last: encode_time_and_id(last["occurred_at"], last["event_id"]),
+    )
