@@ -9,10 +9,10 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/percorso
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app ./app
-# Production dependencies only: no embedded servers, no test tools.
-RUN /opt/percorso/bin/pip install .
+# Production dependencies only (no embedded servers, no test tools), at the tested versions.
+RUN /opt/percorso/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/percorso/bin:$PATH \

@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format openapi bench clean
+.PHONY: install run test lint format openapi bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Percorso needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,5 +41,16 @@ openapi: install
 bench: install
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
+## lock: pin every package (the newest pyproject.toml admits) in constraints.txt
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet '.[dev]'
+	{ echo '# Every package make install, the Docker image and CI install, at the versions the'; \
+	  echo '# suite last passed with. Regenerate with `make lock` (then make test), never by hand.'; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^percorso'; } > constraints.txt
+	rm -rf .lock-venv
+
 clean:
-	rm -rf $(VENV) .percorso .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv .percorso .pytest_cache .mypy_cache .ruff_cache
