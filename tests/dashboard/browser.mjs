@@ -1,12 +1,17 @@
 // Just enough of a browser to run the dashboard's modules in node against a live API:
 // a small DOM (elements, text, events, forms), location and sessionStorage. It signs in,
-// opens each view and prints, as JSON, the text each one shows. Setting innerHTML (or its
-// kin) throws, so a script that writes markup fails here too.
+// opens each view and prints, as JSON, the text each one shows and the paths it requested.
+// Setting innerHTML (or its kin) throws, so a script that writes markup fails here too.
 //
-//   node browser.mjs <static dir copy> <API base URL> <token> <customer id> <an id merged into it>
+// The page is at <path> (`/dashboard/`, or under a prefix: `/tools/percorso/dashboard/`),
+// and fetch is a reverse proxy that serves the API at the path before `dashboard/`: it
+// forwards what is under that path, the prefix removed, and answers 404 to anything else.
+//
+//   node browser.mjs <static dir copy> <API base URL> <path> <token> <customer id> <an id merged into it>
 import { pathToFileURL } from "node:url";
 
-const [dir, base, secret, customerId, mergedId] = process.argv.slice(2);
+const [dir, base, path, secret, customerId, mergedId] = process.argv.slice(2);
+const prefix = path.slice(0, -"dashboard/".length);
 
 class Node {
   constructor() { this.childNodes = []; this.parentNode = null; this.listeners = {}; }
@@ -104,6 +109,7 @@ const windowListeners = {};
 let hash = "";
 const storage = new Map();
 let pending = 0;
+const requested = [];
 const realFetch = fetch;
 Object.assign(globalThis, {
   Node,
@@ -119,15 +125,21 @@ Object.assign(globalThis, {
   },
   location: {
     origin: base,
+    href: new URL(path, base).href,
     get hash() { return hash; },
     set hash(value) {
       hash = value.startsWith("#") ? value : `#${value}`;
       setTimeout(() => windowListeners.hashchange?.forEach((l) => l()));
     },
   },
-  fetch: async (...args) => {
+  fetch: async (url, init) => {
     pending += 1;
-    try { return await realFetch(...args); } finally { pending -= 1; }
+    try {
+      const asked = new URL(url);
+      requested.push(asked.pathname + asked.search);
+      if (asked.origin !== base || !asked.pathname.startsWith(prefix)) return new Response(null, { status: 404 });
+      return await realFetch(new URL(`/${asked.pathname.slice(prefix.length)}${asked.search}`, base), init);
+    } finally { pending -= 1; }
   },
 });
 globalThis.window = { location: globalThis.location, addEventListener: (t, l) => (windowListeners[t] ??= []).push(l) };
@@ -174,4 +186,5 @@ storage.set("percorso.dashboard.token", "pr_revoked");
 location.hash = "#/analytics/stages";
 await settled();
 shown.signed_out = text();
+shown.requested = requested;
 process.stdout.write(JSON.stringify(shown));

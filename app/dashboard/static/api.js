@@ -1,6 +1,11 @@
 // Every request the dashboard makes, in this one module: each calls `get` with its path as
 // the OpenAPI document spells it, and a test checks those paths against the document.
 
+// Where the API is: the page's URL less `dashboard/` (the page is served only there, its
+// files beside it). `/` at the origin's root; `/percorso/` behind a reverse proxy that serves
+// Percorso under that path, which the page never has to be told.
+const ROOT = new URL("../", window.location.href);
+
 const TOKEN_KEY = "percorso.dashboard.token";
 
 // The token lives in this tab's sessionStorage only: never in a URL, never logged; closing
@@ -27,8 +32,9 @@ export class ApiError extends Error {
 }
 
 async function get(template, path, query, secret = token.get()) {
+  // `.` + the path as the document spells it (`/v1/…`): relative to the API's root.
   const filled = template.replace(/\{(\w+)\}/g, (_, name) => encodeURIComponent(path[name]));
-  const url = new URL(filled, window.location.origin);
+  const url = new URL(`.${filled}`, ROOT);
   for (const [name, value] of Object.entries(query || {})) {
     for (const item of Array.isArray(value) ? value : [value]) {
       if (item !== undefined && item !== null && item !== "") url.searchParams.append(name, item);
