@@ -162,10 +162,18 @@ find("input")[0].value = "pr_not-a-token";
 find("form")[0].requestSubmit();
 await settled();
 shown.refused = text();
-find("input")[0].value = secret;
+const before = requested.length;
+find("input")[0].value = `\u201c${secret}\u201d`; // pasted with curly quotes
+find("form")[0].requestSubmit();
+await settled();
+shown.unsendable = text();
+shown.unsendable_requests = requested.length - before;
+shown.unsendable_stored = storage.has("percorso.dashboard.token");
+find("input")[0].value = ` \u00a0${secret}\n`; // and with blanks, which are trimmed
 find("form")[0].requestSubmit();
 await settled();
 shown.lookup = text();
+shown.stored = storage.get("percorso.dashboard.token");
 shown.nav_hidden = byId.nav.hidden;
 
 location.hash = `#/customers/${customerId}`;

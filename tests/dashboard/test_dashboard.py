@@ -273,7 +273,14 @@ async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
     shown = json.loads(ran.stdout)
     assert "Sign in" in shown["signin"]
     assert "(401)" in shown["refused"]
+    # A token fetch could not send is refused in the form, not taken for the API unreachable.
+    assert "Not a Percorso token" in shown["unsendable"]
+    assert "Character 1 of the token, \u201c (U+201C), cannot be" in shown["unsendable"]
+    assert "could not be reached" not in shown["unsendable"]
+    assert shown["unsendable_requests"] == 0
+    assert shown["unsendable_stored"] is False
     assert "Find a customer" in shown["lookup"]
+    assert shown["stored"] == read_token
     assert shown["nav_hidden"] is False
     view = shown["customer"]
     for expected in (survivor, MARKUP, "ada@example.com", "anon-1", "Product Added"):
