@@ -110,6 +110,7 @@ let hash = "";
 const storage = new Map();
 let pending = 0;
 const requested = [];
+let slow = null; // a request whose query holds this answers 300 ms late
 const realFetch = fetch;
 Object.assign(globalThis, {
   Node,
@@ -137,6 +138,7 @@ Object.assign(globalThis, {
     try {
       const asked = new URL(url);
       requested.push(asked.pathname + asked.search);
+      if (slow && asked.search.includes(slow)) await new Promise((resolve) => setTimeout(resolve, 300));
       if (asked.origin !== base || !asked.pathname.startsWith(prefix)) return new Response(null, { status: 404 });
       return await realFetch(new URL(`/${asked.pathname.slice(prefix.length)}${asked.search}`, base), init);
     } finally { pending -= 1; }
@@ -162,7 +164,7 @@ find("input")[0].value = "pr_not-a-token";
 find("form")[0].requestSubmit();
 await settled();
 shown.refused = text();
-const before = requested.length;
+let before = requested.length;
 find("input")[0].value = `\u201c${secret}\u201d`; // pasted with curly quotes
 find("form")[0].requestSubmit();
 await settled();
@@ -182,11 +184,51 @@ shown.customer = text();
 location.hash = `#/customers/${mergedId}`;
 await settled();
 shown.merged = text();
+location.hash = "#/customers/not-an-id";
+await settled();
+shown.invalid_id = text();
 for (const tab of ["stages", "funnel", "touchpoints", "attribution", "abandoned-carts"]) {
   location.hash = `#/analytics/${tab}`;
   await settled();
   shown[tab] = text();
 }
+// A slow answer for an earlier form does not replace the answer for the form as it is.
+location.hash = "#/analytics/stages";
+await settled();
+const [lastSeenSince] = find("input");
+slow = "last_seen_since";
+lastSeenSince.value = "2999-01-01";
+lastSeenSince.dispatchEvent(new Event("input"));
+find("form")[0].requestSubmit();
+lastSeenSince.value = "";
+lastSeenSince.dispatchEvent(new Event("input"));
+find("form")[0].requestSubmit();
+await settled();
+slow = null;
+shown.stages_after_slow = text();
+// A funnel of no step, or one, is not asked for (the API would answer every stage's).
+location.hash = "#/analytics/funnel";
+await settled();
+for (const box of find("input").filter((i) => i.type === "checkbox")) {
+  box.checked = false;
+  box.dispatchEvent(new Event("change"));
+}
+before = requested.length;
+find("form")[0].requestSubmit();
+await settled();
+shown.funnel_no_step = text();
+shown.funnel_no_step_requests = requested.length - before;
+// Nor is attribution to an event without a name (the API would answer entering purchase's).
+location.hash = "#/analytics/attribution";
+await settled();
+const [on] = find("select").filter((s) => s.querySelectorAll("option").some((o) => o.value === "event"));
+for (const option of on.querySelectorAll("option")) option.selected = option.value === "event";
+on.dispatchEvent(new Event("change"));
+before = requested.length;
+find("form")[0].requestSubmit();
+await settled();
+shown.attribution_no_event = text();
+shown.attribution_no_event_requests = requested.length - before;
 location.hash = `#/customers/${customerId}/identities`;
 await settled();
 shown.identities = text();

@@ -291,12 +291,21 @@ async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
     assert "Older events" not in view  # one page: its button hidden
     assert f"The id {merged} was merged into this customer" in shown["merged"]
     assert survivor in shown["merged"]
+    assert "(422)" in shown["invalid_id"]
+    assert "customer_id: " in shown["invalid_id"]
+    assert "path." not in shown["invalid_id"]
     assert "1 customer, model default" in shown["stages"]
+    assert "Last seen until (excluded)" in shown["stages"]  # as the API: before that day
     assert "awareness" in shown["funnel"]
     assert "All channels" in shown["touchpoints"]
     assert "0 conversions (entering purchase)" in shown["attribution"]
     assert "<b>Boots</b>" in shown["abandoned-carts"]
     assert "20 EUR" in shown["abandoned-carts"]
+    assert "1 customer, model default" in shown["stages_after_slow"]
+    assert "Check two steps or more." in shown["funnel_no_step"]
+    assert shown["funnel_no_step_requests"] == 0
+    assert "Name the conversion event." in shown["attribution_no_event"]
+    assert shown["attribution_no_event_requests"] == 0
     assert "anon-1" in shown["identities"]
     assert "Sign in" in shown["signed_out"]
     assert "(401)" in shown["signed_out"]
