@@ -3,11 +3,12 @@ JavaScript modules, no build step), which read the API from the browser.
 
 The files hold no data and need no credential; the data does: the page sends the read
 token its user pastes in as ``Authorization: Bearer`` to this same origin (the read API
-grants no CORS, so it is only ever read from here). Every answer carries a strict
-Content-Security-Policy: scripts, styles and connections from this origin only, nothing
-inline, no framing, no form submitted by the browser itself. Traits and event properties
-are whatever senders put in them: the scripts insert data as text, never as markup (a test
-scans them), and the policy stops what would slip through.
+grants no CORS, so it is only ever read from here), at the page's path less ``dashboard/``,
+so that the page and the API behind a reverse proxy work under any path prefix. Every
+answer carries a strict Content-Security-Policy: scripts, styles and connections from this
+origin only, nothing inline, no framing, no form submitted by the browser itself. Traits and
+event properties are whatever senders put in them: the scripts insert data as text, never
+as markup (a test scans them), and the policy stops what would slip through.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def create_router() -> APIRouter:
     @router.get("")
     async def to_dashboard() -> Response:
         # The page's files are named relative to it, so it is only ever served at the slash.
-        return RedirectResponse(PREFIX + "/", status_code=308, headers=SECURITY_HEADERS)
+        # Relative too, the redirect keeps any path a reverse proxy serves Percorso under.
+        return RedirectResponse("dashboard/", status_code=308, headers=SECURITY_HEADERS)
 
     @router.get("/")
     async def page(request: Request) -> Response:

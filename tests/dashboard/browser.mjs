@@ -1,12 +1,17 @@
 // Just enough of a browser to run the dashboard's modules in node against a live API:
 // a small DOM (elements, text, events, forms), location and sessionStorage. It signs in,
-// opens each view and prints, as JSON, the text each one shows. Setting innerHTML (or its
-// kin) throws, so a script that writes markup fails here too.
+// opens each view and prints, as JSON, the text each one shows and the paths it requested.
+// Setting innerHTML (or its kin) throws, so a script that writes markup fails here too.
 //
-//   node browser.mjs <static dir copy> <API base URL> <token> <customer id> <an id merged into it>
+// The page is at <path> (`/dashboard/`, or under a prefix: `/tools/percorso/dashboard/`),
+// and fetch is a reverse proxy that serves the API at the path before `dashboard/`: it
+// forwards what is under that path, the prefix removed, and answers 404 to anything else.
+//
+//   node browser.mjs <static dir copy> <API base URL> <path> <token> <customer id> <an id merged into it>
 import { pathToFileURL } from "node:url";
 
-const [dir, base, secret, customerId, mergedId] = process.argv.slice(2);
+const [dir, base, path, secret, customerId, mergedId] = process.argv.slice(2);
+const prefix = path.slice(0, -"dashboard/".length);
 
 class Node {
   constructor() { this.childNodes = []; this.parentNode = null; this.listeners = {}; }
@@ -104,6 +109,8 @@ const windowListeners = {};
 let hash = "";
 const storage = new Map();
 let pending = 0;
+const requested = [];
+let slow = null; // a request whose query holds this answers 300 ms late
 const realFetch = fetch;
 Object.assign(globalThis, {
   Node,
@@ -119,15 +126,22 @@ Object.assign(globalThis, {
   },
   location: {
     origin: base,
+    href: new URL(path, base).href,
     get hash() { return hash; },
     set hash(value) {
       hash = value.startsWith("#") ? value : `#${value}`;
       setTimeout(() => windowListeners.hashchange?.forEach((l) => l()));
     },
   },
-  fetch: async (...args) => {
+  fetch: async (url, init) => {
     pending += 1;
-    try { return await realFetch(...args); } finally { pending -= 1; }
+    try {
+      const asked = new URL(url);
+      requested.push(asked.pathname + asked.search);
+      if (slow && asked.search.includes(slow)) await new Promise((resolve) => setTimeout(resolve, 300));
+      if (asked.origin !== base || !asked.pathname.startsWith(prefix)) return new Response(null, { status: 404 });
+      return await realFetch(new URL(`/${asked.pathname.slice(prefix.length)}${asked.search}`, base), init);
+    } finally { pending -= 1; }
   },
 });
 globalThis.window = { location: globalThis.location, addEventListener: (t, l) => (windowListeners[t] ??= []).push(l) };
@@ -150,10 +164,18 @@ find("input")[0].value = "pr_not-a-token";
 find("form")[0].requestSubmit();
 await settled();
 shown.refused = text();
-find("input")[0].value = secret;
+let before = requested.length;
+find("input")[0].value = `\u201c${secret}\u201d`; // pasted with curly quotes
+find("form")[0].requestSubmit();
+await settled();
+shown.unsendable = text();
+shown.unsendable_requests = requested.length - before;
+shown.unsendable_stored = storage.has("percorso.dashboard.token");
+find("input")[0].value = ` \u00a0${secret}\n`; // and with blanks, which are trimmed
 find("form")[0].requestSubmit();
 await settled();
 shown.lookup = text();
+shown.stored = storage.get("percorso.dashboard.token");
 shown.nav_hidden = byId.nav.hidden;
 
 location.hash = `#/customers/${customerId}`;
@@ -162,11 +184,51 @@ shown.customer = text();
 location.hash = `#/customers/${mergedId}`;
 await settled();
 shown.merged = text();
+location.hash = "#/customers/not-an-id";
+await settled();
+shown.invalid_id = text();
 for (const tab of ["stages", "funnel", "touchpoints", "attribution", "abandoned-carts"]) {
   location.hash = `#/analytics/${tab}`;
   await settled();
   shown[tab] = text();
 }
+// A slow answer for an earlier form does not replace the answer for the form as it is.
+location.hash = "#/analytics/stages";
+await settled();
+const [lastSeenSince] = find("input");
+slow = "last_seen_since";
+lastSeenSince.value = "2999-01-01";
+lastSeenSince.dispatchEvent(new Event("input"));
+find("form")[0].requestSubmit();
+lastSeenSince.value = "";
+lastSeenSince.dispatchEvent(new Event("input"));
+find("form")[0].requestSubmit();
+await settled();
+slow = null;
+shown.stages_after_slow = text();
+// A funnel of no step, or one, is not asked for (the API would answer every stage's).
+location.hash = "#/analytics/funnel";
+await settled();
+for (const box of find("input").filter((i) => i.type === "checkbox")) {
+  box.checked = false;
+  box.dispatchEvent(new Event("change"));
+}
+before = requested.length;
+find("form")[0].requestSubmit();
+await settled();
+shown.funnel_no_step = text();
+shown.funnel_no_step_requests = requested.length - before;
+// Nor is attribution to an event without a name (the API would answer entering purchase's).
+location.hash = "#/analytics/attribution";
+await settled();
+const [on] = find("select").filter((s) => s.querySelectorAll("option").some((o) => o.value === "event"));
+for (const option of on.querySelectorAll("option")) option.selected = option.value === "event";
+on.dispatchEvent(new Event("change"));
+before = requested.length;
+find("form")[0].requestSubmit();
+await settled();
+shown.attribution_no_event = text();
+shown.attribution_no_event_requests = requested.length - before;
 location.hash = `#/customers/${customerId}/identities`;
 await settled();
 shown.identities = text();
@@ -174,4 +236,5 @@ storage.set("percorso.dashboard.token", "pr_revoked");
 location.hash = "#/analytics/stages";
 await settled();
 shown.signed_out = text();
+shown.requested = requested;
 process.stdout.write(JSON.stringify(shown));

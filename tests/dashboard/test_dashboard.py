@@ -84,7 +84,8 @@ async def test_the_dashboard_without_its_slash_redirects_to_it(
 ) -> None:
     answer = await app_client.get("/dashboard")
     assert answer.status_code == 308
-    assert answer.headers["location"] == "/dashboard/"
+    # Relative: behind a proxy serving Percorso at /percorso/, to /percorso/dashboard/.
+    assert answer.headers["location"] == "dashboard/"
 
 
 @pytest.mark.parametrize("path", ["/dashboard/nothing.js", "/dashboard/..%2Fendpoints.py"])
@@ -171,11 +172,19 @@ def test_the_page_names_only_its_own_files_and_holds_no_inline_code() -> None:
     page = _References()
     page.feed((STATIC / "index.html").read_text())
     assert {"app.js", "dashboard.css"} <= set(page.files)
+    # Each named relative to the page, so that it loads under any path prefix too.
+    assert [name for name in page.files if not re.fullmatch(r"[\w-]+\.\w+", name)] == []
     assert [name for name in page.files if not (STATIC / name).is_file()] == []
     assert page.inline == []  # the Content-Security-Policy would refuse it
-    for script in SCRIPTS:
-        for imported in re.findall(r"^import .* from \"\./([^\"]+)\";$", script.read_text(), re.M):
-            assert (STATIC / imported).is_file(), f"{script.name} imports {imported}"
+    imported = {
+        (script.name, name)
+        for script in SCRIPTS
+        for name in re.findall(r"^(?:import|\}) .*from \"([^\"]+)\";$", script.read_text(), re.M)
+    }
+    assert len(imported) == 11  # a multi-line import's last line too
+    for script, name in imported:
+        assert name.startswith("./"), f"{script} imports {name}"
+        assert (STATIC / name).is_file(), f"{script} imports {name}"
 
 
 def test_the_timeline_filters_offer_the_apis_channels_and_types() -> None:
@@ -202,7 +211,9 @@ def test_each_script_parses_as_a_module(script: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("page", ["/dashboard/", "/tools/percorso/dashboard/"])
 async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
+    page: str,
     settings: Settings,
     db: AsyncEngine,
     read_token: str,
@@ -211,8 +222,9 @@ async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
     tmp_path: Path,
 ) -> None:
     """The scripts run (in node, on tests/dashboard/browser.mjs's stand-in DOM) against the
-    real API: sign-in, a refused token, a customer (and an id merged into it), each
-    analysis; what senders wrote shows as the characters they wrote."""
+    real API, at the origin's root or behind a reverse proxy that serves it under a path:
+    sign-in, a refused token, a customer (and an id merged into it), each analysis; what
+    senders wrote shows as the characters they wrote."""
     now = datetime.now(UTC)
     await handle([touchpoint(source_id, anonymous_id="anon-1", at=now - timedelta(days=3))])
     ada = {"user_id": "ada", "extra_ids": [("email", "ada@example.com")]}
@@ -249,7 +261,7 @@ async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
     (copy / "package.json").write_text('{"type": "module"}')  # node: .js files are modules
     node = shutil.which("node") or "node"
     async with api_process(settings, tmp_path / "api.log") as port:
-        args = [str(copy), f"http://127.0.0.1:{port}", read_token, survivor, merged]
+        args = [str(copy), f"http://127.0.0.1:{port}", page, read_token, survivor, merged]
         ran = await asyncio.to_thread(
             subprocess.run,
             [node, str(Path(__file__).parent / "browser.mjs"), *args],
@@ -261,7 +273,14 @@ async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
     shown = json.loads(ran.stdout)
     assert "Sign in" in shown["signin"]
     assert "(401)" in shown["refused"]
+    # A token fetch could not send is refused in the form, not taken for the API unreachable.
+    assert "Not a Percorso token" in shown["unsendable"]
+    assert "Character 1 of the token, \u201c (U+201C), cannot be" in shown["unsendable"]
+    assert "could not be reached" not in shown["unsendable"]
+    assert shown["unsendable_requests"] == 0
+    assert shown["unsendable_stored"] is False
     assert "Find a customer" in shown["lookup"]
+    assert shown["stored"] == read_token
     assert shown["nav_hidden"] is False
     view = shown["customer"]
     for expected in (survivor, MARKUP, "ada@example.com", "anon-1", "Product Added"):
@@ -272,15 +291,28 @@ async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
     assert "Older events" not in view  # one page: its button hidden
     assert f"The id {merged} was merged into this customer" in shown["merged"]
     assert survivor in shown["merged"]
+    assert "(422)" in shown["invalid_id"]
+    assert "customer_id: " in shown["invalid_id"]
+    assert "path." not in shown["invalid_id"]
     assert "1 customer, model default" in shown["stages"]
+    assert "Last seen until (excluded)" in shown["stages"]  # as the API: before that day
     assert "awareness" in shown["funnel"]
     assert "All channels" in shown["touchpoints"]
     assert "0 conversions (entering purchase)" in shown["attribution"]
     assert "<b>Boots</b>" in shown["abandoned-carts"]
     assert "20 EUR" in shown["abandoned-carts"]
+    assert "1 customer, model default" in shown["stages_after_slow"]
+    assert "Check two steps or more." in shown["funnel_no_step"]
+    assert shown["funnel_no_step_requests"] == 0
+    assert "Name the conversion event." in shown["attribution_no_event"]
+    assert shown["attribution_no_event_requests"] == 0
     assert "anon-1" in shown["identities"]
     assert "Sign in" in shown["signed_out"]
     assert "(401)" in shown["signed_out"]
+    # Every request went to the API under the page's prefix, none to the origin's root.
+    prefix = page.removesuffix("dashboard/")
+    assert len(shown["requested"]) >= 15
+    assert [path for path in shown["requested"] if not path.startswith(prefix + "v1/")] == []
 
 
 MARKUP = "<img src=x onerror=alert(1)>"

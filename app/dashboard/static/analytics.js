@@ -36,12 +36,15 @@ export function analyticsView(view, ctx, tab) {
   const [controls, run] = TABS[tab][1](ctx);
   const results = h("div", { class: "card results" });
   const form = h("form", { class: "card row" }, controls, h("button", { type: "submit" }, "Show"));
+  // Each answer into its own box: one that arrives after a later request's is dropped with
+  // its box, not shown for values the form no longer holds.
   async function show() {
-    results.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    const answer = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    results.replaceChildren(answer);
     try {
-      results.replaceChildren(await run());
+      answer.replaceChildren(await run());
     } catch (err) {
-      ctx.report(results, err);
+      ctx.report(answer, err);
     }
   }
   form.addEventListener("submit", (e) => {
@@ -81,13 +84,16 @@ function windowControls() {
   return [field("Since", since), field("Until (excluded)", until), h("span", { class: "presets" }, "Last ", [7, 30, 90, 365].map(preset))];
 }
 
+// What a form's values cannot ask the API, said where its answer would be.
+const unasked = (text) => h("p", { class: "problem", role: "alert" }, text);
+
 const windowQuery = () => ({ since: dayStart(state.window.since), until: dayStart(state.window.until) });
 const stageLabel = (stage) => stage ?? "no stage";
 
 function stagesTab() {
   const controls = [
     field("Last seen since", bound("stages", "since", { type: "date" })),
-    field("Last seen until", bound("stages", "until", { type: "date" })),
+    field("Last seen until (excluded)", bound("stages", "until", { type: "date" })),
   ];
   return [controls, async () => {
     const data = await api.stages({ last_seen_since: dayStart(state.stages.since), last_seen_until: dayStart(state.stages.until) });
@@ -118,6 +124,8 @@ function funnelTab(ctx) {
     field("Within (days)", bound("funnel", "within", { type: "number", min: 0, max: 366, step: "any", placeholder: "no limit" }))];
   return [controls, async () => {
     const steps = ctx.model.stages.filter((s) => !skipped.has(s));
+    // None checked would ask for the default, every stage: not what the form shows.
+    if (steps.length < 2) return unasked("Check two steps or more.");
     const within = Number(state.funnel.within);
     const data = await api.funnel({
       ...windowQuery(),
@@ -172,6 +180,8 @@ function attributionTab(ctx) {
     field("Values", bound("attribution", "limit", { type: "number", min: 1, max: 500, required: true }))];
   return [controls, async () => {
     const s = state.attribution;
+    // No name would ask for the default, entering purchase: not what the form shows.
+    if (s.on === "event" && !s.event.trim()) return unasked("Name the conversion event.");
     const data = await api.attribution({
       ...windowQuery(), model: s.model, dimension: s.dimension, limit: s.limit,
       stage: s.on === "stage" ? s.stage : undefined, event: s.on === "event" ? s.event : undefined,

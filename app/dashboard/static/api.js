@@ -1,6 +1,11 @@
 // Every request the dashboard makes, in this one module: each calls `get` with its path as
 // the OpenAPI document spells it, and a test checks those paths against the document.
 
+// Where the API is: the page's URL less `dashboard/` (the page is served only there, its
+// files beside it). `/` at the origin's root; `/percorso/` behind a reverse proxy that serves
+// Percorso under that path, which the page never has to be told.
+const ROOT = new URL("../", window.location.href);
+
 const TOKEN_KEY = "percorso.dashboard.token";
 
 // The token lives in this tab's sessionStorage only: never in a URL, never logged; closing
@@ -11,7 +16,8 @@ export const token = {
   clear: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
-// An error answer (a problem+json document), or the API out of reach (status 0).
+// An error answer (a problem+json document), or no answer (status 0): the API out of reach,
+// or a token no request can carry.
 export class ApiError extends Error {
   constructor(status, problem, retryAfter) {
     super(problem.detail || problem.title || `HTTP ${status}`);
@@ -26,9 +32,30 @@ export class ApiError extends Error {
   }
 }
 
+// What a header cannot hold, on which fetch throws before sending anything: a character
+// beyond U+00FF (a curly quote or a zero-width space pasted along), NUL, CR or LF. Percorso's
+// tokens are `pr_` or `pa_` then letters, digits, `-` and `_` (app/auth/keys.py); any other
+// mistake the API refuses itself, with its reason.
+const UNSENDABLE = /[\0\n\r]|[^\0-\xff]/u;
+
+function unsendable(secret) {
+  const found = UNSENDABLE.exec(secret);
+  if (!found) return null;
+  const code = found[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+  return new ApiError(0, {
+    title: "Not a Percorso token",
+    detail: `Character ${found.index + 1} of the token, ${found[0]} (U+${code}), cannot be in a `
+      + "Percorso token, and a browser cannot send it: a token is pr_ or pa_ then letters, "
+      + "digits, - and _. Copy it again as it was printed.",
+  });
+}
+
 async function get(template, path, query, secret = token.get()) {
+  const refused = unsendable(secret);
+  if (refused) throw refused;
+  // `.` + the path as the document spells it (`/v1/…`): relative to the API's root.
   const filled = template.replace(/\{(\w+)\}/g, (_, name) => encodeURIComponent(path[name]));
-  const url = new URL(filled, window.location.origin);
+  const url = new URL(`.${filled}`, ROOT);
   for (const [name, value] of Object.entries(query || {})) {
     for (const item of Array.isArray(value) ? value : [value]) {
       if (item !== undefined && item !== null && item !== "") url.searchParams.append(name, item);

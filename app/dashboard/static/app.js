@@ -72,9 +72,11 @@ function signIn(view, err) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     button.disabled = true;
+    // Without the blanks a paste brings along (spaces, a line break, a no-break space).
+    const pasted = secret.value.trim();
     try {
-      ctx.model = await api.journeyModel(secret.value.trim());
-      api.token.set(secret.value.trim());
+      ctx.model = await api.journeyModel(pasted);
+      api.token.set(pasted);
       route();
     } catch (failed) {
       status.replaceChildren(problemBox(failed));

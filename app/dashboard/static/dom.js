@@ -93,7 +93,7 @@ export function problemBox(err) {
 
 function describe(error) {
   if (error && error.field !== undefined) {
-    return h("li", {}, h("code", {}, String(error.field).replace(/^query\./, "")), `: ${error.message}`);
+    return h("li", {}, h("code", {}, String(error.field).replace(/^(?:query|path)\./, "")), `: ${error.message}`);
   }
   if (error && Array.isArray(error.errors)) {
     return h("li", {}, `item ${error.index}`, h("ul", {}, error.errors.map(describe)));
