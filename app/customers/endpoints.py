@@ -65,7 +65,7 @@ async def get_profile(request: Request, customer_id: uuid.UUID, _: ReadAccess) -
 @router.get(
     "/{customer_id}/identities",
     response_model=IdentitiesPage,
-    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this list issued."}},
     openapi_extra=parameters(IdentitiesParams),
 )
 async def identities(
