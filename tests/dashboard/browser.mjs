@@ -155,6 +155,10 @@ find("form")[0].requestSubmit();
 await settled();
 shown.lookup = text();
 shown.nav_hidden = byId.nav.hidden;
+find("input")[1].value = " ADA@example.com"; // the value (the first: a custom kind, hidden)
+find("form")[0].requestSubmit();
+await settled();
+shown.found = hash;
 
 location.hash = `#/customers/${customerId}`;
 await settled();
