@@ -158,8 +158,8 @@ Send an event:
     -d '{{"userId": "ada", "event": "Product Viewed", "properties": {{"sku": "P-1"}}}}'
 
 Then find the customer and their timeline:
-  curl -s -H 'authorization: Bearer {read_token}' \\
-    '{base}/v1/customers/lookup?kind=user_id&value=ada'
+  curl -s -H 'authorization: Bearer {read_token}' {base}/v1/customers/lookup \\
+    -H 'content-type: application/json' -d '{{"kind": "user_id", "value": "ada"}}'
 
 From a web page (analytics.js loads its settings from Percorso, and sends only here):
   AnalyticsBrowser.load({{ writeKey: '{write_key}', cdnURL: '{base}' }})

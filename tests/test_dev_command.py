@@ -89,9 +89,9 @@ def test_dev_runs_the_whole_service_and_stops_everything_on_sigterm(data_dir: Pa
         headers = {"authorization": "Bearer pr_dev-test-token"}
         deadline = time.monotonic() + 60
         while True:
-            found = httpx.get(
+            found = httpx.post(  # as the banner says
                 f"{base}/v1/customers/lookup",
-                params={"kind": "user_id", "value": "ada"},
+                json={"kind": "user_id", "value": "ada"},
                 headers=headers,
             )
             if found.status_code == 200:

@@ -137,7 +137,7 @@ async def attribution(
 @router.get(
     "/abandoned-carts",
     response_model=AbandonedCartsOut,
-    responses={**ANALYTICS_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    responses={**ANALYTICS_ERRORS, 400: {"description": "`cursor` is not one this list issued."}},
     openapi_extra=parameters(CartsParams),
 )
 async def abandoned_carts(

@@ -40,7 +40,7 @@ from app.analytics.schemas import (
 )
 from app.errors import InvalidParameters, QueryTimeout
 from app.journey.model import JourneyModel
-from app.kit.cursor import decode_cursor, encode_time_and_id, time_and_id
+from app.kit.cursor import Paged, decode_cursor, encode_time_and_id, time_and_id
 from app.models import CHANNELS
 
 # The conversion stage when neither `stage` nor `event` is given.
@@ -304,7 +304,9 @@ async def abandoned_carts(
             "`since` must be before `as_of`, by at most 366 days",
             errors=[{"field": "query.since", "message": "before `as_of`, by at most 366 days"}],
         )
-    after = decode_cursor(params.cursor, time_and_id) if params.cursor else None
+    after = (
+        decode_cursor(params.cursor, Paged.ABANDONED_CARTS, time_and_id) if params.cursor else None
+    )
     rows = await repository.abandoned_carts(
         connection, since, cutoff, as_of, after, params.limit + 1
     )
@@ -315,7 +317,9 @@ async def abandoned_carts(
         since=since,
         idle_seconds=params.idle.total_seconds(),
         items=items,
-        next_cursor=encode_time_and_id(items[-1].occurred_at, items[-1].event_id)
+        next_cursor=encode_time_and_id(
+            Paged.ABANDONED_CARTS, items[-1].occurred_at, items[-1].event_id
+        )
         if more and items
         else None,
     )

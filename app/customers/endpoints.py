@@ -9,14 +9,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from app.auth.dependencies import AdminAccess, ReadAccess, read_token
 from app.config import Settings
 from app.customers import export, service
-from app.customers.schemas import Erasure, IdentitiesPage, IdentitiesParams, Profile
+from app.customers.schemas import (
+    MAX_IDENTIFIER_BYTES,
+    Erasure,
+    IdentifierIn,
+    IdentitiesPage,
+    IdentitiesParams,
+    Profile,
+)
 from app.db import read_connection
-from app.errors import ProblemError
-from app.identity.identifiers import IdentityConfig
+from app.errors import InvalidRequest, ProblemError, validation_errors
+from app.identity.identifiers import MAX_KIND_LENGTH, MAX_VALUE_LENGTH, IdentityConfig
+from app.ingest.body import read_json
 from app.kit.direct import checks, with_uuid
 from app.kit.query import parameters
 from app.kit.responses import TimedStreamingResponse, json_response
@@ -41,15 +50,67 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     },
 }
 
+# A JSON body of one identifier (`IdentifierIn`), as an operation's `openapi_extra`.
+IDENTIFIER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": IdentifierIn.model_json_schema(),
+                "example": {"kind": "email", "value": "ada@example.com"},
+            }
+        },
+    }
+}
+
+
+async def identifier_body(request: Request) -> IdentifierIn:
+    """The request's body as one identifier: a 400 problem for any other JSON, one over
+    ``MAX_IDENTIFIER_BYTES`` or none, a 415 for another media type (`app.ingest.body`)."""
+    raw = await read_json(request, MAX_IDENTIFIER_BYTES)
+    try:
+        return IdentifierIn.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            'the body is one identifier: {"kind", "value"}',
+            errors=validation_errors(exc.errors()),
+        ) from None
+
 
 @router.get("/lookup", response_model=Profile, responses=READ_ERRORS)
 async def lookup(
     request: Request,
     _: ReadAccess,
-    kind: Annotated[str, Query(min_length=1, max_length=64, examples=["email"])],
-    value: Annotated[str, Query(min_length=1, max_length=255, examples=["ada@example.com"])],
+    kind: Annotated[str, Query(min_length=1, max_length=MAX_KIND_LENGTH, examples=["email"])],
+    value: Annotated[
+        str, Query(min_length=1, max_length=MAX_VALUE_LENGTH, examples=["ada@example.com"])
+    ],
 ) -> Response:
-    """The profile that owns an identifier (any kind: `email`, `user_id`, `phone`, …)."""
+    """The profile that owns an identifier (any kind: `email`, `user_id`, `phone`, …).
+    The identifier is in the URL, which proxies' and load balancers' access logs keep:
+    prefer `POST /v1/customers/lookup`, which takes it in the body."""
+    return await _lookup(request, kind, value)
+
+
+@router.post(
+    "/lookup",
+    response_model=Profile,
+    responses={
+        **READ_ERRORS,
+        400: {"description": 'Not one identifier `{"kind", "value"}`, or over 4 KB.'},
+        415: {"description": "Not a JSON body."},
+    },
+    openapi_extra=IDENTIFIER_BODY,
+)
+async def lookup_in_body(request: Request, _: ReadAccess) -> Response:
+    """The profile that owns an identifier, named in the body (`{"kind", "value"}`), not
+    in a URL that access logs keep: otherwise as `GET /v1/customers/lookup`, the same
+    normalisation and answers. Changes nothing, though it is a POST."""
+    identifier = await identifier_body(request)
+    return await _lookup(request, identifier.kind, identifier.value)
+
+
+async def _lookup(request: Request, kind: str, value: str) -> Response:
     config: IdentityConfig = request.state.identity_config
     async with read_connection(request) as connection:
         found = await service.lookup(connection, kind, value, config)
@@ -65,7 +126,7 @@ async def get_profile(request: Request, customer_id: uuid.UUID, _: ReadAccess) -
 @router.get(
     "/{customer_id}/identities",
     response_model=IdentitiesPage,
-    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this list issued."}},
     openapi_extra=parameters(IdentitiesParams),
 )
 async def identities(

@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.identity.identifiers import normalise_kind
+from app.identity.identifiers import MAX_KIND_LENGTH, MAX_VALUE_LENGTH, normalise_kind
 from app.kit.query import QueryModel
 
 # Every read by customer id answers for the survivor when the id was merged, and says so.
@@ -23,6 +23,20 @@ def answered_for(requested: uuid.UUID | None, survivor: uuid.UUID) -> dict[str, 
     """The ``requested_id`` and ``merged`` fields of an answer about ``survivor``."""
     merged = requested is not None and requested != survivor
     return {"requested_id": requested if merged else None, "merged": merged}
+
+
+# A body that names an identifier (the lookup's, the suppression list's): a few hundred bytes.
+MAX_IDENTIFIER_BYTES = 4096
+
+
+class IdentifierIn(BaseModel):
+    """One identifier, normalised as events' are before it is looked up or stored:
+    `Ada@Example.com` is `ada@example.com`, kind `Loyalty Card` is `loyalty_card`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=MAX_KIND_LENGTH, examples=["email"])
+    value: str = Field(min_length=1, max_length=MAX_VALUE_LENGTH, examples=["ada@example.com"])
 
 
 class IdentityOut(BaseModel):

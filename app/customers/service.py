@@ -14,7 +14,7 @@ from app.customers import erasure, repository
 from app.customers.schemas import answered_for
 from app.errors import NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
-from app.kit.cursor import decode_cursor, encode_cursor
+from app.kit.cursor import Paged, decode_cursor, encode_cursor
 from app.kit.locks import writers_exclusively
 from app.models import Customer
 from app.suppressions import repository as suppressions
@@ -101,7 +101,7 @@ async def identities(
     """A page of the customer's identities (of ``kind`` only, if given), by kind then value,
     after ``cursor``: the JSON-ready dict of an ``IdentitiesPage``. A merged id answers with
     the survivor; NotFound if unknown; InvalidRequest for a cursor this API did not issue."""
-    after = decode_cursor(cursor, _kind_and_value) if cursor else None
+    after = decode_cursor(cursor, Paged.IDENTITIES, _kind_and_value) if cursor else None
 
     def fetch(customer: uuid.UUID) -> Awaitable[list[dict[str, str]]]:
         return repository.identities(connection, customer, kind=kind, after=after, limit=limit + 1)
@@ -111,7 +111,7 @@ async def identities(
         customer_id,
         limit,
         fetch,
-        lambda last: encode_cursor(last["kind"], last["value"]),
+        lambda last: encode_cursor(Paged.IDENTITIES, last["kind"], last["value"]),
     )
 
 

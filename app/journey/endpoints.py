@@ -30,7 +30,7 @@ ActiveModel = Annotated[JourneyModel, Depends(active_model)]
 @router.get(
     "/v1/customers/{customer_id}/journey",
     response_model=CustomerJourney,
-    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this list issued."}},
     openapi_extra=parameters(JourneyParams),
 )
 async def customer_journey(

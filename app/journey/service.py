@@ -56,7 +56,7 @@ from app.journey.model import JourneyModel, JourneyState
 from app.journey.rules import EventFacts
 from app.journey.schemas import CustomerJourney, TransitionOut
 from app.journey.writes import SavedJourney, TransitionRow
-from app.kit.cursor import decode_cursor, encode_time_and_id, time_and_id
+from app.kit.cursor import Paged, decode_cursor, encode_time_and_id, time_and_id
 from app.touchpoint import EventKey, Touchpoint
 
 
@@ -175,7 +175,7 @@ async def customer_journey(
     """A page of a customer's journey: its stages (on every page) and up to ``limit``
     transitions after ``cursor``, oldest first. A merged id answers with the survivor.
     NotFound if unknown; InvalidRequest for a cursor this API did not issue."""
-    after = decode_cursor(cursor, time_and_id) if cursor else None
+    after = decode_cursor(cursor, Paged.JOURNEY, time_and_id) if cursor else None
     customer = await resolve_customer(session, customer_id)
     query = repository.TransitionsQuery(customer.id, limit, after, since, until)
     rows = await repository.transitions(session, query)
@@ -201,5 +201,7 @@ async def customer_journey(
             )
             for t in rows
         ],
-        next_cursor=encode_time_and_id(rows[-1].entered_at, rows[-1].event_id) if more else None,
+        next_cursor=encode_time_and_id(Paged.JOURNEY, rows[-1].entered_at, rows[-1].event_id)
+        if more
+        else None,
     )

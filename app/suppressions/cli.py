@@ -68,8 +68,8 @@ def suppressions_check(kind: Kind, value: Value) -> None:
 def _identifier(kind: str, value: str) -> Any:
     from pydantic import ValidationError
 
+    from app.customers.schemas import IdentifierIn
     from app.errors import InvalidRequest, validation_errors
-    from app.suppressions.schemas import IdentifierIn
 
     try:
         return IdentifierIn(kind=kind, value=value)

@@ -19,11 +19,12 @@ from typing import Any
 
 import asyncpg
 
+from app.customers.schemas import IdentifierIn
 from app.errors import InvalidRequest, NotFound
 from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalise, normalise_kind
 from app.kit.locks import writers_exclusively
 from app.suppressions import repository
-from app.suppressions.schemas import IdentifierIn, SuppressionOut
+from app.suppressions.schemas import SuppressionOut
 
 Key = repository.Key
 

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 @router.get(
     "/{customer_id}/timeline",
     response_model=TimelinePage,
-    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this API issued."}},
+    responses={**READ_ERRORS, 400: {"description": "`cursor` is not one this list issued."}},
     # Read by the model in one pass, not one by one by FastAPI (app.kit.query).
     openapi_extra=parameters(TimelineParams),
 )

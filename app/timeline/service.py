@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.customers.service import page_of
-from app.kit.cursor import decode_cursor, encode_time_and_id, time_and_id
+from app.kit.cursor import Paged, decode_cursor, encode_time_and_id, time_and_id
 from app.timeline import repository
 from app.timeline.repository import TimelineQuery
 
@@ -31,7 +31,7 @@ async def timeline(
     """A page, as the JSON-ready dict of a ``TimelinePage`` (``app.timeline.schemas``): the
     endpoint writes it with orjson, as validating our own columns again cost more than the
     query did."""
-    after = decode_cursor(cursor, time_and_id) if cursor else None
+    after = decode_cursor(cursor, Paged.TIMELINE, time_and_id) if cursor else None
     query = TimelineQuery(
         customer_id=customer_id,
         limit=limit,
@@ -50,5 +50,5 @@ async def timeline(
         lambda customer: repository.page(
             connection, query if customer is customer_id else replace(query, customer_id=customer)
         ),
-        lambda last: encode_time_and_id(last["occurred_at"], last["event_id"]),
+        lambda last: encode_time_and_id(Paged.TIMELINE, last["occurred_at"], last["event_id"]),
     )

@@ -285,7 +285,8 @@ async def test_unknown_customers_bad_ids_and_bad_cursors_are_client_errors(
 
 
 def _cursor(position: Any) -> str:
-    """``position`` written as the timeline writes its cursors: unpadded base64url JSON."""
+    """``position`` written as the timeline writes its cursors: unpadded base64url JSON (the
+    list's tag first, or the position alone as it wrote them before)."""
     return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
 
 
@@ -303,6 +304,11 @@ async def test_a_cursor_of_any_other_json_is_the_400_of_a_cursor_not_issued(
         [at, None],
         [at],
         [at, event_id, event_id],
+        ["timeline", at, 5],
+        ["timeline", at],
+        ["timeline", at, event_id, event_id],
+        ["timeline", [at, event_id]],
+        ["Timeline", at, event_id],
         [[at], [event_id]],
         [[at, event_id]],
         {"occurred_at": at, "event_id": event_id},
@@ -343,12 +349,13 @@ async def test_times_beyond_the_instants_of_years_1_to_9999_are_client_errors(
         assert "within years 1 to 9999 in UTC" in error["message"]
     event_id = before.json()["items"][0]["event_id"]
     for at in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
-        response = await app_client.get(
-            url, params={"cursor": _cursor([at, event_id])}, headers=bearer(read_token)
-        )
-        assert response.status_code == 400, (at, response.text)
-        assert response.headers["content-type"] == PROBLEM_JSON
-        assert response.json()["detail"] == "the cursor is not one this API issued"
+        for position in (["timeline", at, event_id], [at, event_id]):
+            response = await app_client.get(
+                url, params={"cursor": _cursor(position)}, headers=bearer(read_token)
+            )
+            assert response.status_code == 400, (position, response.text)
+            assert response.headers["content-type"] == PROBLEM_JSON
+            assert response.json()["detail"] == "the cursor is not one this API issued"
     for params, events in (
         ({"since": "0001-01-01T00:00:00", "until": "9999-12-31T23:59:59+00:00"}, 1),
         ({"since": "2026-11-01T09:00:00"}, 1),

@@ -177,6 +177,10 @@ await settled();
 shown.lookup = text();
 shown.stored = storage.get("percorso.dashboard.token");
 shown.nav_hidden = byId.nav.hidden;
+find("input")[1].value = " ADA@example.com"; // the value (the first: a custom kind, hidden)
+find("form")[0].requestSubmit();
+await settled();
+shown.found = hash;
 
 location.hash = `#/customers/${customerId}`;
 await settled();

@@ -134,9 +134,11 @@ def test_the_forbidden_patterns_are_found() -> None:
 def test_every_api_call_is_an_operation_of_the_api() -> None:
     document = create_app().openapi()["paths"]
     api = (STATIC / "api.js").read_text()
-    calls = re.findall(r"(?<![.\w])get\(\s*\"([^\"]*)\"", api)  # get("/v1/…"), not x.get(
+    # get("/v1/…") or post("/v1/…"), not x.get(
+    calls = re.findall(r"(?<![.\w])(get|post)\(\s*\"([^\"]*)\"", api)
     assert len(calls) == 11
-    missing = [path for path in calls if "get" not in document.get(path, {})]
+    assert ("post", "/v1/customers/lookup") in calls  # the identifier out of the URL
+    missing = [call for call in calls if call[0] not in document.get(call[1], {})]
     assert missing == []
     # Nothing else requests anything: the check above sees every call.
     for script in SCRIPTS:
@@ -282,6 +284,7 @@ async def test_the_views_show_a_customer_and_the_analytics_with_data_as_text(
     assert "Find a customer" in shown["lookup"]
     assert shown["stored"] == read_token
     assert shown["nav_hidden"] is False
+    assert shown["found"] == f"#/customers/{survivor}"  # looked up by email
     view = shown["customer"]
     for expected in (survivor, MARKUP, "ada@example.com", "anon-1", "Product Added"):
         assert expected in view

@@ -1,5 +1,6 @@
-// Every request the dashboard makes, in this one module: each calls `get` with its path as
-// the OpenAPI document spells it, and a test checks those paths against the document.
+// Every request the dashboard makes, in this one module: each calls `get` or `post` with its
+// path as the OpenAPI document spells it, and a test checks those operations against the
+// document.
 
 // Where the API is: the page's URL less `dashboard/` (the page is served only there, its
 // files beside it). `/` at the origin's root; `/percorso/` behind a reverse proxy that serves
@@ -50,7 +51,7 @@ function unsendable(secret) {
   });
 }
 
-async function get(template, path, query, secret = token.get()) {
+async function request(method, template, path, query, json, secret = token.get()) {
   const refused = unsendable(secret);
   if (refused) throw refused;
   // `.` + the path as the document spells it (`/v1/…`): relative to the API's root.
@@ -61,10 +62,14 @@ async function get(template, path, query, secret = token.get()) {
       if (item !== undefined && item !== null && item !== "") url.searchParams.append(name, item);
     }
   }
+  const headers = { authorization: `Bearer ${secret}`, accept: "application/json" };
+  if (json !== undefined) headers["content-type"] = "application/json";
   let response;
   try {
     response = await fetch(url, {
-      headers: { authorization: `Bearer ${secret}`, accept: "application/json" },
+      method,
+      headers,
+      body: json === undefined ? undefined : JSON.stringify(json),
       credentials: "omit",
       cache: "no-store",
     });
@@ -82,10 +87,16 @@ async function get(template, path, query, secret = token.get()) {
   return body;
 }
 
+const get = (template, path, query, secret) =>
+  request("GET", template, path, query, undefined, secret);
+// What must stay out of URLs, which proxies' access logs keep (an email, a phone), goes in
+// a POST's JSON body.
+const post = (template, json) => request("POST", template, {}, {}, json);
+
 const customer = (id) => ({ customer_id: id });
 
 export const journeyModel = (secret) => get("/v1/journey/model", {}, {}, secret);
-export const lookup = (kind, value) => get("/v1/customers/lookup", {}, { kind, value });
+export const lookup = (kind, value) => post("/v1/customers/lookup", { kind, value });
 export const profile = (id) => get("/v1/customers/{customer_id}", customer(id));
 export const identities = (id, query) =>
   get("/v1/customers/{customer_id}/identities", customer(id), query);
