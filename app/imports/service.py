@@ -3,7 +3,8 @@
 Generic over what the rows mean: a caller supplies :class:`~app.imports.readers.Row`\\ s
 whose ``message`` is a Segment-shaped call (events from a till, CRM contacts as identify
 calls…). Each row is validated and built by :mod:`app.ingest.service` (same rules as
-``/v1/batch``, except that email, phone or externalIds alone identify a person), then
+``/v1/batch``, except that email, phone or externalIds alone identify a person, and that a
+row's time is its ``timestamp`` as written: no clock correction by its ``sentAt``), then
 published in chunks; :func:`import_rows` returns only after the broker acknowledged every
 accepted row.
 
@@ -105,6 +106,7 @@ def _build(
         identity=identity,
         request_context={"library": LIBRARY},
         ids_optional=True,
+        replayed=True,
     )
     if rejected:
         reasons = "; ".join(

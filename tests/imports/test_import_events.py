@@ -122,6 +122,48 @@ async def test_ndjson_lines_are_calls_and_broken_lines_are_reported(
     assert touchpoints[0].context["library"]["name"] == "percorso-import"
 
 
+async def test_ndjson_calls_sent_long_ago_keep_their_time(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    # Stored calls carry the sentAt of their first send, long before this import: the clock
+    # correction (receivedAt - sentAt) measured against the import's clock moved each one
+    # to the time of the import.
+    source, _ = await make_source(name="archive")
+    lines = [
+        # As Segment's and RudderStack's archives keep an event: `timestamp` corrected.
+        {
+            "messageId": "archived",
+            "userId": "ada",
+            "event": "Order Completed",
+            "originalTimestamp": "2025-03-01T09:59:58Z",
+            "timestamp": "2025-03-01T10:00:00Z",
+            "sentAt": "2025-03-01T10:00:01Z",
+            "receivedAt": "2025-03-01T10:00:02Z",
+        },
+        # As a library sent it (a request log): its own times only.
+        {
+            "messageId": "logged",
+            "userId": "ada",
+            "event": "Product Viewed",
+            "timestamp": "2025-03-01T09:00:00Z",
+            "sentAt": "2025-03-01T09:00:05Z",
+        },
+    ]
+    file = tmp_path / "archive.ndjson"
+    file.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    result = await _import(channel_settings, monkeypatch, str(file), "--source", "archive")
+    assert result.exit_code == 0, result.output
+    stored = {tp.message_id: tp for tp in await topic.touchpoints(source.id, 2)}
+    assert stored["archived"].occurred_at.isoformat() == "2025-03-01T10:00:00+00:00"
+    assert stored["logged"].occurred_at.isoformat() == "2025-03-01T09:00:00+00:00"
+    assert stored["logged"].sent_at.isoformat() == "2025-03-01T09:00:05+00:00"
+    assert "clock_skew_corrected" not in stored["logged"].flags
+
+
 async def test_a_cell_over_the_csv_field_limit_is_one_rejected_row(
     channel_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
