@@ -91,6 +91,13 @@ def _import(
         file_format(file)
     except ValueError as exc:
         _fail(str(exc))
+    if report is not None:
+        # Written once every row is published: a path it cannot be written to must stop
+        # the command now, not after the import with a traceback instead of its summary.
+        try:
+            report.write_bytes(b"")
+        except OSError as exc:
+            _fail(f"--report: {exc.strerror}: {report}")
     settings = Settings()
     total = count_rows(file, delimiter)
 

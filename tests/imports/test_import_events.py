@@ -281,6 +281,34 @@ async def test_nothing_accepted_exits_1_and_usage_errors_exit_2(
     assert "no enabled source" in result.stderr
 
 
+async def test_a_report_that_cannot_be_written_is_a_usage_error_before_importing(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    # Written after the import, such a report failed with a traceback once every row was
+    # published, and the summary of what was imported was never shown.
+    source, _ = await make_source(name="till")
+    file = tmp_path / "receipts.csv"
+    file.write_text("event,userId\nE,ada\n")
+    result = await _import(
+        channel_settings,
+        monkeypatch,
+        str(file),
+        "--source",
+        "till",
+        "--report",
+        str(tmp_path / "no-such-directory" / "rejected.ndjson"),
+    )
+    assert result.exit_code == 2, result.output
+    assert "error: --report: " in result.stderr
+    assert "no-such-directory" in result.stderr
+    with pytest.raises(AssertionError):
+        await topic.touchpoints(source.id, 1, timeout=1.0)
+
+
 async def test_dry_run_checks_rows_and_publishes_nothing(
     channel_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
