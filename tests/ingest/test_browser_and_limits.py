@@ -123,6 +123,34 @@ async def test_cors_preflight_any_origin_and_per_source_allowed_origins(
     assert server_side.status_code == 200  # no Origin: not a browser, nothing to check
 
 
+async def test_an_ipv6_origin_keeps_a_sources_settings_in_force(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    # Stored without its brackets, an IPv6 origin was no origin when the settings were read
+    # back, and settings that do not read fall back to the defaults: any origin, the
+    # default rate.
+    _, key = await make_source(
+        settings={
+            "allowed_origins": ["http://[2001:DB8::1]:8080", "https://shop.example"],
+            "rate_limit_per_s": 0.01,
+        }
+    )
+    event = {"userId": "ada", "event": "E"}
+    refused = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+    allowed = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "http://[2001:db8::1]:8080"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://[2001:db8::1]:8080"
+    limited = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://shop.example"}
+    )
+    assert limited.status_code == 429
+
+
 async def test_rate_limit_per_source_answers_429_with_retry_after(
     client: httpx.AsyncClient, make_source: SourceFactory
 ) -> None:
