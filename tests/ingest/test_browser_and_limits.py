@@ -4,6 +4,7 @@ and trusted proxies."""
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.kit.embedded import free_port
 from app.main import create_app
 from tests.helpers import basic, serving
 from tests.ingest.fixtures import SourceFactory, TopicReader
@@ -245,6 +247,22 @@ async def test_settings_for_an_unknown_write_key_are_404_without_a_login_challen
     assert "www-authenticate" not in response.headers  # a browser would ask for a password
     too_long = await client.get(_settings_path("pw_" + "x" * 300))
     assert too_long.status_code == 422
+
+
+async def test_with_the_database_down_settings_are_a_503_whose_log_holds_no_write_key(
+    channel_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The key is the settings document's path: the 503's warning named the path.
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/percorso"
+    unavailable = Settings.model_validate({**channel_settings.model_dump(), "database_url": down})
+    key = "pw_TheSourcesSecretWriteKey"
+    with caplog.at_level(logging.WARNING):
+        async with serving(create_app(unavailable)) as client:
+            response = await client.get(_settings_path(key))
+    assert response.status_code == 503
+    assert "database could not be reached" in caplog.text
+    assert "/v1/projects/{write_key}/settings" in caplog.text
+    assert key not in caplog.text
 
 
 async def test_settings_name_the_public_url_when_it_is_set(
