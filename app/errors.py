@@ -261,9 +261,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if problem is None:
             raise exc
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        log.warning(
-            "%s answered 503: the database could not be reached: %r", request.url.path, cause
-        )
+        # The route's path, not the request's, which may hold a secret: the write key is
+        # the settings document's path (/v1/projects/{write_key}/settings). Requests served
+        # ahead of the router (app.kit.direct) have no route, and paths without one.
+        where = getattr(request.scope.get("route"), "path", request.url.path)
+        log.warning("%s answered 503: the database could not be reached: %r", where, cause)
         return await on_problem(request, problem)
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,7 @@ from app.config import Settings
 if TYPE_CHECKING:
     from app.auth.service import SourceInfo
     from app.imports.readers import Row
-    from app.imports.service import ImportSummary
+    from app.imports.service import ImportSummary, Verdict
 
 imports = typer.Typer(help="Import files of touchpoints.", no_args_is_help=True)
 
@@ -91,8 +91,23 @@ def _import(
         file_format(file)
     except ValueError as exc:
         _fail(str(exc))
+    out = None
+    if report is not None:
+        # Written as rows are refused: a path it cannot be written to stops the command
+        # before anything is imported.
+        try:
+            out = report.open("wb")
+        except OSError as exc:
+            _fail(f"--report: {exc.strerror}: {report}")
     settings = Settings()
     total = count_rows(file, delimiter)
+    shown: list[Verdict] = []
+
+    def rejected(verdict: Verdict) -> None:
+        if len(shown) < SHOWN_REJECTIONS:
+            shown.append(verdict)
+        if out is not None:
+            out.write(orjson.dumps({"line": verdict.line, "reason": verdict.reason}) + b"\n")
 
     async def run() -> ImportSummary:
         from app.ingest.publisher import Publisher
@@ -109,6 +124,7 @@ def _import(
                     publisher=publisher,
                     chunk_size=chunk_size,
                     on_progress=bar.update,
+                    on_rejected=rejected,
                 )
         finally:
             if publisher is not None:
@@ -120,20 +136,17 @@ def _import(
         summary = asyncio.run(run())
     except ProblemError as exc:
         _fail(exc.detail, code=1)
-    for verdict in summary.rejected[:SHOWN_REJECTIONS]:
+    finally:
+        if out is not None:
+            out.close()
+    for verdict in shown:
         typer.echo(f"line {verdict.line}: {verdict.reason}", err=True)
-    if len(summary.rejected) > SHOWN_REJECTIONS:
-        typer.echo(f"… and {len(summary.rejected) - SHOWN_REJECTIONS} more", err=True)
-    if report is not None:
-        report.write_bytes(
-            b"".join(
-                orjson.dumps({"line": v.line, "reason": v.reason}) + b"\n" for v in summary.rejected
-            )
-        )
+    if summary.rejected > SHOWN_REJECTIONS:
+        typer.echo(f"… and {summary.rejected - SHOWN_REJECTIONS} more", err=True)
     verb = "would accept" if dry_run else "accepted"
     typer.echo(
         f"{file.name}: {summary.rows} rows, {verb} {summary.accepted},"
-        f" rejected {len(summary.rejected)} (source {source})"
+        f" rejected {summary.rejected} (source {source})"
     )
     if summary.accepted == 0:
         raise typer.Exit(1)

@@ -3,7 +3,8 @@
 Generic over what the rows mean: a caller supplies :class:`~app.imports.readers.Row`\\ s
 whose ``message`` is a Segment-shaped call (events from a till, CRM contacts as identify
 calls…). Each row is validated and built by :mod:`app.ingest.service` (same rules as
-``/v1/batch``, except that email, phone or externalIds alone identify a person), then
+``/v1/batch``, except that email, phone or externalIds alone identify a person, and that a
+row's time is its ``timestamp`` as written: no clock correction by its ``sentAt``), then
 published in chunks; :func:`import_rows` returns only after the broker acknowledged every
 accepted row.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +42,7 @@ class Verdict:
 class ImportSummary:
     rows: int = 0
     accepted: int = 0
-    rejected: list[Verdict] = field(default_factory=list)
+    rejected: int = 0
 
 
 def stable_message_id(file_name: str, line: int, key: bytes) -> str:
@@ -58,10 +59,13 @@ async def import_rows(
     publisher: Publisher | None,
     chunk_size: int = DEFAULT_CHUNK,
     on_progress: Callable[[int], None] | None = None,
+    on_rejected: Callable[[Verdict], None] | None = None,
 ) -> ImportSummary:
     """Validate, build and publish every row. ``publisher=None`` is a dry run: verdicts
-    only. Raises :class:`~app.ingest.publisher.BrokerUnavailable` if a chunk is not
-    acknowledged; rows of earlier chunks are on the broker, and re-running is safe."""
+    only. Each rejected row goes to ``on_rejected`` as it comes, and is only counted here
+    (a file of millions of refused rows is no more memory than a valid one). Raises
+    :class:`~app.ingest.publisher.BrokerUnavailable` if a chunk is not acknowledged; rows
+    of earlier chunks are on the broker, and re-running is safe."""
     summary = ImportSummary()
     pending: list[Touchpoint] = []
 
@@ -77,7 +81,9 @@ async def import_rows(
         summary.rows += 1
         verdict = _build(row, file_name, source, identity)
         if isinstance(verdict, Verdict):
-            summary.rejected.append(verdict)
+            summary.rejected += 1
+            if on_rejected:
+                on_rejected(verdict)
             if on_progress:
                 on_progress(1)
             continue
@@ -105,6 +111,7 @@ def _build(
         identity=identity,
         request_context={"library": LIBRARY},
         ids_optional=True,
+        replayed=True,
     )
     if rejected:
         reasons = "; ".join(

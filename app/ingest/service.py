@@ -175,6 +175,8 @@ class Arrival(TypedDict, total=False):
     # Lifts Segment's "userId or anonymousId" rule for server-built calls (see
     # validate_message); not used by build_event.
     ids_optional: bool
+    # Calls stored before they came here (an import's rows): see build_event.
+    replayed: bool
 
 
 def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
@@ -210,7 +212,16 @@ def build_event(msg: Call, arrival: Arrival, source_id: str) -> dict[str, Any]:
             or [FieldError(field="userId", message="no usable identifier")]
         )
     # Time flags, alias flags, rejected identifiers, channel, name: in that order.
-    when, flags = _occurred_at(msg.originalTimestamp or msg.timestamp, message_sent_at, received_at)
+    if arrival.get("replayed"):
+        # A stored call's sentAt is when it was first sent, to another server: against this
+        # clock it is no skew, only the call's age. Its time is its `timestamp`, which the
+        # archives of Segment and RudderStack keep corrected already (Segment's advice for
+        # historical imports), else `originalTimestamp`, as written.
+        when, flags = _occurred_at(msg.timestamp or msg.originalTimestamp, None, received_at)
+    else:
+        when, flags = _occurred_at(
+            msg.originalTimestamp or msg.timestamp, message_sent_at, received_at
+        )
     if alias_flags:
         flags += alias_flags
     if extracted.rejected:

@@ -54,7 +54,10 @@ def normalise_origin(origin: str) -> str:
         raise ValueError(f"{origin!r} is not a bare origin (no path, query or credentials)")
     default_port = 443 if parts.scheme == "https" else 80
     port = "" if parts.port in (None, default_port) else f":{parts.port}"
-    return f"{parts.scheme}://{parts.hostname}{port}"
+    # An IPv6 address keeps its brackets (urlsplit's hostname drops them): without, the
+    # origin read back is none, and settings that do not read fall back to the defaults.
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}{port}"
 
 
 def parse(settings: dict[str, Any] | None) -> SourceSettings:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,13 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
+from app.auth.service import SourceInfo
 from app.cli import cli
 from app.config import Settings
+from app.identity.identifiers import IdentityConfig
 from app.imports.mapping import MappingError, csv_row_to_message
+from app.imports.readers import Row
+from app.imports.service import Verdict, import_rows
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
 RECEIPTS = """\
@@ -120,6 +127,48 @@ async def test_ndjson_lines_are_calls_and_broken_lines_are_reported(
     assert all(tp.channel == "social" for tp in touchpoints)
     assert touchpoints[0].message_id == "ig-1"
     assert touchpoints[0].context["library"]["name"] == "percorso-import"
+
+
+async def test_ndjson_calls_sent_long_ago_keep_their_time(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    # Stored calls carry the sentAt of their first send, long before this import: the clock
+    # correction (receivedAt - sentAt) measured against the import's clock moved each one
+    # to the time of the import.
+    source, _ = await make_source(name="archive")
+    lines = [
+        # As Segment's and RudderStack's archives keep an event: `timestamp` corrected.
+        {
+            "messageId": "archived",
+            "userId": "ada",
+            "event": "Order Completed",
+            "originalTimestamp": "2025-03-01T09:59:58Z",
+            "timestamp": "2025-03-01T10:00:00Z",
+            "sentAt": "2025-03-01T10:00:01Z",
+            "receivedAt": "2025-03-01T10:00:02Z",
+        },
+        # As a library sent it (a request log): its own times only.
+        {
+            "messageId": "logged",
+            "userId": "ada",
+            "event": "Product Viewed",
+            "timestamp": "2025-03-01T09:00:00Z",
+            "sentAt": "2025-03-01T09:00:05Z",
+        },
+    ]
+    file = tmp_path / "archive.ndjson"
+    file.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    result = await _import(channel_settings, monkeypatch, str(file), "--source", "archive")
+    assert result.exit_code == 0, result.output
+    stored = {tp.message_id: tp for tp in await topic.touchpoints(source.id, 2)}
+    assert stored["archived"].occurred_at.isoformat() == "2025-03-01T10:00:00+00:00"
+    assert stored["logged"].occurred_at.isoformat() == "2025-03-01T09:00:00+00:00"
+    assert stored["logged"].sent_at.isoformat() == "2025-03-01T09:00:05+00:00"
+    assert "clock_skew_corrected" not in stored["logged"].flags
 
 
 async def test_a_cell_over_the_csv_field_limit_is_one_rejected_row(
@@ -237,6 +286,65 @@ async def test_nothing_accepted_exits_1_and_usage_errors_exit_2(
     result = await _import(channel_settings, monkeypatch, str(unknown_source), "--source", "nope")
     assert result.exit_code == 1
     assert "no enabled source" in result.stderr
+
+
+async def test_a_report_that_cannot_be_written_is_a_usage_error_before_importing(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    # Written after the import, such a report failed with a traceback once every row was
+    # published, and the summary of what was imported was never shown.
+    source, _ = await make_source(name="till")
+    file = tmp_path / "receipts.csv"
+    file.write_text("event,userId\nE,ada\n")
+    result = await _import(
+        channel_settings,
+        monkeypatch,
+        str(file),
+        "--source",
+        "till",
+        "--report",
+        str(tmp_path / "no-such-directory" / "rejected.ndjson"),
+    )
+    assert result.exit_code == 2, result.output
+    assert "error: --report: " in result.stderr
+    assert "no-such-directory" in result.stderr
+    with pytest.raises(AssertionError):
+        await topic.touchpoints(source.id, 1, timeout=1.0)
+
+
+async def test_rejected_rows_are_handed_on_as_they_come_not_held() -> None:
+    # An import kept every rejection until its end: 2,000,000 rows of a CSV with a column
+    # it does not know (a wrong --delimiter does the same) grew the process by 537 MB.
+    def rows() -> Iterator[Row]:
+        for line in range(2, 200_002):
+            yield Row(line, None, "unknown column 'colour'", b"")
+
+    handed: list[int] = []
+
+    def rejected(verdict: Verdict) -> None:
+        if verdict.line % 50_000 == 0:
+            handed.append(verdict.line)
+
+    tracemalloc.start()
+    try:
+        summary = await import_rows(
+            rows(),
+            file_name="receipts.csv",
+            source=SourceInfo(uuid.uuid4(), "till", "in_store", {}),
+            identity=IdentityConfig(),
+            publisher=None,
+            on_rejected=rejected,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (summary.rows, summary.accepted, summary.rejected) == (200_000, 0, 200_000)
+    assert handed == [50_000, 100_000, 150_000, 200_000]
+    assert peak < 1_000_000, peak
 
 
 async def test_dry_run_checks_rows_and_publishes_nothing(

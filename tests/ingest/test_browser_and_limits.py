@@ -4,6 +4,7 @@ and trusted proxies."""
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.kit.embedded import free_port
 from app.main import create_app
 from tests.helpers import basic, serving
 from tests.ingest.fixtures import SourceFactory, TopicReader
@@ -123,6 +125,34 @@ async def test_cors_preflight_any_origin_and_per_source_allowed_origins(
     assert server_side.status_code == 200  # no Origin: not a browser, nothing to check
 
 
+async def test_an_ipv6_origin_keeps_a_sources_settings_in_force(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    # Stored without its brackets, an IPv6 origin was no origin when the settings were read
+    # back, and settings that do not read fall back to the defaults: any origin, the
+    # default rate.
+    _, key = await make_source(
+        settings={
+            "allowed_origins": ["http://[2001:DB8::1]:8080", "https://shop.example"],
+            "rate_limit_per_s": 0.01,
+        }
+    )
+    event = {"userId": "ada", "event": "E"}
+    refused = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+    allowed = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "http://[2001:db8::1]:8080"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://[2001:db8::1]:8080"
+    limited = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://shop.example"}
+    )
+    assert limited.status_code == 429
+
+
 async def test_rate_limit_per_source_answers_429_with_retry_after(
     client: httpx.AsyncClient, make_source: SourceFactory
 ) -> None:
@@ -217,6 +247,22 @@ async def test_settings_for_an_unknown_write_key_are_404_without_a_login_challen
     assert "www-authenticate" not in response.headers  # a browser would ask for a password
     too_long = await client.get(_settings_path("pw_" + "x" * 300))
     assert too_long.status_code == 422
+
+
+async def test_with_the_database_down_settings_are_a_503_whose_log_holds_no_write_key(
+    channel_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The key is the settings document's path: the 503's warning named the path.
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/percorso"
+    unavailable = Settings.model_validate({**channel_settings.model_dump(), "database_url": down})
+    key = "pw_TheSourcesSecretWriteKey"
+    with caplog.at_level(logging.WARNING):
+        async with serving(create_app(unavailable)) as client:
+            response = await client.get(_settings_path(key))
+    assert response.status_code == 503
+    assert "database could not be reached" in caplog.text
+    assert "/v1/projects/{write_key}/settings" in caplog.text
+    assert key not in caplog.text
 
 
 async def test_settings_name_the_public_url_when_it_is_set(
