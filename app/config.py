@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
+    # The spool (app/spool): while the broker does not acknowledge, the API commits the
+    # messages of each request it accepts to PostgreSQL, and a relay publishes them once the
+    # broker is back. Off, such requests get 503 with Retry-After, as the broker's refusal.
+    spool_enabled: bool = True
+    # Most megabytes of messages (keys and values, before PostgreSQL compresses them) the
+    # spool holds, all replicas together; requests beyond get the 503. It keeps a long
+    # outage from filling the database's disk (README).
+    spool_max_mb: int = Field(default=1024, ge=1, le=1_048_576)
+    # Seconds between the relay's looks at the spool (rows another replica left, one that
+    # died), and between its attempts while the broker is still down.
+    spool_check_interval_s: float = Field(default=5.0, ge=0.05, le=300.0)
+
     # Pipeline batching.
     pipeline_max_batch: int = Field(default=10_000, ge=1, le=50_000)
     # Events stored together (a run; batch envelopes hold up to 2,500 each): larger runs

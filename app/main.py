@@ -1,5 +1,6 @@
 """The API process: ``create_app()`` wires routers, error handlers and the lifespan that
-builds (and closes) the engine, session factory, authenticator and Kafka producer."""
+builds (and closes) the engine, session factory, authenticator, Kafka producer, and the
+spool with its relay."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from app.journey.endpoints import router as journey_router
 from app.journey.model import load_model
 from app.kit import gc
 from app.kit.direct import DirectRoutes
+from app.spool.relay import Relay
+from app.spool.service import Spool
 from app.suppressions.endpoints import router as suppressions_router
 from app.timeline.endpoints import direct_route as timeline_direct
 from app.timeline.endpoints import router as timeline_router
@@ -93,8 +96,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         read_pool = await create_pool(
             settings, size=settings.db_pool_size, min_size=0, application_name="percorso-api"
         )
-        publisher = Publisher(settings)
+        spool = Spool(read_pool, settings) if settings.spool_enabled else None
+        publisher = Publisher(settings, spool)
         await publisher.start()
+        relay = Relay(publisher, spool, read_pool, settings) if spool is not None else None
+        if relay is not None:
+            relay.start()
         gc.tune()
         try:
             yield {
@@ -103,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "read_pool": read_pool,
                 "authenticator": Authenticator(sessions, settings.auth_cache_ttl_s),
                 "publisher": publisher,
+                "spool": spool,
                 "identity_config": settings.identity_config(),
                 "rate_limiter": RateLimiter(
                     settings.ingest_rate_limit_per_s, settings.ingest_rate_burst_s
@@ -112,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "journey_model": journey_model,
             }
         finally:
+            if relay is not None:
+                await relay.stop()
             await publisher.close()
             await read_pool.close()
             await engine.dispose()

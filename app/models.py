@@ -200,6 +200,19 @@ class DeadLetter(Base):
     published_at: Mapped[datetime | None] = mapped_column(TZ)
 
 
+class SpoolMessage(Base):
+    """A message the API accepted while the broker did not acknowledge it, as it would have
+    been produced; the relay publishes it and deletes it (``app.spool``, migration 0013)."""
+
+    __tablename__ = "spool"
+
+    id: Mapped[int] = mapped_column(BigInteger, Generated(always=False), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer)
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    spooled_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
 class StageTransition(Base):
     """One change of a customer's current stage, with the touchpoint that caused it.
 

@@ -30,7 +30,7 @@ async def test_health_ready_and_metrics_need_no_credentials(app_client: httpx.As
     assert (await app_client.get("/healthz")).json() == {"status": "ok"}
     ready = await app_client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "broker": True}
+    assert ready.json()["checks"] == {"database": True, "broker": True, "spool": True}
     metrics = await app_client.get("/metrics")
     assert metrics.status_code == 200
     assert "percorso_ingest_events_accepted_total" in metrics.text
@@ -44,15 +44,17 @@ async def brokerless_client(
         update={
             "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
             "kafka_publish_timeout_s": 1.0,
+            "spool_enabled": False,
         }
     )
     async with serving(create_app(nowhere)) as client:
         yield client
 
 
-async def test_without_a_broker_events_get_503_with_retry_after_and_readiness_fails(
+async def test_without_a_broker_nor_spool_events_get_503_with_retry_after_and_readiness_fails(
     brokerless_client: httpx.AsyncClient, write_key: str, db: AsyncEngine
 ) -> None:
+    """With the spool off (PERCORSO_SPOOL_ENABLED=false), as before there was one."""
     response = await brokerless_client.post(
         "/v1/track", json={"userId": "u", "event": "Product Viewed"}, headers=basic(write_key)
     )
@@ -63,6 +65,7 @@ async def test_without_a_broker_events_get_503_with_retry_after_and_readiness_fa
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"database": True, "broker": False}
     assert await scalar(db, "SELECT count(*) FROM events") == 0
+    assert await scalar(db, "SELECT count(*) FROM spool") == 0
 
 
 @pytest.mark.parametrize("database", ["down", "missing"])
@@ -113,7 +116,7 @@ async def test_without_a_database_requests_get_503_with_retry_after_and_readines
     assert pixel.content.startswith(b"GIF89a")
     assert pixel.headers["x-percorso-verdict"].startswith("service-unavailable:")
     assert ready.status_code == 503
-    assert ready.json()["checks"] == {"database": False, "broker": True}
+    assert ready.json()["checks"] == {"database": False, "broker": True, "spool": False}
 
 
 async def test_a_key_first_used_while_the_database_is_unavailable_works_once_it_is_back(

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import problem_response
 from app.ingest.publisher import Publisher
+from app.spool.service import Spool
 
 router = APIRouter(tags=["operations"])
 
@@ -23,9 +24,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency is down."}})
 async def readyz(request: Request) -> Any:
-    """Ready to accept events: the database answers and the broker is reachable."""
+    """Ready to accept events: the database answers, and the broker is reachable or the
+    spool (when on) has room for them."""
     checks = {"database": await _database_ok(request), "broker": await _broker_ok(request)}
-    if all(checks.values()):
+    spool: Spool | None = request.state.spool
+    if spool is not None:
+        checks["spool"] = checks["database"] and spool.has_room()
+    if checks["database"] and (checks["broker"] or checks.get("spool")):
         return {"status": "ok", "checks": checks}
     down = ", ".join(name for name, ok in checks.items() if not ok)
     return problem_response(

@@ -1,10 +1,11 @@
-"""The tracking API: Segment-compatible calls, answered only after the broker's ack.
+"""The tracking API: Segment-compatible calls, answered only once the events are safe.
 
 Every path of Segment's HTTP Tracking API is here, with the short aliases analytics.js
 uses (``/v1/t`` for ``/v1/track``…, ``/v1/b`` for ``/v1/batch``) and the pixel API, and
 RudderStack's own paths (``sendBeacon`` batches, the pixel API by its path). Order
 of checks for a request: body (size, encoding, JSON) → write key → origin → rate limit →
-each event. An answer of 200 means the accepted events are on the broker.
+each event. An answer of 200 means the accepted events are on the broker, or committed to
+the spool while the broker does not acknowledge (``app.spool``).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     415: {"description": "A body that is neither JSON nor text/plain, or not gzip."},
     429: {"description": "The source's rate limit; retry after `Retry-After` seconds."},
     503: {
-        "description": "The broker did not acknowledge, or the database could not be reached;"
-        " retry after `Retry-After` seconds."
+        "description": "The broker did not acknowledge and the events could not be spooled"
+        " (spool off or full, or the database failing too), or the database could not be"
+        " reached; retry after `Retry-After` seconds."
     },
 }
 

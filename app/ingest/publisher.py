@@ -1,8 +1,10 @@
 """Publishing touchpoints to Kafka.
 
 Guarantee: :meth:`Publisher.publish` returns only after the broker acknowledged every
-message with ``acks=all``; otherwise it raises :class:`BrokerUnavailable` (the API answers
-503 with Retry-After, and the client retries — duplicates die at the pipeline's dedupe key).
+message with ``acks=all``, or, when it did not and the spool is on, after the messages
+were committed to the spool (``app.spool``), whose relay publishes them later; otherwise it
+raises :class:`BrokerUnavailable` (the API answers 503 with Retry-After, and the client
+retries — duplicates die at the pipeline's dedupe key).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -20,6 +22,10 @@ from murmurhash2 import murmurhash2
 from app.config import Settings
 from app.errors import ServiceUnavailable
 from app.kit.kafka import create_producer
+from app.kit.metrics import SPOOLING
+
+if TYPE_CHECKING:
+    from app.spool.service import Spool
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +37,20 @@ class BrokerUnavailable(ServiceUnavailable):
     title = "The event broker is unavailable"
 
 
-class Publisher:
-    """Owns the API's producer. Starts lazily so the API can come up before the broker."""
+Placement = Callable[[int], Sequence[tuple[int, bytes, bytes]]]
 
-    def __init__(self, settings: Settings) -> None:
+
+class Publisher:
+    """Owns the API's producer. Starts lazily so the API can come up before the broker.
+
+    With a spool, a failure to publish puts it in spooling mode: every request's messages
+    go to the spool, behind those before them, without waiting on the broker, until the
+    relay has drained the spool with the broker back (:meth:`stop_spooling`)."""
+
+    def __init__(self, settings: Settings, spool: Spool | None = None) -> None:
         self._settings = settings
+        self._spool = spool
+        self._spooling = False
         self._topic = settings.kafka_topic
         self._producer: AIOKafkaProducer | None = None
         # Per partition: the batch messages are being added to, and its delivery.
@@ -45,8 +60,10 @@ class Publisher:
     async def start(self) -> None:
         try:
             await self._ensure()
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
             log.warning("broker not reachable at start; will retry on the first request")
+            if self._spool is not None:
+                self._start_spooling(exc)
 
     async def close(self) -> None:
         if self._producer is not None:
@@ -77,13 +94,16 @@ class Publisher:
 
         await self.publish_placed(place)
 
-    async def publish_placed(
-        self, place: Callable[[int], Sequence[tuple[int, bytes, bytes]]]
-    ) -> None:
+    async def publish_placed(self, place: Placement, *, spool: bool = True) -> None:
         """Send the ``(partition, key, value)`` messages that ``place`` makes for the
-        topic's partition count now, and wait until the broker acknowledged all of them."""
-        producer = await self._ensure()
+        topic's partition count now, and wait until the broker acknowledged all of them;
+        or, in spooling mode or when the broker does not acknowledge, commit them to the
+        spool. ``spool=False`` (the relay's) publishes or raises, whatever the mode."""
+        if self._spooling and spool:
+            await self._spool_placed(place)
+            return
         try:
+            producer = await self._ensure()
             async with asyncio.timeout(self._settings.kafka_publish_timeout_s):
                 partitions = await self._partition_count(producer)
                 deliveries = {
@@ -94,9 +114,49 @@ class Publisher:
                     # Both shielded: the batch, its queueing and its ack are shared with
                     # other requests, and this request giving up must cancel neither.
                     await asyncio.shield(await asyncio.shield(delivery))
-        except (KafkaError, TimeoutError) as exc:
+        except (KafkaError, TimeoutError, BrokerUnavailable) as exc:
             log.warning("publish failed: %s", type(exc).__name__)
-            raise self._unavailable() from exc
+            if not spool or self._spool is None:
+                raise self._unavailable() from exc
+            # Some messages may have reached the broker (or still will: their batches go
+            # on): spooled too, they are duplicates the pipeline drops.
+            self._start_spooling(exc)
+            await self._spool_placed(place)
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
+
+    def _start_spooling(self, cause: BaseException) -> None:
+        assert self._spool is not None
+        if not self._spooling:
+            self._spooling = True
+            SPOOLING.set(1)
+            log.warning(
+                "spooling mode: the broker did not acknowledge (%s); new events go to the"
+                " spool until the relay has drained it",
+                type(cause).__name__,
+            )
+        self._spool.written.set()
+
+    def stop_spooling(self) -> None:
+        """Publish to the broker again: the relay drained the spool with the broker back."""
+        if self._spooling:
+            self._spooling = False
+            SPOOLING.set(0)
+            log.warning("spooling mode ends: the spool is drained; publishing to the broker")
+
+    async def _spool_placed(self, place: Placement) -> None:
+        assert self._spool is not None
+        if not await self._spool.write(place(self._known_partitions())):
+            raise self._unavailable()
+
+    def _known_partitions(self) -> int:
+        """The topic's partition count as last seen, without asking the broker: the count
+        `percorso migrate` creates if it never answered."""
+        producer = self._producer
+        seen = producer.client.cluster.partitions_for_topic(self._topic) if producer else None
+        return len(seen) if seen else self._settings.kafka_partitions
 
     def _append(
         self, producer: AIOKafkaProducer, partition: int, key: bytes, value: bytes

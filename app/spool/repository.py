@@ -1,0 +1,49 @@
+"""SQL of the spool (migration 0013): one statement per request in, oldest rows out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+# One statement: a request's messages are committed all together or not at all, in their
+# order (ids follow the ordinality).
+_INSERT = """
+INSERT INTO spool (partition, key, value)
+SELECT m.partition, m.key, m.value
+FROM unnest($1::int[], $2::bytea[], $3::bytea[]) WITH ORDINALITY AS m (partition, key, value, n)
+ORDER BY m.n
+"""
+# Rows another transaction holds (another relay: this process's or another replica's) are
+# skipped, not waited for: relays share the work.
+_TAKE = """
+SELECT id, partition, key, value FROM spool ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+_DELETE = "DELETE FROM spool WHERE id = ANY($1::bigint[])"
+# octet_length reads a TOASTed value's size from its pointer: no value is read.
+_MEASURE = "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0) FROM spool"
+
+
+async def insert(
+    conn: asyncpg.Connection[Any], messages: Sequence[tuple[int, bytes, bytes]]
+) -> None:
+    await conn.execute(
+        _INSERT, [m[0] for m in messages], [m[1] for m in messages], [m[2] for m in messages]
+    )
+
+
+async def take(conn: asyncpg.Connection[Any], limit: int) -> list[asyncpg.Record]:
+    """The oldest ``limit`` rows no other transaction holds, locked until this one ends."""
+    return await conn.fetch(_TAKE, limit)
+
+
+async def delete(conn: asyncpg.Connection[Any], ids: Sequence[int]) -> None:
+    await conn.execute(_DELETE, ids)
+
+
+async def measure(conn: asyncpg.Connection[Any]) -> tuple[int, int]:
+    """Messages in the spool and their bytes (keys and values)."""
+    row = await conn.fetchrow(_MEASURE)
+    assert row is not None
+    return row[0], row[1]
