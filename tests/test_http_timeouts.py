@@ -496,14 +496,20 @@ def test_a_body_not_waited_for_by_an_app_that_answered_is_closed_on_without_an_a
 def test_a_head_late_behind_a_slow_answer_closes_the_connection_after_that_answer(
     probe: tuple[int, _Probe],
 ) -> None:
-    port, _ = probe
+    port, app = probe
     with _connect(port) as sock:
         # The second head late at 1 s, the first answer at 2.3 s.
-        sock.sendall(b"GET /slower HTTP/1.1\r\nHost: p\r\n\r\nGET /slow HTTP/1.1\r\n")
+        sock.sendall(b"GET /slower HTTP/1.1\r\nHost: p\r\n\r\nPOST /read HTTP/1.1\r\n")
+        # The head's rest after, and some of its body: still coming as the connection closes.
+        time.sleep(1.5)
+        sock.sendall(b"Host: p\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
         status, headers, _ = read_answer(sock)
         assert status == 200  # not a 408 ahead of it, at 1 s
         assert headers["connection"] == "close"
         assert closed(sock)
+    # Nor was the second request started, the connection lingering for it.
+    with pytest.raises(queue.Empty):
+        app.reads.get(timeout=1)
 
 
 @pytest.mark.parametrize("after_a_request", [False, True], ids=["new", "kept-alive"])
