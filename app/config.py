@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     # Seconds an answer may stay stuck behind a client that does not read it (the write
     # buffer full, not draining) before the connection is dropped. nginx's send_timeout.
     http_send_timeout_s: float = Field(default=60.0, ge=0.1, le=3600.0)
+    # Seconds a connection the server closes while a request is still arriving (a 408, a
+    # refused head, an answer before the body's end with Connection: close) goes on reading,
+    # and dropping, what the client still sends, once the answer is out: closed at once, the
+    # kernel would reset it, and the client see a reset in place of the answer. nginx's and
+    # Apache's lingering close (README).
+    http_linger_timeout_s: float = Field(default=2.0, ge=0.1, le=60.0)
     # The longest one analytics query may run (PostgreSQL's statement_timeout, set for the
     # request's transaction): a dashboard asking for too much gets a 503, and the database
     # is not pinned by it.

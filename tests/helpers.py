@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -176,12 +177,28 @@ def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 def closed(sock: socket.socket) -> bool:
     """Whether the server closed ``sock`` (with nothing more to read). A reset counts: a
-    server that closes a connection with bytes of the client's unread (the client sent them
-    as the server answered) resets it."""
+    server that closes a connection with bytes of the client's unread resets it, as it does
+    once its linger (PERCORSO_HTTP_LINGER_TIMEOUT_S) is over."""
     try:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
+
+
+def send_past_the_answer(sock: socket.socket, data: bytes, after: float = 0.5) -> float:
+    """``data`` every 0.1 s, as a client sends a request that it reads no answer to before it
+    has sent it all, until an answer has come and for ``after`` seconds more (at most 30 s
+    in all); the monotonic time the answer came. Raises what a send raises: a reset, if the
+    server closed the connection with bytes of it unread."""
+    started = time.monotonic()
+    answered = None
+    while answered is None or time.monotonic() < answered + after:
+        assert time.monotonic() < started + 30, "no answer"
+        time.sleep(0.1)
+        if answered is None and select.select([sock], [], [], 0)[0]:
+            answered = time.monotonic()
+        sock.sendall(data)
+    return answered
 
 
 @asynccontextmanager

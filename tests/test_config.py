@@ -74,6 +74,7 @@ def test_the_readme_configuration_table_lists_every_setting_and_no_other() -> No
         ("http_body_timeout_s", 300, 60),
         ("http_request_timeout_s", 3600, 300),
         ("http_send_timeout_s", 3600, 60),
+        ("http_linger_timeout_s", 60, 2),
     ],
 )
 def test_http_timeouts_out_of_their_range_are_refused(

@@ -4,7 +4,10 @@ longer than PERCORSO_HTTP_BODY_TIMEOUT_S, and the whole request within
 PERCORSO_HTTP_REQUEST_TIMEOUT_S of its first byte (app.kit.http_protocol); every other
 request is served as before, however long the app takes to answer. Over raw sockets, against
 the real command and against uvicorn serving a probe app with the API's protocol, both with
-head and body timeouts of 1 s and request timeouts of 3 s and 2 s.
+head and body timeouts of 1 s and request timeouts of 3 s and 2 s. A connection closed while
+the client still sends lingers (PERCORSO_HTTP_LINGER_TIMEOUT_S, 3 s here): the client reads its
+answer, and the server's close, never a reset, if it stops within the linger, and one that
+never stops is still closed then.
 
 The tests must pass on a loaded machine (a 2-core CI runner busy with the rest of the suite),
 where a process may be descheduled for a good part of a second: a client's writes that must
@@ -20,6 +23,8 @@ import queue
 import select
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -29,13 +34,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.sync.client import connect as ws_connect
 
 from app.config import Settings
+from app.ingest.schemas import MAX_BATCH_BYTES
+from app.kit.http_protocol import _LINGER_BYTES
 from app.kit.kafka import ensure_topics
-from tests.helpers import api_process, basic, closed, protocol_serving, read_answer
+from tests.helpers import (
+    api_process,
+    basic,
+    closed,
+    protocol_serving,
+    read_answer,
+    send_past_the_answer,
+)
 
 TIMEOUT = 1.0  # head and body, the real command's and the probe's
 API_REQUEST_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 2.0  # the probe's
 KEEP_ALIVE = 2  # the probe's; the real command's is uvicorn's, 5 s
+LINGER = 3.0  # both's
 # Between a client's writes that keep a head or a body coming: far within the timeout.
 GAP = 0.2
 # uvloop's clock counts whole milliseconds: a timer fires up to 1 ms early by the tests' own.
@@ -58,6 +73,7 @@ async def api(
         "PERCORSO_HTTP_HEAD_TIMEOUT_S": f"{TIMEOUT:g}",
         "PERCORSO_HTTP_BODY_TIMEOUT_S": f"{TIMEOUT:g}",
         "PERCORSO_HTTP_REQUEST_TIMEOUT_S": f"{API_REQUEST_TIMEOUT:g}",
+        "PERCORSO_HTTP_LINGER_TIMEOUT_S": f"{LINGER:g}",
         "PERCORSO_HTTP_WORKERS": "2",
     }
     async with api_process(slow, log, **env) as port:
@@ -114,7 +130,8 @@ def _assert_408(sock: socket.socket, detail: str) -> None:
     problem = orjson.loads(body)
     assert (problem["status"], problem["detail"]) == (408, detail)
     assert problem["type"].endswith("/request-timeout")
-    assert closed(sock)
+    # The server's close, not a reset: what the client sent meanwhile was read (the linger).
+    assert sock.recv(1) == b""
 
 
 def test_a_head_trickled_slower_than_the_timeout_is_408_and_closed(
@@ -212,6 +229,63 @@ def test_pipelined_requests_and_kept_alive_connections_are_served(api: Any, writ
         assert read_answer(connection)[0] == 200
 
 
+# A connection closed on a client still sending lingers: the client reads its answer and the
+# server's close, not a reset, as long as it stops within the linger; else it is closed then.
+
+
+def test_a_client_sending_on_past_a_408_reads_it_and_the_close(api: Any, write_key: str) -> None:
+    with _connect(api[0]) as connection:
+        # A byte every 0.1 s: 408 at the request timeout, 3 s; then 0.5 s more of it before
+        # the client reads.
+        connection.sendall(_track(write_key, b"a" * 1000))
+        send_past_the_answer(connection, b"a")
+        _assert_408(connection, "a request must arrive whole within 3 s")
+
+
+def test_a_client_sending_a_batch_whole_before_it_reads_gets_its_size_refused(
+    api: Any, write_key: str
+) -> None:
+    # Python's urllib: Connection: close, and the whole body sent before the answer is read.
+    # The API answers 400 at the head, by the Content-Length, and closes as 5 MB still come.
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api[0]}/v1/batch",
+        data=b"a" * 5_000_000,
+        headers={"Content-Type": "application/json", **basic(write_key)},
+        method="POST",
+    )
+    assert MAX_BATCH_BYTES < 5_000_000 < _LINGER_BYTES
+    for _ in range(5):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        with refused.value as answer:
+            assert answer.status == 400
+            assert orjson.loads(answer.read())["type"].endswith("/payload-too-large")
+
+
+def test_a_client_that_never_stops_sending_is_closed_at_the_linger_timeout(
+    api: Any, write_key: str
+) -> None:
+    with _connect(api[0]) as connection:
+        # A byte every 0.1 s, through the 408 (at 3 s) and on.
+        connection.sendall(_track(write_key, b"a" * 1000))
+        send_past_the_answer(connection, b"a", after=0.0)
+        # Reset as the linger ends, not at the 408, nor never; the answer came before.
+        assert LINGER - 0.2 <= _sent_until_reset(connection) < LINGER + 2.5
+        assert read_answer(connection)[0] == 408
+
+
+def _sent_until_reset(sock: socket.socket) -> float:
+    """Seconds a byte every 0.1 s was sent before a send was reset (at most LINGER + 5)."""
+    started = time.monotonic()
+    while time.monotonic() < started + LINGER + 5:
+        time.sleep(0.1)
+        try:
+            sock.sendall(b"a")
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - started
+    raise AssertionError("never reset")
+
+
 # uvicorn serving a probe app with the API's protocol: endpoints slower than the client.
 
 
@@ -263,6 +337,7 @@ def probe() -> Iterator[tuple[int, _Probe]]:
         http_head_timeout_s=TIMEOUT,
         http_body_timeout_s=TIMEOUT,
         http_request_timeout_s=REQUEST_TIMEOUT,
+        http_linger_timeout_s=LINGER,
     )
     with protocol_serving(app, settings, keep_alive=KEEP_ALIVE) as port:
         yield port, app
@@ -280,7 +355,9 @@ def test_an_app_waiting_for_a_body_that_stopped_is_told_of_a_disconnect(
     with _connect(port) as sock:
         sock.sendall(_post("/read", 100) + b"a" * 10)
         _assert_408(sock, "a request's body stopped arriving for 1 s")
-    assert app.reads.get(timeout=5) == ("http.disconnect", 10)
+        # At once: not as the connection is lost, at the linger's end (3 s), or as the client
+        # goes.
+        assert app.reads.get(timeout=LINGER / 2) == ("http.disconnect", 10)
 
 
 def test_an_app_waiting_for_a_body_dripped_past_the_request_timeout_is_told_of_a_disconnect(
@@ -419,18 +496,34 @@ def test_a_body_not_waited_for_by_an_app_that_answered_is_closed_on_without_an_a
 def test_a_head_late_behind_a_slow_answer_closes_the_connection_after_that_answer(
     probe: tuple[int, _Probe],
 ) -> None:
-    port, _ = probe
+    port, app = probe
     with _connect(port) as sock:
         # The second head late at 1 s, the first answer at 2.3 s.
-        sock.sendall(b"GET /slower HTTP/1.1\r\nHost: p\r\n\r\nGET /slow HTTP/1.1\r\n")
+        sock.sendall(b"GET /slower HTTP/1.1\r\nHost: p\r\n\r\nPOST /read HTTP/1.1\r\n")
+        # The head's rest after, and some of its body: still coming as the connection closes.
+        time.sleep(1.5)
+        sock.sendall(b"Host: p\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
         status, headers, _ = read_answer(sock)
         assert status == 200  # not a 408 ahead of it, at 1 s
         assert headers["connection"] == "close"
         assert closed(sock)
+    # Nor was the second request started, the connection lingering for it.
+    with pytest.raises(queue.Empty):
+        app.reads.get(timeout=1)
 
 
-def test_a_websocket_is_left_to_its_own_protocol(probe: tuple[int, _Probe]) -> None:
-    with ws_connect(f"ws://127.0.0.1:{probe[0]}/ws") as websocket:
-        time.sleep(1.3 * TIMEOUT)
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["new", "kept-alive"])
+def test_a_websocket_is_left_to_its_own_protocol(
+    probe: tuple[int, _Probe], after_a_request: bool
+) -> None:
+    sock = _connect(probe[0])
+    if after_a_request:
+        # The upgrade's request looks to the HTTP protocol like the next one on a kept-alive
+        # connection, and the connection idle after it: closed at the keep-alive timeout (2
+        # s) unless the connection's timer stops at the upgrade.
+        sock.sendall(b"GET /early HTTP/1.1\r\nHost: p\r\n\r\n")
+        assert read_answer(sock)[0] == 200
+    with ws_connect(f"ws://127.0.0.1:{probe[0]}/ws", sock=sock) as websocket:
+        time.sleep(1.5 * KEEP_ALIVE)  # past the head, body and keep-alive timeouts
         websocket.send("still here")
         assert websocket.recv(timeout=2) == "still here"

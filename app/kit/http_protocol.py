@@ -53,6 +53,20 @@ connection is dropped (an abort): the app's ``send()`` returns and its ``receive
 ``http.disconnect``, as when a client goes. A timer is set as writing pauses, which only a
 client slower than the app causes.
 
+A connection the server closes while a request is still arriving (its head or body late,
+answered 408; a head over the limit; an answer given before the body's end, on a connection not
+kept alive, as a client saying ``Connection: close`` or an app refusing a body too large by its
+``Content-Length``) is not closed at once: the kernel resets a connection closed with bytes
+unread, or that bytes reach after, and a client still sending then sees a reset on its next
+write, not the answer it was sent (Python's ``urllib``, which says ``Connection: close``,
+posting a 5 MB batch: 20 times of 20, the 400 never read). As nginx's and Apache's lingering
+close, the answer goes out, then the end of it (``write_eof``: a FIN), and what the client
+still sends is read and dropped until it ends (its own FIN) or for ``linger_timeout_s`` at
+most, and ``_LINGER_BYTES``, then the connection closes. An app still waiting for the body gets
+``http.disconnect`` as the lingering begins (uvicorn tells it as the connection is lost, which
+comes later now). A client that never stops sending holds its connection no longer than that;
+idle and new connections, which nothing is arriving on, close at once.
+
 One timer a connection keeps all of its waits on the client's requests, the keep-alive one too
 (uvicorn set a timer for that after every answer and cancelled it at the next request's first
 read), and a whole request's deadline beside its head's or body's. A wait is a deadline stored;
@@ -92,6 +106,7 @@ _IDLE = 1  # the next request, the last one answered (uvicorn's keep-alive timeo
 _FIRST = 2  # a new connection's first byte
 _HEAD = 3  # the rest of a request's head, some of it received
 _BODY = 4  # a request's body
+_LINGER = 5  # nothing: the connection closes once the client stops sending (_close)
 
 # Bytes of an answer a client must take every send timeout while writing is paused: the
 # transport's high water mark (uvloop's and asyncio's), which writing pauses beyond.
@@ -99,6 +114,28 @@ _MIN_TAKEN = 64 * 1024
 # The ioctl that tells the bytes a TCP socket's kernel buffer holds unacknowledged (Linux's
 # SIOCOUTQ, the same number); elsewhere the transport's buffer alone is counted.
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+# Most bytes a lingering connection reads and drops before it closes: a client told 400 at the
+# head of a body twice the largest the API takes (a batch of 4,224 KB) still sends it whole.
+_LINGER_BYTES = 8 * 1024 * 1024
+
+
+class _CycleTransport:
+    """The transport as uvicorn's request cycles (``RequestResponseCycle``) use it: they
+    write to it, ask whether it closes (before they write ``100 Continue``), and close it.
+    The transport's own ``write``; the protocol's ``is_closing`` and ``close``, for a
+    connection that lingers (``BoundedProtocol._close``) closes, and takes no more writes."""
+
+    __slots__ = ("close", "is_closing", "write")
+
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        is_closing: Callable[[], bool],
+        close: Callable[[], None],
+    ) -> None:
+        self.write = write
+        self.is_closing = is_closing
+        self.close = close
 
 
 class _Flow(FlowControl):
@@ -148,6 +185,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
             body_timeout_s=settings.http_body_timeout_s,
             request_timeout_s=settings.http_request_timeout_s,
             send_timeout_s=settings.http_send_timeout_s,
+            linger_timeout_s=settings.http_linger_timeout_s,
         ),
         "h11_max_incomplete_event_size": settings.http_max_header_bytes,
     }
@@ -165,6 +203,7 @@ class BoundedProtocol(HttpToolsProtocol):
         body_timeout_s: float,
         request_timeout_s: float,
         send_timeout_s: float,
+        linger_timeout_s: float,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         # As uvicorn's h11 protocol reads it.
@@ -192,10 +231,13 @@ class BoundedProtocol(HttpToolsProtocol):
         self._send_timeout = send_timeout_s
         self._stall: asyncio.TimerHandle | None = None  # set while writing is paused
         self._unsent = 0  # what the client had yet to take as the stall timer last looked
+        self._linger_timeout = linger_timeout_s
+        self._linger_left = 0  # bytes a lingering connection may still drop
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = self._flow = _Flow(transport, self.loop, self._resumed)
+        self._cycle_transport = _CycleTransport(transport.write, self._closing, self._close)
         self._await(_FIRST, self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -213,6 +255,11 @@ class BoundedProtocol(HttpToolsProtocol):
         elif self._awaiting == _FIRST:  # within the time the connection had for its first
             self._awaiting = _HEAD
             self._request_deadline = self.loop.time() + self._request_timeout
+        elif self._awaiting == _LINGER:
+            self._linger_left -= len(data)
+            if self._linger_left < 0:
+                self.transport.close()
+            return
         while self._head_left is not None and len(data) > self._head_left:
             # The head must end within the bytes it has left: parse those alone first.
             left, self._head_left = self._head_left, 0
@@ -241,6 +288,8 @@ class BoundedProtocol(HttpToolsProtocol):
             # The client waits for the app to ask for the body.
             self._flow.held_since = self.loop.time()
         super().on_headers_complete()
+        if self.cycle is not None:  # the request's (none for a WebSocket's first)
+            self.cycle.transport = self._cycle_transport  # type: ignore[assignment]
 
     def on_chunk_header(self) -> None:
         # A chunk's size line. Its data follows (on_body), or, after the last chunk's (size 0),
@@ -268,7 +317,7 @@ class BoundedProtocol(HttpToolsProtocol):
         # uvicorn's, but for its keep-alive timer: the connection's own waits for the next
         # request, unless that request has begun.
         self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self._closing():
             return
         self.flow.resume_reading()
         if self.pipeline:
@@ -370,31 +419,24 @@ class BoundedProtocol(HttpToolsProtocol):
     def _late(self, awaiting: int, whole: bool) -> None:
         """What the connection waited for (``whole``: the whole request) has not come in
         time: answer 408 if a request can still be answered, and close the connection."""
-        self._awaiting = _NOTHING
         cycle = self.cycle
         if awaiting < _HEAD:  # nothing asked: an idle connection, or a new one
             self.transport.close()
-        elif awaiting == _HEAD:
-            if cycle is not None and not cycle.response_complete:
-                # The app still answers the request before: that answer goes out, then the
-                # connection closes (as on a shutdown).
-                cycle.keep_alive = False
-                return
-            detail = f"a request's head must arrive within {self._head_timeout:g} s"
-            self._answer_and_close(408, "request-timeout", "Request Timeout", detail)
+        elif awaiting == _HEAD and cycle is not None and not cycle.response_complete:
+            # The app still answers the request before: that answer goes out, then the
+            # connection closes (as on a shutdown).
+            self._awaiting = _NOTHING
+            cycle.keep_alive = False
+        elif awaiting == _BODY and cycle.response_started:
+            self._close()
         else:
-            if cycle.response_started:
-                self.transport.close()
+            if awaiting == _HEAD:
+                detail = f"a request's head must arrive within {self._head_timeout:g} s"
+            elif whole:
+                detail = f"a request must arrive whole within {self._request_timeout:g} s"
             else:
-                if whole:
-                    detail = f"a request must arrive whole within {self._request_timeout:g} s"
-                else:
-                    detail = f"a request's body stopped arriving for {self._body_timeout:g} s"
-                self._answer_and_close(408, "request-timeout", "Request Timeout", detail)
-            # An app waiting for the body's rest gets http.disconnect; what it answers is
-            # dropped.
-            cycle.disconnected = True
-            cycle.message_event.set()
+                detail = f"a request's body stopped arriving for {self._body_timeout:g} s"
+            self._answer_and_close(408, "request-timeout", "Request Timeout", detail)
 
     def _refuse(self) -> None:
         """Answer 414 or 431 and close the connection (as uvicorn answers a malformed
@@ -410,7 +452,7 @@ class BoundedProtocol(HttpToolsProtocol):
             detail = f"a request's line and headers are at most {self._max_head} bytes"
         if self._chunked and self.cycle.response_started:
             self.logger.warning("Request refused (%d): %s.", status, detail)
-            self.transport.close()
+            self._close()
             return
         self._answer_and_close(status, type_, title, detail)
 
@@ -432,4 +474,27 @@ class BoundedProtocol(HttpToolsProtocol):
             ]
         )
         self.transport.write(b"".join(content))
-        self.transport.close()
+        self._close()
+
+    def _closing(self) -> bool:
+        return self._awaiting == _LINGER or self.transport.is_closing()
+
+    def _close(self) -> None:
+        """Close the connection: at once if no request is arriving, else once the client
+        stops sending, or at the linger's bounds (``linger_timeout_s``, ``_LINGER_BYTES``),
+        what it sends meanwhile read and dropped, after the end of the answer (a FIN)."""
+        if not _HEAD <= self._awaiting <= _BODY or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._stop_timer()
+        self._awaiting = _LINGER
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # An app waiting for the body's rest gets http.disconnect, which uvicorn gives as
+            # the connection is lost, now behind the linger; what it answers is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.write_eof()
+        self._linger_left = _LINGER_BYTES
+        self._flow.resume_reading()  # if the app had yet to read what came
+        self._timer = self.loop.call_later(self._linger_timeout, self.transport.close)
