@@ -104,8 +104,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "authenticator": Authenticator(sessions, settings.auth_cache_ttl_s),
                 "publisher": publisher,
                 "identity_config": settings.identity_config(),
+                # Each of the N worker processes has its own buckets: each admits 1/N of
+                # the rate, so the replica as a whole never admits more than configured.
                 "rate_limiter": RateLimiter(
-                    settings.ingest_rate_limit_per_s, settings.ingest_rate_burst_s
+                    settings.ingest_rate_limit_per_s,
+                    settings.ingest_rate_burst_s,
+                    workers=settings.http_workers,
                 ),
                 "trusted_proxies": proxies,
                 "email_signer": TokenSigner(server_secret(settings), previous_secrets(settings)),

@@ -172,6 +172,23 @@ async def test_rate_limit_per_source_answers_429_with_retry_after(
     assert (await client.post("/v1/track", json=event, headers=basic(other_key))).status_code == 200
 
 
+async def test_a_429_states_the_sources_rate_not_a_workers_share(
+    channel_settings: Settings, db: AsyncEngine, make_source: SourceFactory
+) -> None:
+    """Each of 4 workers admits a quarter of a source's 4 events/s (bursts of 2 s: 2
+    events); the 429 states the 4 the source was given."""
+    _, key = await make_source(settings={"rate_limit_per_s": 4})
+    event = {"userId": "ada", "event": "E"}
+    workers = channel_settings.model_copy(update={"http_workers": 4})
+    async with serving(create_app(workers)) as client:
+        for _ in range(2):
+            assert (await client.post("/v1/track", json=event, headers=basic(key))).is_success
+        limited = await client.post("/v1/track", json=event, headers=basic(key))
+    assert limited.status_code == 429
+    assert limited.json()["detail"] == "this source may send 4 events per second; retry in 1 s"
+    assert limited.headers["retry-after"] == "1"
+
+
 @pytest.fixture
 async def proxied_client(
     channel_settings: Settings, db: AsyncEngine

@@ -62,6 +62,23 @@ def test_source_rate_overrides_the_default() -> None:
         limiter.check("s", 1, rate=1)
 
 
+def test_each_worker_admits_its_share_and_a_429_states_the_whole_rate() -> None:
+    """With 4 workers a worker admits a quarter of the rate; its 429 says the rate the
+    source was given, and when its own bucket has the events again."""
+    clock = Clock()
+    limiter = RateLimiter(default_rate=1_000, burst_s=2, clock=clock, workers=4)
+    limiter.check("s", 500)  # 250/s here: a bucket of 500
+    with pytest.raises(RateLimited, match=r"may send 1000 events per second") as refused:
+        limiter.check("s", 1)
+    assert refused.value.headers["Retry-After"] == "1"
+    limiter.check("slow", 4, rate=8)  # 2/s here: a bucket of 4
+    with pytest.raises(RateLimited, match=r"may send 8 events per second") as refused:
+        limiter.check("slow", 4, rate=8)
+    assert refused.value.headers["Retry-After"] == "2"  # 4 events at 2/s
+    clock.now = 2
+    limiter.check("slow", 4, rate=8)
+
+
 @pytest.mark.parametrize(
     ("origin", "normalised"),
     [
