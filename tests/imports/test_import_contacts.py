@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.config import Settings
+from app.contacts.importer import read_contacts
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
 EXPORT = """\
@@ -69,3 +70,25 @@ async def test_a_crm_export_becomes_identify_calls_with_per_row_verdicts(
     assert {tp.message_id for tp in replayed[2:]} == {tp.message_id for tp in replayed[:2]}, (
         "a re-import reuses the message ids, so the pipeline stores each contact once"
     )
+
+
+def test_contact_cells_are_trimmed_as_event_cells_are(tmp_path: Path) -> None:
+    """Spreadsheets pad cells: `, 2026-01-01T00:00:00Z` is a time, ` Ada ` is Ada."""
+    file = tmp_path / "contacts.csv"
+    file.write_text(
+        "crm_id,email,first_name,lifetime_value:number,external_ids.loyalty_card,updated_at\n"
+        "CRM-9 , ada@example.com , Ada , 12 , LC-9 , 2026-01-01T00:00:00Z\n"
+    )
+    (row,) = read_contacts(file)
+    assert row.error is None
+    assert row.message is not None
+    assert row.message["timestamp"] == "2026-01-01T00:00:00+00:00"
+    assert row.message["traits"] == {
+        "crm_id": "CRM-9",
+        "email": "ada@example.com",
+        "first_name": "Ada",
+        "lifetime_value": 12,
+    }
+    assert row.message["context"]["externalIds"] == [
+        {"id": "LC-9", "type": "loyalty_card", "collection": "users", "encoding": "none"}
+    ]
