@@ -153,6 +153,22 @@ async def test_an_ipv6_origin_keeps_a_sources_settings_in_force(
     assert limited.status_code == 429
 
 
+async def test_a_non_ascii_allowed_origin_admits_browsers_sending_punycode(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, key = await make_source(settings={"allowed_origins": ["https://bücher.example"]})
+    event = {"userId": "ada", "event": "E"}
+    allowed = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://xn--bcher-kva.example"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://xn--bcher-kva.example"
+    refused = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://bucher.example"}
+    )
+    assert refused.status_code == 403
+
+
 async def test_rate_limit_per_source_answers_429_with_retry_after(
     client: httpx.AsyncClient, make_source: SourceFactory
 ) -> None:

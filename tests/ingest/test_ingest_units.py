@@ -11,7 +11,7 @@ import pytest
 from starlette.requests import Request
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.ingest import pixel
+from app.ingest import pixel, source_settings
 from app.ingest.client import TrustedProxies, client_ip
 from app.ingest.ratelimit import RateLimited, RateLimiter
 from app.ingest.schemas import NEEDS, CallType, SegmentCall, missing_field
@@ -85,6 +85,12 @@ def test_each_worker_admits_its_share_and_a_429_states_the_whole_rate() -> None:
         ("https://Shop.Example", "https://shop.example"),
         ("https://shop.example:443/", "https://shop.example"),
         ("http://localhost:3000", "http://localhost:3000"),
+        # Browsers send a non-ASCII domain in punycode, mapped by UTS #46.
+        ("https://bücher.example", "https://xn--bcher-kva.example"),
+        ("https://BÜCHER.example:8443/", "https://xn--bcher-kva.example:8443"),
+        ("https://xn--bcher-kva.example", "https://xn--bcher-kva.example"),
+        ("https://straße.de", "https://xn--strae-oqa.de"),
+        ("http://[2001:DB8::1]:8080", "http://[2001:db8::1]:8080"),
         ("*", "*"),
     ],
 )
@@ -98,6 +104,26 @@ def test_origins_are_normalised(origin: str, normalised: str) -> None:
 def test_non_origins_are_refused(origin: str) -> None:
     with pytest.raises(ValueError, match="origin"):
         normalise_origin(origin)
+
+
+@pytest.mark.parametrize("origin", ["https://-bücher.example", "https://bü\u200dcher.example"])
+def test_non_ascii_hosts_that_are_no_domain_names_are_refused(origin: str) -> None:
+    with pytest.raises(ValueError, match="not a valid domain name"):
+        normalise_origin(origin)
+
+
+def test_a_non_ascii_allowed_origin_allows_the_punycode_browsers_send() -> None:
+    unicode = SourceSettings(allowed_origins=["https://bücher.example"])
+    assert unicode.allows_origin("https://xn--bcher-kva.example")
+    assert unicode.allows_origin("https://bücher.example")
+    assert not unicode.allows_origin("https://bucher.example")
+    # Stored before origins were kept in punycode: read back, it allows the same.
+    assert source_settings.parse({"allowed_origins": ["https://bücher.example"]}).allows_origin(
+        "https://xn--bcher-kva.example"
+    )
+    assert source_settings.validate({"allowed_origins": ["https://Bücher.example"]}) == {
+        "allowed_origins": ["https://xn--bcher-kva.example"]
+    }
 
 
 def test_allowed_origins_default_to_any() -> None:
