@@ -26,7 +26,11 @@ class SettingMissing(RuntimeError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PERCORSO_", env_file=".env", extra="ignore")
+    # A refused setting's error never shows the input: pydantic's would quote the settings
+    # read (truncated, but a secret key's first or last characters included).
+    model_config = SettingsConfigDict(
+        env_prefix="PERCORSO_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Environment = "development"
     # Where embedded servers keep their data (`percorso dev`).
@@ -147,6 +151,10 @@ class Settings(BaseSettings):
     # Server secret: email tracking tokens are signed with keys derived from it per source.
     # Required in production; development and tests keep a generated one in data_dir.
     secret_key: SecretStr | None = None
+    # Secret keys replaced by PERCORSO_SECRET_KEY (comma-separated): links signed with one
+    # still verify, so a rotation does not break the emails already sent; new links are
+    # signed with the current key only. Drop an old key once its emails no longer matter.
+    secret_key_previous: SecretStr | None = None
     # Public base URL of the API (http or https): for the links `percorso email link|pixel`
     # print, and where the settings analytics.js loads send browsers.
     public_url: Annotated[str, AfterValidator(_base_url)] | None = None
@@ -207,6 +215,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _refuse_a_previous_key_equal_to_the_key(self) -> Settings:
+        # Names the variables, never a key's value (errors are printed and logged).
+        current = self.secret_key.get_secret_value() if self.secret_key else None
+        if current is not None and current in self.previous_secret_keys:
+            raise ValueError(
+                "PERCORSO_SECRET_KEY_PREVIOUS holds PERCORSO_SECRET_KEY itself: a rotation"
+                " sets a new PERCORSO_SECRET_KEY and moves the old one there"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":
             missing = [
@@ -236,7 +255,21 @@ class Settings(BaseSettings):
                     "production needs PERCORSO_SECRET_KEY: at least 32 random characters"
                     " (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
                 )
+            # An old key still verifies links: one that could be guessed forges them.
+            if not all(_strong_secret(SecretStr(key)) for key in self.previous_secret_keys):
+                raise ValueError(
+                    "production refuses a weak key in PERCORSO_SECRET_KEY_PREVIOUS: each"
+                    " (comma-separated) is at least 32 random characters"
+                )
         return self
+
+    @property
+    def previous_secret_keys(self) -> tuple[str, ...]:
+        """The keys of ``PERCORSO_SECRET_KEY_PREVIOUS``, newest first as written."""
+        if self.secret_key_previous is None:
+            return ()
+        keys = self.secret_key_previous.get_secret_value().split(",")
+        return tuple(key.strip() for key in keys if key.strip())
 
     @cached_property
     def sqlalchemy_url(self) -> str:

@@ -21,7 +21,7 @@ from app.customers.endpoints import router as customers_router
 from app.dashboard.endpoints import create_router as dashboard_router
 from app.db import create_engine, create_pool, create_read_session_factory
 from app.email.endpoints import router as email_router
-from app.email.keys import server_secret
+from app.email.keys import previous_secrets, server_secret
 from app.email.tokens import TokenSigner
 from app.errors import install_error_handlers
 from app.health.endpoints import router as health_router
@@ -112,11 +112,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "publisher": publisher,
                 "spool": spool,
                 "identity_config": settings.identity_config(),
+                # Each of the N worker processes has its own buckets: each admits 1/N of
+                # the rate, so the replica as a whole never admits more than configured.
                 "rate_limiter": RateLimiter(
-                    settings.ingest_rate_limit_per_s, settings.ingest_rate_burst_s
+                    settings.ingest_rate_limit_per_s,
+                    settings.ingest_rate_burst_s,
+                    workers=settings.http_workers,
                 ),
                 "trusted_proxies": proxies,
-                "email_signer": TokenSigner(server_secret(settings)),
+                "email_signer": TokenSigner(server_secret(settings), previous_secrets(settings)),
                 "journey_model": journey_model,
             }
         finally:

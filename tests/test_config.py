@@ -106,3 +106,30 @@ def test_a_request_timeout_shorter_than_the_head_timeout_is_refused(
         Settings()
     monkeypatch.setenv("PERCORSO_HTTP_REQUEST_TIMEOUT_S", "90")
     assert Settings().http_request_timeout_s == 90
+
+
+def test_previous_secret_keys_are_read_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    old, older, new = (secrets.token_urlsafe(32) for _ in range(3))
+    monkeypatch.setenv("PERCORSO_SECRET_KEY", new)
+    monkeypatch.setenv("PERCORSO_SECRET_KEY_PREVIOUS", f" {old},{older} ,")
+    settings = Settings()
+    assert settings.previous_secret_keys == (old, older)
+    assert old not in repr(settings)
+    assert older not in str(settings.model_dump())
+    monkeypatch.delenv("PERCORSO_SECRET_KEY_PREVIOUS")
+    assert Settings().previous_secret_keys == ()
+    # The current key among the previous ones: the rotation did not happen.
+    monkeypatch.setenv("PERCORSO_SECRET_KEY_PREVIOUS", f"{old},{new}")
+    with pytest.raises(ValidationError, match="holds PERCORSO_SECRET_KEY itself") as refused:
+        Settings()
+    assert "input_value" not in str(refused.value)  # which would quote the keys' ends
+
+
+def test_production_refuses_a_weak_previous_secret_key() -> None:
+    """An old key still verifies links: a guessable one would forge them."""
+    strong = secrets.token_urlsafe(32)
+    for weak in ("changeme", f"{strong},short", "a" * 40):
+        with pytest.raises(ValidationError, match="weak key in PERCORSO_SECRET_KEY_PREVIOUS"):
+            _production(kafka_replication_factor=3, secret_key_previous=weak)
+    settings = _production(kafka_replication_factor=3, secret_key_previous=strong)
+    assert settings.previous_secret_keys == (strong,)

@@ -1,6 +1,6 @@
 """Reading a CRM export into contact rows for :func:`app.imports.service.import_rows`.
 
-CSV columns (header names; empty cells are absent):
+CSV columns (header names; empty cells are absent, others trimmed as events' are):
 
 * ``crm_id``, ``email``, ``phone``, ``updated_at`` (ISO 8601), ``message_id``;
 * ``external_ids.<type>``: an external id of that type (``external_ids.loyalty_card``);
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.contacts.service import ContactRejected, contact_message
-from app.imports.mapping import MappingError, put, typed
+from app.imports.mapping import MappingError, cells, put, typed
 from app.imports.readers import Row, read_rows
 
 FIELDS = frozenset({"crm_id", "email", "phone", "updated_at", "message_id"})
@@ -49,9 +49,7 @@ def csv_contact(record: dict[str, Any]) -> dict[str, Any]:
     contact: dict[str, Any] = {}
     traits: dict[str, Any] = {}
     external: list[dict[str, str]] = []
-    for column, value in record.items():
-        if value is None or value == "":
-            continue
+    for column, value in cells(record):
         if column in FIELDS:
             contact[column] = value
         elif column.startswith("external_ids."):

@@ -67,19 +67,16 @@ async def suppressed_contacts(
 ) -> list[list[dict[str, Any]]]:
     """Per contact (as its touchpoint), the errors of its suppressed identifiers: empty
     for a contact that may be stored. One statement for the whole request."""
-    keys = [(i.kind, i.value) for tp in touchpoints for i in tp.identifiers]
-    suppressed = await suppressions.suppressed_among(connection, keys)
     return [
         [
             {
-                "field": _FIELD_OF_KIND.get(i.kind, "external_ids"),
-                "message": f"this {i.kind} is suppressed (erased, or no longer to be"
+                "field": _FIELD_OF_KIND.get(kind, "external_ids"),
+                "message": f"this {kind} is suppressed (erased, or no longer to be"
                 " processed): the contact is not stored",
             }
-            for i in tp.identifiers
-            if (i.kind, i.value) in suppressed
+            for kind, _ in suppressed
         ]
-        for tp in touchpoints
+        for suppressed in await suppressions.suppressed_of(connection, touchpoints)
     ]
 
 

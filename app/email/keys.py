@@ -3,7 +3,9 @@
 No signing secret is stored in the database: a source's email-token key is
 ``HMAC-SHA256(server_secret, "percorso/email-token/v1" || 0x00 || source_id)`` (HMAC as
 a PRF, which is what HKDF-Expand does with one block). Rotating ``PERCORSO_SECRET_KEY``
-invalidates every token minted before; deleting a source makes its tokens useless.
+invalidates every token minted before, unless the old key is kept in
+``PERCORSO_SECRET_KEY_PREVIOUS`` (verified, never used to sign); deleting a source makes its
+tokens useless.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def server_secret(settings: Settings) -> bytes:
     if settings.environment == "production":
         raise RuntimeError("PERCORSO_SECRET_KEY is required in production")
     return _stored_secret(settings.data_dir / SECRET_FILE)
+
+
+def previous_secrets(settings: Settings) -> tuple[bytes, ...]:
+    """``PERCORSO_SECRET_KEY_PREVIOUS``: secrets whose tokens still verify."""
+    return tuple(key.encode() for key in settings.previous_secret_keys)
 
 
 def _stored_secret(path: Path) -> bytes:

@@ -56,10 +56,12 @@ class EmailToken:
 
 
 class TokenSigner:
-    """Mints and verifies tokens with keys derived from one server secret."""
+    """Mints tokens with keys derived from one server secret; verifies them with it or with
+    a previous one (a rotated secret's tokens, already sent, keep working)."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
         self._secret = secret
+        self._secrets = (secret, *previous)
 
     def mint(self, token: EmailToken) -> str:
         """The token string. Raises ``ValueError`` for a URL that is not absolute http(s)
@@ -80,7 +82,7 @@ class TokenSigner:
         if token.sent_at is not None:
             payload["s"] = int(token.sent_at.timestamp())
         body = bytes([VERSION]) + token.source_id.bytes + orjson.dumps(payload)
-        text = _b64encode(body + self._tag(token.source_id, body))
+        text = _b64encode(body + _tag(self._secret, token.source_id, body))
         if len(text) > MAX_TOKEN_CHARS:
             raise ValueError("the token would be too long; shorten the URL or campaign")
         return text
@@ -98,13 +100,16 @@ class TokenSigner:
             raise InvalidToken("the tracking token is malformed or of an unknown version")
         body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
         source_id = uuid.UUID(bytes=body[1:_HEADER])
-        if not hmac.compare_digest(tag, self._tag(source_id, body)):
+        if not any(
+            hmac.compare_digest(tag, _tag(secret, source_id, body)) for secret in self._secrets
+        ):
             raise InvalidToken("the tracking token's signature does not match")
         return _parse(source_id, body[_HEADER:])
 
-    def _tag(self, source_id: uuid.UUID, body: bytes) -> bytes:
-        key = source_key(self._secret, source_id)
-        return hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]
+
+def _tag(secret: bytes, source_id: uuid.UUID, body: bytes) -> bytes:
+    key = source_key(secret, source_id)
+    return hmac.new(key, body, hashlib.sha256).digest()[:TAG_BYTES]
 
 
 def _parse(source_id: uuid.UUID, payload: bytes) -> EmailToken:

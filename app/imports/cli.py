@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import orjson
 import typer
@@ -14,6 +14,8 @@ import typer
 from app.config import Settings
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from app.auth.service import SourceInfo
     from app.imports.readers import Row
     from app.imports.service import ImportSummary, Verdict
@@ -25,7 +27,13 @@ SHOWN_REJECTIONS = 20
 # Options both import commands take.
 Delimiter = Annotated[str, typer.Option("--delimiter", help="CSV field separator.")]
 ChunkSize = Annotated[
-    int, typer.Option("--chunk-size", min=1, max=2_500, help="Rows per broker round trip.")
+    int,
+    typer.Option(
+        "--chunk-size",
+        min=1,
+        max=2_500,
+        help="Rows per broker round trip and suppression-list query.",
+    ),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Check every row, publish nothing.")]
 ReportFile = Annotated[
@@ -110,25 +118,32 @@ def _import(
             out.write(orjson.dumps({"line": verdict.line, "reason": verdict.reason}) + b"\n")
 
     async def run() -> ImportSummary:
+        from app.db import create_pool
         from app.ingest.publisher import Publisher
 
         info = await _source(settings, source)
+        # For the suppression list, checked once a chunk.
+        pool = await create_pool(settings, size=1, application_name="percorso-import")
         publisher = None if dry_run else Publisher(settings)
         try:
-            with typer.progressbar(length=total, label=f"importing {file.name}") as bar:
-                return await import_rows(
-                    reader(file, delimiter),
-                    file_name=file.name,
-                    source=info,
-                    identity=settings.identity_config(),
-                    publisher=publisher,
-                    chunk_size=chunk_size,
-                    on_progress=bar.update,
-                    on_rejected=rejected,
-                )
+            async with pool.acquire() as proxy:
+                with typer.progressbar(length=total, label=f"importing {file.name}") as bar:
+                    return await import_rows(
+                        reader(file, delimiter),
+                        file_name=file.name,
+                        source=info,
+                        identity=settings.identity_config(),
+                        publisher=publisher,
+                        # The pool hands out a proxy that forwards every Connection method.
+                        connection=cast("asyncpg.Connection[Any]", proxy),
+                        chunk_size=chunk_size,
+                        on_progress=bar.update,
+                        on_rejected=rejected,
+                    )
         finally:
             if publisher is not None:
                 await publisher.close()
+            await pool.close()
 
     from app.errors import ProblemError
 

@@ -20,6 +20,7 @@ Any other column is an error for the row, so a typo does not silently drop data.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -44,10 +45,7 @@ def csv_row_to_message(row: dict[str, Any]) -> dict[str, Any]:
         raise MappingError("more cells than header columns")
     message: dict[str, Any] = {}
     person: dict[str, str] = {}
-    for column, cell in row.items():
-        if column == "__extra__" or cell is None or cell == "":
-            continue
-        value = cell.strip() if isinstance(cell, str) else cell
+    for column, value in cells(row):
         if column in TOP_LEVEL or column in TIME_COLUMNS:
             message[column] = value
         elif column in PERSON_COLUMNS:
@@ -75,6 +73,15 @@ def csv_row_to_message(row: dict[str, Any]) -> dict[str, Any]:
         if message["type"] == "identify":
             message.setdefault("traits", {}).update(person)
     return message
+
+
+def cells(record: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """A CSV record's cells, but for empty ones, trimmed of the spaces around them
+    (spreadsheets and hand-edited files pad them): ``(column, value)``."""
+    for column, cell in record.items():
+        if column == "__extra__" or cell is None or cell == "":
+            continue
+        yield column, cell.strip()
 
 
 def typed(column: str, value: str) -> tuple[list[str], Any]:

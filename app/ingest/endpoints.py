@@ -100,11 +100,7 @@ def admit(request: Request, source: SourceInfo, cost: int, *, check_origin: bool
     if check_origin:
         refuse_origin(request, settings)
     limiter: RateLimiter = request.state.rate_limiter
-    app_settings: Settings = request.state.settings
-    # Each of the N worker processes has its own buckets: each admits 1/N of the rate, so
-    # the replica as a whole never admits more than configured.
-    rate = settings.rate_limit_per_s or app_settings.ingest_rate_limit_per_s
-    limiter.check(source.id, cost, rate / app_settings.http_workers)
+    limiter.check(source.id, cost, settings.rate_limit_per_s)
 
 
 # Async wrappers: FastAPI runs a plain `def` dependency in its thread pool, a hand-off that

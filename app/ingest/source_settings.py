@@ -2,6 +2,7 @@
 
 * ``allowed_origins``: browser origins allowed to send with this source's write key, e.g.
   ``["https://shop.example"]``; absent or ``["*"]`` allows any origin (Segment's default).
+  A non-ASCII domain is kept in punycode, the form browsers send.
   Only requests that carry an ``Origin`` header (browsers) are checked.
 * ``rate_limit_per_s``: events per second this source may send to one API replica,
   overriding the ``PERCORSO_INGEST_RATE_LIMIT_PER_S`` default.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ANY_ORIGIN = "*"
@@ -56,8 +58,19 @@ def normalise_origin(origin: str) -> str:
     port = "" if parts.port in (None, default_port) else f":{parts.port}"
     # An IPv6 address keeps its brackets (urlsplit's hostname drops them): without, the
     # origin read back is none, and settings that do not read fall back to the defaults.
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else _ascii_host(parts.hostname)
     return f"{parts.scheme}://{host}{port}"
+
+
+def _ascii_host(host: str) -> str:
+    """A domain name as browsers send it in ``Origin``: a non-ASCII one in punycode
+    (``bücher.example`` → ``xn--bcher-kva.example``, by UTS #46 as browsers map it)."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode()
+    except idna.IDNAError as exc:
+        raise ValueError(f"{host!r} is not a valid domain name: {exc}") from None
 
 
 def parse(settings: dict[str, Any] | None) -> SourceSettings:

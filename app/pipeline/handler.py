@@ -60,6 +60,7 @@ from app.kit.metrics import PIPELINE_EVENTS, PIPELINE_RETRIES
 from app.pipeline.deadletter import DeadLetter, insert_dead_letters, mark_published
 from app.pipeline.opener import EnvelopeOpener, Opened
 from app.suppressions import repository as suppressions
+from app.suppressions.service import keys_of as suppression_keys
 from app.timeline.writes import STORED_KEYS, insert_events, own_fields, stored_or_suppressed
 from app.touchpoint import InvalidTouchpoint, Touchpoint
 
@@ -576,7 +577,7 @@ class BatchHandler:
             key = (tp.source_id, tp.message_id)
             if key not in seen:
                 seen.add(key)  # also drops a repeat inside the batch
-                if suppressed and any(key in suppressed for key in _suppression_keys(tp)):
+                if suppressed and any(key in suppressed for key in suppression_keys(tp)):
                     dropped += 1
                 else:
                     fresh.append(tp)
@@ -585,20 +586,8 @@ class BatchHandler:
 
 def _identifier_keys(touchpoints: list[Touchpoint]) -> list[tuple[str, str]]:
     """The touchpoints' identifiers as ``(kind, value)``, each once, with what else
-    :func:`_suppression_keys` asks about."""
-    return list({key for tp in touchpoints for key in _suppression_keys(tp)})
-
-
-def _suppression_keys(tp: Touchpoint) -> list[tuple[str, str]]:
-    """The ``(kind, value)`` pairs whose suppression drops ``tp``: its identifiers, and for
-    an alias call its previous id as a user id too. The API records ``previousId`` as an
-    ``anonymous_id`` (app.ingest.service), but a server's alias from an old user id to a new
-    one names the old user id: suppressed (an erased person's), the call is that person's,
-    and storing it would record the erased id again, as an anonymous id."""
-    keys = [(i.kind, i.value) for i in tp.identifiers]
-    if tp.type == "alias":
-        keys += [("user_id", value) for kind, value in keys if kind == "anonymous_id"]
-    return keys
+    :func:`app.suppressions.service.keys_of` asks about."""
+    return list({key for tp in touchpoints for key in suppression_keys(tp)})
 
 
 def _profile_deltas(

@@ -25,6 +25,7 @@ from app.identity.identifiers import IdentityConfig, InvalidIdentifier, normalis
 from app.kit.locks import writers_exclusively
 from app.suppressions import repository
 from app.suppressions.schemas import SuppressionOut
+from app.touchpoint import Touchpoint
 
 Key = repository.Key
 
@@ -91,6 +92,28 @@ async def status(
 async def suppressed_among(conn: asyncpg.Connection[Any], keys: Sequence[Key]) -> set[Key]:
     """Which of the normalised identifiers are suppressed (one statement)."""
     return await repository.suppressed_among(conn, list(dict.fromkeys(keys)))
+
+
+async def suppressed_of(
+    conn: asyncpg.Connection[Any], touchpoints: Sequence[Touchpoint]
+) -> list[list[Key]]:
+    """Per touchpoint, its identifiers that are suppressed (:func:`keys_of`): empty for one
+    the pipeline would store. One statement for them all."""
+    keys = [keys_of(tp) for tp in touchpoints]
+    suppressed = await suppressed_among(conn, [key for each in keys for key in each])
+    return [[key for key in each if key in suppressed] for each in keys]
+
+
+def keys_of(tp: Touchpoint) -> list[Key]:
+    """The ``(kind, value)`` pairs whose suppression drops ``tp``: its identifiers, and for
+    an alias call its previous id as a user id too. The API records ``previousId`` as an
+    ``anonymous_id`` (app.ingest.service), but a server's alias from an old user id to a new
+    one names the old user id: suppressed (an erased person's), the call is that person's,
+    and storing it would record the erased id again, as an anonymous id."""
+    keys = [(i.kind, i.value) for i in tp.identifiers]
+    if tp.type == "alias":
+        keys += [("user_id", value) for kind, value in keys if kind == "anonymous_id"]
+    return keys
 
 
 def _out(row: asyncpg.Record) -> SuppressionOut:

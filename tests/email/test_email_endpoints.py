@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
@@ -291,3 +293,35 @@ def test_cli_mints_links_and_pixels_for_a_source(
     unknown = runner.invoke(cli, ["email", "pixel", "--source", "nope", "--to", "a@b.example"])
     assert unknown.exit_code == 2
     assert "no enabled source" in unknown.stderr
+
+
+async def test_links_signed_with_a_previous_secret_key_still_redirect(
+    channel_settings: Settings, make_source: SourceFactory, topic: TopicReader
+) -> None:
+    """PERCORSO_SECRET_KEY rotated: clicks on emails already sent are recorded and
+    redirected; a link of a key no longer listed is refused."""
+    old, older, new = (secrets.token_urlsafe(32) for _ in range(3))
+    source, _ = await make_source(channel="email")
+    url = "https://shop.example/spring"
+    minted = {
+        key: _mint(
+            channel_settings.model_copy(update={"secret_key": SecretStr(key)}), source.id, url=url
+        )
+        for key in (old, older, new)
+    }
+    rotated = channel_settings.model_copy(
+        update={"secret_key": SecretStr(new), "secret_key_previous": SecretStr(f"{old}, {older}")}
+    )
+    async with asgi_client(rotated) as client:
+        for key in (old, older, new):
+            response = await client.get(
+                "/v1/email/click", params={"d": minted[key]}, headers={"user-agent": BROWSER}
+            )
+            assert response.status_code == 302
+            assert response.headers["location"] == url
+        assert len(await topic.touchpoints(source.id, 3)) == 3
+    forgotten = channel_settings.model_copy(update={"secret_key": SecretStr(new)})
+    async with asgi_client(forgotten) as client:
+        response = await client.get("/v1/email/click", params={"d": minted[old]})
+        assert response.status_code == 400
+        assert "location" not in response.headers

@@ -77,3 +77,17 @@ def test_missing_or_garbage_tokens_are_invalid(text: str | None) -> None:
 def test_only_absolute_http_urls_can_be_signed(url: str) -> None:
     with pytest.raises(ValueError, match="URL"):
         TokenSigner(b"s" * 32).mint(_token(url=url))
+
+
+def test_a_previous_secret_still_verifies_and_only_the_current_one_signs() -> None:
+    """A rotated secret: links already sent keep working, new ones use the new secret."""
+    old, older, new = b"o" * 32, b"p" * 32, b"n" * 32
+    signer = TokenSigner(new, (old, older))
+    for secret in (old, older, new):
+        assert signer.verify(TokenSigner(secret).mint(_token())) == _token()
+    minted = signer.mint(_token())
+    assert TokenSigner(new).verify(minted) == _token()
+    with pytest.raises(InvalidToken, match="signature"):
+        TokenSigner(old).verify(minted)
+    with pytest.raises(InvalidToken, match="signature"):
+        signer.verify(TokenSigner(b"x" * 32).mint(_token()))

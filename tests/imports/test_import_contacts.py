@@ -10,6 +10,11 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.config import Settings
+from app.contacts.importer import read_contacts
+from app.customers.schemas import IdentifierIn
+from app.db import create_pool
+from app.identity.identifiers import IdentityConfig
+from app.suppressions import service as suppressions
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
 EXPORT = """\
@@ -69,3 +74,58 @@ async def test_a_crm_export_becomes_identify_calls_with_per_row_verdicts(
     assert {tp.message_id for tp in replayed[2:]} == {tp.message_id for tp in replayed[:2]}, (
         "a re-import reuses the message ids, so the pipeline stores each contact once"
     )
+
+
+async def test_a_contact_with_a_suppressed_identifier_is_rejected_not_imported(
+    channel_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_source: SourceFactory,
+    topic: TopicReader,
+) -> None:
+    """As POST /v1/contacts rejects it: the pipeline would drop it anyway."""
+    source, _ = await make_source(channel="crm", name="hubspot")
+    pool = await create_pool(channel_settings, size=1)
+    try:
+        async with pool.acquire() as connection:
+            await suppressions.suppress(
+                connection, IdentifierIn(kind="email", value="ada@example.com"), IdentityConfig()
+            )
+    finally:
+        await pool.close()
+    file = tmp_path / "contacts.csv"
+    file.write_text("crm_id,email\nCRM-1,Ada@Example.com\nCRM-2,bob@example.com\n")
+    monkeypatch.setenv("PERCORSO_DATABASE_URL", channel_settings.database_url or "")
+    monkeypatch.setenv(
+        "PERCORSO_KAFKA_BOOTSTRAP_SERVERS", channel_settings.kafka_bootstrap_servers or ""
+    )
+    monkeypatch.setenv("PERCORSO_KAFKA_TOPIC", channel_settings.kafka_topic)
+    args = ["import", "contacts", str(file), "--source", "hubspot"]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    assert result.exit_code == 0, result.output
+    assert "2 rows, accepted 1, rejected 1" in result.stdout
+    assert "line 2: suppressed: the row's email is suppressed" in result.stderr
+    (only,) = await topic.touchpoints(source.id, 1)
+    assert only.traits["crm_id"] == "CRM-2"
+
+
+def test_contact_cells_are_trimmed_as_event_cells_are(tmp_path: Path) -> None:
+    """Spreadsheets pad cells: `, 2026-01-01T00:00:00Z` is a time, ` Ada ` is Ada."""
+    file = tmp_path / "contacts.csv"
+    file.write_text(
+        "crm_id,email,first_name,lifetime_value:number,external_ids.loyalty_card,updated_at\n"
+        "CRM-9 , ada@example.com , Ada , 12 , LC-9 , 2026-01-01T00:00:00Z\n"
+    )
+    (row,) = read_contacts(file)
+    assert row.error is None
+    assert row.message is not None
+    assert row.message["timestamp"] == "2026-01-01T00:00:00+00:00"
+    assert row.message["traits"] == {
+        "crm_id": "CRM-9",
+        "email": "ada@example.com",
+        "first_name": "Ada",
+        "lifetime_value": 12,
+    }
+    assert row.message["context"]["externalIds"] == [
+        {"id": "LC-9", "type": "loyalty_card", "collection": "users", "encoding": "none"}
+    ]

@@ -12,15 +12,19 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import Result
+from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from app.auth.service import SourceInfo
 from app.cli import cli
 from app.config import Settings
+from app.customers.schemas import IdentifierIn
+from app.db import create_pool
 from app.identity.identifiers import IdentityConfig
 from app.imports.mapping import MappingError, csv_row_to_message
 from app.imports.readers import Row
 from app.imports.service import Verdict, import_rows
+from app.suppressions import service as suppressions
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
 RECEIPTS = """\
@@ -316,7 +320,7 @@ async def test_a_report_that_cannot_be_written_is_a_usage_error_before_importing
         await topic.touchpoints(source.id, 1, timeout=1.0)
 
 
-async def test_rejected_rows_are_handed_on_as_they_come_not_held() -> None:
+async def test_rejected_rows_are_handed_on_as_they_come_not_held(settings: Settings) -> None:
     # An import kept every rejection until its end: 2,000,000 rows of a CSV with a column
     # it does not know (a wrong --delimiter does the same) grew the process by 537 MB.
     def rows() -> Iterator[Row]:
@@ -329,22 +333,99 @@ async def test_rejected_rows_are_handed_on_as_they_come_not_held() -> None:
         if verdict.line % 50_000 == 0:
             handed.append(verdict.line)
 
+    pool = await create_pool(settings, size=1)
     tracemalloc.start()
     try:
-        summary = await import_rows(
-            rows(),
-            file_name="receipts.csv",
-            source=SourceInfo(uuid.uuid4(), "till", "in_store", {}),
-            identity=IdentityConfig(),
-            publisher=None,
-            on_rejected=rejected,
-        )
+        async with pool.acquire() as connection:
+            summary = await import_rows(
+                rows(),
+                file_name="receipts.csv",
+                source=SourceInfo(uuid.uuid4(), "till", "in_store", {}),
+                identity=IdentityConfig(),
+                publisher=None,
+                connection=connection,
+                on_rejected=rejected,
+            )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+        await pool.close()
     assert (summary.rows, summary.accepted, summary.rejected) == (200_000, 0, 200_000)
     assert handed == [50_000, 100_000, 150_000, 200_000]
     assert peak < 1_000_000, peak
+
+
+class CountingConnection:
+    """A connection that counts the statements it is asked to run."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.statements = 0
+
+    async def fetch(self, *args: Any) -> Any:
+        self.statements += 1
+        return await self.connection.fetch(*args)
+
+
+async def test_rows_with_a_suppressed_identifier_are_rejected_one_query_a_chunk(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    """The pipeline would drop them: reported accepted, they were not imported at all."""
+    suppressed = [
+        ("email", "Ada@Example.com"),
+        ("user_id", "u-erased"),
+        ("loyalty_card", "LC-1"),
+    ]
+    loyalty = {"id": "LC-1", "type": "loyalty_card", "collection": "users", "encoding": "none"}
+    messages: list[dict[str, Any] | None] = [
+        # The same email, spelt otherwise.
+        {"event": "E", "context": {"traits": {"email": "ADA@example.com "}}},
+        {"event": "E", "userId": "u-2"},
+        # An alias from the erased user id: the pipeline drops it too.
+        {"type": "alias", "userId": "u-new", "previousId": "u-erased"},
+        {"event": "E", "anonymousId": "a-1", "context": {"externalIds": [loyalty]}},
+        {"event": "E", "userId": "u-erased", "context": {"traits": {"email": "ada@example.com"}}},
+        {"event": "E", "userId": "u-6"},
+        None,  # refused before any query
+    ]
+    rows = [
+        Row(line, message, None if message else "unknown column 'colour'", b"")
+        for line, message in enumerate(messages, start=2)
+    ]
+    pool = await create_pool(settings, size=1)
+    refused: list[Verdict] = []
+    try:
+        async with pool.acquire() as connection:
+            for kind, value in suppressed:
+                await suppressions.suppress(
+                    connection, IdentifierIn(kind=kind, value=value), IdentityConfig()
+                )
+            counting = CountingConnection(connection)
+            summary = await import_rows(
+                rows,
+                file_name="events.csv",
+                source=SourceInfo(uuid.uuid4(), "till", "in_store", {}),
+                identity=IdentityConfig(),
+                publisher=None,
+                connection=counting,  # type: ignore[arg-type]
+                chunk_size=3,
+                on_rejected=refused.append,
+            )
+    finally:
+        await pool.close()
+    assert (summary.rows, summary.accepted, summary.rejected) == (7, 2, 5)
+    assert counting.statements == 2  # 6 buildable rows in chunks of 3
+    reasons = {verdict.line: verdict.reason for verdict in refused}
+    assert reasons.keys() == {2, 4, 5, 6, 8}
+    assert reasons[2] == (
+        "suppressed: the row's email is suppressed (erased, or no longer to be processed):"
+        " the pipeline would drop it"
+    )
+    assert reasons[4].startswith("suppressed: the row's user_id is suppressed")
+    assert reasons[5].startswith("suppressed: the row's loyalty_card is suppressed")
+    assert reasons[6].startswith("suppressed: the row's user_id and email are suppressed")
+    assert reasons[8] == "unknown column 'colour'"
+    assert "ada" not in str(reasons).lower()  # kinds only, never a value
 
 
 async def test_dry_run_checks_rows_and_publishes_nothing(

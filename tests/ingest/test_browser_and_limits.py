@@ -153,6 +153,22 @@ async def test_an_ipv6_origin_keeps_a_sources_settings_in_force(
     assert limited.status_code == 429
 
 
+async def test_a_non_ascii_allowed_origin_admits_browsers_sending_punycode(
+    client: httpx.AsyncClient, make_source: SourceFactory
+) -> None:
+    _, key = await make_source(settings={"allowed_origins": ["https://bücher.example"]})
+    event = {"userId": "ada", "event": "E"}
+    allowed = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://xn--bcher-kva.example"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://xn--bcher-kva.example"
+    refused = await client.post(
+        "/v1/track", json=event, headers={**basic(key), "origin": "https://bucher.example"}
+    )
+    assert refused.status_code == 403
+
+
 async def test_rate_limit_per_source_answers_429_with_retry_after(
     client: httpx.AsyncClient, make_source: SourceFactory
 ) -> None:
@@ -170,6 +186,23 @@ async def test_rate_limit_per_source_answers_429_with_retry_after(
     )
     assert batch.status_code == 429
     assert (await client.post("/v1/track", json=event, headers=basic(other_key))).status_code == 200
+
+
+async def test_a_429_states_the_sources_rate_not_a_workers_share(
+    channel_settings: Settings, db: AsyncEngine, make_source: SourceFactory
+) -> None:
+    """Each of 4 workers admits a quarter of a source's 4 events/s (bursts of 2 s: 2
+    events); the 429 states the 4 the source was given."""
+    _, key = await make_source(settings={"rate_limit_per_s": 4})
+    event = {"userId": "ada", "event": "E"}
+    workers = channel_settings.model_copy(update={"http_workers": 4})
+    async with serving(create_app(workers)) as client:
+        for _ in range(2):
+            assert (await client.post("/v1/track", json=event, headers=basic(key))).is_success
+        limited = await client.post("/v1/track", json=event, headers=basic(key))
+    assert limited.status_code == 429
+    assert limited.json()["detail"] == "this source may send 4 events per second; retry in 1 s"
+    assert limited.headers["retry-after"] == "1"
 
 
 @pytest.fixture

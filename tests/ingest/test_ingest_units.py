@@ -11,7 +11,7 @@ import pytest
 from starlette.requests import Request
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.ingest import pixel
+from app.ingest import pixel, source_settings
 from app.ingest.client import TrustedProxies, client_ip
 from app.ingest.ratelimit import RateLimited, RateLimiter
 from app.ingest.schemas import NEEDS, CallType, SegmentCall, missing_field
@@ -62,12 +62,35 @@ def test_source_rate_overrides_the_default() -> None:
         limiter.check("s", 1, rate=1)
 
 
+def test_each_worker_admits_its_share_and_a_429_states_the_whole_rate() -> None:
+    """With 4 workers a worker admits a quarter of the rate; its 429 says the rate the
+    source was given, and when its own bucket has the events again."""
+    clock = Clock()
+    limiter = RateLimiter(default_rate=1_000, burst_s=2, clock=clock, workers=4)
+    limiter.check("s", 500)  # 250/s here: a bucket of 500
+    with pytest.raises(RateLimited, match=r"may send 1000 events per second") as refused:
+        limiter.check("s", 1)
+    assert refused.value.headers["Retry-After"] == "1"
+    limiter.check("slow", 4, rate=8)  # 2/s here: a bucket of 4
+    with pytest.raises(RateLimited, match=r"may send 8 events per second") as refused:
+        limiter.check("slow", 4, rate=8)
+    assert refused.value.headers["Retry-After"] == "2"  # 4 events at 2/s
+    clock.now = 2
+    limiter.check("slow", 4, rate=8)
+
+
 @pytest.mark.parametrize(
     ("origin", "normalised"),
     [
         ("https://Shop.Example", "https://shop.example"),
         ("https://shop.example:443/", "https://shop.example"),
         ("http://localhost:3000", "http://localhost:3000"),
+        # Browsers send a non-ASCII domain in punycode, mapped by UTS #46.
+        ("https://bücher.example", "https://xn--bcher-kva.example"),
+        ("https://BÜCHER.example:8443/", "https://xn--bcher-kva.example:8443"),
+        ("https://xn--bcher-kva.example", "https://xn--bcher-kva.example"),
+        ("https://straße.de", "https://xn--strae-oqa.de"),
+        ("http://[2001:DB8::1]:8080", "http://[2001:db8::1]:8080"),
         ("*", "*"),
     ],
 )
@@ -81,6 +104,26 @@ def test_origins_are_normalised(origin: str, normalised: str) -> None:
 def test_non_origins_are_refused(origin: str) -> None:
     with pytest.raises(ValueError, match="origin"):
         normalise_origin(origin)
+
+
+@pytest.mark.parametrize("origin", ["https://-bücher.example", "https://bü\u200dcher.example"])
+def test_non_ascii_hosts_that_are_no_domain_names_are_refused(origin: str) -> None:
+    with pytest.raises(ValueError, match="not a valid domain name"):
+        normalise_origin(origin)
+
+
+def test_a_non_ascii_allowed_origin_allows_the_punycode_browsers_send() -> None:
+    unicode = SourceSettings(allowed_origins=["https://bücher.example"])
+    assert unicode.allows_origin("https://xn--bcher-kva.example")
+    assert unicode.allows_origin("https://bücher.example")
+    assert not unicode.allows_origin("https://bucher.example")
+    # Stored before origins were kept in punycode: read back, it allows the same.
+    assert source_settings.parse({"allowed_origins": ["https://bücher.example"]}).allows_origin(
+        "https://xn--bcher-kva.example"
+    )
+    assert source_settings.validate({"allowed_origins": ["https://Bücher.example"]}) == {
+        "allowed_origins": ["https://xn--bcher-kva.example"]
+    }
 
 
 def test_allowed_origins_default_to_any() -> None:
