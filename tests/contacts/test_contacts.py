@@ -161,6 +161,21 @@ async def _all_changes(
         since = page["next_cursor"]
 
 
+async def _changes_showing(
+    client: httpx.AsyncClient, token: str, since: str | None, customers: int
+) -> tuple[list[dict[str, Any]], str]:
+    """:func:`_all_changes` once it lists ``customers`` customers. The feed stops before the
+    oldest transaction still running on the server, whichever database it is in (another
+    test's pipeline, another session on a shared server): a change shows once those end."""
+
+    async def showing() -> tuple[list[dict[str, Any]], str] | None:
+        items, cursor = await _all_changes(client, token, since)
+        return (items, cursor) if len({c["customer_id"] for c in items}) >= customers else None
+
+    found: tuple[list[dict[str, Any]], str] = await wait_until(showing)
+    return found
+
+
 async def test_the_changes_feed_returns_each_change_once_including_merges(
     app_client: httpx.AsyncClient,
     read_token: str,
@@ -175,13 +190,13 @@ async def test_the_changes_feed_returns_each_change_once_including_merges(
             touchpoint(source_id, user_id="u2", at=2),
         ]
     )
-    first, cursor = await _all_changes(app_client, read_token, None)
+    first, cursor = await _changes_showing(app_client, read_token, None, 3)
     assert len(first) == 3
     again, cursor = await _all_changes(app_client, read_token, cursor)
     assert again == [], "nothing changed since the cursor"
 
     await handle([touchpoint(source_id, anonymous_id="a1", user_id="u1", event="Signed Up", at=3)])
-    changed, _ = await _all_changes(app_client, read_token, cursor)
+    changed, _ = await _changes_showing(app_client, read_token, cursor, 2)
     by_id = {c["customer_id"]: c for c in changed}
     assert len(by_id) == 2, "the survivor and the merged customer changed; u2 did not"
     merged = [c for c in changed if c["merged_into"]]
@@ -203,7 +218,7 @@ async def test_a_cursor_whose_xid_is_no_xid8_is_the_400_of_a_cursor_not_issued(
     app_client: httpx.AsyncClient, read_token: str, handle: Any, source_id: uuid.UUID
 ) -> None:
     await handle([touchpoint(source_id, user_id="u1", at=0)])
-    before = await _all_changes(app_client, read_token, None)
+    before = await _changes_showing(app_client, read_token, None, 1)
     for xid in (2**64, -1, 10**30):
         since = base64.urlsafe_b64encode(f"{xid}:{uuid.UUID(int=0)}".encode()).decode()
         response = await app_client.get(
@@ -227,7 +242,7 @@ async def test_a_change_committed_late_is_not_skipped_by_the_feed(
     await handle(
         [touchpoint(source_id, user_id="slow", at=0), touchpoint(source_id, user_id="fast", at=1)]
     )
-    _, cursor = await _all_changes(app_client, read_token, None)
+    _, cursor = await _changes_showing(app_client, read_token, None, 2)
     slow = await scalar(db, "SELECT customer_id FROM identities WHERE value = 'slow'")
     fast = await scalar(db, "SELECT customer_id FROM identities WHERE value = 'fast'")
     async with db.connect() as open_tx:
@@ -239,5 +254,5 @@ async def test_a_change_committed_late_is_not_skipped_by_the_feed(
         during, cursor_during = await _all_changes(app_client, read_token, cursor)
         assert during == [], "nothing is returned past a transaction still running"
         await open_tx.commit()
-    after, _ = await _all_changes(app_client, read_token, cursor_during)
+    after, _ = await _changes_showing(app_client, read_token, cursor_during, 2)
     assert {c["customer_id"] for c in after} == {str(slow), str(fast)}
