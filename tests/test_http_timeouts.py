@@ -242,6 +242,24 @@ def test_a_client_sending_on_past_a_408_reads_it_and_the_close(api: Any, write_k
         _assert_408(connection, "a request must arrive whole within 3 s")
 
 
+def test_a_request_that_is_not_http_is_a_problem_400_read_before_the_close(
+    connection: socket.socket,
+) -> None:
+    # A header line without a colon, then body bytes the client goes on sending: uvicorn
+    # answered text/plain and closed at once, so the client's sends met a reset.
+    connection.sendall(b"POST /v1/track HTTP/1.1\r\nHost: percorso.test\r\nno colon\r\n")
+    send_past_the_answer(connection, b"a" * 1000)
+    status, headers, body = read_answer(connection)
+    assert (status, headers["content-type"]) == (400, "application/problem+json")
+    assert headers["connection"] == "close"
+    problem = orjson.loads(body)
+    assert problem["type"].endswith("/invalid-request")
+    assert problem["detail"] == (
+        "the request is not valid HTTP/1.1 (its request line, headers or chunks)"
+    )
+    assert connection.recv(1) == b""
+
+
 def test_a_client_sending_a_batch_whole_before_it_reads_gets_its_size_refused(
     api: Any, write_key: str
 ) -> None:
@@ -491,6 +509,36 @@ def test_a_body_not_waited_for_by_an_app_that_answered_is_closed_on_without_an_a
             _drip(sock, b"a" * 100, gap=GAP, size=2)
         assert closed(sock)  # no 408 behind the answer
         assert due - EARLY <= time.monotonic() - started < before
+
+
+_CHUNKED = b"POST %s HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+_BROKEN_CHUNK = b"zz\r\n"  # no chunk size
+
+
+def test_a_body_whose_chunks_break_is_a_400_and_the_app_told_of_a_disconnect(
+    probe: tuple[int, _Probe],
+) -> None:
+    port, app = probe
+    with _connect(port) as sock:
+        sock.sendall(_CHUNKED % b"/read")
+        time.sleep(GAP)  # the app reads the first chunk and waits for more
+        sock.sendall(_BROKEN_CHUNK)
+        status, headers, body = read_answer(sock)
+        assert (status, headers["content-type"]) == (400, "application/problem+json")
+        assert orjson.loads(body)["type"].endswith("/invalid-request")
+        assert app.reads.get(timeout=LINGER / 2) == ("http.disconnect", 5)
+        assert closed(sock)  # the app's answer dropped
+
+
+def test_chunks_that_break_after_the_app_answered_close_without_a_second_answer(
+    probe: tuple[int, _Probe],
+) -> None:
+    port, _ = probe
+    with _connect(port) as sock:
+        sock.sendall(_CHUNKED % b"/early")
+        assert read_answer(sock)[0] == 200
+        sock.sendall(_BROKEN_CHUNK)
+        assert closed(sock)  # no 400 behind the answer
 
 
 def test_a_head_late_behind_a_slow_answer_closes_the_connection_after_that_answer(

@@ -94,7 +94,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import Settings
-from app.errors import PROBLEM_JSON, problem_document
+from app.errors import PROBLEM_JSON, InvalidRequest, problem_document
 
 # What a request line takes besides its method and URL: two spaces, "HTTP/1.1" and CRLF.
 _REQUEST_LINE_REST = len(b"  HTTP/1.1\r\n")
@@ -265,7 +265,7 @@ class BoundedProtocol(HttpToolsProtocol):
             left, self._head_left = self._head_left, 0
             if left:
                 super().data_received(data[:left])
-                if self.transport.is_closing():  # a malformed request, answered 400
+                if self._closing():  # a malformed request, answered 400
                     return
             if self._head_left == 0:  # the head did not end
                 self._refuse()
@@ -440,7 +440,7 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         """Answer 414 or 431 and close the connection (as uvicorn answers a malformed
-        request: ``send_400_response``); only close it when the app has begun to answer."""
+        request: :meth:`send_400_response`); only close it when the app has begun to answer."""
         status, type_ = 431, "request-header-fields-too-large"
         title = "Request Header Fields Too Large"
         if self._chunked:
@@ -456,10 +456,32 @@ class BoundedProtocol(HttpToolsProtocol):
             return
         self._answer_and_close(status, type_, title, detail)
 
-    def _answer_and_close(self, status: int, type_: str, title: str, detail: str) -> None:
-        """Answer ``status`` as problem+json and close the connection, as uvicorn answers a
-        malformed request (``send_400_response``)."""
-        self.logger.warning("Request refused (%d): %s.", status, detail)
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what is not HTTP/1.1 (its parser failed; uvicorn logged it):
+        a problem+json 400, as every other refusal, where uvicorn wrote text/plain, and the
+        connection closed lingering, so a client still sending reads it rather than a reset.
+        Only the close where the app has begun to answer the request whose chunks broke, or
+        a pipelined request broke behind one it has yet to answer: a 400 there would be a
+        second answer to the one request, or land inside or ahead of the answer due first."""
+        cycle = self.cycle
+        if self._awaiting == _BODY and not self.pipeline:  # the cycle is this request's
+            answer = not cycle.response_started
+        else:  # a new request's head: after the one before is answered
+            answer = cycle is None or cycle.response_complete
+        if not answer:
+            self._close()
+            return
+        detail = "the request is not valid HTTP/1.1 (its request line, headers or chunks)"
+        self._answer_and_close(400, InvalidRequest.type, InvalidRequest.title, detail, logged=True)
+
+    def _answer_and_close(
+        self, status: int, type_: str, title: str, detail: str, *, logged: bool = False
+    ) -> None:
+        """Answer ``status`` as problem+json and close the connection (lingering): the
+        refusals of the connection's own bounds, and of a malformed request. ``logged``: the
+        refusal was logged already."""
+        if not logged:
+            self.logger.warning("Request refused (%d): %s.", status, detail)
         body = problem_document(status, type_, title, detail)
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
