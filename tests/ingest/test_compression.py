@@ -4,12 +4,13 @@ zstd at ``KAFKA_ZSTD_LEVEL``."""
 
 from __future__ import annotations
 
+import asyncio
 import typing
 import uuid
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition, codec
+import zstandard
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from app.config import Settings
@@ -68,25 +69,31 @@ async def test_a_published_batch_reads_back_unchanged(settings: Settings, codec:
 async def test_zstd_batches_are_compressed_at_the_configured_level(
     monkeypatch: pytest.MonkeyPatch, level: int
 ) -> None:
-    """aiokafka has no level setting: the producer's batch builder must still use ours."""
-    levels: list[int | None] = []
-    compress = codec.zstd_encode
+    """aiokafka has no level setting: the producer's batch builder must still use ours, with
+    a compressor kept for each thread rather than one set up for every batch."""
+    levels: list[int] = []
+    compressor = zstandard.ZstdCompressor
 
-    def spy(payload: Any, level: int | None = None) -> bytes:  # as aiokafka's
+    def spy(*, level: int) -> zstandard.ZstdCompressor:
         levels.append(level)
-        compressed: bytes = compress(payload, level=level)
-        return compressed
+        return compressor(level=level)
 
-    monkeypatch.setattr(codec, "zstd_encode", spy)
+    monkeypatch.setattr(zstandard, "ZstdCompressor", spy)
     settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", kafka_zstd_level=level)
     producer = create_producer(settings)  # not started: building a batch needs no broker
-    batch = producer.create_batch()
     await producer.stop()
-    for i in range(100):
-        batch.append(key=b"k", value=b'{"event":"Order Completed","n":%d}' % i, timestamp=None)
-    built = batch._build()
-    assert levels == [level]
-    # It reads back: the records' values as appended.
-    records = DefaultRecordBatch(bytearray(built))
-    values = [r.value for r in records]
-    assert values == [b'{"event":"Order Completed","n":%d}' % i for i in range(100)]
+    values = [b'{"event":"Order Completed","n":%d}' % i for i in range(100)]
+
+    def build() -> bytes:
+        batch = producer.create_batch()
+        for value in values:
+            batch.append(key=b"k", value=value, timestamp=None)
+        return bytes(batch._build())
+
+    built = [build(), build()]
+    assert levels == [level], "one compressor, at the level, for both batches"
+    built.append(await asyncio.to_thread(build))
+    assert levels == [level, level], "another thread's own"
+    # Each reads back as aiokafka's consumers read it: the records' values as appended.
+    for data in built:
+        assert [r.value for r in DefaultRecordBatch(bytearray(data))] == values
