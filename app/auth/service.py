@@ -8,10 +8,11 @@ the database does again.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,14 +25,23 @@ from app.touchpoint import new_event_id
 
 _CACHE_MAX = 10_000
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
+    """A source as requests see it. ``policy`` is its ``settings`` read once, when the
+    source is built (and so once per load into the :class:`Authenticator`'s cache), for the
+    checks every tracking request makes."""
+
     id: Any
     name: str
     channel: str
     settings: dict[str, Any]
+    policy: source_settings.SourcePolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", source_settings.parse(self.settings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +172,20 @@ class Authenticator:
 
 
 def _source_info(row: Any) -> SourceInfo | None:
-    return SourceInfo(row.id, row.name, row.channel, row.settings) if row else None
+    if row is None:
+        return None
+    info = SourceInfo(row.id, row.name, row.channel, row.settings)
+    if info.policy.invalid:
+        # Once per load into the cache; the source's id, never its key. The stored values
+        # are quoted shortened, so the operator can find what to fix.
+        log.warning(
+            "source %s has stored settings that do not read, held to the safe side until"
+            " they are fixed (an invalid allowed_origins refuses every browser, an invalid"
+            " rate_limit_per_s gives the default rate): %s",
+            info.id,
+            "; ".join(info.policy.invalid),
+        )
+    return info
 
 
 def _source_by_id(source_id: uuid.UUID) -> Callable[[AsyncSession], Awaitable[SourceInfo | None]]:

@@ -33,7 +33,6 @@ from app.auth.dependencies import WRITE_KEY_SECURITY, authenticator, presented_w
 from app.auth.service import SourceInfo
 from app.config import Settings
 from app.errors import InvalidRequest, NotFound, Unauthorized
-from app.ingest import source_settings
 from app.ingest.client import TrustedProxies
 from app.ingest.cors import refuse_origin
 from app.kit.responses import json_response
@@ -52,7 +51,10 @@ _PROTOCOLS: dict[str, Protocol] = {"http": "http", "https": "https"}
 # Percorso's write keys are 38 characters.
 _MAX_WRITE_KEY = 256
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "The browser origin is not allowed for this source."},
+    403: {
+        "description": "The browser origin is not allowed for this source, or the source's"
+        " stored allowed origins are invalid (every browser is refused until they are fixed)."
+    },
     404: {"description": "No source has this write key."},
     503: {"description": "The database is unavailable."},
 }
@@ -226,7 +228,7 @@ async def _browser_source(request: Request, write_key: str | None) -> tuple[Sour
         source = await authenticator(request).source(write_key)
     except Unauthorized:
         raise NotFound("no source has this write key") from None
-    refuse_origin(request, source_settings.parse(source.settings))
+    refuse_origin(request, source.policy)
     return source, write_key
 
 

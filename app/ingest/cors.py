@@ -3,8 +3,10 @@
 Preflights are answered for any origin: the write key, and so the source whose
 ``allowed_origins`` decide, travels in the actual request (header or body), which a
 preflight does not carry. The actual request is then checked against the source's
-setting (:func:`deny_origin`); a refused origin gets a 403 without
-``Access-Control-Allow-Origin``, so the browser hides the answer too. Responses to allowed
+setting (:func:`refuse_origin`); a refused origin gets a 403 without
+``Access-Control-Allow-Origin``, so the browser hides the answer too. A source whose stored
+``allowed_origins`` does not read refuses every origin so (the preflight still passes: it
+cannot tell the source), and says why in the 403's detail. Responses to allowed
 origins echo the origin (no credentials: analytics.js sends none). Every response says it
 varies by ``Origin``, those to requests without one too.
 """
@@ -18,7 +20,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Forbidden
-from app.ingest.source_settings import SourceSettings
+from app.ingest.source_settings import SourcePolicy
 
 _DENIED = "percorso.cors_denied"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
@@ -26,13 +28,21 @@ ALLOWED_HEADERS = "authorization, content-type, content-encoding, x-write-key"
 MAX_AGE_S = "86400"
 
 
-def refuse_origin(request: Request, settings: SourceSettings) -> None:
-    """Refuse (403) a browser origin the source's ``settings`` do not allow; the response
-    carries no CORS grant."""
+def refuse_origin(request: Request, policy: SourcePolicy) -> None:
+    """Refuse (403) a browser origin the source's ``policy`` does not allow; the response
+    carries no CORS grant. A request without ``Origin`` (a server) is never refused here."""
     origin = request.headers.get("origin")
-    if origin is not None and not settings.allows_origin(origin):
-        request.scope[_DENIED] = True
-        raise Forbidden(f"origin {origin[:200]} is not allowed to send to this source")
+    if origin is None or policy.allows_origin(origin):
+        return
+    request.scope[_DENIED] = True
+    if policy.origins_invalid:
+        # Neither the stored values (the log has them) nor the key: only what to fix.
+        raise Forbidden(
+            "this source's stored allowed_origins setting is invalid, so no browser origin"
+            " may send with its write key until an operator fixes it (requests without an"
+            " Origin header are not affected)"
+        )
+    raise Forbidden(f"origin {origin[:200]} is not allowed to send to this source")
 
 
 class TrackingCors:

@@ -20,7 +20,7 @@ from app.auth.service import SourceInfo
 from app.config import Settings
 from app.errors import InvalidRequest, PayloadTooLarge, Unauthorized, as_problem
 from app.identity.identifiers import IdentityConfig
-from app.ingest import envelope, pixel, service, source_settings
+from app.ingest import envelope, pixel, service
 from app.ingest.body import parse_json, read_body, read_json
 from app.ingest.browser import BROWSER_SETTINGS_PREFIXES
 from app.ingest.client import TrustedProxies, request_context
@@ -57,7 +57,10 @@ RUDDERSTACK_PIXEL = "/pixel/v1/"
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid JSON, no valid event, or a size limit exceeded."},
     401: {"description": "Missing or unknown write key."},
-    403: {"description": "The browser origin is not allowed for this source."},
+    403: {
+        "description": "The browser origin is not allowed for this source, or the source's"
+        " stored allowed origins are invalid (every browser is refused until they are fixed)."
+    },
     415: {"description": "A body that is neither JSON nor text/plain, or not gzip."},
     429: {"description": "The source's rate limit; retry after `Retry-After` seconds."},
     503: {
@@ -95,12 +98,12 @@ def sender_context(request: Request) -> dict[str, Any]:
 
 def admit(request: Request, source: SourceInfo, cost: int, *, check_origin: bool = True) -> None:
     """Refuse a browser origin the source does not allow (403), or a request beyond the
-    source's rate (429 with Retry-After)."""
-    settings = source_settings.parse(source.settings)
+    source's rate (429 with Retry-After), by the source's policy read when it was loaded."""
+    policy = source.policy
     if check_origin:
-        refuse_origin(request, settings)
+        refuse_origin(request, policy)
     limiter: RateLimiter = request.state.rate_limiter
-    limiter.check(source.id, cost, settings.rate_limit_per_s)
+    limiter.check(source.id, cost, policy.rate_limit_per_s)
 
 
 # Async wrappers: FastAPI runs a plain `def` dependency in its thread pool, a hand-off that
