@@ -1,7 +1,7 @@
 """Per-source tracking settings, stored in ``sources.settings`` (JSONB).
 
 * ``allowed_origins``: browser origins allowed to send with this source's write key, e.g.
-  ``["https://shop.example"]``; absent or ``["*"]`` allows any origin (Segment's default).
+  ``["https://shop.example"]``; absent, empty or ``["*"]`` allows any origin (Segment's default).
   A non-ASCII domain is kept in punycode, the form browsers send.
   Only requests that carry an ``Origin`` header (browsers) are checked.
 * ``rate_limit_per_s``: events per second this source may send to one API replica,
@@ -46,9 +46,6 @@ class SourceSettings(BaseModel):
         if value is None:
             return None
         return [normalise_origin(origin) for origin in value]
-
-    def allows_origin(self, origin: str) -> bool:
-        return _allows(_origin_set(self.allowed_origins), origin)
 
 
 @dataclass(frozen=True, slots=True)
