@@ -14,7 +14,11 @@ Guarantees:
 * A message goes to the partition it was placed in while that partition exists, else to
   its key's partition among those there are now (:func:`placed`).
 * Spooling mode ends only once a pass caught up (took less than a full chunk) with the
-  broker answering: a request spooled after the last chunk is found by the next look.
+  broker answering, in a handover (:meth:`Publisher.handover`): new requests of the
+  process wait, its spool writes under way finish, what they wrote is relayed, and only
+  then do requests go to the broker again, so none overtakes a message this process
+  spooled before it. (Another process's spool writes are not waited for: across processes
+  and replicas the order at the switch is approximate.)
 """
 
 from __future__ import annotations
@@ -99,19 +103,30 @@ class Relay:
             conn = cast("asyncpg.Connection[Any]", proxy)
             if not await self._spool.measure(conn) and not self._publisher.spooling:
                 return 0
-            relayed = 0
-            while (done := await self._relay_chunk(conn)) == CHUNK:
-                relayed += done
-            relayed += done
+            relayed = await self._drain(conn)
+            # Relayed messages prove the broker is back; with none, ask it.
+            if self._publisher.spooling and (relayed or await self._publisher.ready()):
+                async with self._publisher.handover():
+                    await self._spool.settled()
+                    # Up to the newest row now: this process's rows are all there, and
+                    # other processes spooling on cannot keep its requests waiting.
+                    if (upto := await repository.last(conn)) is not None:
+                        relayed += await self._drain(conn, upto)
+                    self._publisher.stop_spooling()
             await self._spool.measure(conn)
-        # Relayed messages prove the broker is back; with none, ask it.
-        if self._publisher.spooling and (relayed or await self._publisher.ready()):
-            self._publisher.stop_spooling()
         return relayed
 
-    async def _relay_chunk(self, conn: asyncpg.Connection[Any]) -> int:
+    async def _drain(self, conn: asyncpg.Connection[Any], upto: int | None = None) -> int:
+        """Relay chunks (of rows up to id ``upto``, when given) until one is not full; the
+        messages relayed."""
+        relayed = 0
+        while (done := await self._relay_chunk(conn, upto)) == CHUNK:
+            relayed += done
+        return relayed + done
+
+    async def _relay_chunk(self, conn: asyncpg.Connection[Any], upto: int | None) -> int:
         async with conn.transaction():
-            rows = await repository.take(conn, CHUNK)
+            rows = await repository.take(conn, CHUNK, upto)
             if not rows:
                 return 0
             messages = [(row["partition"], row["key"], row["value"]) for row in rows]

@@ -20,6 +20,12 @@ ORDER BY m.n
 _TAKE = """
 SELECT id, partition, key, value FROM spool ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
+# The oldest rows up to an id (those there were when the relay asked for `_LAST`).
+_TAKE_UPTO = """
+SELECT id, partition, key, value FROM spool WHERE id <= $2 ORDER BY id LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+_LAST = "SELECT max(id) FROM spool"
 _DELETE = "DELETE FROM spool WHERE id = ANY($1::bigint[])"
 # octet_length reads a TOASTed value's size from its pointer: no value is read.
 _MEASURE = "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0) FROM spool"
@@ -33,9 +39,20 @@ async def insert(
     )
 
 
-async def take(conn: asyncpg.Connection[Any], limit: int) -> list[asyncpg.Record]:
-    """The oldest ``limit`` rows no other transaction holds, locked until this one ends."""
-    return await conn.fetch(_TAKE, limit)
+async def take(
+    conn: asyncpg.Connection[Any], limit: int, upto: int | None = None
+) -> list[asyncpg.Record]:
+    """The oldest ``limit`` rows (of ids up to ``upto``, when given) no other transaction
+    holds, locked until this one ends."""
+    if upto is None:
+        return await conn.fetch(_TAKE, limit)
+    return await conn.fetch(_TAKE_UPTO, limit, upto)
+
+
+async def last(conn: asyncpg.Connection[Any]) -> int | None:
+    """The id of the newest row, None when the spool is empty."""
+    value: int | None = await conn.fetchval(_LAST)
+    return value
 
 
 async def delete(conn: asyncpg.Connection[Any], ids: Sequence[int]) -> None:

@@ -296,3 +296,76 @@ async def test_the_relay_drains_a_dead_replicas_spool_and_every_event_is_stored_
     assert ids == sorted(
         [f"twice-{n}" for n in range(6)] + [f"once-{n}" for n in range(4)] + ["single-1"]
     )
+
+
+async def _partition(settings: Settings, partition: int, count: int) -> list[bytes]:
+    """The first ``count`` values of the topic's ``partition``, in the broker's order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        where = TopicPartition(settings.kafka_topic, partition)
+        consumer.assign([where])
+        await consumer.seek_to_beginning(where)
+        values: list[bytes] = []
+
+        async def enough() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                values.extend(r.value for r in records if r.value is not None)
+            return len(values) >= count
+
+        await wait_until(enough, timeout=30)
+        return values[:count]
+    finally:
+        await consumer.stop()
+
+
+async def _own_topic(settings: Settings) -> Settings:
+    topic = f"spool-{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(
+        update={"kafka_topic": topic, "kafka_dead_letter_topic": f"{topic}-dlq"}
+    )
+    await ensure_topics(own)
+    return own
+
+
+async def test_a_request_spooled_while_the_relay_ends_spooling_stays_ahead_of_the_next(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    """The relay caught up and ends spooling mode while a request's spool write is still
+    on its way: that request's messages are in the spool once it is answered, so the
+    person's next request, sent after that answer, must not reach the broker before them."""
+    real = await _own_topic(settings)
+    gate = _Gate(settings.kafka_bootstrap_servers or "")
+    hung = real.model_copy(
+        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
+    )
+    pool = await create_pool(settings)
+    spool = Spool(pool, hung)
+    publisher = Publisher(hung, spool)
+    relay = Relay(publisher, spool, pool, hung)
+    try:
+        await publisher.start()  # the broker hangs: the process starts spooling
+        assert publisher.spooling
+        gate.open = True
+        async with db.connect() as holder:
+            # Writers of the spool wait (an INSERT's lock conflicts with SHARE); readers,
+            # and the relay's FOR UPDATE, do not.
+            await holder.exec_driver_sql("BEGIN")
+            await holder.exec_driver_sql("LOCK TABLE spool IN SHARE MODE")
+            second = asyncio.create_task(publisher.publish([(b"k", b"second")]))
+            await asyncio.sleep(0.3)
+            assert not second.done()
+            # The relay finds the spool empty, with the broker back.
+            relaying = asyncio.create_task(relay.run_once())
+            await asyncio.sleep(0.5)
+            await holder.exec_driver_sql("COMMIT")
+        await second  # answered: "second" is committed to the spool
+        await relaying
+        await publisher.publish([(b"k", b"third")])
+        await relay.run_once()
+        assert await _rows(db) == []
+        assert await _partition(real, partition_for(b"k", 3), 2) == [b"second", b"third"]
+    finally:
+        await publisher.close()
+        await pool.close()
+        await gate.close()
