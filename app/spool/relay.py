@@ -3,12 +3,14 @@ and deletes them, oldest first.
 
 Guarantees:
 
-* At least once. A chunk of rows is taken ``FOR UPDATE SKIP LOCKED``, published with
+* At least once. A chunk of rows is taken ``FOR UPDATE``, published with
   ``acks=all``, then deleted, in one transaction: a crash or a failure anywhere before the
   commit leaves the rows for the next try, which publishes them again, and the pipeline
   drops the duplicates at ``(source_id, message_id)`` (batch envelopes' calls included).
-* Relays share the spool: each holds its chunk's rows and skips those another holds, so
-  several API processes and replicas drain it together, and rows a dead replica left are
+* In order. Relays take turns, one chunk at a time (a transaction-level advisory lock,
+  :data:`repository.SPOOL_LOCK`): a chunk is taken only once the one before it was
+  published and deleted, or rolled back, so the spool reaches each partition in the order
+  of its ids, whichever processes and replicas relay it. Rows a dead replica left are
   found by the others' periodic look (every ``spool_check_interval_s``: one aggregate over
   the spool, nothing when it is empty).
 * A message goes to the partition it was placed in while that partition exists, else to

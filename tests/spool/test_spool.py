@@ -25,7 +25,8 @@ from app.kit.kafka import ensure_topics
 from app.kit.metrics import PIPELINE_EVENTS, SPOOL_MESSAGES
 from app.main import create_app
 from app.pipeline.runner import Pipeline
-from app.spool.relay import Relay, placed
+from app.spool import repository
+from app.spool.relay import CHUNK, Relay, placed
 from app.spool.service import Spool
 from tests.helpers import basic, scalar, serving, wait_until
 
@@ -368,4 +369,48 @@ async def test_a_request_spooled_while_the_relay_ends_spooling_stays_ahead_of_th
     finally:
         await publisher.close()
         await pool.close()
+        await gate.close()
+
+
+async def test_relays_of_several_processes_publish_a_partitions_messages_in_order(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    """Two API processes' relays drain one spool: one holds the oldest chunk and its broker
+    hangs (it rolls back); the other must not publish the newer messages ahead of it."""
+    real = await _own_topic(settings)
+    gate = _Gate(settings.kafka_bootstrap_servers or "")
+    hung = real.model_copy(
+        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
+    )
+    pools = [await create_pool(settings), await create_pool(settings)]
+    publishers = [Publisher(hung, Spool(pools[0], hung)), Publisher(real, Spool(pools[1], real))]
+    stuck, working = (
+        Relay(publisher, Spool(pool, s), pool, s)
+        for publisher, pool, s in zip(publishers, pools, (hung, real), strict=True)
+    )
+    values = [str(n).encode() for n in range(CHUNK + 50)]
+    try:
+        async with pools[0].acquire() as conn:
+            await repository.insert(conn, [(partition_for(b"k", 3), b"k", v) for v in values])
+        failing = asyncio.create_task(stuck.run_once())
+
+        async def held() -> bool:  # the stuck relay holds the oldest chunk
+            async with pools[1].acquire() as conn, conn.transaction():
+                free = await conn.fetchval(
+                    "SELECT count(*) FROM (SELECT 1 FROM spool FOR UPDATE SKIP LOCKED) s"
+                )
+            return bool(free == 50)
+
+        await wait_until(held, timeout=5, interval=0.02)
+        await working.run_once()
+        with pytest.raises(BrokerUnavailable):
+            await failing
+        await working.run_once()
+        assert await _rows(db) == []
+        assert await _partition(real, partition_for(b"k", 3), len(values)) == values
+    finally:
+        for publisher in publishers:
+            await publisher.close()
+        for pool in pools:
+            await pool.close()
         await gate.close()
