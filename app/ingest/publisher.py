@@ -69,7 +69,7 @@ class Publisher:
         except BrokerUnavailable as exc:
             log.warning("broker not reachable at start; will retry on the first request")
             if self._spool is not None:
-                self._start_spooling(exc)
+                self._start_spooling(f"the broker did not acknowledge ({type(exc).__name__})")
 
     async def close(self) -> None:
         if self._producer is not None:
@@ -129,22 +129,26 @@ class Publisher:
             await self._handed_over()
             # Some messages may have reached the broker (or still will: their batches go
             # on): spooled too, they are duplicates the pipeline drops.
-            self._start_spooling(exc)
+            self._start_spooling(f"the broker did not acknowledge ({type(exc).__name__})")
             await self._spool_placed(place)
 
     @property
     def spooling(self) -> bool:
         return self._spooling
 
-    def _start_spooling(self, cause: BaseException) -> None:
+    def spool_behind(self, messages: int) -> None:
+        """Spooling mode for a spool that holds ``messages`` already (found as the process
+        starts): new requests go behind them, not ahead to the broker."""
+        self._start_spooling(f"the spool holds {messages} messages")
+
+    def _start_spooling(self, cause: str) -> None:
         assert self._spool is not None
         if not self._spooling:
             self._spooling = True
             SPOOLING.set(1)
             log.warning(
-                "spooling mode: the broker did not acknowledge (%s); new events go to the"
-                " spool until the relay has drained it",
-                type(cause).__name__,
+                "spooling mode: %s; new events go to the spool until the relay has drained it",
+                cause,
             )
         self._spool.written.set()
 

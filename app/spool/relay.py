@@ -66,9 +66,20 @@ class Relay:
         self._spool = spool
         self._pool = pool
         self._interval_s = settings.spool_check_interval_s
+        self._timeout_s = settings.kafka_publish_timeout_s
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Look at the spool, then relay in the background. Rows found (this replica's
+        before a restart, say) put the process in spooling mode, so that the requests it
+        takes go behind them; the relay's first pass is then at once. A database that does
+        not answer within ``kafka_publish_timeout_s`` is logged and the process starts."""
+        try:
+            async with asyncio.timeout(self._timeout_s), self._pool.acquire() as proxy:
+                if messages := await self._spool.measure(cast("asyncpg.Connection[Any]", proxy)):
+                    self._publisher.spool_behind(messages)
+        except DATABASE_ERRORS as exc:
+            log.warning("spool relay: no look at the spool at start: %s", type(exc).__name__)
         self._task = asyncio.create_task(self._run(), name="spool-relay")
 
     async def stop(self) -> None:

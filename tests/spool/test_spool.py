@@ -414,3 +414,23 @@ async def test_relays_of_several_processes_publish_a_partitions_messages_in_orde
         for pool in pools:
             await pool.close()
         await gate.close()
+
+
+async def test_a_process_started_with_a_spool_sends_new_requests_behind_it(
+    settings: Settings, db: AsyncEngine, write_key: str
+) -> None:
+    """A deploy during an outage: the old process spooled a person's event; the new one
+    starts with the broker back. The person's next event must not overtake the spooled one."""
+    real = await _own_topic(settings)
+    first = {"messageId": "m-1", "userId": "ada", "event": "Product Viewed"}
+    second = {"messageId": "m-2", "userId": "ada", "event": "Order Completed"}
+    async with serving(create_app(_brokerless(settings))) as old:
+        answer = await old.post("/v1/track", json=first, headers=basic(write_key))
+        assert answer.status_code == 200, answer.text
+    [row] = await _rows(db)
+    assert real.spool_check_interval_s == 5  # the relay's first look is not at once
+    async with serving(create_app(real)) as new:
+        answer = await new.post("/v1/track", json=second, headers=basic(write_key))
+        assert answer.status_code == 200, answer.text
+        values = await _partition(real, row.partition, 2)
+    assert [_message_ids(v) for v in values] == [["m-1"], ["m-2"]]
