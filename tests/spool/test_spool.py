@@ -434,3 +434,29 @@ async def test_a_process_started_with_a_spool_sends_new_requests_behind_it(
         assert answer.status_code == 200, answer.text
         values = await _partition(real, row.partition, 2)
     assert [_message_ids(v) for v in values] == [["m-1"], ["m-2"]]
+
+
+async def test_readiness_answers_at_once_while_spooling_against_a_hung_broker(
+    settings: Settings, db: AsyncEngine, write_key: str
+) -> None:
+    """A broker that accepts connections and never answers: the API spools, and /readyz
+    must say so within an orchestrator's probe timeout (Kubernetes': 1 s by default), not
+    after the broker's (here 1 s, by default 5 s), or every replica is taken out of service
+    while the spool could take the events."""
+    gate = _Gate(settings.kafka_bootstrap_servers or "")
+    hung = settings.model_copy(
+        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
+    )
+    try:
+        async with serving(create_app(hung)) as client:
+            track = {"messageId": "r-1", "userId": "ada", "event": "Product Viewed"}
+            answer = await client.post("/v1/track", json=track, headers=basic(write_key))
+            assert answer.status_code == 200, answer.text
+            for _ in range(3):
+                started = time.monotonic()
+                ready = await client.get("/readyz")
+                assert time.monotonic() - started < 0.5
+                assert ready.status_code == 200
+                assert ready.json()["checks"] == {"database": True, "broker": False, "spool": True}
+    finally:
+        await gate.close()
