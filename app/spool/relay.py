@@ -42,7 +42,9 @@ from app.spool.service import DATABASE_ERRORS, Spool
 log = logging.getLogger(__name__)
 
 # Rows published in one transaction. A row is at most a batch envelope (512 KiB of calls,
-# app.ingest.envelope), most are one event: a chunk stays within tens of MB at worst.
+# app.ingest.envelope), most are one event: a chunk of envelopes alone is 100 MiB of values,
+# one of single events a few MB. Relays take turns (SPOOL_LOCK), so of all the API's
+# processes one holds a chunk at a time.
 CHUNK = 200
 
 
