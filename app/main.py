@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publisher.start()
         relay = Relay(publisher, spool, read_pool, settings) if spool is not None else None
         if relay is not None:
-            relay.start()
+            await relay.start()
         gc.tune()
         try:
             yield {

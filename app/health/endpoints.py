@@ -59,5 +59,12 @@ async def _database_ok(request: Request) -> bool:
 
 
 async def _broker_ok(request: Request) -> bool:
+    """Whether the broker answers; False at once while the process spools: the broker did
+    not acknowledge and the relay is the one to find out when it is back. Asking it then
+    would wait out a hung broker's timeout (``KAFKA_PUBLISH_TIMEOUT_S``), longer than an
+    orchestrator's probe gives, which would take the replica out of service while the
+    spool takes its events."""
     publisher: Publisher = request.state.publisher
+    if publisher.spooling:
+        return False
     return await publisher.ready()

@@ -10,8 +10,9 @@ retries — duplicates die at the pipeline's dedupe key).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
@@ -45,12 +46,17 @@ class Publisher:
 
     With a spool, a failure to publish puts it in spooling mode: every request's messages
     go to the spool, behind those before them, without waiting on the broker, until the
-    relay has drained the spool with the broker back (:meth:`stop_spooling`)."""
+    relay has drained the spool with the broker back. It ends in a handover
+    (:meth:`handover`): new requests wait while the spool writes under way finish and the
+    relay publishes what they wrote, so no request reaches the broker ahead of messages
+    this process spooled before it."""
 
     def __init__(self, settings: Settings, spool: Spool | None = None) -> None:
         self._settings = settings
         self._spool = spool
         self._spooling = False
+        # While the relay hands over from the spool to the broker: done when it has.
+        self._handover: asyncio.Future[None] | None = None
         self._topic = settings.kafka_topic
         self._producer: AIOKafkaProducer | None = None
         # Per partition: the batch messages are being added to, and its delivery.
@@ -63,7 +69,7 @@ class Publisher:
         except BrokerUnavailable as exc:
             log.warning("broker not reachable at start; will retry on the first request")
             if self._spool is not None:
-                self._start_spooling(exc)
+                self._start_spooling(f"the broker did not acknowledge ({type(exc).__name__})")
 
     async def close(self) -> None:
         if self._producer is not None:
@@ -99,6 +105,8 @@ class Publisher:
         topic's partition count now, and wait until the broker acknowledged all of them;
         or, in spooling mode or when the broker does not acknowledge, commit them to the
         spool. ``spool=False`` (the relay's) publishes or raises, whatever the mode."""
+        if spool and self._handover is not None:
+            await self._handed_over()
         if self._spooling and spool:
             await self._spool_placed(place)
             return
@@ -118,29 +126,53 @@ class Publisher:
             log.warning("publish failed: %s", type(exc).__name__)
             if not spool or self._spool is None:
                 raise self._unavailable() from exc
+            await self._handed_over()
             # Some messages may have reached the broker (or still will: their batches go
             # on): spooled too, they are duplicates the pipeline drops.
-            self._start_spooling(exc)
+            self._start_spooling(f"the broker did not acknowledge ({type(exc).__name__})")
             await self._spool_placed(place)
 
     @property
     def spooling(self) -> bool:
         return self._spooling
 
-    def _start_spooling(self, cause: BaseException) -> None:
+    def spool_behind(self, messages: int) -> None:
+        """Spooling mode for a spool that holds ``messages`` already (found as the process
+        starts): new requests go behind them, not ahead to the broker."""
+        self._start_spooling(f"the spool holds {messages} messages")
+
+    def _start_spooling(self, cause: str) -> None:
         assert self._spool is not None
         if not self._spooling:
             self._spooling = True
             SPOOLING.set(1)
             log.warning(
-                "spooling mode: the broker did not acknowledge (%s); new events go to the"
-                " spool until the relay has drained it",
-                type(cause).__name__,
+                "spooling mode: %s; new events go to the spool until the relay has drained it",
+                cause,
             )
         self._spool.written.set()
 
+    @contextlib.asynccontextmanager
+    async def handover(self) -> AsyncIterator[None]:
+        """The relay's way out of spooling mode: inside, new requests wait (neither spooled
+        nor published) until it ends; the relay waits for the spool writes under way
+        (:meth:`Spool.settled`), publishes what is left and calls :meth:`stop_spooling`.
+        Left without that call (the broker failed again), the waiting requests spool."""
+        assert self._handover is None
+        self._handover = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
+            self._handover.set_result(None)
+            self._handover = None
+
+    async def _handed_over(self) -> None:
+        while self._handover is not None:
+            await asyncio.shield(self._handover)
+
     def stop_spooling(self) -> None:
-        """Publish to the broker again: the relay drained the spool with the broker back."""
+        """Publish to the broker again: the relay drained the spool with the broker back,
+        the spool writes of this process included (:meth:`handover`)."""
         if self._spooling:
             self._spooling = False
             SPOOLING.set(0)

@@ -3,18 +3,24 @@ and deletes them, oldest first.
 
 Guarantees:
 
-* At least once. A chunk of rows is taken ``FOR UPDATE SKIP LOCKED``, published with
+* At least once. A chunk of rows is taken ``FOR UPDATE``, published with
   ``acks=all``, then deleted, in one transaction: a crash or a failure anywhere before the
   commit leaves the rows for the next try, which publishes them again, and the pipeline
   drops the duplicates at ``(source_id, message_id)`` (batch envelopes' calls included).
-* Relays share the spool: each holds its chunk's rows and skips those another holds, so
-  several API processes and replicas drain it together, and rows a dead replica left are
+* In order. Relays take turns, one chunk at a time (a transaction-level advisory lock,
+  :data:`repository.SPOOL_LOCK`): a chunk is taken only once the one before it was
+  published and deleted, or rolled back, so the spool reaches each partition in the order
+  of its ids, whichever processes and replicas relay it. Rows a dead replica left are
   found by the others' periodic look (every ``spool_check_interval_s``: one aggregate over
   the spool, nothing when it is empty).
 * A message goes to the partition it was placed in while that partition exists, else to
   its key's partition among those there are now (:func:`placed`).
 * Spooling mode ends only once a pass caught up (took less than a full chunk) with the
-  broker answering: a request spooled after the last chunk is found by the next look.
+  broker answering, in a handover (:meth:`Publisher.handover`): new requests of the
+  process wait, its spool writes under way finish, what they wrote is relayed, and only
+  then do requests go to the broker again, so none overtakes a message this process
+  spooled before it. (Another process's spool writes are not waited for: across processes
+  and replicas the order at the switch is approximate.)
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from app.spool.service import DATABASE_ERRORS, Spool
 log = logging.getLogger(__name__)
 
 # Rows published in one transaction. A row is at most a batch envelope (512 KiB of calls,
-# app.ingest.envelope), most are one event: a chunk stays within tens of MB at worst.
+# app.ingest.envelope), most are one event: a chunk of envelopes alone is 100 MiB of values,
+# one of single events a few MB. Relays take turns (SPOOL_LOCK), so of all the API's
+# processes one holds a chunk at a time.
 CHUNK = 200
 
 
@@ -60,9 +68,20 @@ class Relay:
         self._spool = spool
         self._pool = pool
         self._interval_s = settings.spool_check_interval_s
+        self._timeout_s = settings.kafka_publish_timeout_s
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Look at the spool, then relay in the background. Rows found (this replica's
+        before a restart, say) put the process in spooling mode, so that the requests it
+        takes go behind them; the relay's first pass is then at once. A database that does
+        not answer within ``kafka_publish_timeout_s`` is logged and the process starts."""
+        try:
+            async with asyncio.timeout(self._timeout_s), self._pool.acquire() as proxy:
+                if messages := await self._spool.measure(cast("asyncpg.Connection[Any]", proxy)):
+                    self._publisher.spool_behind(messages)
+        except DATABASE_ERRORS as exc:
+            log.warning("spool relay: no look at the spool at start: %s", type(exc).__name__)
         self._task = asyncio.create_task(self._run(), name="spool-relay")
 
     async def stop(self) -> None:
@@ -99,19 +118,30 @@ class Relay:
             conn = cast("asyncpg.Connection[Any]", proxy)
             if not await self._spool.measure(conn) and not self._publisher.spooling:
                 return 0
-            relayed = 0
-            while (done := await self._relay_chunk(conn)) == CHUNK:
-                relayed += done
-            relayed += done
+            relayed = await self._drain(conn)
+            # Relayed messages prove the broker is back; with none, ask it.
+            if self._publisher.spooling and (relayed or await self._publisher.ready()):
+                async with self._publisher.handover():
+                    await self._spool.settled()
+                    # Up to the newest row now: this process's rows are all there, and
+                    # other processes spooling on cannot keep its requests waiting.
+                    if (upto := await repository.last(conn)) is not None:
+                        relayed += await self._drain(conn, upto)
+                    self._publisher.stop_spooling()
             await self._spool.measure(conn)
-        # Relayed messages prove the broker is back; with none, ask it.
-        if self._publisher.spooling and (relayed or await self._publisher.ready()):
-            self._publisher.stop_spooling()
         return relayed
 
-    async def _relay_chunk(self, conn: asyncpg.Connection[Any]) -> int:
+    async def _drain(self, conn: asyncpg.Connection[Any], upto: int | None = None) -> int:
+        """Relay chunks (of rows up to id ``upto``, when given) until one is not full; the
+        messages relayed."""
+        relayed = 0
+        while (done := await self._relay_chunk(conn, upto)) == CHUNK:
+            relayed += done
+        return relayed + done
+
+    async def _relay_chunk(self, conn: asyncpg.Connection[Any], upto: int | None) -> int:
         async with conn.transaction():
-            rows = await repository.take(conn, CHUNK)
+            rows = await repository.take(conn, CHUNK, upto)
             if not rows:
                 return 0
             messages = [(row["partition"], row["key"], row["value"]) for row in rows]

@@ -15,11 +15,18 @@ SELECT m.partition, m.key, m.value
 FROM unnest($1::int[], $2::bytea[], $3::bytea[]) WITH ORDINALITY AS m (partition, key, value, n)
 ORDER BY m.n
 """
-# Rows another transaction holds (another relay: this process's or another replica's) are
-# skipped, not waited for: relays share the work.
-_TAKE = """
-SELECT id, partition, key, value FROM spool ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+# Relays (every API process has one) take turns, a chunk each: a relay publishing newer
+# rows while another still holds older ones would put a person's events out of order on
+# their partition (and the older ones may yet roll back). Held until the chunk's
+# transaction ends; a relay waits for it at most one chunk's publish.
+SPOOL_LOCK = 0x70632D73706F6F6C  # "pc-spool"
+_TURN = "SELECT pg_advisory_xact_lock($1)"
+_TAKE = "SELECT id, partition, key, value FROM spool ORDER BY id LIMIT $1 FOR UPDATE"
+# The oldest rows up to an id (those there were when the relay asked for `_LAST`).
+_TAKE_UPTO = """
+SELECT id, partition, key, value FROM spool WHERE id <= $2 ORDER BY id LIMIT $1 FOR UPDATE
 """
+_LAST = "SELECT max(id) FROM spool"
 _DELETE = "DELETE FROM spool WHERE id = ANY($1::bigint[])"
 # octet_length reads a TOASTed value's size from its pointer: no value is read.
 _MEASURE = "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0) FROM spool"
@@ -33,9 +40,22 @@ async def insert(
     )
 
 
-async def take(conn: asyncpg.Connection[Any], limit: int) -> list[asyncpg.Record]:
-    """The oldest ``limit`` rows no other transaction holds, locked until this one ends."""
-    return await conn.fetch(_TAKE, limit)
+async def take(
+    conn: asyncpg.Connection[Any], limit: int, upto: int | None = None
+) -> list[asyncpg.Record]:
+    """The oldest ``limit`` rows (of ids up to ``upto``, when given), locked until this
+    transaction ends, after waiting for any other relay's chunk to end (:data:`SPOOL_LOCK`):
+    whichever relay takes a chunk, the rows before it are published and gone."""
+    await conn.execute(_TURN, SPOOL_LOCK)
+    if upto is None:
+        return await conn.fetch(_TAKE, limit)
+    return await conn.fetch(_TAKE_UPTO, limit, upto)
+
+
+async def last(conn: asyncpg.Connection[Any]) -> int | None:
+    """The id of the newest row, None when the spool is empty."""
+    value: int | None = await conn.fetchval(_LAST)
+    return value
 
 
 async def delete(conn: asyncpg.Connection[Any], ids: Sequence[int]) -> None:

@@ -42,6 +42,9 @@ class Spool:
         self._written_bytes = 0  # by this process, since the measurement
         # Set when a request was spooled: the relay looks without waiting for its interval.
         self.written = asyncio.Event()
+        self._writing = 0
+        self._idle = asyncio.Event()  # no write under way
+        self._idle.set()
 
     def has_room(self) -> bool:
         return self._measured_bytes + self._written_bytes < self._max_bytes
@@ -55,6 +58,8 @@ class Spool:
         if self._measured_bytes + self._written_bytes + size > self._max_bytes:
             SPOOL_REFUSED.labels("full").inc()
             return False
+        self._writing += 1
+        self._idle.clear()
         try:
             async with asyncio.timeout(self._timeout_s), self._pool.acquire() as proxy:
                 await repository.insert(cast("asyncpg.Connection[Any]", proxy), messages)
@@ -62,10 +67,19 @@ class Spool:
             log.warning("spool write failed: %s", type(exc).__name__)
             SPOOL_REFUSED.labels("database").inc()
             return False
+        finally:
+            self._writing -= 1
+            if not self._writing:
+                self._idle.set()
         self._written_bytes += size
         SPOOL_MESSAGES.labels("spooled").inc(len(messages))
         self.written.set()
         return True
+
+    async def settled(self) -> None:
+        """Return once no write of this process is under way (each ends within
+        ``kafka_publish_timeout_s``): what they committed is in the spool."""
+        await self._idle.wait()
 
     async def measure(self, conn: asyncpg.Connection[Any]) -> int:
         """Measure the spool (every replica's rows) on ``conn``: its size for

@@ -25,7 +25,8 @@ from app.kit.kafka import ensure_topics
 from app.kit.metrics import PIPELINE_EVENTS, SPOOL_MESSAGES
 from app.main import create_app
 from app.pipeline.runner import Pipeline
-from app.spool.relay import Relay, placed
+from app.spool import repository
+from app.spool.relay import CHUNK, Relay, placed
 from app.spool.service import Spool
 from tests.helpers import basic, scalar, serving, wait_until
 
@@ -296,3 +297,166 @@ async def test_the_relay_drains_a_dead_replicas_spool_and_every_event_is_stored_
     assert ids == sorted(
         [f"twice-{n}" for n in range(6)] + [f"once-{n}" for n in range(4)] + ["single-1"]
     )
+
+
+async def _partition(settings: Settings, partition: int, count: int) -> list[bytes]:
+    """The first ``count`` values of the topic's ``partition``, in the broker's order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        where = TopicPartition(settings.kafka_topic, partition)
+        consumer.assign([where])
+        await consumer.seek_to_beginning(where)
+        values: list[bytes] = []
+
+        async def enough() -> bool:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                values.extend(r.value for r in records if r.value is not None)
+            return len(values) >= count
+
+        await wait_until(enough, timeout=30)
+        return values[:count]
+    finally:
+        await consumer.stop()
+
+
+async def _own_topic(settings: Settings) -> Settings:
+    topic = f"spool-{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(
+        update={"kafka_topic": topic, "kafka_dead_letter_topic": f"{topic}-dlq"}
+    )
+    await ensure_topics(own)
+    return own
+
+
+async def test_a_request_spooled_while_the_relay_ends_spooling_stays_ahead_of_the_next(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    """The relay caught up and ends spooling mode while a request's spool write is still
+    on its way: that request's messages are in the spool once it is answered, so the
+    person's next request, sent after that answer, must not reach the broker before them."""
+    real = await _own_topic(settings)
+    gate = _Gate(settings.kafka_bootstrap_servers or "")
+    hung = real.model_copy(
+        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
+    )
+    pool = await create_pool(settings)
+    spool = Spool(pool, hung)
+    publisher = Publisher(hung, spool)
+    relay = Relay(publisher, spool, pool, hung)
+    try:
+        await publisher.start()  # the broker hangs: the process starts spooling
+        assert publisher.spooling
+        gate.open = True
+        async with db.connect() as holder:
+            # Writers of the spool wait (an INSERT's lock conflicts with SHARE); readers,
+            # and the relay's FOR UPDATE, do not.
+            await holder.exec_driver_sql("BEGIN")
+            await holder.exec_driver_sql("LOCK TABLE spool IN SHARE MODE")
+            second = asyncio.create_task(publisher.publish([(b"k", b"second")]))
+            await asyncio.sleep(0.3)
+            assert not second.done()
+            # The relay finds the spool empty, with the broker back.
+            relaying = asyncio.create_task(relay.run_once())
+            await asyncio.sleep(0.5)
+            await holder.exec_driver_sql("COMMIT")
+        await second  # answered: "second" is committed to the spool
+        await relaying
+        await publisher.publish([(b"k", b"third")])
+        await relay.run_once()
+        assert await _rows(db) == []
+        assert await _partition(real, partition_for(b"k", 3), 2) == [b"second", b"third"]
+    finally:
+        await publisher.close()
+        await pool.close()
+        await gate.close()
+
+
+async def test_relays_of_several_processes_publish_a_partitions_messages_in_order(
+    settings: Settings, db: AsyncEngine
+) -> None:
+    """Two API processes' relays drain one spool: one holds the oldest chunk and its broker
+    hangs (it rolls back); the other must not publish the newer messages ahead of it."""
+    real = await _own_topic(settings)
+    gate = _Gate(settings.kafka_bootstrap_servers or "")
+    hung = real.model_copy(
+        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
+    )
+    pools = [await create_pool(settings), await create_pool(settings)]
+    publishers = [Publisher(hung, Spool(pools[0], hung)), Publisher(real, Spool(pools[1], real))]
+    stuck, working = (
+        Relay(publisher, Spool(pool, s), pool, s)
+        for publisher, pool, s in zip(publishers, pools, (hung, real), strict=True)
+    )
+    values = [str(n).encode() for n in range(CHUNK + 50)]
+    try:
+        async with pools[0].acquire() as conn:
+            await repository.insert(conn, [(partition_for(b"k", 3), b"k", v) for v in values])
+        failing = asyncio.create_task(stuck.run_once())
+
+        async def held() -> bool:  # the stuck relay holds the oldest chunk
+            async with pools[1].acquire() as conn, conn.transaction():
+                free = await conn.fetchval(
+                    "SELECT count(*) FROM (SELECT 1 FROM spool FOR UPDATE SKIP LOCKED) s"
+                )
+            return bool(free == 50)
+
+        await wait_until(held, timeout=5, interval=0.02)
+        await working.run_once()
+        with pytest.raises(BrokerUnavailable):
+            await failing
+        await working.run_once()
+        assert await _rows(db) == []
+        assert await _partition(real, partition_for(b"k", 3), len(values)) == values
+    finally:
+        for publisher in publishers:
+            await publisher.close()
+        for pool in pools:
+            await pool.close()
+        await gate.close()
+
+
+async def test_a_process_started_with_a_spool_sends_new_requests_behind_it(
+    settings: Settings, db: AsyncEngine, write_key: str
+) -> None:
+    """A deploy during an outage: the old process spooled a person's event; the new one
+    starts with the broker back. The person's next event must not overtake the spooled one."""
+    real = await _own_topic(settings)
+    first = {"messageId": "m-1", "userId": "ada", "event": "Product Viewed"}
+    second = {"messageId": "m-2", "userId": "ada", "event": "Order Completed"}
+    async with serving(create_app(_brokerless(settings))) as old:
+        answer = await old.post("/v1/track", json=first, headers=basic(write_key))
+        assert answer.status_code == 200, answer.text
+    [row] = await _rows(db)
+    assert real.spool_check_interval_s == 5  # the relay's first look is not at once
+    async with serving(create_app(real)) as new:
+        answer = await new.post("/v1/track", json=second, headers=basic(write_key))
+        assert answer.status_code == 200, answer.text
+        values = await _partition(real, row.partition, 2)
+    assert [_message_ids(v) for v in values] == [["m-1"], ["m-2"]]
+
+
+async def test_readiness_answers_at_once_while_spooling_against_a_hung_broker(
+    settings: Settings, db: AsyncEngine, write_key: str
+) -> None:
+    """A broker that accepts connections and never answers: the API spools, and /readyz
+    must say so within an orchestrator's probe timeout (Kubernetes': 1 s by default), not
+    after the broker's (here 1 s, by default 5 s), or every replica is taken out of service
+    while the spool could take the events."""
+    gate = _Gate(settings.kafka_bootstrap_servers or "")
+    hung = settings.model_copy(
+        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
+    )
+    try:
+        async with serving(create_app(hung)) as client:
+            track = {"messageId": "r-1", "userId": "ada", "event": "Product Viewed"}
+            answer = await client.post("/v1/track", json=track, headers=basic(write_key))
+            assert answer.status_code == 200, answer.text
+            for _ in range(3):
+                started = time.monotonic()
+                ready = await client.get("/readyz")
+                assert time.monotonic() - started < 0.5
+                assert ready.status_code == 200
+                assert ready.json()["checks"] == {"database": True, "broker": False, "spool": True}
+    finally:
+        await gate.close()
