@@ -87,6 +87,10 @@ class Publisher:
                 except (KafkaError, OSError, TimeoutError) as exc:
                     await producer.stop()
                     raise self._unavailable() from exc
+                except asyncio.CancelledError:
+                    # The request went (its client, a probe's deadline) while it started.
+                    await producer.stop()
+                    raise
                 self._producer = producer
         return self._producer
 

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from app.config import Settings
+from app.ingest import publisher as publisher_module
 from app.ingest.publisher import BrokerUnavailable, Publisher
+from app.kit.kafka import create_producer
 
 
 class _Builder:
@@ -67,3 +69,31 @@ async def test_a_request_that_times_out_does_not_fail_the_others_in_its_batch() 
         await first
     await second  # acknowledged within its own time: no error
     assert [b.messages for b in producer.batches] == [[b"first", b"second"]]
+
+
+async def test_a_request_cancelled_while_the_producer_starts_leaves_no_producer_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A port that accepts connections and never answers: a hung broker. The request waiting
+    # for the producer to start is cancelled (its client went, a probe's deadline passed).
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    made: list[Any] = []
+
+    def recording(settings: Settings) -> Any:
+        made.append(create_producer(settings))
+        return made[-1]
+
+    monkeypatch.setattr(publisher_module, "create_producer", recording)
+    publisher = Publisher(
+        Settings(kafka_bootstrap_servers=f"127.0.0.1:{port}", kafka_publish_timeout_s=30)
+    )
+    request = asyncio.ensure_future(publisher.publish([(b"k", b"v")]))
+    await asyncio.sleep(0.3)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    server.close()
+    assert len(made) == 1
+    assert made[0]._closed, "stopped, not left for the garbage collector to warn of"
+    assert publisher._producer is None
