@@ -237,31 +237,11 @@ async def test_spooling_skips_the_broker_until_the_relay_drains_the_spool_in_ord
         assert await _rows(db) == []
         await publisher.publish([(b"k", b"third")])  # to the broker again
         assert await _rows(db) == []
-        assert await _values(real, partition_for(b"k", 3)) == [b"first", b"second", b"third"]
+        assert await _partition(real, partition_for(b"k", 3), 3) == [b"first", b"second", b"third"]
     finally:
         await publisher.close()
         await pool.close()
         await gate.close()
-
-
-async def _values(settings: Settings, partition: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    try:
-        where = TopicPartition(settings.kafka_topic, partition)
-        consumer.assign([where])
-        await consumer.seek_to_beginning(where)
-        values: list[bytes] = []
-
-        async def three() -> bool:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                values.extend(r.value for r in records if r.value is not None)
-            return len(values) >= 3
-
-        await wait_until(three, timeout=30)
-        return values
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.pipeline
