@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -17,6 +17,8 @@ from app.config import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.ingest.source_settings import SourcePolicy
 
 sources = typer.Typer(help="Manage sources (write keys).", no_args_is_help=True)
 tokens = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
@@ -78,19 +80,21 @@ def sources_create(
 
 @sources.command("list")
 def sources_list() -> None:
-    """List the sources: name, channel, write key's first characters, created, disabled."""
+    """List the sources: name, channel, write key's first characters, allowed origins, rate
+    limit, created, disabled."""
     from app.auth.service import list_sources
 
     async def run() -> str:
         async with _session(Settings()) as session:
             found = await list_sources(session)
         return _table(
-            ("name", "channel", "write key", "created", "disabled"),
+            ("name", "channel", "write key", "origins", "rate", "created", "disabled"),
             [
                 (
                     s.name,
                     s.channel,
                     f"{s.write_key_prefix}…",
+                    *_settings_columns(s.settings),
                     _when(s.created_at),
                     _when(s.disabled_at),
                 )
@@ -99,6 +103,91 @@ def sources_list() -> None:
         )
 
     typer.echo(_run_admin(run), nl=False)
+
+
+@sources.command("set")
+def sources_set(
+    name: SourceName,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-origin",
+            help="A browser origin allowed to send (repeatable): the new list, replacing the"
+            " stored one.",
+        ),
+    ] = None,
+    any_origin: Annotated[
+        bool, typer.Option("--any-origin", help="Allow any browser origin again.")
+    ] = False,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option("--rate-limit", help="Events per second per API replica."),
+    ] = None,
+    default_rate_limit: Annotated[
+        bool,
+        typer.Option(
+            "--default-rate-limit",
+            help="Go back to the default rate (PERCORSO_INGEST_RATE_LIMIT_PER_S).",
+        ),
+    ] = False,
+) -> None:
+    """Change a source's tracking settings in place; its other stored settings are kept."""
+    from app.auth.service import KEEP, Keep, set_source_settings
+    from app.ingest import source_settings
+
+    if allowed_origin and any_origin:
+        _usage("--allowed-origin and --any-origin contradict each other: give one")
+    if rate_limit is not None and default_rate_limit:
+        _usage("--rate-limit and --default-rate-limit contradict each other: give one")
+    origins: list[str] | Keep | None = allowed_origin or (None if any_origin else KEEP)
+    rate: float | Keep | None = (
+        rate_limit if rate_limit is not None else None if default_rate_limit else KEEP
+    )
+    if origins is KEEP and rate is KEEP:
+        _usage(
+            "nothing to set: give --allowed-origin (repeatable) or --any-origin,"
+            " and/or --rate-limit or --default-rate-limit"
+        )
+    settings = Settings()
+
+    async def run() -> str:
+        async with _session(settings) as session:
+            changed = await set_source_settings(
+                session, name, allowed_origins=origins, rate_limit_per_s=rate
+            )
+            await session.commit()
+        source = changed.source
+        for line in changed.still_invalid:
+            field, _, reason = line.partition(": ")
+            typer.echo(
+                f"warning: the stored {field}, left as it is, still does not read ({reason}):"
+                f" {_UNREADABLE.get(field, 'it is ignored')}",
+                err=True,
+            )
+        policy = source_settings.parse(source.settings)
+        origins_now = ", ".join(_origins(source.settings, policy))
+        rate_now = _rate(policy, settings.ingest_rate_limit_per_s)
+        lines = [
+            f"source {name!r} settings: {json.dumps(source.settings)}",
+            f"allowed origins: {origins_now}; rate limit: {rate_now}",
+        ]
+        if source.disabled_at is not None:
+            lines.append(f"the source stays disabled (`percorso sources enable {name}`)")
+        lines.append(
+            "a running API that loaded the source keeps applying its old settings for up to"
+            f" {_cache_delay(settings)}"
+        )
+        return "\n".join(lines)
+
+    typer.echo(_run_admin(run))
+
+
+# What a stored field that does not read does (see app.ingest.source_settings.parse).
+_UNREADABLE = {
+    "allowed_origins": "every browser is refused until --allowed-origin or --any-origin sets it",
+    "rate_limit_per_s": "the source gets the default rate until --rate-limit or"
+    " --default-rate-limit sets it",
+}
 
 
 @sources.command("disable")
@@ -248,6 +337,46 @@ def _run_admin(run: Callable[[], Coroutine[Any, Any, str]]) -> str:
     except ProblemError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from None
+
+
+def _usage(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _settings_columns(stored: object) -> tuple[str, str]:
+    """A source's allowed origins and rate limit as the API reads them, for the listing:
+    ``any``, one origin, or the first of several and how many more; ``500/s`` or
+    ``default``; ``invalid`` for a stored field that does not read."""
+    from app.ingest import source_settings
+
+    policy = source_settings.parse(stored)
+    origins = _origins(stored, policy)
+    if len(origins) > 1:
+        return f"{origins[0]} (+{len(origins) - 1})", _rate(policy)
+    return origins[0], _rate(policy)
+
+
+def _origins(stored: object, policy: SourcePolicy) -> list[str]:
+    """The allowed origins in their stored order, or what stands for them."""
+    if policy.origins_invalid:
+        return ["invalid (browsers refused)"]
+    if policy.allowed_origins is None or not isinstance(stored, dict):
+        return ["any"]
+    # They read, so they are stored as a list of origins.
+    return [str(origin) for origin in stored["allowed_origins"]]
+
+
+def _rate(policy: SourcePolicy, default: float | None = None) -> str:
+    """``500/s``, or ``default`` (stating it when ``default`` is given), after ``invalid``
+    when the stored value does not read."""
+    if policy.rate_limit_per_s is not None:
+        return f"{policy.rate_limit_per_s:g}/s"
+    invalid = any(line.startswith("rate_limit_per_s:") for line in policy.invalid)
+    if default is None:
+        return "invalid (default)" if invalid else "default"
+    stated = f"default, {default:g}/s (PERCORSO_INGEST_RATE_LIMIT_PER_S)"
+    return f"invalid, so the {stated}" if invalid else stated
 
 
 def _cache_delay(settings: Settings) -> str:

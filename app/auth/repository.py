@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import ARRAY, Text, bindparam, case, delete, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiToken, Source
@@ -34,6 +35,36 @@ async def set_source_disabled(session: AsyncSession, source: Source, disabled: b
     """Disable ``source`` as of now (the transaction's time), or enable it."""
     source.disabled_at = func.now() if disabled else None
     await session.flush()
+
+
+async def update_source_settings(
+    session: AsyncSession,
+    name: str,
+    *,
+    patch: dict[str, Any],
+    remove: Sequence[str],
+    replace_non_object: bool,
+) -> Source | None:
+    """Merge ``patch`` into source ``name``'s settings with ``remove``'s keys taken out, in
+    one statement: keys it does not name, stored by other features, are kept, even if
+    written meanwhile. Stored settings that are no JSON object (a JSON ``null`` aside, which
+    reads as none) are replaced by ``patch`` alone if ``replace_non_object``, and otherwise
+    left as they are: then, as for an unknown name, nothing is updated and ``None`` is
+    returned. The row is locked until the transaction ends."""
+    kind = func.jsonb_typeof(Source.settings)
+    base = case((kind == "object", Source.settings), else_=literal({}, JSONB))
+    merged = base.op("-", return_type=JSONB)(bindparam("remove", list(remove), ARRAY(Text))).op(
+        "||", return_type=JSONB
+    )(bindparam("patch", patch, JSONB))
+    readable = kind.in_(("object", "null"))
+    stmt = (
+        update(Source)
+        .where(Source.name == name, or_(readable, literal(replace_non_object)))
+        .values(settings=merged)
+        .returning(Source)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def add_source(

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -68,10 +69,7 @@ async def create_source(
         raise InvalidRequest("a source name is 1 to 200 characters")
     if await repository.get_source_by_name(session, name):
         raise InvalidRequest(f"a source named {name!r} already exists")
-    try:
-        settings = source_settings.validate(settings or {})
-    except ValueError as exc:
-        raise InvalidRequest(f"invalid source settings: {exc}") from None
+    settings = _validated(settings or {})
     secret = write_key or keys.generate(keys.WRITE_KEY_PREFIX)
     source = await repository.add_source(
         session,
@@ -83,6 +81,75 @@ async def create_source(
         settings=settings or {},
     )
     return SourceInfo(source.id, source.name, source.channel, source.settings), secret
+
+
+def _validated(settings: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return source_settings.validate(settings)
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid source settings: {exc}") from None
+
+
+class Keep(Enum):
+    """A setting :func:`set_source_settings` leaves as it is stored."""
+
+    KEEP = auto()
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChanged:
+    """A source after :func:`set_source_settings`: its row, and a line per stored field left
+    untouched that still does not read (as :attr:`SourcePolicy.invalid` has them)."""
+
+    source: Source
+    still_invalid: tuple[str, ...]
+
+
+async def set_source_settings(
+    session: AsyncSession,
+    name: str,
+    *,
+    allowed_origins: list[str] | Keep | None = KEEP,
+    rate_limit_per_s: float | Keep | None = KEEP,
+) -> SettingsChanged:
+    """Set source ``name``'s tracking settings in place: ``allowed_origins`` (the new list;
+    ``None`` for any origin) and ``rate_limit_per_s`` (``None`` for the process's default),
+    each left as stored when :data:`KEEP`. Values are validated as :func:`create_source`
+    validates them; every other stored key is kept, and a field set replaces a stored value
+    that no longer reads. Disabled sources stay disabled. One UPDATE, so a key another
+    writer stores meanwhile is kept too.
+
+    Settings stored as something other than a JSON object can only be replaced with the
+    allowed origins set too: until then no browser may send, and keeping only a new rate
+    would silently allow every origin."""
+    fields: dict[str, object] = {
+        "allowed_origins": allowed_origins,
+        "rate_limit_per_s": rate_limit_per_s,
+    }
+    if all(value is KEEP for value in fields.values()):
+        raise InvalidRequest("nothing to set: give the allowed origins or the rate limit")
+    patch = {f: v for f, v in fields.items() if v is not KEEP and v is not None}
+    source = await repository.update_source_settings(
+        session,
+        name,
+        patch=_validated(patch),
+        remove=[f for f, v in fields.items() if v is None],
+        replace_non_object=allowed_origins is not KEEP,
+    )
+    if source is None:
+        await _source_named(session, name)  # NotFound for an unknown name
+        raise InvalidRequest(
+            f"source {name!r}'s stored settings are not a JSON object, so no browser may send"
+            " with its write key: set its allowed origins too, to replace them"
+        )
+    untouched = {f for f, v in fields.items() if v is KEEP}
+    invalid = source_settings.parse(source.settings).invalid
+    return SettingsChanged(
+        source, tuple(line for line in invalid if line.split(":", 1)[0] in untouched)
+    )
 
 
 async def create_token(
@@ -180,8 +247,8 @@ def _source_info(row: Any) -> SourceInfo | None:
         # are quoted shortened, so the operator can find what to fix.
         log.warning(
             "source %s has stored settings that do not read, held to the safe side until"
-            " they are fixed (an invalid allowed_origins refuses every browser, an invalid"
-            " rate_limit_per_s gives the default rate): %s",
+            " they are fixed with `percorso sources set` (an invalid allowed_origins refuses"
+            " every browser, an invalid rate_limit_per_s gives the default rate): %s",
             info.id,
             "; ".join(info.policy.invalid),
         )

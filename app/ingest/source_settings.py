@@ -9,13 +9,14 @@
 
 Unknown keys are kept and ignored, so other features can store their own settings.
 
-Settings are checked when written (:func:`validate`), but what is stored can still fail to
-read back: an operator edits the JSONB by hand, or a later release tightens a rule. Reading
-(:func:`parse`) then fails closed, field by field, never open: a field that reads keeps
-working; an ``allowed_origins`` that does not read refuses every request with an ``Origin``
-(browsers), while requests without one (servers) go through; a ``rate_limit_per_s`` that does
-not read gives the source the process's default rate. :class:`SourcePolicy` says which
-fields did not read, for the warning its reader logs.
+Settings are checked when written (:func:`validate`, by ``percorso sources create`` and
+``set``), but what is stored can still fail to read back: an operator edits the JSONB by
+hand, or a later release tightens a rule. Reading (:func:`parse`) then fails closed, field
+by field, never open: a field that reads keeps working; an ``allowed_origins`` that does not
+read refuses every request with an ``Origin`` (browsers), while requests without one
+(servers) go through; a ``rate_limit_per_s`` that does not read gives the source the
+process's default rate. :class:`SourcePolicy` says which fields did not read, for the
+warning its reader logs.
 
 :func:`parse` runs pydantic validation, a few microseconds per origin: it is meant to run once
 per source loaded (``SourceInfo`` carries the result, cached with the credential), not once
