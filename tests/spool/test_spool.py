@@ -204,20 +204,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def test_spooling_skips_the_broker_until_the_relay_drains_the_spool_in_order(
     settings: Settings, db: AsyncEngine
 ) -> None:
-    topic = f"spool-{uuid.uuid4().hex[:8]}"
-    real = settings.model_copy(
-        update={"kafka_topic": topic, "kafka_dead_letter_topic": f"{topic}-dlq"}
-    )
-    await ensure_topics(real)
-    gate = _Gate(settings.kafka_bootstrap_servers or "")
-    hung = real.model_copy(
-        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
-    )
-    pool = await create_pool(settings)
-    spool = Spool(pool, hung)
-    publisher = Publisher(hung, spool)
-    relay = Relay(publisher, spool, pool, hung)
-    try:
+    async with _behind_a_hung_gate(settings) as hung:
+        real, gate, publisher, relay = hung.real, hung.gate, hung.publisher, hung.relay
         started = time.monotonic()
         await publisher.publish([(b"k", b"first")])  # waits out the timeout, then spools
         waited = time.monotonic() - started
@@ -238,10 +226,6 @@ async def test_spooling_skips_the_broker_until_the_relay_drains_the_spool_in_ord
         await publisher.publish([(b"k", b"third")])  # to the broker again
         assert await _rows(db) == []
         assert await _partition(real, partition_for(b"k", 3), 3) == [b"first", b"second", b"third"]
-    finally:
-        await publisher.close()
-        await pool.close()
-        await gate.close()
 
 
 @pytest.mark.pipeline
@@ -300,6 +284,35 @@ async def _partition(settings: Settings, partition: int, count: int) -> list[byt
         await consumer.stop()
 
 
+class _Hung:
+    """A spooling publisher and its relay, on their own topic (``real``), reaching the broker
+    through a closed :class:`_Gate` (open it for the broker back), with a publish timeout of
+    1 s."""
+
+    def __init__(self, real: Settings, gate: _Gate, hung: Settings, pool: Any) -> None:
+        self.real, self.gate = real, gate
+        self.spool = Spool(pool, hung)
+        self.publisher = Publisher(hung, self.spool)
+        self.relay = Relay(self.publisher, self.spool, pool, hung)
+
+
+@contextlib.asynccontextmanager
+async def _behind_a_hung_gate(settings: Settings) -> AsyncIterator[_Hung]:
+    real = await _own_topic(settings)
+    gate = _Gate(settings.kafka_bootstrap_servers or "")
+    hung = real.model_copy(
+        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
+    )
+    pool = await create_pool(settings)
+    stack = _Hung(real, gate, hung, pool)
+    try:
+        yield stack
+    finally:
+        await stack.publisher.close()
+        await pool.close()
+        await gate.close()
+
+
 async def _own_topic(settings: Settings) -> Settings:
     topic = f"spool-{uuid.uuid4().hex[:8]}"
     own = settings.model_copy(
@@ -315,16 +328,8 @@ async def test_a_request_spooled_while_the_relay_ends_spooling_stays_ahead_of_th
     """The relay caught up and ends spooling mode while a request's spool write is still
     on its way: that request's messages are in the spool once it is answered, so the
     person's next request, sent after that answer, must not reach the broker before them."""
-    real = await _own_topic(settings)
-    gate = _Gate(settings.kafka_bootstrap_servers or "")
-    hung = real.model_copy(
-        update={"kafka_bootstrap_servers": await gate.start(), "kafka_publish_timeout_s": 1.0}
-    )
-    pool = await create_pool(settings)
-    spool = Spool(pool, hung)
-    publisher = Publisher(hung, spool)
-    relay = Relay(publisher, spool, pool, hung)
-    try:
+    async with _behind_a_hung_gate(settings) as hung:
+        real, gate, publisher, relay = hung.real, hung.gate, hung.publisher, hung.relay
         await publisher.start()  # the broker hangs: the process starts spooling
         assert publisher.spooling
         gate.open = True
@@ -346,10 +351,6 @@ async def test_a_request_spooled_while_the_relay_ends_spooling_stays_ahead_of_th
         await relay.run_once()
         assert await _rows(db) == []
         assert await _partition(real, partition_for(b"k", 3), 2) == [b"second", b"third"]
-    finally:
-        await publisher.close()
-        await pool.close()
-        await gate.close()
 
 
 async def test_relays_of_several_processes_publish_a_partitions_messages_in_order(
