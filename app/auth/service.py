@@ -231,11 +231,21 @@ class Authenticator:
             return hit[1]
         async with self._sessions() as session:
             value = await load(session)
-        # Bounded: a flood of random keys must not grow memory without limit.
         if len(cache) >= _CACHE_MAX:
-            cache.clear()
+            _make_room(cache, now)
         cache[key] = (now + self._ttl, value)
         return value
+
+
+def _make_room(cache: dict[str, tuple[float, T | None]], now: float) -> None:
+    """Bound a full cache: a flood of random keys must not grow memory without limit, nor
+    evict the credentials in use (each would cost a lookup again). Expired entries and
+    unknown keys go; what is known stays, unless it alone nearly fills the cache (then
+    everything goes, so that making room stays rare)."""
+    for key in [k for k, (until, value) in cache.items() if value is None or until <= now]:
+        del cache[key]
+    if len(cache) >= _CACHE_MAX * 9 // 10:
+        cache.clear()
 
 
 def _source_info(row: Any) -> SourceInfo | None:
