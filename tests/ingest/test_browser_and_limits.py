@@ -87,6 +87,12 @@ async def test_pixel_api_always_answers_a_gif_and_says_why_it_refused(
     assert response.headers["x-percorso-verdict"].startswith(verdict)
 
 
+async def _track_from(client: httpx.AsyncClient, key: str, origin: str) -> httpx.Response:
+    """A browser's track call with write key ``key``, from ``origin``."""
+    event = {"userId": "ada", "event": "E"}
+    return await client.post("/v1/track", json=event, headers={**basic(key), "origin": origin})
+
+
 async def test_cors_preflight_any_origin_and_per_source_allowed_origins(
     client: httpx.AsyncClient, make_source: SourceFactory
 ) -> None:
@@ -106,19 +112,13 @@ async def test_cors_preflight_any_origin_and_per_source_allowed_origins(
     assert "authorization" in preflight.headers["access-control-allow-headers"]
 
     event = {"userId": "ada", "event": "E"}
-    anywhere = await client.post(
-        "/v1/track", json=event, headers={**basic(open_key), "origin": "https://anywhere.example"}
-    )
+    anywhere = await _track_from(client, open_key, "https://anywhere.example")
     assert anywhere.status_code == 200
     assert anywhere.headers["access-control-allow-origin"] == "https://anywhere.example"
-    allowed = await client.post(
-        "/v1/track", json=event, headers={**basic(shop_key), "origin": "https://SHOP.example:443"}
-    )
+    allowed = await _track_from(client, shop_key, "https://SHOP.example:443")
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "https://SHOP.example:443"
-    refused = await client.post(
-        "/v1/track", json=event, headers={**basic(shop_key), "origin": "https://evil.example"}
-    )
+    refused = await _track_from(client, shop_key, "https://evil.example")
     assert refused.status_code == 403
     assert "access-control-allow-origin" not in refused.headers
     server_side = await client.post("/v1/track", json=event, headers=basic(shop_key))
@@ -137,19 +137,12 @@ async def test_an_ipv6_origin_keeps_a_sources_settings_in_force(
             "rate_limit_per_s": 0.01,
         }
     )
-    event = {"userId": "ada", "event": "E"}
-    refused = await client.post(
-        "/v1/track", json=event, headers={**basic(key), "origin": "https://evil.example"}
-    )
+    refused = await _track_from(client, key, "https://evil.example")
     assert refused.status_code == 403
-    allowed = await client.post(
-        "/v1/track", json=event, headers={**basic(key), "origin": "http://[2001:db8::1]:8080"}
-    )
+    allowed = await _track_from(client, key, "http://[2001:db8::1]:8080")
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "http://[2001:db8::1]:8080"
-    limited = await client.post(
-        "/v1/track", json=event, headers={**basic(key), "origin": "https://shop.example"}
-    )
+    limited = await _track_from(client, key, "https://shop.example")
     assert limited.status_code == 429
 
 
@@ -157,15 +150,10 @@ async def test_a_non_ascii_allowed_origin_admits_browsers_sending_punycode(
     client: httpx.AsyncClient, make_source: SourceFactory
 ) -> None:
     _, key = await make_source(settings={"allowed_origins": ["https://bücher.example"]})
-    event = {"userId": "ada", "event": "E"}
-    allowed = await client.post(
-        "/v1/track", json=event, headers={**basic(key), "origin": "https://xn--bcher-kva.example"}
-    )
+    allowed = await _track_from(client, key, "https://xn--bcher-kva.example")
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "https://xn--bcher-kva.example"
-    refused = await client.post(
-        "/v1/track", json=event, headers={**basic(key), "origin": "https://bucher.example"}
-    )
+    refused = await _track_from(client, key, "https://bucher.example")
     assert refused.status_code == 403
 
 
