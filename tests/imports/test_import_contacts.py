@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from app.cli import cli
 from app.config import Settings
 from app.contacts.importer import read_contacts
 from app.customers.schemas import IdentifierIn
 from app.db import create_pool
 from app.identity.identifiers import IdentityConfig
 from app.suppressions import service as suppressions
+from tests.imports.commands import run_import
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
 EXPORT = """\
@@ -36,13 +34,9 @@ async def test_a_crm_export_becomes_identify_calls_with_per_row_verdicts(
     source, _ = await make_source(channel="crm", name="salesforce")
     file = tmp_path / "contacts.csv"
     file.write_text(EXPORT)
-    monkeypatch.setenv("PERCORSO_DATABASE_URL", channel_settings.database_url or "")
-    monkeypatch.setenv(
-        "PERCORSO_KAFKA_BOOTSTRAP_SERVERS", channel_settings.kafka_bootstrap_servers or ""
+    result = await run_import(
+        channel_settings, monkeypatch, "contacts", str(file), "--source", "salesforce"
     )
-    monkeypatch.setenv("PERCORSO_KAFKA_TOPIC", channel_settings.kafka_topic)
-    args = ["import", "contacts", str(file), "--source", "salesforce"]
-    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
     assert result.exit_code == 0, result.output
     assert "4 rows, accepted 2, rejected 2" in result.stdout
     assert "line 4: a contact needs a crm_id, email, phone or external_ids" in result.stderr
@@ -68,7 +62,9 @@ async def test_a_crm_export_becomes_identify_calls_with_per_row_verdicts(
     assert ada.occurred_at.isoformat().startswith("2026-10-01T10:00:00")
     assert {(i.kind, i.value) for i in calls["CRM-2"].identifiers} == {("crm_id", "CRM-2")}
 
-    again = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    again = await run_import(
+        channel_settings, monkeypatch, "contacts", str(file), "--source", "salesforce"
+    )
     assert again.exit_code == 0
     replayed = await topic.touchpoints(source.id, 4)
     assert {tp.message_id for tp in replayed[2:]} == {tp.message_id for tp in replayed[:2]}, (
@@ -95,13 +91,9 @@ async def test_a_contact_with_a_suppressed_identifier_is_rejected_not_imported(
         await pool.close()
     file = tmp_path / "contacts.csv"
     file.write_text("crm_id,email\nCRM-1,Ada@Example.com\nCRM-2,bob@example.com\n")
-    monkeypatch.setenv("PERCORSO_DATABASE_URL", channel_settings.database_url or "")
-    monkeypatch.setenv(
-        "PERCORSO_KAFKA_BOOTSTRAP_SERVERS", channel_settings.kafka_bootstrap_servers or ""
+    result = await run_import(
+        channel_settings, monkeypatch, "contacts", str(file), "--source", "hubspot"
     )
-    monkeypatch.setenv("PERCORSO_KAFKA_TOPIC", channel_settings.kafka_topic)
-    args = ["import", "contacts", str(file), "--source", "hubspot"]
-    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
     assert result.exit_code == 0, result.output
     assert "2 rows, accepted 1, rejected 1" in result.stdout
     assert "line 2: suppressed: the row's email is suppressed" in result.stderr

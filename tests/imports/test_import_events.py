@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -13,10 +12,8 @@ import orjson
 import pytest
 from click.testing import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
-from typer.testing import CliRunner
 
 from app.auth.service import SourceInfo
-from app.cli import cli
 from app.config import Settings
 from app.customers.schemas import IdentifierIn
 from app.db import create_pool
@@ -25,6 +22,7 @@ from app.imports.mapping import MappingError, csv_row_to_message
 from app.imports.readers import Row
 from app.imports.service import Verdict, import_rows
 from app.suppressions import service as suppressions
+from tests.imports.commands import run_import
 from tests.ingest.fixtures import SourceFactory, TopicReader
 
 RECEIPTS = """\
@@ -38,11 +36,7 @@ track,,carla@example.com,,2026-11-02T09:35:00Z,R-5,3,milano-1,T3
 
 
 async def _import(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
-    monkeypatch.setenv("PERCORSO_DATABASE_URL", settings.database_url or "")
-    monkeypatch.setenv("PERCORSO_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers or "")
-    monkeypatch.setenv("PERCORSO_KAFKA_TOPIC", settings.kafka_topic)
-    runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, cli, ["import", "events", *args])
+    return await run_import(settings, monkeypatch, "events", *args)
 
 
 async def test_a_csv_of_till_receipts_is_imported_with_per_row_verdicts(
