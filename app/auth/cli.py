@@ -133,7 +133,6 @@ def sources_set(
 ) -> None:
     """Change a source's tracking settings in place; its other stored settings are kept."""
     from app.auth.service import KEEP, Keep, set_source_settings
-    from app.ingest import source_settings
 
     if allowed_origin and any_origin:
         _usage("--allowed-origin and --any-origin contradict each other: give one")
@@ -157,14 +156,13 @@ def sources_set(
             )
             await session.commit()
         source = changed.source
-        for line in changed.still_invalid:
-            field, _, reason = line.partition(": ")
+        for field, reason in changed.still_invalid.items():
             typer.echo(
                 f"warning: the stored {field}, left as it is, still does not read ({reason}):"
                 f" {_UNREADABLE.get(field, 'it is ignored')}",
                 err=True,
             )
-        policy = source_settings.parse(source.settings)
+        policy = changed.policy
         origins_now = ", ".join(_origins(source.settings, policy))
         rate_now = _rate(policy, settings.ingest_rate_limit_per_s)
         lines = [
@@ -372,7 +370,7 @@ def _rate(policy: SourcePolicy, default: float | None = None) -> str:
     when the stored value does not read."""
     if policy.rate_limit_per_s is not None:
         return f"{policy.rate_limit_per_s:g}/s"
-    invalid = any(line.startswith("rate_limit_per_s:") for line in policy.invalid)
+    invalid = bool(policy.reasons(("rate_limit_per_s",)))
     if default is None:
         return "invalid (default)" if invalid else "default"
     stated = f"default, {default:g}/s (PERCORSO_INGEST_RATE_LIMIT_PER_S)"

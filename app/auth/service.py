@@ -101,11 +101,12 @@ KEEP = Keep.KEEP
 
 @dataclass(frozen=True, slots=True)
 class SettingsChanged:
-    """A source after :func:`set_source_settings`: its row, and a line per stored field left
-    untouched that still does not read (as :attr:`SourcePolicy.invalid` has them)."""
+    """A source after :func:`set_source_settings`: its row, its settings as requests read
+    them, and why each stored field left untouched that still does not read does not."""
 
     source: Source
-    still_invalid: tuple[str, ...]
+    policy: source_settings.SourcePolicy
+    still_invalid: dict[str, str]
 
 
 async def set_source_settings(
@@ -145,11 +146,9 @@ async def set_source_settings(
             f"source {name!r}'s stored settings are not a JSON object, so no browser may send"
             " with its write key: set its allowed origins too, to replace them"
         )
+    policy = source_settings.parse(source.settings)
     untouched = {f for f, v in fields.items() if v is KEEP}
-    invalid = source_settings.parse(source.settings).invalid
-    return SettingsChanged(
-        source, tuple(line for line in invalid if line.split(":", 1)[0] in untouched)
-    )
+    return SettingsChanged(source, policy, policy.reasons(untouched))
 
 
 async def create_token(

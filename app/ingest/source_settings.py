@@ -25,6 +25,7 @@ per request.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,6 +68,11 @@ class SourcePolicy:
     def allows_origin(self, origin: str) -> bool:
         """Whether a browser at ``origin`` (the ``Origin`` header as sent) may send."""
         return not self.origins_invalid and _allows(self.allowed_origins, origin)
+
+    def reasons(self, fields: Collection[str]) -> dict[str, str]:
+        """Why each of ``fields`` did not read, for those of them that did not."""
+        pairs = (line.split(": ", 1) for line in self.invalid)
+        return {field: reason for field, reason in pairs if field in fields}
 
 
 DEFAULT_POLICY = SourcePolicy()
